@@ -1,0 +1,200 @@
+//! `genprm`: the native command-line interface.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use genprm::generate::block_on;
+use genprm::{CachedPrefix, DeviceKind, GenerateOptions, LoadedModel, Sampling, SamplingParams};
+
+/// GenPRM on your own machine: run a Qwen2 checkpoint on the CPU or a GPU.
+#[derive(Parser)]
+#[command(name = "genprm", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the logits the model computes for a sequence of token ids, as JSON.
+    Logits(LogitsArgs),
+    /// Continue a prompt (text or token ids).
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A Hugging Face checkpoint directory (config.json, tokenizer.json, *.safetensors).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Where to compute: `cpu`, or `gpu` (wgpu: Vulkan, Metal, DX12).
+    #[arg(long, default_value = "cpu", value_name = "cpu|gpu")]
+    device: DeviceKind,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated token ids, e.g. 1,2,3.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    ids: Vec<u32>,
+    /// Print every position's logits, not only the last.
+    #[arg(long)]
+    all_positions: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text (encoded with the tokenizer's BOS as its config says).
+    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    prompt: Option<String>,
+    /// The prompt as comma-separated token ids.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    ids: Option<Vec<u32>>,
+    /// How many tokens to generate at most.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Always take the most likely token (the default unless a sampling option is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
+    greedy: bool,
+    /// Sampling temperature (default 0.6 when sampling).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Keep only the K most likely tokens (default 20 when sampling; 0 keeps all).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass (default 0.95 when sampling).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Random seed; the same seed gives the same text (default 0 when sampling).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when the text contains this string (repeatable); it is kept in the output.
+    #[arg(long = "stop", value_name = "STRING")]
+    stop_strings: Vec<String>,
+    /// Do not stop at the config's end-of-sequence ids.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print `{"ids": [...], "text": "...", "stop": {...}}` instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Logits(args) => logits(args),
+        Command::Generate(args) => generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the checkpoint, with a progress bar when stderr is a terminal.
+fn load(args: &ModelArgs) -> Result<LoadedModel> {
+    let device = genprm::device(args.device)?;
+    let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} loading {msg} [{bar:30}] {pos}/{len} tensors")
+            .context("progress bar template")?
+            .progress_chars("=> "),
+    );
+    let model = LoadedModel::load(&args.model, &device, |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.tensor.to_string());
+    })
+    .with_context(|| format!("loading the model from {}", args.model.display()))?;
+    bar.finish_and_clear();
+    Ok(model)
+}
+
+fn logits(args: LogitsArgs) -> Result<()> {
+    let loaded = load(&args.model)?;
+    let rows = block_on(genprm::score(&loaded.model, &args.ids))?;
+    let first = if args.all_positions { 0 } else { rows.len() - 1 };
+    let out = serde_json::json!({
+        "vocab_size": loaded.model.vocab_size(),
+        "positions": (first..rows.len()).collect::<Vec<_>>(),
+        "logits": &rows[first..],
+    });
+    let mut w = BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer(&mut w, &out)?;
+    writeln!(w)?;
+    w.flush()?;
+    Ok(())
+}
+
+fn sampling(args: &GenerateArgs) -> Result<Sampling> {
+    if args.greedy || (args.temperature.is_none() && args.top_k.is_none() && args.top_p.is_none() && args.seed.is_none()) {
+        return Ok(Sampling::Greedy);
+    }
+    let d = SamplingParams::default();
+    let p = SamplingParams {
+        temperature: args.temperature.unwrap_or(d.temperature),
+        top_k: args.top_k.or(d.top_k),
+        top_p: args.top_p.unwrap_or(d.top_p),
+        seed: args.seed.unwrap_or(d.seed),
+    };
+    p.validate()?;
+    Ok(Sampling::Sample(p))
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let sampling = sampling(&args)?;
+    let loaded = load(&args.model)?;
+    let prompt = match (&args.prompt, &args.ids) {
+        (Some(text), _) => loaded.tokenizer()?.encode(text, true)?,
+        (None, Some(ids)) => ids.clone(),
+        (None, None) => bail!("give --prompt or --ids"),
+    };
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        stop_token_ids: if args.ignore_eos { Vec::new() } else { loaded.model.config().eos_ids() },
+        stop_strings: args.stop_strings.clone(),
+    };
+    let tokenizer = loaded.tokenizer.as_ref();
+    let mut cache = CachedPrefix::new();
+    let stream = !args.json && tokenizer.is_some();
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let result = block_on(genprm::generate(&loaded.model, tokenizer, &mut cache, &prompt, &options, |ev| {
+        if stream && write_error.is_none() {
+            if let Err(e) = stdout.write_all(ev.text.as_bytes()).and_then(|()| stdout.flush()) {
+                write_error = Some(e);
+            }
+        }
+    }))?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "ids": result.ids,
+            "text": tokenizer.map(|_| result.text.clone()),
+            "stop": result.stop,
+        });
+        serde_json::to_writer(&mut stdout, &out)?;
+        writeln!(stdout)?;
+    } else if stream {
+        writeln!(stdout)?;
+    } else {
+        let ids: Vec<String> = result.ids.iter().map(u32::to_string).collect();
+        writeln!(stdout, "{}", ids.join(","))?;
+    }
+    Ok(())
+}

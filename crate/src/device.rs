@@ -1,0 +1,64 @@
+//! Choosing the compute device at run time: the pure-Rust CPU backend or a GPU through wgpu.
+
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+/// The kinds of device a user can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The CPU (burn's flex backend, multi-threaded).
+    #[default]
+    Cpu,
+    /// The GPU wgpu finds (Vulkan, Metal, DX12; lavapipe when only a software Vulkan exists).
+    Gpu,
+}
+
+impl FromStr for DeviceKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "gpu" | "wgpu" => Ok(DeviceKind::Gpu),
+            other => Err(Error::InvalidArgument { name: "device", message: format!("`{other}` is not one of cpu, gpu") }),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        })
+    }
+}
+
+/// The device of that kind. The GPU is initialised once per process and shared afterwards;
+/// failing to find one is an error, never a silent fallback to the CPU.
+pub fn device(kind: DeviceKind) -> Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex()),
+        DeviceKind::Gpu => gpu(),
+    }
+}
+
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+fn gpu() -> Result<Device> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        // The wgpu runtime panics on some adapter failures instead of returning an error.
+        std::panic::catch_unwind(|| Device::wgpu_options().init().map_err(|e| format!("{e}")))
+            .unwrap_or_else(|_| Err("the wgpu runtime panicked while initialising".to_string()))
+    })
+    .clone()
+    .map_err(|e| Error::Device(format!("no usable GPU through wgpu: {e}")))
+}
+
+#[cfg(any(not(feature = "wgpu"), target_arch = "wasm32"))]
+fn gpu() -> Result<Device> {
+    Err(Error::Device("this build has no native GPU support (built without the `wgpu` feature)".into()))
+}

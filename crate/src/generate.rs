@@ -1,0 +1,224 @@
+//! The decode loop: prefill the prompt (reusing whatever prefix the KV cache already holds),
+//! then one token at a time until a stop token, a stop string in the decoded text, the token
+//! budget or the context runs out. Every step's logits are handed to the caller.
+//!
+//! The loop is `async` because reading logits back from a GPU in the browser must be awaited;
+//! native callers block on it (see [`block_on`]).
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{KvCache, LogitsFor, Qwen2Model};
+use crate::sampling::{Sampler, Sampling};
+use crate::tokenizer::Tokenizer;
+
+/// What to generate and when to stop.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// At most this many new tokens.
+    pub max_new_tokens: usize,
+    /// Greedy or sampled.
+    pub sampling: Sampling,
+    /// Stop after emitting any of these ids (the id is kept in the output).
+    pub stop_token_ids: Vec<u32>,
+    /// Stop once the decoded continuation contains any of these; the text is cut right after it
+    /// (vLLM's `include_stop_str_in_output=True`). Needs a tokenizer.
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_new_tokens: 256, sampling: Sampling::Greedy, stop_token_ids: Vec::new(), stop_strings: Vec::new() }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", content = "value", rename_all = "snake_case")]
+pub enum StopReason {
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// A stop id was generated.
+    StopToken(u32),
+    /// A stop string appeared in the text.
+    StopString(String),
+    /// The model's context window is full.
+    ContextFull,
+}
+
+/// One generated token, as the loop reports it.
+#[derive(Debug)]
+pub struct TokenEvent<'a> {
+    /// Index of the token among the new ones (0-based).
+    pub index: usize,
+    /// The token id.
+    pub id: u32,
+    /// Text this token completed (empty without a tokenizer or mid-character).
+    pub text: &'a str,
+    /// The raw logits the token was chosen from (`vocab_size` values).
+    pub logits: &'a [f32],
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// The new token ids.
+    pub ids: Vec<u32>,
+    /// Their decoded text, cut after a stop string when one ended generation.
+    pub text: String,
+    /// Why it ended.
+    pub stop: StopReason,
+}
+
+/// Blocks the current thread on a future (native callers of the async API).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    pollster::block_on(future)
+}
+
+/// Reads a `[rows, vocab]`-shaped logits tensor back to the host.
+async fn read_logits(t: burn::tensor::Tensor<3>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading logits: {e:?}")))?;
+    data.into_vec::<f32>().map_err(|e| Error::Device(format!("reading logits: {e:?}")))
+}
+
+/// Logits `[positions, vocab]` of every position of `ids` (a fresh cache, one sequence).
+pub async fn score(model: &Qwen2Model, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+    let mut cache = KvCache::new();
+    let logits = model.forward(ids, 1, &mut cache, LogitsFor::All)?;
+    let v = model.vocab_size();
+    Ok(read_logits(logits).await?.chunks(v).map(<[f32]>::to_vec).collect())
+}
+
+/// Generates a continuation of `prompt`. `cache` may already hold a prefix of `prompt` (from a
+/// previous call on the same conversation): only the rest is prefilled. On return the cache
+/// holds the prompt and all generated tokens but the last. `on_token` sees every token with its
+/// logits as it is produced.
+pub async fn generate(
+    model: &Qwen2Model,
+    tokenizer: Option<&Tokenizer>,
+    cache: &mut CachedPrefix,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    mut on_token: impl FnMut(TokenEvent<'_>),
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument { name: "prompt", message: "is empty".into() });
+    }
+    if !options.stop_strings.is_empty() && tokenizer.is_none() {
+        return Err(Error::InvalidArgument { name: "stop_strings", message: "need a tokenizer".into() });
+    }
+    if options.stop_strings.iter().any(String::is_empty) {
+        return Err(Error::InvalidArgument { name: "stop_strings", message: "an empty stop string would stop at once".into() });
+    }
+    let max_ctx = model.config().max_position_embeddings;
+    if prompt.len() > max_ctx {
+        return Err(Error::ContextOverflow { tokens: prompt.len(), max: max_ctx });
+    }
+    let mut sampler = Sampler::new(options.sampling)?;
+    let vocab = model.vocab_size();
+
+    // Reuse the longest cached prefix, leaving at least one prompt token to feed.
+    let keep = cache.common_prefix(prompt).min(prompt.len() - 1);
+    cache.truncate(keep);
+    let mut logits = {
+        let t = model.forward(&prompt[keep..], 1, &mut cache.cache, LogitsFor::Last)?;
+        cache.ids.extend_from_slice(&prompt[keep..]);
+        read_logits(t).await?
+    };
+
+    let mut stream = tokenizer.map(Tokenizer::decode_stream);
+    let longest_stop = options.stop_strings.iter().map(String::len).max().unwrap_or(0);
+    let mut ids = Vec::new();
+    let mut text = String::new();
+    let mut stop = StopReason::MaxTokens;
+    for index in 0..options.max_new_tokens {
+        if logits.len() != vocab {
+            return Err(Error::Device(format!("expected {vocab} logits, got {}", logits.len())));
+        }
+        let id = sampler.next(&logits);
+        ids.push(id);
+        let before = text.len();
+        if let Some(s) = stream.as_mut() {
+            text.push_str(&s.step(id)?);
+        }
+        // Look for stop strings only where the new text could complete one.
+        let mut hit = None;
+        if longest_stop > 0 && text.len() > before {
+            let mut from = before.saturating_sub(longest_stop - 1);
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            hit = options
+                .stop_strings
+                .iter()
+                .filter_map(|s| text[from..].find(s.as_str()).map(|pos| (from + pos + s.len(), s)))
+                .min_by_key(|(end, _)| *end);
+        }
+        let piece_end = hit.as_ref().map_or(text.len(), |(end, _)| *end);
+        on_token(TokenEvent { index, id, text: &text[before.min(piece_end)..piece_end], logits: &logits });
+        if let Some((end, s)) = hit {
+            text.truncate(end);
+            stop = StopReason::StopString(s.clone());
+            break;
+        }
+        if options.stop_token_ids.contains(&id) {
+            stop = StopReason::StopToken(id);
+            break;
+        }
+        if index + 1 == options.max_new_tokens {
+            break;
+        }
+        if cache.len() + 1 > max_ctx {
+            stop = StopReason::ContextFull;
+            break;
+        }
+        let t = model.forward(&[id], 1, &mut cache.cache, LogitsFor::Last)?;
+        cache.ids.push(id);
+        logits = read_logits(t).await?;
+    }
+    Ok(Generation { ids, text, stop })
+}
+
+/// A KV cache together with the token ids it holds, so a later prompt that extends them
+/// (the next step of a conversation) is not prefilled again.
+#[derive(Debug, Clone, Default)]
+pub struct CachedPrefix {
+    cache: KvCache,
+    ids: Vec<u32>,
+}
+
+impl CachedPrefix {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The ids held.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Length of the common prefix of the held ids and `ids`.
+    pub fn common_prefix(&self, ids: &[u32]) -> usize {
+        self.ids.iter().zip(ids).take_while(|(a, b)| a == b).count()
+    }
+
+    /// Keeps only the first `len` positions.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.ids.len() {
+            self.cache.truncate(len);
+            self.ids.truncate(len);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! genprm: GenPRM, a generative process reward model, on the user's own device.
+//!
+//! The crate loads a Hugging Face Qwen2 checkpoint ([`config`], [`weights`]), runs it with burn on
+//! the CPU or a GPU ([`model`], [`device`]), tokenizes and renders chat prompts ([`tokenizer`]) and
+//! generates text ([`sampling`], [`generate`]).
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use burn;
+pub use config::Qwen2Config;
+pub use device::{DeviceKind, device};
+pub use error::{Error, Result};
+pub use generate::{CachedPrefix, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};
+pub use model::{KvCache, LoadProgress, LogitsFor, Qwen2Model};
+pub use sampling::{Sampler, Sampling, SamplingParams};
+pub use tokenizer::{ChatMessage, TemplateChoice, Tokenizer};
+
+/// A checkpoint directory loaded for inference: its config, the model on a device, and the
+/// tokenizer when the directory has one.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct LoadedModel {
+    /// The model.
+    pub model: Qwen2Model,
+    /// The tokenizer, if `tokenizer.json` is present.
+    pub tokenizer: Option<Tokenizer>,
+    /// The directory it was loaded from.
+    pub dir: std::path::PathBuf,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl LoadedModel {
+    /// Loads `config.json`, `tokenizer.json` (optional) and the safetensors weights of `dir`
+    /// onto `device`, reporting each tensor to `progress`.
+    pub fn load(dir: &std::path::Path, device: &burn::tensor::Device, progress: impl FnMut(LoadProgress<'_>)) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::MissingFile { path: dir.to_path_buf(), hint: "; expected a model directory".into() });
+        }
+        let config = Qwen2Config::from_file(&dir.join("config.json"))?;
+        let tokenizer = if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(dir)?) } else { None };
+        let checkpoint = weights::Checkpoint::open(dir)?;
+        let model = Qwen2Model::load(config, &checkpoint, device, progress)?;
+        Ok(LoadedModel { model, tokenizer, dir: dir.to_path_buf() })
+    }
+
+    /// The tokenizer, or an error saying the directory has none.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::MissingFile {
+            path: self.dir.join("tokenizer.json"),
+            hint: "; the model directory has no tokenizer, so text input and output are unavailable (use token ids)".into(),
+        })
+    }
+}

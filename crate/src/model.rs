@@ -1,0 +1,382 @@
+//! The Qwen2 decoder in burn: embedding, `num_hidden_layers` × (RMSNorm, grouped-query attention
+//! with rotary embeddings and q/k/v biases, RMSNorm, SwiGLU MLP), final RMSNorm and the language
+//! model head (its own matrix or the tied embedding). One implementation serves every device; the
+//! [`KvCache`] makes decoding incremental.
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::Qwen2Config;
+use crate::error::{Error, Result};
+use crate::weights::{HostTensor, TensorSource};
+
+/// A linear layer `y = x Wᵀ + b`. The weight is kept in the checkpoint's `[out, in]` layout.
+/// This is the one place weights are multiplied, so other weight representations (quantized
+/// packs) slot in here without a second copy of the model.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// A layer from an `[out, in]` weight and an optional `[out]` bias.
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// Applies the layer to `[rows, in]` activations, giving `[rows, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.weight.clone().transpose());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// Root-mean-square normalisation over the last dimension, as Qwen2 computes it in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor<1>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalises `[rows, hidden]` activations.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let variance = x.clone().square().mean_dim(1);
+        let x = x * (variance + self.eps).sqrt().recip();
+        x * self.weight.clone().unsqueeze_dim(0)
+    }
+}
+
+/// Key and value tensors of every layer for the positions seen so far, `[batch, kv_heads, len, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps only the first `len` positions (a later forward continues from there).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        if len == 0 {
+            self.clear();
+            return;
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let [b, h, _, d] = k.dims();
+            *k = k.clone().slice([0..b, 0..h, 0..len, 0..d]);
+            *v = v.clone().slice([0..b, 0..h, 0..len, 0..d]);
+        }
+        self.len = len;
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.layers.clear();
+        self.len = 0;
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Layer {
+    input_norm: RmsNorm,
+    attention: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Which positions the forward pass returns logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last position of each sequence (generation).
+    Last,
+    /// Every input position (scoring, tests).
+    All,
+}
+
+/// Progress of a model load, reported once per tensor.
+#[derive(Debug, Clone)]
+pub struct LoadProgress<'a> {
+    /// The tensor just loaded.
+    pub tensor: &'a str,
+    /// Tensors loaded so far.
+    pub done: usize,
+    /// Tensors in all.
+    pub total: usize,
+}
+
+/// A Qwen2 causal language model on one device.
+pub struct Qwen2Model {
+    config: Qwen2Config,
+    device: Device,
+    embed: Tensor<2>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// `None` when the head is tied to the embedding.
+    lm_head: Option<Linear>,
+}
+
+impl Qwen2Model {
+    /// Loads every tensor the config calls for from `source`, one at a time, checking each shape
+    /// against the config. `progress` is called after each tensor.
+    pub fn load(
+        config: Qwen2Config,
+        source: &dyn TensorSource,
+        device: &Device,
+        mut progress: impl FnMut(LoadProgress<'_>),
+    ) -> Result<Self> {
+        let c = &config;
+        let (h, hd, nh, kvh, inter, vocab) =
+            (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
+        let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
+        let mut done = 0usize;
+        let mut read = |name: &str, expected: &[usize]| -> Result<HostTensor> {
+            let shape = source.shape(name)?;
+            if shape != expected {
+                return Err(Error::Shape {
+                    path: source.file_of(name),
+                    tensor: name.to_string(),
+                    expected: expected.to_vec(),
+                    actual: shape,
+                });
+            }
+            let t = source.read_f32(name)?;
+            done += 1;
+            progress(LoadProgress { tensor: name, done, total });
+            Ok(t)
+        };
+        let mat = |t: HostTensor| Tensor::<2>::from_data(TensorData::new(t.data, t.shape), device);
+        let vec1 = |t: HostTensor| Tensor::<1>::from_data(TensorData::new(t.data, t.shape), device);
+
+        let embed = mat(read("model.embed_tokens.weight", &[vocab, h])?);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let w = mat(read(&format!("{p}.{name}.weight"), &[out, inp])?);
+                let b = if bias { Some(vec1(read(&format!("{p}.{name}.bias"), &[out])?)) } else { None };
+                Ok(Linear::new(w, b))
+            };
+            let attention = Attention {
+                q: linear("self_attn.q_proj", nh * hd, h, true)?,
+                k: linear("self_attn.k_proj", kvh * hd, h, true)?,
+                v: linear("self_attn.v_proj", kvh * hd, h, true)?,
+                o: linear("self_attn.o_proj", h, nh * hd, false)?,
+            };
+            let mlp = Mlp {
+                gate: linear("mlp.gate_proj", inter, h, false)?,
+                up: linear("mlp.up_proj", inter, h, false)?,
+                down: linear("mlp.down_proj", h, inter, false)?,
+            };
+            let input_norm =
+                RmsNorm { weight: vec1(read(&format!("{p}.input_layernorm.weight"), &[h])?), eps: c.rms_norm_eps };
+            let post_norm = RmsNorm {
+                weight: vec1(read(&format!("{p}.post_attention_layernorm.weight"), &[h])?),
+                eps: c.rms_norm_eps,
+            };
+            layers.push(Layer { input_norm, attention, post_norm, mlp });
+        }
+        let norm = RmsNorm { weight: vec1(read("model.norm.weight", &[h])?), eps: c.rms_norm_eps };
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::new(mat(read("lm_head.weight", &[vocab, h])?), None))
+        };
+        Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Qwen2Config {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Rows of the embedding (and columns of the logits).
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Runs `batch` sequences of equal length whose ids are concatenated in `tokens`, continuing
+    /// from what `cache` holds and appending to it. Returns logits `[batch, positions, vocab]`
+    /// for the positions `which` selects.
+    pub fn forward(&self, tokens: &[u32], batch: usize, cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<3>> {
+        let c = &self.config;
+        if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
+            return Err(Error::InvalidArgument {
+                name: "tokens",
+                message: format!("{} ids cannot form {batch} sequences of equal, non-zero length", tokens.len()),
+            });
+        }
+        let seq = tokens.len() / batch;
+        let past = cache.len;
+        if past + seq > c.max_position_embeddings {
+            return Err(Error::ContextOverflow { tokens: past + seq, max: c.max_position_embeddings });
+        }
+        for (position, &id) in tokens.iter().enumerate() {
+            if id as usize >= c.vocab_size {
+                return Err(Error::TokenOutOfRange { id, position, vocab_size: c.vocab_size });
+            }
+        }
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
+        let mut x = self.embed.clone().select(0, ids); // [batch * seq, hidden]
+
+        let (cos, sin) = self.rope_tables(past, seq);
+        let mask = (seq > 1).then(|| self.causal_mask(past, seq));
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.input_norm.forward(x.clone());
+            let h = self.attention(&layer.attention, h, batch, seq, &cos, &sin, mask.clone(), slot);
+            x = x + h;
+            let h = layer.post_norm.forward(x.clone());
+            let m = &layer.mlp;
+            let h = m.down.forward(silu(m.gate.forward(h.clone())) * m.up.forward(h));
+            x = x + h;
+        }
+        cache.len = past + seq;
+
+        let hidden = c.hidden_size;
+        let x = match which {
+            LogitsFor::All => x,
+            LogitsFor::Last => {
+                x.reshape([batch, seq, hidden]).slice([0..batch, seq - 1..seq, 0..hidden]).reshape([batch, hidden])
+            }
+        };
+        let rows = x.dims()[0];
+        let x = self.norm.forward(x);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.embed.clone().transpose()),
+        };
+        Ok(logits.reshape([batch, rows / batch, c.vocab_size]))
+    }
+
+    /// Rotary tables `[seq, head_dim]` for positions `past..past + seq`, computed in f32 exactly
+    /// as transformers does (inverse frequencies, outer product, then cos/sin, halves repeated).
+    fn rope_tables(&self, past: usize, seq: usize) -> (Tensor<2>, Tensor<2>) {
+        let d = self.config.head_dim();
+        let base = self.config.rope_theta as f32;
+        let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
+        let mut cos = Vec::with_capacity(seq * d);
+        let mut sin = Vec::with_capacity(seq * d);
+        for p in past..past + seq {
+            let angles: Vec<f32> = inv.iter().map(|f| p as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        (
+            Tensor::from_data(TensorData::new(cos, [seq, d]), &self.device),
+            Tensor::from_data(TensorData::new(sin, [seq, d]), &self.device),
+        )
+    }
+
+    /// Additive mask `[seq, past + seq]`: 0 where query `i` may see key `j`, −∞ after it.
+    fn causal_mask(&self, past: usize, seq: usize) -> Tensor<2> {
+        let total = past + seq;
+        let mut m = vec![0f32; seq * total];
+        for i in 0..seq {
+            for j in past + i + 1..total {
+                m[i * total + j] = f32::NEG_INFINITY;
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [seq, total]), &self.device)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        a: &Attention,
+        x: Tensor<2>,
+        batch: usize,
+        seq: usize,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        mask: Option<Tensor<2>>,
+        slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let (nh, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let groups = nh / kvh;
+        let heads = |t: Tensor<2>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2); // [b, n, seq, d]
+        let q = rotate(heads(a.q.forward(x.clone()), nh), cos, sin);
+        let k = rotate(heads(a.k.forward(x.clone()), kvh), cos, sin);
+        let v = heads(a.v.forward(x), kvh);
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        let total = k.dims()[2];
+
+        // Grouped-query attention without copying keys: the `groups` query heads that share a
+        // key/value head are stacked along the query axis, rows ordered (group, position).
+        let q = q.reshape([batch, kvh, groups * seq, d]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()); // [b, kvh, g*seq, total]
+        let scores = match mask {
+            Some(m) => scores + m.repeat_dim(0, groups).reshape([1, 1, groups * seq, total]),
+            None => scores,
+        };
+        let out = softmax(scores, 3).matmul(v); // [b, kvh, g*seq, d]
+        let out = out.reshape([batch, nh, seq, d]).swap_dims(1, 2).reshape([batch * seq, nh * d]);
+        a.o.forward(out)
+    }
+}
+
+/// Applies rotary embeddings to `[batch, heads, seq, d]` with `[seq, d]` tables
+/// (the "rotate half" convention of Qwen2).
+fn rotate(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [b, n, s, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..n, 0..s, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..n, 0..s, half..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let cos = cos.clone().reshape([1, 1, s, d]);
+    let sin = sin.clone().reshape([1, 1, s, d]);
+    x * cos + rotated * sin
+}

@@ -1,0 +1,335 @@
+//! Safetensors checkpoints: one `model.safetensors` or shards listed in
+//! `model.safetensors.index.json`. Headers are parsed up front; tensors are read and converted to
+//! f32 one at a time, so the whole checkpoint is never in memory at once (files are memory-mapped
+//! natively; in the browser the same header parser works on byte chunks).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The element types a checkpoint tensor may be stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl WeightDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            WeightDtype::F32 => 4,
+            WeightDtype::F16 | WeightDtype::BF16 => 2,
+        }
+    }
+}
+
+/// Where one tensor lives inside a safetensors file, as its header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// Element type, or `None` when the file uses one the loader does not read.
+    pub dtype: Option<WeightDtype>,
+    /// The dtype as the header spells it (`F32`, `BF16`, `I64`, ...).
+    pub dtype_name: String,
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// Byte range in the file (absolute, header included).
+    pub range: Range<usize>,
+}
+
+/// The parsed header of one safetensors file.
+#[derive(Debug, Clone)]
+pub struct SafetensorsHeader {
+    /// Bytes taken by the 8-byte length and the JSON header; tensor data starts here.
+    pub data_start: usize,
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, TensorEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+}
+
+impl SafetensorsHeader {
+    /// Bytes needed to know the header's length.
+    pub const PREFIX: usize = 8;
+
+    /// Reads the header length from the first 8 bytes of a file.
+    pub fn header_len(prefix: &[u8], path: &Path) -> Result<usize> {
+        let bytes: [u8; 8] = prefix.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("file is {} bytes, too short for a header", prefix.len()),
+        })?;
+        let n = u64::from_le_bytes(bytes);
+        if n > 100_000_000 {
+            return Err(Error::Safetensors { path: path.to_path_buf(), message: format!("header length {n} is implausible") });
+        }
+        Ok(n as usize)
+    }
+
+    /// Parses a header. `head` must hold at least the first `8 + header_len` bytes of the file;
+    /// `file_len` is the whole file's size, used to detect truncation. A tensor in a dtype other
+    /// than F32/F16/BF16 is an error only when it is read ([`Error::Dtype`]).
+    pub fn parse(head: &[u8], file_len: usize, path: &Path) -> Result<Self> {
+        let bad = |message: String| Error::Safetensors { path: path.to_path_buf(), message };
+        let n = Self::header_len(head, path)?;
+        let data_start = Self::PREFIX + n;
+        if file_len < data_start || head.len() < data_start {
+            return Err(bad(format!("truncated: the header needs {data_start} bytes but the file has {file_len}")));
+        }
+        let json = std::str::from_utf8(&head[Self::PREFIX..data_start])
+            .map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
+        let raw: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(json.trim_end()).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, value) in raw {
+            if name == "__metadata__" {
+                continue;
+            }
+            let entry: RawEntry = serde_json::from_value(value)
+                .map_err(|e| bad(format!("header entry for tensor `{name}` is malformed: {e}")))?;
+            let [start, end] = entry.data_offsets;
+            let dtype = match entry.dtype.as_str() {
+                "F32" => Some(WeightDtype::F32),
+                "F16" => Some(WeightDtype::F16),
+                "BF16" => Some(WeightDtype::BF16),
+                _ => None,
+            };
+            let elements: usize = entry.shape.iter().product();
+            if end < start {
+                return Err(bad(format!("tensor `{name}` has data_offsets [{start}, {end}] that run backwards")));
+            }
+            if let Some(dt) = dtype
+                && end - start != elements * dt.size()
+            {
+                return Err(bad(format!(
+                    "tensor `{name}` of shape {:?} and dtype {} needs {} bytes but data_offsets span {}",
+                    entry.shape,
+                    entry.dtype,
+                    elements * dt.size(),
+                    end - start
+                )));
+            }
+            let range = data_start + start..data_start + end;
+            if range.end > file_len {
+                return Err(bad(format!(
+                    "truncated: tensor `{name}` ends at byte {} but the file has {file_len} bytes",
+                    range.end
+                )));
+            }
+            tensors.insert(name, TensorEntry { dtype, dtype_name: entry.dtype, shape: entry.shape, range });
+        }
+        Ok(SafetensorsHeader { data_start, tensors })
+    }
+}
+
+/// Converts little-endian stored elements to f32.
+pub fn to_f32(bytes: &[u8], dtype: WeightDtype) -> Vec<f32> {
+    match dtype {
+        WeightDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        WeightDtype::F16 => {
+            bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+        }
+        WeightDtype::BF16 => {
+            bytes.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+        }
+    }
+}
+
+/// A host-side tensor in f32, as read from a checkpoint.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// Anything the model loader can read named tensors from: a checkpoint directory natively, byte
+/// chunks fetched over the network in the browser, or a test double.
+pub trait TensorSource {
+    /// Shape of a tensor, or [`Error::MissingTensor`].
+    fn shape(&self, name: &str) -> Result<Vec<usize>>;
+    /// Whether a tensor exists.
+    fn contains(&self, name: &str) -> bool;
+    /// Reads one tensor and converts it to f32.
+    fn read_f32(&self, name: &str) -> Result<HostTensor>;
+    /// The file a tensor comes from, for error messages.
+    fn file_of(&self, name: &str) -> PathBuf;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::*;
+
+    struct Shard {
+        path: PathBuf,
+        map: memmap2::Mmap,
+        header: SafetensorsHeader,
+    }
+
+    #[derive(Deserialize)]
+    struct IndexFile {
+        weight_map: HashMap<String, String>,
+    }
+
+    /// The safetensors weights of a Hugging Face checkpoint directory, memory-mapped.
+    pub struct Checkpoint {
+        shards: Vec<Shard>,
+        /// Tensor name to shard number.
+        index: HashMap<String, usize>,
+        dir: PathBuf,
+    }
+
+    impl Checkpoint {
+        /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`.
+        /// Every header is checked (dtypes, offsets, truncation) before any tensor is read.
+        pub fn open(dir: &Path) -> Result<Self> {
+            let single = dir.join("model.safetensors");
+            let index_path = dir.join("model.safetensors.index.json");
+            let files: Vec<PathBuf> = if index_path.exists() {
+                let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+                let index: IndexFile = serde_json::from_str(&text).map_err(|e| Error::json(&index_path, &e))?;
+                let mut names: Vec<String> = index.weight_map.values().cloned().collect();
+                names.sort();
+                names.dedup();
+                names.into_iter().map(|n| dir.join(n)).collect()
+            } else if single.exists() {
+                vec![single]
+            } else {
+                return Err(Error::MissingFile {
+                    path: single,
+                    hint: "; expected model.safetensors or model.safetensors.index.json with its shards".into(),
+                });
+            };
+            let mut shards = Vec::with_capacity(files.len());
+            let mut index = HashMap::new();
+            for path in files {
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                // SAFETY: the map is read-only and the file is not modified while the checkpoint is open;
+                // a file truncated underneath would fault, which the header check above cannot prevent.
+                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+                let header = SafetensorsHeader::parse(&map, map.len(), &path)?;
+                for name in header.tensors.keys() {
+                    index.insert(name.clone(), shards.len());
+                }
+                shards.push(Shard { path, map, header });
+            }
+            Ok(Checkpoint { shards, index, dir: dir.to_path_buf() })
+        }
+
+        fn entry(&self, name: &str) -> Result<(&Shard, &TensorEntry)> {
+            let shard = self.index.get(name).map(|&i| &self.shards[i]).ok_or_else(|| Error::MissingTensor {
+                path: self.dir.clone(),
+                tensor: name.to_string(),
+            })?;
+            Ok((shard, &shard.header.tensors[name]))
+        }
+
+        /// Names of all tensors in the checkpoint.
+        pub fn names(&self) -> impl Iterator<Item = &str> {
+            self.index.keys().map(String::as_str)
+        }
+
+        /// Total bytes of tensor data.
+        pub fn total_bytes(&self) -> usize {
+            self.shards.iter().flat_map(|s| s.header.tensors.values()).map(|t| t.range.len()).sum()
+        }
+    }
+
+    impl TensorSource for Checkpoint {
+        fn shape(&self, name: &str) -> Result<Vec<usize>> {
+            Ok(self.entry(name)?.1.shape.clone())
+        }
+        fn contains(&self, name: &str) -> bool {
+            self.index.contains_key(name)
+        }
+        fn read_f32(&self, name: &str) -> Result<HostTensor> {
+            let (shard, entry) = self.entry(name)?;
+            let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
+                path: shard.path.clone(),
+                tensor: name.to_string(),
+                dtype: entry.dtype_name.clone(),
+            })?;
+            let bytes = &shard.map[entry.range.clone()];
+            Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(bytes, dtype) })
+        }
+        fn file_of(&self, name: &str) -> PathBuf {
+            self.index.get(name).map(|&i| self.shards[i].path.clone()).unwrap_or_else(|| self.dir.clone())
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::Checkpoint;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn parses_and_converts_each_dtype() {
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1],"data_offsets":[8,10]},"c":{"dtype":"F16","shape":[1],"data_offsets":[10,12]},"__metadata__":{"format":"pt"}}"#;
+        let mut data = Vec::new();
+        data.extend_from_slice(&1.5f32.to_le_bytes());
+        data.extend_from_slice(&(-2.0f32).to_le_bytes());
+        data.extend_from_slice(&half::bf16::from_f32(0.25).to_bits().to_le_bytes());
+        data.extend_from_slice(&half::f16::from_f32(-3.0).to_bits().to_le_bytes());
+        let f = file(h, &data);
+        let header = SafetensorsHeader::parse(&f, f.len(), Path::new("x.safetensors")).unwrap();
+        let a = &header.tensors["a"];
+        assert_eq!(to_f32(&f[a.range.clone()], a.dtype.unwrap()), vec![1.5, -2.0]);
+        let b = &header.tensors["b"];
+        assert_eq!(to_f32(&f[b.range.clone()], b.dtype.unwrap()), vec![0.25]);
+        let c = &header.tensors["c"];
+        assert_eq!(to_f32(&f[c.range.clone()], c.dtype.unwrap()), vec![-3.0]);
+    }
+
+    #[test]
+    fn truncation_names_the_tensor() {
+        let h = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let f = file(h, &[0u8; 16]);
+        let e = SafetensorsHeader::parse(&f, f.len() - 3, Path::new("m.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("m.safetensors") && e.contains("`w`") && e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn unknown_dtype_is_kept_by_name() {
+        let h = r#"{"w":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#;
+        let f = file(h, &[0u8; 8]);
+        let header = SafetensorsHeader::parse(&f, f.len(), Path::new("m.safetensors")).unwrap();
+        assert_eq!(header.tensors["w"].dtype, None);
+        assert_eq!(header.tensors["w"].dtype_name, "I64");
+    }
+
+    #[test]
+    fn size_mismatch_is_an_error() {
+        let h = r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+        let f = file(h, &[0u8; 8]);
+        assert!(SafetensorsHeader::parse(&f, f.len(), Path::new("m")).is_err());
+    }
+
+    #[test]
+    fn short_file_is_an_error() {
+        let e = SafetensorsHeader::parse(&[1, 2, 3], 3, Path::new("m.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("too short"), "{e}");
+    }
+}

@@ -1,0 +1,112 @@
+//! The `genprm` binary end to end: JSON outputs against transformers' numbers, and bad input as
+//! one clear line on stderr with a failing exit code.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn genprm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genprm")).args(args).output().expect("running genprm")
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = genprm(args);
+    assert!(out.status.success(), "genprm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn failing(args: &[&str]) -> String {
+    let out = genprm(args);
+    assert!(!out.status.success(), "genprm {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "genprm {args:?} panicked: {err}");
+    err
+}
+
+fn ids_arg(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn logits_command_matches_transformers() {
+    for (kind, _) in devices() {
+        let name = "tiny-gqa-f32";
+        let exp = expected(name);
+        let dir = model_dir(name);
+        let ids = ids_arg(&exp.prompt_ids);
+        let kind = kind.to_string();
+        let all = ok_json(&["logits", "--model", dir.to_str().unwrap(), "--ids", &ids, "--device", &kind, "--all-positions"]);
+        assert_eq!(all["vocab_size"], 320);
+        let rows: Vec<Vec<f32>> = serde_json::from_value(all["logits"].clone()).unwrap();
+        assert_eq!(all["positions"].as_array().unwrap().len(), exp.prompt_ids.len());
+        assert!(max_abs_diff(&rows, &exp) < 1e-4);
+
+        let last = ok_json(&["logits", "--model", dir.to_str().unwrap(), "--ids", &ids, "--device", &kind]);
+        assert_eq!(last["positions"], serde_json::json!([exp.prompt_ids.len() - 1]));
+        let row: Vec<Vec<f32>> = serde_json::from_value(last["logits"].clone()).unwrap();
+        let d = row[0].iter().zip(exp.logits.last().unwrap()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-4);
+    }
+}
+
+#[test]
+fn generate_command_greedy_from_text_and_ids() {
+    let name = "tiny-real-vocab";
+    let exp = expected(name);
+    let dir = model_dir(name);
+    let dir = dir.to_str().unwrap();
+    let n = exp.greedy_ids.len().to_string();
+    let from_ids = ok_json(&["generate", "--model", dir, "--ids", &ids_arg(&exp.prompt_ids), "--max-new-tokens", &n, "--greedy", "--json", "--ignore-eos"]);
+    let got: Vec<u32> = serde_json::from_value(from_ids["ids"].clone()).unwrap();
+    assert_eq!(got, exp.greedy_ids);
+    assert!(from_ids["text"].is_string());
+
+    // The same prompt as text: encoding it gives the fixture's ids.
+    let tok = genprm::Tokenizer::from_dir(&model_dir(name)).unwrap();
+    let text = tok.decode(&exp.prompt_ids, false).unwrap();
+    let prompt = text.strip_prefix("<｜begin▁of▁sentence｜>").unwrap();
+    let from_text = ok_json(&["generate", "--model", dir, "--prompt", prompt, "--max-new-tokens", &n, "--json", "--ignore-eos"]);
+    assert_eq!(from_text["ids"], from_ids["ids"]);
+    assert_eq!(from_text["text"], from_ids["text"]);
+
+    // Plain output streams the same text.
+    let out = genprm(&["generate", "--model", dir, "--prompt", prompt, "--max-new-tokens", &n, "--ignore-eos"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n'), from_ids["text"].as_str().unwrap());
+}
+
+#[test]
+fn generate_command_sampling_is_seeded() {
+    let dir = model_dir("tiny-gqa-f32");
+    let dir = dir.to_str().unwrap();
+    let run = |seed: &str| ok_json(&["generate", "--model", dir, "--ids", "1,2,3", "--max-new-tokens", "12", "--temperature", "1.0", "--top-k", "0", "--top-p", "1.0", "--seed", seed, "--json"]);
+    assert_eq!(run("5")["ids"], run("5")["ids"]);
+    assert!(run("5")["text"].is_null(), "no tokenizer in this fixture");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let good = model_dir("tiny-gqa-f32");
+    let good = good.to_str().unwrap();
+    let e = failing(&["logits", "--model", "/no/such/dir", "--ids", "1"]);
+    assert!(e.contains("/no/such/dir"), "{e}");
+    let e = failing(&["logits", "--model", good, "--ids", "1,999"]);
+    assert!(e.contains("999") && e.contains("out of range"), "{e}");
+    let e = failing(&["logits", "--model", good, "--ids", "1,x"]);
+    assert!(e.contains("x"), "{e}");
+    let e = failing(&["generate", "--model", good, "--prompt", "hello"]);
+    assert!(e.contains("tokenizer.json"), "{e}");
+    let e = failing(&["generate", "--model", good, "--ids", "1", "--top-p", "0"]);
+    assert!(e.contains("top_p"), "{e}");
+    let e = failing(&["logits", "--model", good, "--ids", "1", "--device", "tpu"]);
+    assert!(e.contains("tpu"), "{e}");
+
+    let tmp = scratch_copy("tiny-gqa-f32");
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("\"rope_theta\": 10000.0", "\"rope_theta\": \"big\"")).unwrap();
+    let e = failing(&["logits", "--model", tmp.path().to_str().unwrap(), "--ids", "1"]);
+    assert!(e.contains("config.json") && e.contains("rope_theta"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+}
