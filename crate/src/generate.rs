@@ -79,7 +79,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Reads a `[rows, vocab]`-shaped logits tensor back to the host.
 async fn read_logits(t: burn::tensor::Tensor<3>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading logits: {e:?}")))?;
-    data.into_vec::<f32>().map_err(|e| Error::Device(format!("reading logits: {e:?}")))
+    data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("reading logits: {e:?}")))
 }
 
 /// Logits `[positions, vocab]` of every position of `ids` (a fresh cache, one sequence).

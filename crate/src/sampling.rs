@@ -189,8 +189,8 @@ mod tests {
     fn top_p_keeps_the_nucleus_and_always_the_top_token() {
         // softmax of [ln .5, ln .3, ln .15, ln .05] = [.5, .3, .15, .05]
         let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
-        let lp = processed_logprobs(&logits, 1.0, None, 0.8);
-        // Bottom mass .05 ≤ .2 and .2 ≤ .2 are masked, .5 and .3 stay.
+        let lp = processed_logprobs(&logits, 1.0, None, 0.75);
+        // Cumulative mass from the bottom: .05 and .20 are ≤ .25 and masked; .5 and .3 stay.
         assert!(lp[0].is_finite() && lp[1].is_finite());
         assert!(lp[2].is_infinite() && lp[3].is_infinite());
         let lp = processed_logprobs(&logits, 1.0, None, 0.01);

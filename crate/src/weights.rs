@@ -169,6 +169,62 @@ pub trait TensorSource {
     fn file_of(&self, name: &str) -> PathBuf;
 }
 
+/// Safetensors files held as bytes (downloaded, picked by the user in a browser, or embedded):
+/// the same header checks and per-tensor conversion as the memory-mapped [`Checkpoint`].
+#[derive(Default)]
+pub struct BytesCheckpoint {
+    files: Vec<(PathBuf, Vec<u8>, SafetensorsHeader)>,
+    index: HashMap<String, usize>,
+}
+
+impl BytesCheckpoint {
+    /// An empty checkpoint; add each shard with [`BytesCheckpoint::add_file`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one safetensors file; `name` is used in error messages.
+    pub fn add_file(&mut self, name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<()> {
+        let name = name.into();
+        let header = SafetensorsHeader::parse(&bytes, bytes.len(), &name)?;
+        for t in header.tensors.keys() {
+            self.index.insert(t.clone(), self.files.len());
+        }
+        self.files.push((name, bytes, header));
+        Ok(())
+    }
+
+    fn entry(&self, name: &str) -> Result<(&PathBuf, &[u8], &TensorEntry)> {
+        let i = *self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.files.first().map(|f| f.0.clone()).unwrap_or_default(),
+            tensor: name.to_string(),
+        })?;
+        let (path, bytes, header) = &self.files[i];
+        Ok((path, bytes, &header.tensors[name]))
+    }
+}
+
+impl TensorSource for BytesCheckpoint {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.entry(name)?.2.shape.clone())
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+    fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let (path, bytes, entry) = self.entry(name)?;
+        let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
+            path: path.clone(),
+            tensor: name.to_string(),
+            dtype: entry.dtype_name.clone(),
+        })?;
+        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&bytes[entry.range.clone()], dtype) })
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::*;

@@ -132,3 +132,23 @@ fn context_overflow_is_an_error() {
     assert_eq!(out.stop, genprm::StopReason::ContextFull);
     assert_eq!(out.ids.len(), 4);
 }
+
+#[test]
+fn byte_buffers_load_the_same_model_as_memory_mapped_files() {
+    use genprm::weights::BytesCheckpoint;
+    let dir = model_dir("tiny-sharded-bf16");
+    let mut src = BytesCheckpoint::new();
+    for i in 1..=4 {
+        let name = format!("model-0000{i}-of-00004.safetensors");
+        src.add_file(&name, std::fs::read(dir.join(&name)).unwrap()).unwrap();
+    }
+    let config = genprm::Qwen2Config::from_file(&dir.join("config.json")).unwrap();
+    let model = genprm::Qwen2Model::load(config, &src, &cpu(), |_| {}).unwrap();
+    let exp = expected("tiny-sharded-bf16");
+    let rows = genprm::generate::block_on(genprm::score(&model, &exp.prompt_ids)).unwrap();
+    assert!(max_abs_diff(&rows, &exp) < 1e-4);
+    // A truncated buffer is refused when it is added, naming it.
+    let bytes = std::fs::read(dir.join("model-00001-of-00004.safetensors")).unwrap();
+    let e = BytesCheckpoint::new().add_file("shard-1", bytes[..bytes.len() / 2].to_vec()).unwrap_err().to_string();
+    assert!(e.contains("shard-1") && e.contains("truncated"), "{e}");
+}

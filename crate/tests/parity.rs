@@ -55,7 +55,7 @@ fn kv_cache_decoding_equals_full_reforward() {
         let mut pos = 0;
         for chunk in [5usize, 1, 1, 1, 4, 1, 10] {
             let t = m.model.forward(&ids[pos..pos + chunk], 1, &mut cache, LogitsFor::All).unwrap();
-            let data: Vec<f32> = t.into_data().into_vec().unwrap();
+            let data: Vec<f32> = t.into_data().try_into_vec().unwrap();
             got.extend(data.chunks(v).map(<[f32]>::to_vec));
             pos += chunk;
         }
@@ -97,7 +97,7 @@ fn batched_forward_equals_single_sequences() {
         let b: Vec<u32> = (0..9).map(|i| (i * 29 + 11) % 256).collect();
         let both: Vec<u32> = a.iter().chain(&b).copied().collect();
         let t = m.model.forward(&both, 2, &mut KvCache::new(), LogitsFor::Last).unwrap();
-        let got: Vec<f32> = t.into_data().into_vec().unwrap();
+        let got: Vec<f32> = t.into_data().try_into_vec().unwrap();
         let v = m.model.vocab_size();
         for (i, seq) in [a, b].iter().enumerate() {
             let single = block_on(genprm::score(&m.model, seq)).unwrap();

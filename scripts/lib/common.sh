@@ -37,3 +37,9 @@ need_rust() {
 need_vulkan() {
   need_apt mesa-vulkan-drivers libvulkan1
 }
+
+# Vulkan's window-system probing complains when there is no runtime dir (headless machines).
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/genprm-xdg-$(id -u)"
+  mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+fi
