@@ -119,6 +119,9 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// The code executor could not be started or used.
+    #[error("code executor: {0}")]
+    Exec(String),
     /// The compute device could not be created or failed.
     #[error("device: {0}")]
     Device(String),

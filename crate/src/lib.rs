@@ -7,6 +7,7 @@
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod exec;
 pub mod generate;
 pub mod model;
 pub mod sampling;

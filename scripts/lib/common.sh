@@ -43,3 +43,18 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/genprm-xdg-$(id -u)"
   mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 fi
+
+# python3 with sympy and mpmath, for the native code sandbox (GenPRM's code imports sympy).
+need_python_sympy() {
+  if ! command -v python3 >/dev/null 2>&1; then
+    need_apt python3 python3-sympy
+    return 0
+  fi
+  python3 -c "import sympy, mpmath" 2>/dev/null && return 0
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    need_apt python3-sympy
+  else
+    log "installing sympy for $(command -v python3)"
+    python3 -m pip install -q sympy mpmath
+  fi
+}
