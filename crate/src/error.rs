@@ -119,6 +119,14 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A solution to verify is malformed.
+    #[error("{what}: {message}")]
+    InvalidInput {
+        /// The input (file, record).
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The code executor could not be started or used.
     #[error("code executor: {0}")]
     Exec(String),

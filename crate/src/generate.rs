@@ -19,16 +19,24 @@ pub struct GenerateOptions {
     pub max_new_tokens: usize,
     /// Greedy or sampled.
     pub sampling: Sampling,
-    /// Stop after emitting any of these ids (the id is kept in the output).
+    /// Stop after emitting any of these ids (the id is kept in `ids`; its text is not in `text`).
     pub stop_token_ids: Vec<u32>,
     /// Stop once the decoded continuation contains any of these; the text is cut right after it
     /// (vLLM's `include_stop_str_in_output=True`). Needs a tokenizer.
     pub stop_strings: Vec<String>,
+    /// Leave special tokens (BOS, EOS, ...) out of the text, as vLLM does by default.
+    pub skip_special_tokens: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_new_tokens: 256, sampling: Sampling::Greedy, stop_token_ids: Vec::new(), stop_strings: Vec::new() }
+        GenerateOptions {
+            max_new_tokens: 256,
+            sampling: Sampling::Greedy,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            skip_special_tokens: true,
+        }
     }
 }
 
@@ -127,7 +135,7 @@ pub async fn generate(
         read_logits(t).await?
     };
 
-    let mut stream = tokenizer.map(Tokenizer::decode_stream);
+    let mut stream = tokenizer.map(|t| t.decode_stream(options.skip_special_tokens));
     let longest_stop = options.stop_strings.iter().map(String::len).max().unwrap_or(0);
     let mut ids = Vec::new();
     let mut text = String::new();
@@ -139,8 +147,12 @@ pub async fn generate(
         let id = sampler.next(&logits);
         ids.push(id);
         let before = text.len();
+        let stop_id = options.stop_token_ids.contains(&id);
         if let Some(s) = stream.as_mut() {
-            text.push_str(&s.step(id)?);
+            let piece = s.step(id)?;
+            if !stop_id {
+                text.push_str(&piece);
+            }
         }
         // Look for stop strings only where the new text could complete one.
         let mut hit = None;
@@ -162,7 +174,7 @@ pub async fn generate(
             stop = StopReason::StopString(s.clone());
             break;
         }
-        if options.stop_token_ids.contains(&id) {
+        if stop_id {
             stop = StopReason::StopToken(id);
             break;
         }

@@ -6,10 +6,12 @@
 
 pub mod config;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod generate;
 pub mod model;
+pub mod prm;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
@@ -17,6 +19,7 @@ pub mod weights;
 pub use burn;
 pub use config::Qwen2Config;
 pub use device::{DeviceKind, device};
+pub use engine::{Engine, LocalEngine};
 pub use error::{Error, Result};
 pub use generate::{CachedPrefix, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};
 pub use model::{KvCache, LoadProgress, LogitsFor, Qwen2Model};

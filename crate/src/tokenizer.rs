@@ -196,8 +196,9 @@ impl Tokenizer {
     }
 
     /// A streaming decoder: feed ids one by one, get text pieces that never split a character.
-    pub fn decode_stream(&self) -> TextStream<'_> {
-        TextStream { inner: self.inner.decode_stream(false) }
+    /// With `skip_special_tokens`, tokens marked special (BOS, EOS, ...) give no text.
+    pub fn decode_stream(&self, skip_special_tokens: bool) -> TextStream<'_> {
+        TextStream { inner: self.inner.decode_stream(skip_special_tokens) }
     }
 
     /// The id of a token string, e.g. `<｜User｜>`.

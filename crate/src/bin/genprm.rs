@@ -166,6 +166,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         sampling,
         stop_token_ids: if args.ignore_eos { Vec::new() } else { loaded.model.config().eos_ids() },
         stop_strings: args.stop_strings.clone(),
+        ..Default::default()
     };
     let tokenizer = loaded.tokenizer.as_ref();
     let mut cache = CachedPrefix::new();
