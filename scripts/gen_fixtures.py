@@ -199,6 +199,54 @@ def tokenizer_fixtures(shared: Path) -> Tokenizer:
     return tok
 
 
+def rationale(k: int, verdict: str = "Yes") -> str:
+    """A GenPRM-format assistant turn for paragraph k (1-based), with code and its output."""
+    return (f"<analyze>\nLet's analyze the Paragraph {k} step by step: The paragraph computes a value.\n</analyze>\n"
+            "<verify>\nLet's use python code to find any potential error:\n```python\n"
+            f"print({k} * 2)\n```\n[Code Output]\n\n```\n{k * 2}\n```\nThe code confirms it.\n</verify>\n"
+            f"<output>\n**Judgement**: $\\boxed{{{verdict}}}$\n</output>\n")
+
+
+def protocol_fixtures(shared: Path) -> None:
+    """The exact prompts of the official implementation (build_prompt + forced analyze prefix)
+    for real ProcessBench records, both styles, rendered by transformers' apply_chat_template."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(FIX / "tokenizer"))
+    system = "You are a math teacher. Your task is to review and critique the paragraphs in solution step by step."
+    records = []
+    for subset, idx in (("math", 0), ("gsm8k", 3), ("olympiadbench", 7)):
+        rec = json.loads((shared / "data" / "processbench" / f"{subset}.json").read_text())[idx]
+        records.append({"problem": rec["problem"], "steps": rec["steps"][:4]})
+    cases = []
+    for rec in records:
+        history = [rationale(k + 1, "Yes" if k % 2 == 0 else "No") for k in range(len(rec["steps"]))]
+        for style in ("card", "processbench"):
+            for t in range(len(rec["steps"])):
+                first = (f"Question: {rec['problem']}\n\n{rec['steps'][0]}" if style == "card"
+                         else rec["problem"] + "\n" + rec["steps"][0])
+                msgs = [{"role": "system", "content": system}, {"role": "user", "content": first}]
+                for i in range(1, t + 1):
+                    msgs.append({"role": "assistant", "content": history[i - 1]})
+                    msgs.append({"role": "user", "content": rec["steps"][i]})
+                # build_prompt() of the official code
+                prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+                eos = tok.eos_token
+                if prompt.endswith(eos + "\n"):
+                    prompt = prompt[: -len(eos + "\n")]
+                elif prompt.endswith(eos):
+                    prompt = prompt[: -len(eos)]
+                if style == "card":
+                    prompt += "<｜Assistant｜>"
+                text = prompt + f"<analyze>\nLet's analyze the Paragraph {t + 1} step by step: "
+                cases.append({"problem": rec["problem"], "steps": rec["steps"], "history": history[:t],
+                              "style": style, "step": t, "text": text,
+                              "ids": tok.encode(text, add_special_tokens=False)})
+    out = FIX / "protocol"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prompts.json").write_text(json.dumps(cases, ensure_ascii=False, indent=0))
+    print(f"protocol: {len(cases)} prompts")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared",
@@ -206,6 +254,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     tok = tokenizer_fixtures(args.shared)
+    protocol_fixtures(args.shared)
 
     # GQA, untied, rope 1e4, f32, hidden not a power of two.
     make_model("tiny-gqa-f32", vocab=320, hidden=48, layers=2, heads=4, kv_heads=2, inter=80,
