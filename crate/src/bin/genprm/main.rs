@@ -25,10 +25,12 @@ enum Command {
     Logits(LogitsArgs),
     /// Continue a prompt (text or token ids).
     Generate(GenerateArgs),
+    /// Judge every paragraph of a solution with GenPRM (analysis, code, execution, judgement).
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Args)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// A Hugging Face checkpoint directory (config.json, tokenizer.json, *.safetensors).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Logits(args) => logits(args),
         Command::Generate(args) => generate(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,8 +106,10 @@ fn main() -> ExitCode {
     }
 }
 
+mod verify;
+
 /// Loads the checkpoint, with a progress bar when stderr is a terminal.
-fn load(args: &ModelArgs) -> Result<LoadedModel> {
+pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
     let device = genprm::device(args.device)?;
     let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
     bar.set_style(

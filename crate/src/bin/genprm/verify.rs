@@ -1,0 +1,328 @@
+//! `genprm verify`: judge every paragraph of one or more solutions.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use console::style;
+
+use genprm::exec::native::{PythonSandbox, SandboxConfig};
+use genprm::exec::{CodeExecutor, ExecOutcome};
+use genprm::generate::block_on;
+use genprm::prm::{self, Event, History, Mode, PromptStyle, RewardMode, Solution, TextSource, VerifyOptions};
+use genprm::{LocalEngine, Sampling, SamplingParams, TemplateChoice};
+
+use super::{ModelArgs, load};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StyleArg {
+    /// `Question: {problem}\n\n{step1}` and `<｜Assistant｜>` before `<analyze>` (model card, training data).
+    Card,
+    /// `{problem}\n{step1}`, no Assistant tag (the official ProcessBench script).
+    Processbench,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RewardArg {
+    /// vLLM 0.7.1's processed log-probabilities, as GenPRM's code (often exactly 0 or 1).
+    Official,
+    /// softmax of the raw Yes/No logits (graded).
+    Calibrated,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Analysis then code verification (default).
+    CotCode,
+    /// Analysis only.
+    Cot,
+    /// Code verification only.
+    Code,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HistoryArg {
+    /// Each of the N samples keeps its own earlier rationales (the paper).
+    PerPath,
+    /// All samples share the first sample's rationales (the official helper).
+    Shared,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TemplateArg {
+    /// The checkpoint's chat template.
+    Checkpoint,
+    /// The original DeepSeek-R1-Distill template.
+    Original,
+    /// The updated DeepSeek-R1-Distill template.
+    Think,
+}
+
+/// Arguments of `genprm verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A JSON file with `{"problem": ..., "steps": [...]}` or ProcessBench record(s); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Rationales per paragraph (Maj@N); rewards are averaged.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    samples: u32,
+    /// Prompt layout.
+    #[arg(long, value_enum, default_value = "card")]
+    style: StyleArg,
+    /// Reward computation.
+    #[arg(long, value_enum, default_value = "official")]
+    reward: RewardArg,
+    /// Which parts of the rationale are generated.
+    #[arg(long, value_enum, default_value = "cot-code")]
+    mode: ModeArg,
+    /// Histories of the N samples.
+    #[arg(long, value_enum, default_value = "per-path")]
+    history: HistoryArg,
+    /// Chat template.
+    #[arg(long, value_enum, default_value = "checkpoint")]
+    template: TemplateArg,
+    /// Deterministic: always the most likely token.
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    greedy: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f32,
+    /// Top-k (0 keeps all).
+    #[arg(long, default_value_t = 20)]
+    top_k: usize,
+    /// Top-p.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Random seed; the same seed gives the same verdicts.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Do not run the model's code (the official `execute=False`).
+    #[arg(long)]
+    no_execute: bool,
+    /// Stop each solution at its first paragraph with reward < 0.5.
+    #[arg(long)]
+    stop_at_first_error: bool,
+    /// The Python interpreter for the sandbox.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// One JSON object per solution on stdout (JSON Lines), each printed when it is done.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The sandbox, or nothing when execution is off.
+enum Executor {
+    Python(Box<PythonSandbox>),
+    Off,
+}
+
+impl CodeExecutor for Executor {
+    async fn run(&mut self, code: &str) -> ExecOutcome {
+        match self {
+            Executor::Python(p) => p.run(code).await,
+            Executor::Off => ExecOutcome::Ok { stdout: String::new() },
+        }
+    }
+    async fn reset(&mut self) {
+        if let Executor::Python(p) = self {
+            p.reset().await;
+        }
+    }
+}
+
+impl VerifyArgs {
+    fn options(&self) -> Result<VerifyOptions> {
+        let sampling = if self.greedy {
+            Sampling::Greedy
+        } else {
+            let p = SamplingParams {
+                temperature: self.temperature,
+                top_k: (self.top_k > 0).then_some(self.top_k),
+                top_p: self.top_p,
+                seed: self.seed,
+            };
+            p.validate()?;
+            Sampling::Sample(p)
+        };
+        Ok(VerifyOptions {
+            style: match self.style {
+                StyleArg::Card => PromptStyle::Card,
+                StyleArg::Processbench => PromptStyle::ProcessBench,
+            },
+            mode: match self.mode {
+                ModeArg::CotCode => Mode::CotCode,
+                ModeArg::Cot => Mode::Cot,
+                ModeArg::Code => Mode::Code,
+            },
+            execute: !self.no_execute,
+            reward: match self.reward {
+                RewardArg::Official => RewardMode::Official,
+                RewardArg::Calibrated => RewardMode::Calibrated,
+            },
+            samples: self.samples as usize,
+            history: match self.history {
+                HistoryArg::PerPath => History::PerPath,
+                HistoryArg::Shared => History::Shared,
+            },
+            template: match self.template {
+                TemplateArg::Checkpoint => TemplateChoice::Checkpoint,
+                TemplateArg::Original => TemplateChoice::Original,
+                TemplateArg::Think => TemplateChoice::Think,
+            },
+            sampling,
+            stop_at_first_error: self.stop_at_first_error,
+            ..VerifyOptions::default()
+        })
+    }
+}
+
+fn read_input(path: &PathBuf) -> Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        Ok((s, "<stdin>".into()))
+    } else {
+        let s = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Ok((s, path.display().to_string()))
+    }
+}
+
+/// Runs `genprm verify`.
+pub fn run(args: VerifyArgs) -> Result<()> {
+    let options = args.options()?;
+    // Validate every solution before loading anything: bad input costs nothing.
+    let (text, source) = read_input(&args.input)?;
+    let solutions = prm::parse_solutions(&text, &source)?;
+    let loaded = load(&args.model)?;
+    let tokenizer = loaded.tokenizer()?;
+    let mut engine = LocalEngine::new(&loaded.model, tokenizer)?;
+    let paths = if options.history == History::PerPath { options.samples } else { 1 };
+    let mut executors = Vec::with_capacity(paths);
+    for _ in 0..paths {
+        executors.push(if options.execute {
+            let config = SandboxConfig { python: args.python.clone(), ..Default::default() };
+            Executor::Python(Box::new(PythonSandbox::new(config).context("starting the Python sandbox")?))
+        } else {
+            Executor::Off
+        });
+    }
+    let mut failures = 0usize;
+    let mut stdout = std::io::stdout().lock();
+    for (i, solution) in solutions.iter().enumerate() {
+        let name = solution.id.clone().unwrap_or_else(|| format!("solution {}", i + 1));
+        if !args.json {
+            writeln!(stdout, "{}", style(format!("══ {name} ══")).bold())?;
+            writeln!(stdout, "{}", style(&solution.problem).italic())?;
+        }
+        let mut report = Report { out: &mut stdout, solution, json: args.json, io_error: None };
+        let result = block_on(prm::verify(&mut engine, tokenizer, &mut executors, solution, &options, &mut |e| report.event(e)));
+        if let Some(e) = report.io_error.take() {
+            return Err(e).context("writing to stdout");
+        }
+        let (verification, error) = match result {
+            Ok(v) => (v, None),
+            Err(partial) => {
+                failures += 1;
+                (partial.completed, Some(partial.error.to_string()))
+            }
+        };
+        if args.json {
+            let out = serde_json::json!({
+                "id": solution.id,
+                "label": solution.label,
+                "complete": error.is_none(),
+                "error": error,
+                "steps": verification.steps,
+                "first_error_step": verification.first_error_step,
+                "scores": verification.scores,
+            });
+            serde_json::to_writer(&mut stdout, &out)?;
+            writeln!(stdout)?;
+        } else {
+            summary(&mut stdout, &verification, solution, error.as_deref())?;
+        }
+        stdout.flush()?;
+    }
+    if failures > 0 {
+        bail!("{failures} of {} solution(s) could not be verified completely (the paragraphs judged before the error are in the output)", solutions.len());
+    }
+    Ok(())
+}
+
+struct Report<'a, W: Write> {
+    out: &'a mut W,
+    solution: &'a Solution,
+    json: bool,
+    io_error: Option<std::io::Error>,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn event(&mut self, e: Event<'_>) {
+        if self.json || self.io_error.is_some() {
+            return;
+        }
+        if let Err(err) = self.print(e) {
+            self.io_error = Some(err);
+        }
+    }
+
+    fn print(&mut self, e: Event<'_>) -> std::io::Result<()> {
+        let out = &mut *self.out;
+        match e {
+            Event::StepStarted { step, sample: 0 } => {
+                writeln!(out, "\n{}", style(format!("── Paragraph {} ──", step + 1)).bold().cyan())?;
+                writeln!(out, "{}\n", style(&self.solution.steps[step]).bold())?;
+            }
+            Event::Text { sample: 0, text, source, .. } => {
+                let s = match source {
+                    TextSource::Forced => style(text).dim(),
+                    TextSource::Model => style(text),
+                    TextSource::CodeOutput => style(text).yellow(),
+                };
+                write!(out, "{s}")?;
+            }
+            Event::Fallback { sample: 0, text, .. } => {
+                writeln!(out, "\n{}", style("[verification dropped after its budget; judging from the analysis]").magenta())?;
+                write!(out, "{}", style(text).dim())?;
+            }
+            Event::Judged { sample, reward, .. } => {
+                let verdict = match reward.judgement {
+                    Some(prm::Judgement::Yes) => style("Yes".to_string()).green(),
+                    Some(prm::Judgement::No) => style("No".to_string()).red(),
+                    None => style("undecided".to_string()).yellow(),
+                };
+                writeln!(out, "  sample {}: {verdict}  reward {:.3}", sample + 1, reward.value)?;
+            }
+            Event::StepDone { verdict } => {
+                let r = verdict.reward;
+                let mark = if r >= 0.5 { style(format!("✓ correct (reward {r:.3})")).green() } else { style(format!("✗ wrong (reward {r:.3})")).red() };
+                writeln!(out, "{} {mark}", style(format!("Paragraph {}:", verdict.index + 1)).bold())?;
+            }
+            _ => {}
+        }
+        out.flush()
+    }
+}
+
+fn summary(out: &mut impl Write, v: &prm::Verification, solution: &Solution, error: Option<&str>) -> std::io::Result<()> {
+    writeln!(out)?;
+    if let Some(e) = error {
+        writeln!(out, "{} {e}", style("error:").red().bold())?;
+    }
+    let first = if v.first_error_step < 0 {
+        style("no wrong paragraph found".to_string()).green()
+    } else {
+        style(format!("first wrong paragraph: {}", v.first_error_step + 1)).red()
+    };
+    writeln!(out, "{}  (scores: min {:.3}, last {:.3}, mean {:.3})", style(first).bold(), v.scores.min, v.scores.last, v.scores.mean)?;
+    if let Some(label) = solution.label {
+        let agree = label == v.first_error_step;
+        let expected = if label < 0 { "no error".to_string() } else { format!("paragraph {}", label + 1) };
+        writeln!(out, "label: {expected} — {}", if agree { style("agrees").green() } else { style("disagrees").red() })?;
+    }
+    writeln!(out)
+}

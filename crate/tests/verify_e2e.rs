@@ -1,0 +1,139 @@
+//! `genprm verify` end to end with a real (tiny, trained) GenPRM-format model: greedy decoding
+//! walks analyze → code → execution in the sandbox → output → reward, on every device.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use serde::Deserialize;
+
+fn genprm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genprm")).args(args).output().expect("running genprm")
+}
+
+#[derive(Deserialize)]
+struct ExpectedStep {
+    text: String,
+    code_outputs: Vec<String>,
+    judgement: String,
+}
+
+#[derive(Deserialize)]
+struct ExpectedSolution {
+    id: String,
+    steps: Vec<ExpectedStep>,
+    first_error_step: i64,
+}
+
+fn expected_e2e() -> Vec<ExpectedSolution> {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("protocol/e2e_expected.json")).unwrap()).unwrap()
+}
+
+fn verify_json(extra: &[&str]) -> Vec<serde_json::Value> {
+    let model = model_dir("tiny-genprm");
+    let input = fixtures().join("protocol/e2e.json");
+    let mut args = vec!["verify", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let out = genprm(&args);
+    assert!(out.status.success(), "genprm verify failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn check_against_expected(results: &[serde_json::Value], what: &str) {
+    let expected = expected_e2e();
+    assert_eq!(results.len(), expected.len());
+    for (got, exp) in results.iter().zip(&expected) {
+        assert_eq!(got["id"], exp.id.as_str());
+        assert_eq!(got["complete"], true);
+        assert_eq!(got["first_error_step"], exp.first_error_step, "{what}: {}", exp.id);
+        let steps = got["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), exp.steps.len());
+        for (k, (s, e)) in steps.iter().zip(&exp.steps).enumerate() {
+            let sample = &s["samples"][0];
+            assert_eq!(sample["text"], e.text.as_str(), "{what}: {} paragraph {}", exp.id, k + 1);
+            let outputs: Vec<&str> = sample["code_runs"].as_array().unwrap().iter().map(|r| r["output"].as_str().unwrap()).collect();
+            assert_eq!(outputs, e.code_outputs, "{what}: code outputs come from the sandbox");
+            assert_eq!(sample["reward"]["judgement"], e.judgement.as_str());
+            let reward = s["reward"].as_f64().unwrap();
+            if e.judgement == "Yes" {
+                assert!(reward > 0.99, "{what}: {} paragraph {} reward {reward}", exp.id, k + 1);
+            } else {
+                assert!(reward < 0.01, "{what}: {} paragraph {} reward {reward}", exp.id, k + 1);
+            }
+            assert_eq!(sample["fallback"], false);
+        }
+    }
+}
+
+#[test]
+fn greedy_verification_walks_the_whole_protocol_on_every_device() {
+    for (kind, _) in devices() {
+        let kind = kind.to_string();
+        let results = verify_json(&["--greedy", "--device", &kind]);
+        check_against_expected(&results, &kind);
+        // The two-round rationale ran two code blocks.
+        let times = results.iter().find(|r| r["id"] == "times").unwrap();
+        assert_eq!(times["steps"][0]["samples"][0]["code_runs"].as_array().unwrap().len(), 2);
+        // Namespaces persist across paragraphs: "apples" paragraph 2 uses `start` from paragraph 1.
+        let apples = results.iter().find(|r| r["id"] == "apples").unwrap();
+        assert_eq!(apples["steps"][1]["samples"][0]["code_runs"][0]["code"], "total = start + 4\nprint(total)");
+    }
+}
+
+#[test]
+fn sampled_verification_is_seeded_and_official_rewards_are_exact() {
+    let a = verify_json(&["--seed", "3"]);
+    let b = verify_json(&["--seed", "3"]);
+    assert_eq!(a, b, "same seed, same output");
+    check_against_expected(&a, "sampled");
+    // At T 0.6 / top-p 0.95 the other answer is outside the nucleus: official rewards are 0 or 1.
+    for r in &a {
+        for s in r["steps"].as_array().unwrap() {
+            let v = s["reward"].as_f64().unwrap();
+            assert!(v == 0.0 || v == 1.0, "{v}");
+        }
+    }
+    // Maj@3 with per-path histories: three rationales per paragraph, rewards averaged.
+    let m = verify_json(&["--seed", "3", "--samples", "3", "--reward", "calibrated"]);
+    check_against_expected(&m, "maj@3");
+    for r in &m {
+        for s in r["steps"].as_array().unwrap() {
+            assert_eq!(s["samples"].as_array().unwrap().len(), 3);
+        }
+    }
+}
+
+#[test]
+fn readable_report_streams_the_rationale() {
+    let model = model_dir("tiny-genprm");
+    let input = fixtures().join("protocol/e2e.json");
+    let out = genprm(&["verify", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--greedy"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("── Paragraph 2 ──"));
+    assert!(text.contains("[Code Output]\n\n```\n7\n```"));
+    assert!(text.contains("Paragraph 2: ✗ wrong"));
+    assert!(text.contains("first wrong paragraph: 2"));
+}
+
+#[test]
+fn bad_input_files_are_reported_before_any_work() {
+    let model = model_dir("tiny-genprm");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("{\"problem\": \"p\",\n  \"steps\": [\"a\",,]}", "line 2"),
+        ("{\"problem\": \"p\", \"steps\": [\"a\"], \"answer\": 3}", "unknown field `answer`"),
+        ("{\"problem\": \"p\", \"steps\": []}", "`steps` is empty"),
+        ("[{\"problem\": \"p\", \"steps\": [\"a\"]}, {\"problem\": \"q\"}]", "record 1"),
+    ];
+    for (i, (content, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.json"));
+        std::fs::write(&path, content).unwrap();
+        let out = genprm(&["verify", "--model", model.to_str().unwrap(), "--input", path.to_str().unwrap(), "--json"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle) && err.contains(&format!("bad{i}.json")), "{content}\n-> {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
