@@ -137,3 +137,32 @@ fn bad_input_files_are_reported_before_any_work() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn critic_mode_asks_a_qwen2_policy_to_refine_from_the_first_wrong_paragraph() {
+    use genprm::generate::block_on;
+    use genprm::prm::{self, Solution, VerifyOptions, critic};
+    use genprm::{LocalEngine, Sampling};
+
+    let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
+    let prm_model = load("tiny-genprm", &device);
+    let tok = prm_model.tokenizer().unwrap();
+    let mut engine = LocalEngine::new(&prm_model.model, tok).unwrap();
+    let mut execs = vec![genprm::exec::native::PythonSandbox::new(Default::default()).unwrap()];
+    let sol = Solution::new(
+        "Tom has 3 apples and buys 4 more. How many apples does he have?",
+        vec!["Tom starts with 3 apples.".into(), "He buys 4 more, so he has 3 + 4 = 8 apples.".into(), "The answer is 8.".into()],
+    );
+    let opts = VerifyOptions { sampling: Sampling::Greedy, stop_at_first_error: true, ..Default::default() };
+    let v = block_on(prm::verify(&mut engine, tok, &mut execs, &sol, &opts, &mut |_| {})).unwrap();
+    assert_eq!(v.first_error_step, 1);
+
+    // Any Qwen2 checkpoint can be the policy; here the random one with the real tokenizer.
+    let policy = load("tiny-real-vocab", &device);
+    let ptok = policy.tokenizer().unwrap();
+    let mut pengine = LocalEngine::new(&policy.model, ptok).unwrap();
+    let r = block_on(critic::refine(&mut pengine, ptok, &sol, &v, critic::policy_sampling(1), 6, &mut |_| {})).unwrap();
+    assert_eq!(r.error_step, Some(1));
+    assert_eq!(r.critique.as_deref(), Some("The paragraph claims 3 + 4 = 8, but 3 + 4 is 7. This is an error."));
+    assert!(!r.solution.is_empty());
+}
