@@ -147,6 +147,16 @@ pub fn to_f32(bytes: &[u8], dtype: WeightDtype) -> Vec<f32> {
     }
 }
 
+/// Converts one tensor's bytes, refusing dtypes the loader does not read.
+fn read_entry(path: &Path, name: &str, entry: &TensorEntry, file: &[u8]) -> Result<HostTensor> {
+    let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        dtype: entry.dtype_name.clone(),
+    })?;
+    Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&file[entry.range.clone()], dtype) })
+}
+
 /// A host-side tensor in f32, as read from a checkpoint.
 #[derive(Debug, Clone)]
 pub struct HostTensor {
@@ -213,12 +223,7 @@ impl TensorSource for BytesCheckpoint {
     }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let (path, bytes, entry) = self.entry(name)?;
-        let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
-            path: path.clone(),
-            tensor: name.to_string(),
-            dtype: entry.dtype_name.clone(),
-        })?;
-        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&bytes[entry.range.clone()], dtype) })
+        read_entry(path, name, entry, bytes)
     }
     fn file_of(&self, name: &str) -> PathBuf {
         self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
@@ -313,13 +318,7 @@ mod native {
         }
         fn read_f32(&self, name: &str) -> Result<HostTensor> {
             let (shard, entry) = self.entry(name)?;
-            let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
-                path: shard.path.clone(),
-                tensor: name.to_string(),
-                dtype: entry.dtype_name.clone(),
-            })?;
-            let bytes = &shard.map[entry.range.clone()];
-            Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(bytes, dtype) })
+            read_entry(&shard.path, name, entry, &shard.map)
         }
         fn file_of(&self, name: &str) -> PathBuf {
             self.index.get(name).map(|&i| self.shards[i].path.clone()).unwrap_or_else(|| self.dir.clone())
