@@ -12,6 +12,7 @@ pub mod exec;
 pub mod generate;
 pub mod model;
 pub mod prm;
+pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
@@ -22,7 +23,8 @@ pub use device::{DeviceKind, device};
 pub use engine::{Engine, LocalEngine};
 pub use error::{Error, Result};
 pub use generate::{CachedPrefix, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};
-pub use model::{KvCache, LoadProgress, LogitsFor, Qwen2Model};
+pub use model::{KvCache, LoadOptions, LoadProgress, LogitsFor, Qwen2Model};
+pub use quant::QuantFormat;
 pub use sampling::{Sampler, Sampling, SamplingParams};
 pub use tokenizer::{ChatMessage, TemplateChoice, Tokenizer};
 
@@ -43,13 +45,23 @@ impl LoadedModel {
     /// Loads `config.json`, `tokenizer.json` (optional) and the safetensors weights of `dir`
     /// onto `device`, reporting each tensor to `progress`.
     pub fn load(dir: &std::path::Path, device: &burn::tensor::Device, progress: impl FnMut(LoadProgress<'_>)) -> Result<Self> {
+        Self::load_with(dir, device, LoadOptions::default(), progress)
+    }
+
+    /// [`LoadedModel::load`] with weight options (quantization while loading).
+    pub fn load_with(
+        dir: &std::path::Path,
+        device: &burn::tensor::Device,
+        options: LoadOptions,
+        progress: impl FnMut(LoadProgress<'_>),
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::MissingFile { path: dir.to_path_buf(), hint: "; expected a model directory".into() });
         }
         let config = Qwen2Config::from_file(&dir.join("config.json"))?;
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(dir)?) } else { None };
         let checkpoint = weights::Checkpoint::open(dir)?;
-        let model = Qwen2Model::load(config, &checkpoint, device, progress)?;
+        let model = Qwen2Model::load_with(config, &checkpoint, device, options, progress)?;
         Ok(LoadedModel { model, tokenizer, dir: dir.to_path_buf() })
     }
 

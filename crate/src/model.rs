@@ -3,31 +3,93 @@
 //! model head (its own matrix or the tied embedding). One implementation serves every device; the
 //! [`KvCache`] makes decoding incremental.
 
+use std::sync::Arc;
+
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
 use crate::error::{Error, Result};
+use crate::quant::{QuantFormat, QuantMatrix};
 use crate::weights::{HostTensor, TensorSource};
 
-/// A linear layer `y = x Wᵀ + b`. The weight is kept in the checkpoint's `[out, in]` layout.
-/// This is the one place weights are multiplied, so other weight representations (quantized
-/// packs) slot in here without a second copy of the model.
+/// A weight matrix `[out, in]`: f32 on the device, or quantized (kept packed on the CPU device,
+/// multiplied by the quantized kernels without being expanded).
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// f32 values on the device.
+    Float(Tensor<2>),
+    /// Packed integers with per-group scales.
+    Quant(Arc<QuantMatrix>),
+}
+
+impl Weight {
+    /// Rows (output features).
+    pub fn rows(&self) -> usize {
+        match self {
+            Weight::Float(w) => w.dims()[0],
+            Weight::Quant(q) => q.rows(),
+        }
+    }
+
+    /// `x Wᵀ` for `[n, in]` activations.
+    fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Weight::Float(w) => x.matmul(w.clone().transpose()),
+            Weight::Quant(q) => {
+                let [n, _] = x.dims();
+                let device = x.device();
+                let data = host_values(x);
+                Tensor::from_data(TensorData::new(q.matmul(&data, n), [n, q.rows()]), &device)
+            }
+        }
+    }
+
+    /// Rows `ids` of the matrix (the embedding lookup), `[ids.len(), in]`.
+    fn gather(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+        match self {
+            Weight::Float(w) => {
+                let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+                let n = ids.len();
+                w.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), device))
+            }
+            Weight::Quant(q) => {
+                let cols = q.cols();
+                let mut out = vec![0f32; ids.len() * cols];
+                for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
+                    q.dequantize_row(id as usize, row);
+                }
+                Tensor::from_data(TensorData::new(out, [ids.len(), cols]), device)
+            }
+        }
+    }
+}
+
+/// Values of an activation on the CPU device (a copy in host memory; no GPU is involved).
+fn host_values(x: Tensor<2>) -> Vec<f32> {
+    x.into_data()
+        .try_into_vec::<f32>()
+        .unwrap_or_else(|e| panic!("activations are f32 on the CPU device: {e:?}"))
+}
+
+/// A linear layer `y = x Wᵀ + b`. The weight keeps the checkpoint's `[out, in]` layout, in f32 or
+/// quantized: this is the one place weights are multiplied, so there is one model whatever the
+/// weight format.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor<2>,
+    weight: Weight,
     bias: Option<Tensor<1>>,
 }
 
 impl Linear {
     /// A layer from an `[out, in]` weight and an optional `[out]` bias.
-    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+    pub fn new(weight: Weight, bias: Option<Tensor<1>>) -> Self {
         Linear { weight, bias }
     }
 
     /// Applies the layer to `[rows, in]` activations, giving `[rows, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight.clone().transpose());
+        let y = self.weight.matmul_t(x);
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
@@ -36,8 +98,17 @@ impl Linear {
 
     /// Output width.
     pub fn out_features(&self) -> usize {
-        self.weight.dims()[0]
+        self.weight.rows()
     }
+}
+
+/// How weights are stored once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Quantize every linear layer and the embedding while loading (`None`: f32).
+    pub quant: Option<QuantFormat>,
+    /// A different format for the embedding and lm_head (e.g. q8 with a q4 model).
+    pub head_quant: Option<QuantFormat>,
 }
 
 /// Root-mean-square normalisation over the last dimension, as Qwen2 computes it in f32.
@@ -147,7 +218,7 @@ pub struct LoadProgress<'a> {
 pub struct Qwen2Model {
     config: Qwen2Config,
     device: Device,
-    embed: Tensor<2>,
+    embed: Weight,
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// `None` when the head is tied to the embedding.
@@ -161,6 +232,20 @@ impl Qwen2Model {
         config: Qwen2Config,
         source: &dyn TensorSource,
         device: &Device,
+        progress: impl FnMut(LoadProgress<'_>),
+    ) -> Result<Self> {
+        Self::load_with(config, source, device, LoadOptions::default(), progress)
+    }
+
+    /// [`Qwen2Model::load`] with weight options: each tensor is quantized as soon as it is read,
+    /// so host memory peaks at about one f32 tensor plus the quantized model. On the CPU device
+    /// quantized weights stay packed; on a GPU they are expanded after quantization (same
+    /// numbers, f32 memory) until GPU kernels for packed weights exist.
+    pub fn load_with(
+        config: Qwen2Config,
+        source: &dyn TensorSource,
+        device: &Device,
+        options: LoadOptions,
         mut progress: impl FnMut(LoadProgress<'_>),
     ) -> Result<Self> {
         let c = &config;
@@ -183,15 +268,33 @@ impl Qwen2Model {
             progress(LoadProgress { tensor: name, done, total });
             Ok(t)
         };
-        let mat = |t: HostTensor| Tensor::<2>::from_data(TensorData::new(t.data, t.shape), device);
+        let packed_on_device = *device == Device::flex();
+        let weight = |t: HostTensor, name: &str, format: Option<QuantFormat>| -> Result<Weight> {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            Ok(match format {
+                None => Weight::Float(Tensor::<2>::from_data(TensorData::new(t.data, t.shape), device)),
+                Some(f) => {
+                    let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
+                    drop(t);
+                    if packed_on_device {
+                        Weight::Quant(Arc::new(q))
+                    } else {
+                        Weight::Float(Tensor::<2>::from_data(TensorData::new(q.dequantize(), [rows, cols]), device))
+                    }
+                }
+            })
+        };
         let vec1 = |t: HostTensor| Tensor::<1>::from_data(TensorData::new(t.data, t.shape), device);
+        let head_format = options.head_quant.or(options.quant);
 
-        let embed = mat(read("model.embed_tokens.weight", &[vocab, h])?);
+        let name = "model.embed_tokens.weight";
+        let embed = weight(read(name, &[vocab, h])?, name, head_format)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-                let w = mat(read(&format!("{p}.{name}.weight"), &[out, inp])?);
+                let wname = format!("{p}.{name}.weight");
+                let w = weight(read(&wname, &[out, inp])?, &wname, options.quant)?;
                 let b = if bias { Some(vec1(read(&format!("{p}.{name}.bias"), &[out])?)) } else { None };
                 Ok(Linear::new(w, b))
             };
@@ -218,7 +321,7 @@ impl Qwen2Model {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(Linear::new(mat(read("lm_head.weight", &[vocab, h])?), None))
+            Some(Linear::new(weight(read("lm_head.weight", &[vocab, h])?, "lm_head.weight", head_format)?, None))
         };
         Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
     }
@@ -262,9 +365,7 @@ impl Qwen2Model {
         if cache.layers.len() != self.layers.len() {
             cache.layers = vec![None; self.layers.len()];
         }
-        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
-        let mut x = self.embed.clone().select(0, ids); // [batch * seq, hidden]
+        let mut x = self.embed.gather(tokens, &self.device); // [batch * seq, hidden]
 
         let (cos, sin) = self.rope_tables(past, seq);
         let mask = (seq > 1).then(|| self.causal_mask(past, seq));
@@ -290,7 +391,7 @@ impl Qwen2Model {
         let x = self.norm.forward(x);
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
-            None => x.matmul(self.embed.clone().transpose()),
+            None => self.embed.matmul_t(x),
         };
         Ok(logits.reshape([batch, rows / batch, c.vocab_size]))
     }

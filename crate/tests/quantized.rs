@@ -1,0 +1,103 @@
+//! Quantized weights (q8, q4): whole-model logits against f32 on the fixtures whose widths the
+//! group size divides, on every device; the trained tiny GenPRM still verifies correctly in q8.
+
+mod common;
+
+use common::*;
+use genprm::generate::block_on;
+use genprm::{LoadOptions, LoadedModel, QuantFormat};
+
+fn load_q(name: &str, device: &genprm::burn::tensor::Device, quant: Option<QuantFormat>) -> LoadedModel {
+    LoadedModel::load_with(&model_dir(name), device, LoadOptions { quant, head_quant: None }, |_| {}).unwrap()
+}
+
+/// (max |Δlogit|, share of positions whose argmax agrees) between two sets of logits rows.
+fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f32, f32) {
+    let mut worst = 0f32;
+    let mut agree = 0usize;
+    for (x, y) in a.iter().zip(b) {
+        worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
+        agree += usize::from(genprm::sampling::argmax(x) == genprm::sampling::argmax(y));
+    }
+    (worst, agree as f32 / a.len() as f32)
+}
+
+fn prompt(name: &str) -> Vec<u32> {
+    if name == "tiny-genprm" {
+        let tok = genprm::Tokenizer::from_dir(&model_dir(name)).unwrap();
+        let text = "<｜begin▁of▁sentence｜>You are a math teacher. Your task is to review and critique the paragraphs in solution step by step.<｜User｜>Question: What is 2 + 3?\n\n2 + 3 = 5.<｜Assistant｜><analyze>\nLet's analyze the Paragraph 1 step by step: The paragraph adds 2 and 3 and gets 5, which is correct.\n</analyze>\n";
+        tok.encode(text, false).unwrap()
+    } else {
+        expected(name).prompt_ids
+    }
+}
+
+#[test]
+fn quantized_logits_stay_close_to_f32() {
+    for (kind, device) in devices() {
+        for name in ["tiny-mha-tied-f16", "tiny-genprm"] {
+            let ids = prompt(name);
+            let f32_rows = block_on(genprm::score(&load_q(name, &device, None).model, &ids)).unwrap();
+            let range = f32_rows.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+            // Bounds: the trained model is the realistic case; random Gaussian weights at width 32
+            // are the worst case for 4 bits (measured: q4 agrees on 3 of 8 positions there), so
+            // only q8 is bounded for them.
+            let bounds: &[(QuantFormat, f32, f32)] = if name == "tiny-genprm" {
+                &[(QuantFormat::Q8, 0.02, 0.95), (QuantFormat::Q4, 0.25, 0.85)]
+            } else {
+                &[(QuantFormat::Q8, 0.05, 0.95), (QuantFormat::Q4, 1.0, 0.0)]
+            };
+            for &(format, max_rel, min_agree) in bounds {
+                let q = block_on(genprm::score(&load_q(name, &device, Some(format)).model, &ids)).unwrap();
+                let (err, agree) = compare(&f32_rows, &q);
+                println!("{name} {format} on {kind}: max |Δlogit| {err:.4} (logit range {range:.2}), top-1 agreement {agree:.3}");
+                assert!(err <= max_rel * range, "{name} {format} on {kind}: error {err} vs range {range}");
+                assert!(agree >= min_agree, "{name} {format} on {kind}: top-1 agreement {agree}");
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_cpu_kernels_equal_expanded_weights_on_the_gpu() {
+    let all = devices();
+    if all.len() < 2 {
+        return;
+    }
+    for format in [QuantFormat::Q8, QuantFormat::Q4] {
+        let ids = prompt("tiny-genprm");
+        let rows: Vec<Vec<Vec<f32>>> =
+            all.iter().map(|(_, d)| block_on(genprm::score(&load_q("tiny-genprm", d, Some(format)).model, &ids)).unwrap()).collect();
+        let (err, agree) = compare(&rows[0], &rows[1]);
+        assert!(err < 1e-3 && agree == 1.0, "{format}: cpu vs gpu differ by {err}");
+    }
+}
+
+#[test]
+fn group_size_that_does_not_divide_is_a_clear_error() {
+    let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
+    let e = match LoadedModel::load_with(&model_dir("tiny-gqa-f32"), &device, LoadOptions { quant: Some(QuantFormat::Q4), head_quant: None }, |_| {}) {
+        Ok(_) => panic!("hidden 48 is not a multiple of 32"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("model.embed_tokens.weight") && e.contains("48") && e.contains("32"), "{e}");
+}
+
+#[test]
+fn q8_tiny_genprm_still_verifies_correctly() {
+    use genprm::prm::{self, Solution, VerifyOptions};
+    let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
+    let m = load_q("tiny-genprm", &device, Some(QuantFormat::Q8));
+    let tok = m.tokenizer().unwrap();
+    let mut engine = genprm::LocalEngine::new(&m.model, tok).unwrap();
+    let mut execs = vec![genprm::exec::native::PythonSandbox::new(Default::default()).unwrap()];
+    let sol = Solution::new(
+        "Tom has 3 apples and buys 4 more. How many apples does he have?",
+        vec!["Tom starts with 3 apples.".into(), "He buys 4 more, so he has 3 + 4 = 8 apples.".into(), "The answer is 8.".into()],
+    );
+    let opts = VerifyOptions { sampling: genprm::Sampling::Greedy, ..Default::default() };
+    let v = block_on(prm::verify(&mut engine, tok, &mut execs, &sol, &opts, &mut |_| {})).unwrap();
+    assert_eq!(v.first_error_step, 1);
+    let rewards: Vec<f64> = v.steps.iter().map(|s| s.reward).collect();
+    assert!(rewards[0] > 0.9 && rewards[1] < 0.1 && rewards[2] < 0.1, "{rewards:?}");
+}
