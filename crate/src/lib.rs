@@ -4,6 +4,7 @@
 //! the CPU or a GPU ([`model`], [`device`]), tokenizes and renders chat prompts ([`tokenizer`]) and
 //! generates text ([`sampling`], [`generate`]).
 
+pub mod bench;
 pub mod config;
 pub mod device;
 pub mod engine;

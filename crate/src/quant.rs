@@ -181,31 +181,22 @@ impl QuantMatrix {
         }
     }
 
-    /// `y = x Wᵀ` for `n` input rows `x` (`[n, cols]`), giving `[n, rows]`: each group of
-    /// weights is unpacked once and used for every input row, in parallel over output rows.
+    /// `y = x Wᵀ` for `n` input rows `x` (`[n, cols]`), giving `[n, rows]`, in parallel over
+    /// output rows. Each weight is read once per call: decode (n = 1) is bound by the bytes of
+    /// packed weights, not by expanding them.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activation shape");
         let gpr = self.cols / GROUP;
-        // Work on output rows in blocks; each block writes its own slice of a transposed result.
-        let block = 16usize;
+        // Per input row and group, the sum of x: the q4 offset of 8 is applied once per group.
+        let xsum: Vec<f32> = x.chunks_exact(GROUP).map(|c| c.iter().sum()).collect();
+        let block = 32usize;
         let mut yt = vec![0f32; self.rows * n];
         let work = |(bi, out): (usize, &mut [f32])| {
-            let mut levels = [0f32; GROUP];
             for (j, acc) in out.chunks_exact_mut(n).enumerate() {
                 let r = bi * block + j;
-                acc.fill(0.0);
-                for g in 0..gpr {
-                    let gi = r * gpr + g;
-                    self.unpack_group(gi, &mut levels);
-                    let s = self.scales[gi];
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let xs = &x[i * self.cols + g * GROUP..i * self.cols + (g + 1) * GROUP];
-                        let mut dot = 0f32;
-                        for k in 0..GROUP {
-                            dot += levels[k] * xs[k];
-                        }
-                        *a += dot * s;
-                    }
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let xr = &x[i * self.cols..(i + 1) * self.cols];
+                    *a = self.row_dot(r, xr, &xsum[i * gpr..(i + 1) * gpr]);
                 }
             }
         };
@@ -216,7 +207,9 @@ impl QuantMatrix {
         }
         #[cfg(target_arch = "wasm32")]
         yt.chunks_mut(block * n).enumerate().for_each(work);
-        // Back to [n, rows].
+        if n == 1 {
+            return yt;
+        }
         let mut y = vec![0f32; n * self.rows];
         for r in 0..self.rows {
             for i in 0..n {
@@ -225,6 +218,76 @@ impl QuantMatrix {
         }
         y
     }
+}
+
+impl QuantMatrix {
+    /// Σ over row `r` of W·x for one input row `xr` (its per-group sums in `xsum`), with the
+    /// widest vector instructions this CPU has.
+    #[inline]
+    fn row_dot(&self, r: usize, xr: &[f32], xsum: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if *HAS_AVX2_FMA {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            return unsafe { row_dot_avx2(self, r, xr, xsum) };
+        }
+        row_dot_generic::<false>(self, r, xr, xsum)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+static HAS_AVX2_FMA: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_dot_avx2(m: &QuantMatrix, r: usize, xr: &[f32], xsum: &[f32]) -> f32 {
+    row_dot_generic::<true>(m, r, xr, xsum)
+}
+
+/// The row kernel; `FMA` selects fused multiply-adds (only where the CPU has them).
+#[inline(always)]
+fn row_dot_generic<const FMA: bool>(m: &QuantMatrix, r: usize, xr: &[f32], xsum: &[f32]) -> f32 {
+    let gpr = m.cols / GROUP;
+    let mut total = 0f32;
+    for g in 0..gpr {
+        let gi = r * gpr + g;
+        let xs = &xr[g * GROUP..(g + 1) * GROUP];
+        let dot = match &m.values {
+            Values::Q8(v) => dot_q8::<FMA>(&v[gi * GROUP..(gi + 1) * GROUP], xs),
+            Values::Q4(v) => dot_q4::<FMA>(&v[gi * GROUP / 8..(gi + 1) * GROUP / 8], xs) - 8.0 * xsum[g],
+        };
+        total += dot * m.scales[gi];
+    }
+    total
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(acc: f32, a: f32, b: f32) -> f32 {
+    if FMA { a.mul_add(b, acc) } else { acc + a * b }
+}
+
+/// Σ q·x over one group of 8-bit levels, in 8 independent lanes (vectorizable).
+#[inline(always)]
+fn dot_q8<const FMA: bool>(q: &[i8], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (q8, x8) in q.chunks_exact(8).zip(x.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] = madd::<FMA>(acc[k], f32::from(q8[k]), x8[k]);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Σ (stored nibble)·x over one group of 4-bit levels (the caller removes the offset of 8).
+#[inline(always)]
+fn dot_q4<const FMA: bool>(words: &[u32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (&w, x8) in words.iter().zip(x.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] = madd::<FMA>(acc[k], ((w >> (4 * k)) & 0xF) as f32, x8[k]);
+        }
+    }
+    acc.iter().sum()
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Judge every paragraph of a solution with GenPRM (analysis, code, execution, judgement).
     Verify(verify::VerifyArgs),
+    /// Measure prefill and decode speed, time to first token and memory.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Logits(args) => logits(args),
         Command::Generate(args) => generate(args),
         Command::Verify(args) => verify::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
     }
 }
 
+mod bench;
 mod verify;
 
 /// Loads the checkpoint, with a progress bar when stderr is a terminal.

@@ -1,0 +1,169 @@
+//! Speed and memory measurements at real model shapes: a [`TensorSource`] of random weights for
+//! a given config (so the real loading code runs, quantization included) and the timing of
+//! prefill and decode.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Qwen2Config;
+use crate::error::{Error, Result};
+use crate::model::{KvCache, LoadOptions, LogitsFor, Qwen2Model};
+use crate::weights::{HostTensor, TensorSource};
+
+/// The config of GenPRM-1.5B (DeepSeek-R1-Distill-Qwen-1.5B).
+pub fn qwen2_1_5b() -> Qwen2Config {
+    let text = r#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","vocab_size":151936,
+        "hidden_size":1536,"intermediate_size":8960,"num_hidden_layers":28,"num_attention_heads":12,
+        "num_key_value_heads":2,"max_position_embeddings":131072,"rope_theta":10000,"rms_norm_eps":1e-06,
+        "tie_word_embeddings":false,"bos_token_id":151643,"eos_token_id":151643,"torch_dtype":"bfloat16"}"#;
+    Qwen2Config::from_json_str(text, Path::new("qwen2-1.5b")).expect("built-in config is valid")
+}
+
+/// A small shape for quick runs (same architecture, 1/4 of the widths, 4 layers).
+pub fn qwen2_small() -> Qwen2Config {
+    let mut c = qwen2_1_5b();
+    c.hidden_size = 384;
+    c.intermediate_size = 2240;
+    c.num_hidden_layers = 4;
+    c.num_attention_heads = 3;
+    c.num_key_value_heads = Some(1);
+    c
+}
+
+/// Random weights for every tensor a config calls for (norm weights near 1, others scaled by
+/// 1/√fan-in), generated on demand one tensor at a time.
+pub struct RandomWeights {
+    config: Qwen2Config,
+    seed: u64,
+}
+
+impl RandomWeights {
+    /// Random weights for `config`.
+    pub fn new(config: Qwen2Config, seed: u64) -> Self {
+        RandomWeights { config, seed }
+    }
+
+    fn expected_shape(&self, name: &str) -> Option<Vec<usize>> {
+        let c = &self.config;
+        let (h, hd, nh, kv, inter, v) = (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
+        if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+            return Some(vec![v, h]);
+        }
+        if name == "model.norm.weight" {
+            return Some(vec![h]);
+        }
+        let rest = name.strip_prefix("model.layers.")?;
+        let (_, field) = rest.split_once('.')?;
+        Some(match field {
+            "input_layernorm.weight" | "post_attention_layernorm.weight" => vec![h],
+            "self_attn.q_proj.weight" => vec![nh * hd, h],
+            "self_attn.q_proj.bias" => vec![nh * hd],
+            "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => vec![kv * hd, h],
+            "self_attn.k_proj.bias" | "self_attn.v_proj.bias" => vec![kv * hd],
+            "self_attn.o_proj.weight" => vec![h, nh * hd],
+            "mlp.gate_proj.weight" | "mlp.up_proj.weight" => vec![inter, h],
+            "mlp.down_proj.weight" => vec![h, inter],
+            _ => return None,
+        })
+    }
+}
+
+impl TensorSource for RandomWeights {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.expected_shape(name).ok_or_else(|| Error::MissingTensor { path: PathBuf::from("<random>"), tensor: name.into() })
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.expected_shape(name).is_some()
+    }
+    fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let shape = self.shape(name)?;
+        let n: usize = shape.iter().product();
+        let mut state = self.seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let norm = name.ends_with("norm.weight");
+        let scale = if shape.len() == 2 { 1.0 / (shape[1] as f32).sqrt() } else { 0.1 };
+        let data = (0..n)
+            .map(|_| {
+                // xorshift64*: a uniform value in [-1, 1), times √3 for unit variance.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let u = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                if norm { 1.0 + 0.1 * u } else { u * 1.732 * scale }
+            })
+            .collect();
+        Ok(HostTensor { shape, data })
+    }
+    fn file_of(&self, _: &str) -> PathBuf {
+        PathBuf::from("<random>")
+    }
+}
+
+/// What one benchmark run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// Seconds to build the model on the device (including quantization).
+    pub load_s: f64,
+    /// Prompt tokens per second of the prefill (per sequence × batch).
+    pub prefill_tok_s: f64,
+    /// Seconds from the prompt to the first generated token's logits on the host.
+    pub ttft_s: f64,
+    /// Generated tokens per second (all sequences of the batch together).
+    pub decode_tok_s: f64,
+    /// Peak resident host memory of the process, in MiB (Linux only).
+    pub peak_host_mib: Option<f64>,
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_host_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Loads `source` with `options`, prefills `batch` random prompts of `prompt_tokens` and
+/// decodes `new_tokens` greedy steps, timing each phase (logits are read back every step, as
+/// generation does).
+pub fn run(
+    config: Qwen2Config,
+    source: &dyn TensorSource,
+    device: &burn::tensor::Device,
+    options: LoadOptions,
+    batch: usize,
+    prompt_tokens: usize,
+    new_tokens: usize,
+) -> Result<BenchResult> {
+    let vocab = config.vocab_size as u32;
+    let t0 = Instant::now();
+    let model = Qwen2Model::load_with(config, source, device, options, |_| {})?;
+    let read = |t: burn::tensor::Tensor<3>| -> Result<Vec<f32>> {
+        t.into_data().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+    };
+    // Warm-up: compile kernels and size allocations with a short pass.
+    read(model.forward(&vec![1; batch * 2], batch, &mut KvCache::new(), LogitsFor::Last)?)?;
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let prompt: Vec<u32> = (0..batch * prompt_tokens).map(|i| (i as u32 * 7919 + 13) % vocab).collect();
+    let mut cache = KvCache::new();
+    let t1 = Instant::now();
+    let logits = read(model.forward(&prompt, batch, &mut cache, LogitsFor::Last)?)?;
+    let prefill_s = t1.elapsed().as_secs_f64();
+    let v = vocab as usize;
+    let mut next: Vec<u32> = logits.chunks(v).map(crate::sampling::argmax).collect();
+    let ttft_s = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    for _ in 0..new_tokens {
+        let logits = read(model.forward(&next, batch, &mut cache, LogitsFor::Last)?)?;
+        next = logits.chunks(v).map(crate::sampling::argmax).collect();
+    }
+    let decode_s = t2.elapsed().as_secs_f64();
+    Ok(BenchResult {
+        load_s,
+        prefill_tok_s: (batch * prompt_tokens) as f64 / prefill_s,
+        ttft_s,
+        decode_tok_s: (batch * new_tokens) as f64 / decode_s.max(1e-9),
+        peak_host_mib: peak_host_mib(),
+    })
+}

@@ -1,0 +1,106 @@
+//! `genprm bench`: prefill and decode speed, time to first token, load time and peak memory.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+
+use genprm::bench::{self, RandomWeights};
+use genprm::{DeviceKind, LoadOptions, QuantFormat};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Shape {
+    /// GenPRM-1.5B: hidden 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960, vocab 151936.
+    #[value(name = "qwen2-1.5b")]
+    Qwen2_1_5b,
+    /// The same architecture at a quarter of the width and 4 layers, for quick runs.
+    #[value(name = "qwen2-small")]
+    Small,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Quant {
+    F32,
+    Q8,
+    Q4,
+}
+
+/// Arguments of `genprm bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A checkpoint directory to measure.
+    #[arg(long, value_name = "DIR", conflicts_with = "random_shape", required_unless_present = "random_shape")]
+    model: Option<PathBuf>,
+    /// Random weights at a named shape (the real sizes without the real weights).
+    #[arg(long, value_enum)]
+    random_shape: Option<Shape>,
+    /// Weight format.
+    #[arg(long, value_enum, default_value = "f32")]
+    quant: Quant,
+    /// Where to compute.
+    #[arg(long, default_value = "cpu", value_name = "cpu|gpu")]
+    device: DeviceKind,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Prompt length.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    new_tokens: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `genprm bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.batch == 0 || args.prompt_tokens == 0 {
+        bail!("--batch and --prompt-tokens must be at least 1");
+    }
+    let device = genprm::device(args.device)?;
+    let quant = match args.quant {
+        Quant::F32 => None,
+        Quant::Q8 => Some(QuantFormat::Q8),
+        Quant::Q4 => Some(QuantFormat::Q4),
+    };
+    let options = LoadOptions { quant, head_quant: None };
+    let (label, result) = match (&args.model, args.random_shape) {
+        (Some(dir), _) => {
+            let config = genprm::Qwen2Config::from_file(&dir.join("config.json"))?;
+            let source = genprm::weights::Checkpoint::open(dir)?;
+            (dir.display().to_string(), bench::run(config, &source, &device, options, args.batch, args.prompt_tokens, args.new_tokens)?)
+        }
+        (None, Some(shape)) => {
+            let (name, config) = match shape {
+                Shape::Qwen2_1_5b => ("qwen2-1.5b (random)", bench::qwen2_1_5b()),
+                Shape::Small => ("qwen2-small (random)", bench::qwen2_small()),
+            };
+            let source = RandomWeights::new(config.clone(), 1);
+            (name.to_string(), bench::run(config, &source, &device, options, args.batch, args.prompt_tokens, args.new_tokens)?)
+        }
+        (None, None) => bail!("give --model DIR or --random-shape"),
+    };
+    let quant = quant.map_or("f32".to_string(), |q| q.to_string());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": label, "quant": quant, "device": args.device.to_string(), "batch": args.batch,
+                "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "result": result,
+            })
+        );
+    } else {
+        println!("model {label}, {quant}, device {}, batch {}, prompt {} tokens, {} new tokens", args.device, args.batch, args.prompt_tokens, args.new_tokens);
+        println!("  load (incl. quantization, warm-up) {:>9.2} s", result.load_s);
+        println!("  prefill                            {:>9.1} tokens/s", result.prefill_tok_s);
+        println!("  time to first token                {:>9.3} s", result.ttft_s);
+        println!("  decode                             {:>9.2} tokens/s", result.decode_tok_s);
+        match result.peak_host_mib {
+            Some(m) => println!("  peak host memory                   {m:>9.0} MiB"),
+            None => println!("  peak host memory                   n/a"),
+        }
+    }
+    Ok(())
+}
