@@ -139,7 +139,8 @@ pub fn run(
     let t0 = Instant::now();
     let model = Qwen2Model::load_with(config, source, device, options, |_| {})?;
     let read = |t: burn::tensor::Tensor<3>| -> Result<Vec<f32>> {
-        t.into_data().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+        let data = t.try_into_data().map_err(|e| Error::Device(format!("{e}")))?;
+        data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
     };
     // Warm-up: compile kernels and size allocations with a short pass.
     read(model.forward(&vec![1; batch * 2], batch, &mut KvCache::new(), LogitsFor::Last)?)?;

@@ -24,7 +24,7 @@ pub use device::{DeviceKind, device};
 pub use engine::{Engine, LocalEngine};
 pub use error::{Error, Result};
 pub use generate::{CachedPrefix, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};
-pub use model::{KvCache, LoadOptions, LoadProgress, LogitsFor, Qwen2Model};
+pub use model::{KvCache, LoadOptions, Weight, LoadProgress, LogitsFor, Qwen2Model};
 pub use quant::QuantFormat;
 pub use sampling::{Sampler, Sampling, SamplingParams};
 pub use tokenizer::{ChatMessage, TemplateChoice, Tokenizer};

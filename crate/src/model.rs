@@ -17,25 +17,49 @@ use crate::weights::{HostTensor, TensorSource};
 /// multiplied by the quantized kernels without being expanded).
 #[derive(Debug, Clone)]
 pub enum Weight {
-    /// f32 values on the device.
-    Float(Tensor<2>),
+    /// f32 values on the device, in row blocks of at most [`MAX_BINDING_BYTES`] each (GPUs
+    /// limit the size of one buffer binding: WebGPU's default is 128 MiB, while the 1.5B
+    /// model's embedding is 890 MiB).
+    Float(Vec<Tensor<2>>),
     /// Packed integers with per-group scales.
     Quant(Arc<QuantMatrix>),
 }
 
+/// The most bytes one weight tensor occupies on the device; larger matrices are split by rows.
+pub const MAX_BINDING_BYTES: usize = 128 << 20;
+
 impl Weight {
+    /// An f32 weight from row-major host values, split into row blocks that fit one binding.
+    pub fn float(data: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Self {
+        Self::float_in_blocks(data, rows, cols, device, MAX_BINDING_BYTES)
+    }
+
+    /// [`Weight::float`] with an explicit block size in bytes.
+    pub fn float_in_blocks(data: Vec<f32>, rows: usize, cols: usize, device: &Device, max_bytes: usize) -> Self {
+        let block = (max_bytes / (cols.max(1) * 4)).max(1);
+        if rows <= block {
+            return Weight::Float(vec![Tensor::from_data(TensorData::new(data, [rows, cols]), device)]);
+        }
+        let chunks = data
+            .chunks(block * cols)
+            .map(|c| Tensor::from_data(TensorData::new(c.to_vec(), [c.len() / cols, cols]), device))
+            .collect();
+        Weight::Float(chunks)
+    }
+
     /// Rows (output features).
     pub fn rows(&self) -> usize {
         match self {
-            Weight::Float(w) => w.dims()[0],
+            Weight::Float(w) => w.iter().map(|t| t.dims()[0]).sum(),
             Weight::Quant(q) => q.rows(),
         }
     }
 
     /// `x Wᵀ` for `[n, in]` activations.
-    fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+    pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
-            Weight::Float(w) => x.matmul(w.clone().transpose()),
+            Weight::Float(w) if w.len() == 1 => x.matmul(w[0].clone().transpose()),
+            Weight::Float(w) => Tensor::cat(w.iter().map(|c| x.clone().matmul(c.clone().transpose())).collect(), 1),
             Weight::Quant(q) => {
                 let [n, _] = x.dims();
                 let device = x.device();
@@ -46,12 +70,31 @@ impl Weight {
     }
 
     /// Rows `ids` of the matrix (the embedding lookup), `[ids.len(), in]`.
-    fn gather(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+    pub fn gather(&self, ids: &[u32], device: &Device) -> Tensor<2> {
         match self {
-            Weight::Float(w) => {
+            Weight::Float(w) if w.len() == 1 => {
                 let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
                 let n = ids.len();
-                w.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), device))
+                w[0].clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), device))
+            }
+            Weight::Float(w) => {
+                // Each block gathers the ids it holds (others read its row 0) and a mask keeps them.
+                let n = ids.len();
+                let mut out: Option<Tensor<2>> = None;
+                let mut start = 0usize;
+                for block in w {
+                    let rows = block.dims()[0];
+                    let local: Vec<i64> = ids.iter().map(|&t| t as usize).map(|t| if (start..start + rows).contains(&t) { (t - start) as i64 } else { 0 }).collect();
+                    let keep: Vec<f32> = ids.iter().map(|&t| f32::from(u8::from((start..start + rows).contains(&(t as usize))))).collect();
+                    let rows_t = block.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(local, [n]), device));
+                    let part = rows_t * Tensor::<2>::from_data(TensorData::new(keep, [n, 1]), device);
+                    out = Some(match out {
+                        Some(o) => o + part,
+                        None => part,
+                    });
+                    start += rows;
+                }
+                out.expect("a weight has at least one block")
             }
             Weight::Quant(q) => {
                 let cols = q.cols();
@@ -272,14 +315,14 @@ impl Qwen2Model {
         let weight = |t: HostTensor, name: &str, format: Option<QuantFormat>| -> Result<Weight> {
             let (rows, cols) = (t.shape[0], t.shape[1]);
             Ok(match format {
-                None => Weight::Float(Tensor::<2>::from_data(TensorData::new(t.data, t.shape), device)),
+                None => Weight::float(t.data, rows, cols, device),
                 Some(f) => {
                     let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
                     drop(t);
                     if packed_on_device {
                         Weight::Quant(Arc::new(q))
                     } else {
-                        Weight::Float(Tensor::<2>::from_data(TensorData::new(q.dequantize(), [rows, cols]), device))
+                        Weight::float(q.dequantize(), rows, cols, device)
                     }
                 }
             })

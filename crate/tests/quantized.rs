@@ -101,3 +101,26 @@ fn q8_tiny_genprm_still_verifies_correctly() {
     let rewards: Vec<f64> = v.steps.iter().map(|s| s.reward).collect();
     assert!(rewards[0] > 0.9 && rewards[1] < 0.1 && rewards[2] < 0.1, "{rewards:?}");
 }
+
+#[test]
+fn weights_split_into_blocks_multiply_and_gather_like_one_tensor() {
+    use genprm::Weight;
+    use genprm::burn::tensor::{Tensor, TensorData};
+    for (kind, device) in devices() {
+        let (rows, cols) = (37, 8);
+        let data: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let whole = Weight::float_in_blocks(data.clone(), rows, cols, &device, 1 << 20);
+        // 5 rows of 8 f32 per block: 8 blocks, the last one short.
+        let split = Weight::float_in_blocks(data, rows, cols, &device, 5 * cols * 4);
+        assert!(matches!(&split, Weight::Float(b) if b.len() == 8));
+        let x: Vec<f32> = (0..3 * cols).map(|i| (i as f32 * 0.11).cos()).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [3, cols]), &device);
+        let a: Vec<f32> = whole.matmul_t(x.clone()).into_data().try_into_vec().unwrap();
+        let b: Vec<f32> = split.matmul_t(x).into_data().try_into_vec().unwrap();
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5), "{kind}: matmul");
+        let ids = [0u32, 36, 5, 4, 17, 5];
+        let a: Vec<f32> = whole.gather(&ids, &device).into_data().try_into_vec().unwrap();
+        let b: Vec<f32> = split.gather(&ids, &device).into_data().try_into_vec().unwrap();
+        assert_eq!(a, b, "{kind}: gather");
+    }
+}
