@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod generate;
 pub mod model;
+pub mod pack;
 pub mod prm;
 pub mod quant;
 pub mod sampling;
@@ -61,8 +62,13 @@ impl LoadedModel {
         }
         let config = Qwen2Config::from_file(&dir.join("config.json"))?;
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(dir)?) } else { None };
-        let checkpoint = weights::Checkpoint::open(dir)?;
-        let model = Qwen2Model::load_with(config, &checkpoint, device, options, progress)?;
+        let model = if pack::Pack::is_pack(dir) {
+            let pack = pack::Pack::open(dir)?;
+            Qwen2Model::load_with(config, &pack, device, options, progress)?
+        } else {
+            let checkpoint = weights::Checkpoint::open(dir)?;
+            Qwen2Model::load_with(config, &checkpoint, device, options, progress)?
+        };
         Ok(LoadedModel { model, tokenizer, dir: dir.to_path_buf() })
     }
 

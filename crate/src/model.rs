@@ -237,6 +237,28 @@ struct Layer {
     mlp: Mlp,
 }
 
+/// The names of every tensor a config calls for, in the order the loader reads them.
+pub fn tensor_names(config: &Qwen2Config) -> Vec<String> {
+    let mut names = vec!["model.embed_tokens.weight".to_string()];
+    for i in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        for n in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
+            names.push(format!("{p}.{n}.weight"));
+            names.push(format!("{p}.{n}.bias"));
+        }
+        for n in ["self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"] {
+            names.push(format!("{p}.{n}.weight"));
+        }
+        names.push(format!("{p}.input_layernorm.weight"));
+        names.push(format!("{p}.post_attention_layernorm.weight"));
+    }
+    names.push("model.norm.weight".to_string());
+    if !config.tie_word_embeddings {
+        names.push("lm_head.weight".to_string());
+    }
+    names
+}
+
 /// Which positions the forward pass returns logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitsFor {
@@ -289,14 +311,15 @@ impl Qwen2Model {
         source: &dyn TensorSource,
         device: &Device,
         options: LoadOptions,
-        mut progress: impl FnMut(LoadProgress<'_>),
+        progress: impl FnMut(LoadProgress<'_>),
     ) -> Result<Self> {
         let c = &config;
+        let progress = std::cell::RefCell::new(progress);
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
-        let mut done = 0usize;
-        let mut read = |name: &str, expected: &[usize]| -> Result<HostTensor> {
+        let done = std::cell::Cell::new(0usize);
+        let check = |name: &str, expected: &[usize]| -> Result<()> {
             let shape = source.shape(name)?;
             if shape != expected {
                 return Err(Error::Shape {
@@ -306,24 +329,35 @@ impl Qwen2Model {
                     actual: shape,
                 });
             }
-            let t = source.read_f32(name)?;
-            done += 1;
-            progress(LoadProgress { tensor: name, done, total });
-            Ok(t)
+            done.set(done.get() + 1);
+            (progress.borrow_mut())(LoadProgress { tensor: name, done: done.get(), total });
+            Ok(())
         };
         let packed_on_device = *device == Device::flex();
-        let weight = |t: HostTensor, name: &str, format: Option<QuantFormat>| -> Result<Weight> {
+        let stored = |q: QuantMatrix| {
+            if packed_on_device {
+                Weight::Quant(Arc::new(q))
+            } else {
+                Weight::float(q.dequantize(), q.rows(), q.cols(), device)
+            }
+        };
+        let read = |name: &str, expected: &[usize]| -> Result<HostTensor> {
+            check(name, expected)?;
+            source.read_f32(name)
+        };
+        let weight = |name: &str, expected: &[usize], format: Option<QuantFormat>| -> Result<Weight> {
+            check(name, expected)?;
+            if let Some(q) = source.read_quantized(name)? {
+                return Ok(stored(q));
+            }
+            let t = source.read_f32(name)?;
             let (rows, cols) = (t.shape[0], t.shape[1]);
             Ok(match format {
                 None => Weight::float(t.data, rows, cols, device),
                 Some(f) => {
                     let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
                     drop(t);
-                    if packed_on_device {
-                        Weight::Quant(Arc::new(q))
-                    } else {
-                        Weight::float(q.dequantize(), rows, cols, device)
-                    }
+                    stored(q)
                 }
             })
         };
@@ -331,13 +365,13 @@ impl Qwen2Model {
         let head_format = options.head_quant.or(options.quant);
 
         let name = "model.embed_tokens.weight";
-        let embed = weight(read(name, &[vocab, h])?, name, head_format)?;
+        let embed = weight(name, &[vocab, h], head_format)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+            let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
                 let wname = format!("{p}.{name}.weight");
-                let w = weight(read(&wname, &[out, inp])?, &wname, options.quant)?;
+                let w = weight(&wname, &[out, inp], options.quant)?;
                 let b = if bias { Some(vec1(read(&format!("{p}.{name}.bias"), &[out])?)) } else { None };
                 Ok(Linear::new(w, b))
             };
@@ -364,7 +398,7 @@ impl Qwen2Model {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(Linear::new(weight(read("lm_head.weight", &[vocab, h])?, "lm_head.weight", head_format)?, None))
+            Some(Linear::new(weight("lm_head.weight", &[vocab, h], head_format)?, None))
         };
         Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
     }

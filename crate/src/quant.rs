@@ -116,6 +116,40 @@ impl QuantMatrix {
         Ok(QuantMatrix { rows, cols, format, values, scales })
     }
 
+    /// A matrix from stored parts: `values` as [`QuantMatrix::values_bytes`] writes them and one
+    /// scale per group; sizes are checked (`name` labels errors).
+    pub fn from_parts(rows: usize, cols: usize, format: QuantFormat, values: &[u8], scales: Vec<f32>, name: &str) -> Result<Self> {
+        let bad = |m: String| Error::InvalidArgument { name: "quant", message: format!("tensor `{name}`: {m}") };
+        if cols % GROUP != 0 {
+            return Err(bad(format!("the group size {GROUP} does not divide its input dimension {cols}")));
+        }
+        let n = rows * cols;
+        if scales.len() != n / GROUP {
+            return Err(bad(format!("{} scales for {} groups", scales.len(), n / GROUP)));
+        }
+        let values = match format {
+            QuantFormat::Q8 if values.len() == n => Values::Q8(values.iter().map(|&b| b as i8).collect()),
+            QuantFormat::Q4 if values.len() == n / 2 => {
+                Values::Q4(values.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            }
+            _ => return Err(bad(format!("{} bytes of {format} values for {n} weights", values.len()))),
+        };
+        Ok(QuantMatrix { rows, cols, format, values, scales })
+    }
+
+    /// The packed values as little-endian bytes.
+    pub fn values_bytes(&self) -> Vec<u8> {
+        match &self.values {
+            Values::Q8(v) => v.iter().map(|&q| q as u8).collect(),
+            Values::Q4(v) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
+        }
+    }
+
+    /// One scale per group of [`GROUP`] weights, row-major.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
     /// Output features.
     pub fn rows(&self) -> usize {
         self.rows

@@ -175,6 +175,10 @@ pub trait TensorSource {
     fn contains(&self, name: &str) -> bool;
     /// Reads one tensor and converts it to f32.
     fn read_f32(&self, name: &str) -> Result<HostTensor>;
+    /// The tensor as stored quantized, when the source holds it so (a pre-quantized pack).
+    fn read_quantized(&self, _name: &str) -> Result<Option<crate::quant::QuantMatrix>> {
+        Ok(None)
+    }
     /// The file a tensor comes from, for error messages.
     fn file_of(&self, name: &str) -> PathBuf;
 }

@@ -124,3 +124,58 @@ fn weights_split_into_blocks_multiply_and_gather_like_one_tensor() {
         assert_eq!(a, b, "{kind}: gather");
     }
 }
+
+fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_genprm")).args(args).output().unwrap()
+}
+
+#[test]
+fn packs_round_trip_and_refuse_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("pack");
+    let model = model_dir("tiny-genprm");
+    let out = run_cli(&["quantize", "--model", model.to_str().unwrap(), "--to", "q4", "--head", "q8", "--out", pack.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "genprm-pack.json", "weights-00001.bin"] {
+        assert!(pack.join(f).exists(), "{f}");
+    }
+    // The pack loads to the same numbers as quantizing on the fly, on every device.
+    let ids = prompt("tiny-genprm");
+    for (kind, device) in devices() {
+        let on_the_fly = LoadedModel::load_with(&model, &device, LoadOptions { quant: Some(QuantFormat::Q4), head_quant: Some(QuantFormat::Q8) }, |_| {}).unwrap();
+        let packed = LoadedModel::load(&pack, &device, |_| {}).unwrap();
+        let a = block_on(genprm::score(&on_the_fly.model, &ids)).unwrap();
+        let b = block_on(genprm::score(&packed.model, &ids)).unwrap();
+        let (err, agree) = compare(&a, &b);
+        assert!(err < 1e-4 && agree == 1.0, "{kind}: pack differs by {err}");
+    }
+    // A pack verifies end to end through the CLI.
+    let input = fixtures().join("protocol/e2e.json");
+    let out = run_cli(&["verify", "--model", pack.to_str().unwrap(), "--input", input.to_str().unwrap(), "--greedy", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A corrupt shard is named.
+    let shard = pack.join("weights-00001.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 0xFF;
+    std::fs::write(&shard, &bytes).unwrap();
+    let e = run_cli(&["logits", "--model", pack.to_str().unwrap(), "--ids", "1,2"]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("weights-00001.bin") && err.contains("checksum"), "{err}");
+    bytes[100] ^= 0xFF;
+    std::fs::write(&shard, &bytes).unwrap();
+
+    // A config.json the manifest was not made for is refused.
+    let cfg = pack.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 1e-05")).unwrap();
+    let e = run_cli(&["logits", "--model", pack.to_str().unwrap(), "--ids", "1,2"]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("config.json") && err.contains("genprm-pack.json"), "{err}");
+    std::fs::write(&cfg, text).unwrap();
+
+    // A group size that does not divide a width is refused when packing.
+    let e = run_cli(&["quantize", "--model", model_dir("tiny-gqa-f32").to_str().unwrap(), "--to", "q8", "--out", tmp.path().join("bad").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("group size") && err.contains("48"), "{err}");
+}

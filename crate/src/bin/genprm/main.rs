@@ -29,6 +29,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Measure prefill and decode speed, time to first token and memory.
     Bench(bench::BenchArgs),
+    /// Write a pre-quantized pack (q4/q8 weights, shards of at most 128 MiB, checksummed manifest).
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(args),
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
 }
 
 mod bench;
+mod quantize;
 mod verify;
 
 /// Loads the checkpoint, with a progress bar when stderr is a terminal.

@@ -1,0 +1,316 @@
+//! The pre-quantized pack: a model directory with `config.json`, the tokenizer files, weight
+//! shards of at most 128 MiB (`weights-00001.bin`, …) and a manifest (`genprm-pack.json`) giving
+//! every tensor's place, the shards' sizes and SHA-256 checksums, and the checksum of the
+//! `config.json` it was made for. Shards are consecutive slices of one byte stream, so a tensor
+//! may span two of them; each slice can be fetched on its own (files, URLs, byte ranges).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::quant::{GROUP, QuantFormat, QuantMatrix};
+use crate::weights::{HostTensor, TensorSource};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "genprm-pack.json";
+/// The largest shard.
+pub const SHARD_BYTES: usize = 128 << 20;
+/// Files copied from the source checkpoint when present.
+pub const SIDE_FILES: &[&str] = &["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"];
+
+/// How one tensor is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackedTensor {
+    /// The checkpoint's tensor name.
+    pub name: String,
+    /// `f32`, `q8` or `q4`.
+    pub kind: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Offset of its bytes in the stream (values, then scales for quantized tensors).
+    pub offset: u64,
+    /// Bytes of values.
+    pub values_bytes: u64,
+    /// Bytes of f32 scales (0 for f32 tensors).
+    pub scales_bytes: u64,
+}
+
+/// One shard file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// File name in the pack directory.
+    pub file: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+}
+
+/// `genprm-pack.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always `genprm-pack`.
+    pub format: String,
+    /// Layout version (1).
+    pub version: u32,
+    /// The quantization of the linear layers.
+    pub quant: QuantFormat,
+    /// Weights per scale.
+    pub group_size: usize,
+    /// SHA-256 of the `config.json` the pack was made from.
+    pub config_sha256: String,
+    /// Shards in stream order.
+    pub shards: Vec<ShardInfo>,
+    /// Every tensor.
+    pub tensors: Vec<PackedTensor>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Writes a pack for the tensors of `source` (in `names` order), quantizing every 2-D tensor
+/// (an input width the group size does not divide is an error), and returns its manifest. `progress` sees each
+/// tensor name.
+pub fn write_pack(
+    source: &dyn TensorSource,
+    names: &[String],
+    quant: QuantFormat,
+    head_quant: Option<QuantFormat>,
+    src_dir: &Path,
+    out: &Path,
+    mut progress: impl FnMut(&str),
+) -> Result<Manifest> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut copied_config = None;
+    for f in SIDE_FILES {
+        let from = src_dir.join(f);
+        if from.exists() {
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            if *f == "config.json" {
+                copied_config = Some(sha256_hex(&bytes));
+            }
+            let to = out.join(f);
+            std::fs::write(&to, &bytes).map_err(|e| Error::io(&to, e))?;
+        }
+    }
+    let config_sha256 =
+        copied_config.ok_or_else(|| Error::MissingFile { path: src_dir.join("config.json"), hint: String::new() })?;
+    let mut writer = ShardWriter { out: out.to_path_buf(), shards: Vec::new(), current: Vec::new(), offset: 0 };
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        progress(name);
+        let t = source.read_f32(name)?;
+        let is_head = name == "model.embed_tokens.weight" || name == "lm_head.weight";
+        let format = if is_head { head_quant.unwrap_or(quant) } else { quant };
+        let offset = writer.offset;
+        if t.shape.len() == 2 {
+            let q = QuantMatrix::quantize(&t.data, t.shape[0], t.shape[1], format, name)?;
+            drop(t);
+            let values = q.values_bytes();
+            let scales: Vec<u8> = q.scales().iter().flat_map(|s| s.to_le_bytes()).collect();
+            writer.write(&values)?;
+            writer.write(&scales)?;
+            tensors.push(PackedTensor {
+                name: name.clone(),
+                kind: format.to_string(),
+                shape: vec![q.rows(), q.cols()],
+                offset,
+                values_bytes: values.len() as u64,
+                scales_bytes: scales.len() as u64,
+            });
+        } else {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            writer.write(&bytes)?;
+            tensors.push(PackedTensor { name: name.clone(), kind: "f32".into(), shape: t.shape, offset, values_bytes: bytes.len() as u64, scales_bytes: 0 });
+        }
+    }
+    let shards = writer.finish()?;
+    let manifest = Manifest { format: "genprm-pack".into(), version: 1, quant, group_size: GROUP, config_sha256, shards, tensors };
+    let path = out.join(MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::json(&path, &e))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    Ok(manifest)
+}
+
+struct ShardWriter {
+    out: PathBuf,
+    shards: Vec<ShardInfo>,
+    current: Vec<u8>,
+    offset: u64,
+}
+
+impl ShardWriter {
+    fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let room = SHARD_BYTES - self.current.len();
+            let n = room.min(bytes.len());
+            self.current.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.offset += n as u64;
+            if self.current.len() == SHARD_BYTES {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let file = format!("weights-{:05}.bin", self.shards.len() + 1);
+        let path = self.out.join(&file);
+        std::fs::write(&path, &self.current).map_err(|e| Error::io(&path, e))?;
+        self.shards.push(ShardInfo { file, bytes: self.current.len() as u64, sha256: sha256_hex(&self.current) });
+        self.current.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<ShardInfo>> {
+        self.flush()?;
+        Ok(self.shards)
+    }
+}
+
+/// A pack read back: the manifest and the shard bytes, every checksum verified.
+pub struct Pack {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<Vec<u8>>,
+    starts: Vec<u64>,
+}
+
+impl Pack {
+    /// Whether `dir` holds a pack.
+    pub fn is_pack(dir: &Path) -> bool {
+        dir.join(MANIFEST).exists()
+    }
+
+    /// Opens a pack directory: parses the manifest, checks it was made for this `config.json`,
+    /// reads every shard and verifies its size and checksum.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mpath = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| Error::json(&mpath, &e))?;
+        let shards = manifest
+            .shards
+            .iter()
+            .map(|s| {
+                let p = dir.join(&s.file);
+                std::fs::read(&p).map_err(|e| Error::io(&p, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cpath = dir.join("config.json");
+        let config = std::fs::read(&cpath).map_err(|e| Error::io(&cpath, e))?;
+        Self::from_parts(dir, manifest, &config, shards)
+    }
+
+    /// A pack from its manifest, the bytes of its `config.json` and of each shard (however they
+    /// were fetched); `dir` names the source in errors.
+    pub fn from_parts(dir: &Path, manifest: Manifest, config_json: &[u8], shards: Vec<Vec<u8>>) -> Result<Self> {
+        let mpath = dir.join(MANIFEST);
+        let bad = |message: String| Error::Config { path: mpath.clone(), field: "pack".into(), message };
+        if manifest.format != "genprm-pack" || manifest.version != 1 {
+            return Err(bad(format!("format {:?} version {} is not genprm-pack version 1", manifest.format, manifest.version)));
+        }
+        if manifest.group_size != GROUP {
+            return Err(bad(format!("group size {} is not supported (only {GROUP})", manifest.group_size)));
+        }
+        if sha256_hex(config_json) != manifest.config_sha256 {
+            return Err(Error::Config {
+                path: dir.join("config.json"),
+                field: "config_sha256".into(),
+                message: format!("config.json is not the one {MANIFEST} was made for (checksum differs)"),
+            });
+        }
+        if shards.len() != manifest.shards.len() {
+            return Err(bad(format!("{} shards given, the manifest lists {}", shards.len(), manifest.shards.len())));
+        }
+        let mut starts = Vec::with_capacity(shards.len());
+        let mut at = 0u64;
+        for (bytes, info) in shards.iter().zip(&manifest.shards) {
+            let path = dir.join(&info.file);
+            if bytes.len() as u64 != info.bytes {
+                return Err(Error::Safetensors { path, message: format!("shard is {} bytes, the manifest says {} (truncated?)", bytes.len(), info.bytes) });
+            }
+            if sha256_hex(bytes) != info.sha256 {
+                return Err(Error::Safetensors { path, message: "checksum mismatch: the shard is corrupt".into() });
+            }
+            starts.push(at);
+            at += info.bytes;
+        }
+        for t in &manifest.tensors {
+            if t.offset + t.values_bytes + t.scales_bytes > at {
+                return Err(bad(format!("tensor `{}` runs past the end of the shards", t.name)));
+            }
+        }
+        Ok(Pack { dir: dir.to_path_buf(), manifest, shards, starts })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn entry(&self, name: &str) -> Result<&PackedTensor> {
+        self.manifest
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::MissingTensor { path: self.dir.join(MANIFEST), tensor: name.to_string() })
+    }
+
+    fn bytes(&self, offset: u64, len: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let s = self.starts.partition_point(|&st| st <= pos) - 1;
+            let local = (pos - self.starts[s]) as usize;
+            let take = ((end - pos) as usize).min(self.shards[s].len() - local);
+            out.extend_from_slice(&self.shards[s][local..local + take]);
+            pos += take as u64;
+        }
+        out
+    }
+}
+
+impl TensorSource for Pack {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.entry(name)?.shape.clone())
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.entry(name).is_ok()
+    }
+    fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let t = self.entry(name)?;
+        if t.kind == "f32" {
+            let data = self.bytes(t.offset, t.values_bytes).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            return Ok(HostTensor { shape: t.shape.clone(), data });
+        }
+        let q = self.read_quantized(name)?.ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.into() })?;
+        Ok(HostTensor { shape: t.shape.clone(), data: q.dequantize() })
+    }
+    fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
+        let t = self.entry(name)?;
+        let format = match t.kind.as_str() {
+            "f32" => return Ok(None),
+            other => other.parse::<QuantFormat>()?,
+        };
+        let values = self.bytes(t.offset, t.values_bytes);
+        let scales: Vec<f32> =
+            self.bytes(t.offset + t.values_bytes, t.scales_bytes).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let (rows, cols) = match t.shape[..] {
+            [r, c] => (r, c),
+            _ => return Err(Error::Config { path: self.dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),
+        };
+        QuantMatrix::from_parts(rows, cols, format, &values, scales, name).map(Some)
+    }
+    fn file_of(&self, _name: &str) -> PathBuf {
+        self.dir.join(MANIFEST)
+    }
+}
