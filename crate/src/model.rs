@@ -25,6 +25,9 @@ pub enum Weight {
     Quant(Arc<QuantMatrix>),
 }
 
+/// From this many activation rows on, quantized weights are expanded for one dense multiply.
+pub const PREFILL_ROWS: usize = 16;
+
 /// The most bytes one weight tensor occupies on the device; larger matrices are split by rows.
 pub const MAX_BINDING_BYTES: usize = 128 << 20;
 
@@ -63,6 +66,12 @@ impl Weight {
             Weight::Quant(q) => {
                 let [n, _] = x.dims();
                 let device = x.device();
+                if n >= PREFILL_ROWS {
+                    // Many rows (prefill): expand once and use the backend's matrix multiply,
+                    // which beats re-reading packed groups for every row.
+                    let w = Tensor::<2>::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), &device);
+                    return x.matmul(w.transpose());
+                }
                 let data = host_values(x);
                 Tensor::from_data(TensorData::new(q.matmul(&data, n), [n, q.rows()]), &device)
             }

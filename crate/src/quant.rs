@@ -190,6 +190,12 @@ impl QuantMatrix {
     /// The whole matrix in f32.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(self.cols).enumerate().for_each(|(r, row)| self.dequantize_row(r, row));
+        }
+        #[cfg(target_arch = "wasm32")]
         for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
             self.dequantize_row(r, row);
         }

@@ -110,3 +110,14 @@ fn bad_input_is_one_clear_line() {
     assert!(e.contains("config.json") && e.contains("rope_theta"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
 }
+
+#[test]
+fn quantizing_while_loading_from_the_cli() {
+    let dir = model_dir("tiny-genprm");
+    let out = genprm(&["logits", "--model", dir.to_str().unwrap(), "--ids", "1,2,3", "--quant", "q8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = failing(&["logits", "--model", model_dir("tiny-gqa-f32").to_str().unwrap(), "--ids", "1", "--quant", "q4"]);
+    assert!(e.contains("group size") && e.contains("48"), "{e}");
+    let e = failing(&["logits", "--model", dir.to_str().unwrap(), "--ids", "1", "--quant", "q3"]);
+    assert!(e.contains("q3"), "{e}");
+}

@@ -41,6 +41,13 @@ pub(crate) struct ModelArgs {
     /// Where to compute: `cpu`, or `gpu` (wgpu: Vulkan, Metal, DX12).
     #[arg(long, default_value = "cpu", value_name = "cpu|gpu")]
     device: DeviceKind,
+    /// Quantize the weights while loading: q4 or q8 (weight-only, groups of 32). A
+    /// pre-quantized pack (`genprm quantize`) is loaded as it is.
+    #[arg(long, value_name = "q4|q8")]
+    quant: Option<genprm::QuantFormat>,
+    /// Format of the embedding and lm_head when quantizing (default: as --quant).
+    #[arg(long, value_name = "q4|q8", requires = "quant")]
+    head_quant: Option<genprm::QuantFormat>,
 }
 
 #[derive(Args)]
@@ -125,7 +132,8 @@ pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
             .context("progress bar template")?
             .progress_chars("=> "),
     );
-    let model = LoadedModel::load(&args.model, &device, |p| {
+    let options = genprm::LoadOptions { quant: args.quant, head_quant: args.head_quant };
+    let model = LoadedModel::load_with(&args.model, &device, options, |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(p.tensor.to_string());
