@@ -11,6 +11,8 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod generate;
+#[cfg(feature = "wgpu")]
+pub mod gpu_quant;
 pub mod model;
 pub mod pack;
 pub mod prm;

@@ -21,8 +21,12 @@ pub enum Weight {
     /// limit the size of one buffer binding: WebGPU's default is 128 MiB, while the 1.5B
     /// model's embedding is 890 MiB).
     Float(Vec<Tensor<2>>),
-    /// Packed integers with per-group scales.
+    /// Packed integers with per-group scales, on the CPU device.
     Quant(Arc<QuantMatrix>),
+    /// Packed integers with per-group scales, on a GPU (multiplied by the CubeCL kernels);
+    /// the host copy is kept for the embedding's row lookups only.
+    #[cfg(feature = "wgpu")]
+    GpuQuant(Arc<crate::gpu_quant::GpuQuant>, Option<Arc<QuantMatrix>>),
 }
 
 /// From this many activation rows on, quantized weights are expanded for one dense multiply.
@@ -55,6 +59,8 @@ impl Weight {
         match self {
             Weight::Float(w) => w.iter().map(|t| t.dims()[0]).sum(),
             Weight::Quant(q) => q.rows(),
+            #[cfg(feature = "wgpu")]
+            Weight::GpuQuant(g, _) => g.rows(),
         }
     }
 
@@ -75,6 +81,8 @@ impl Weight {
                 let data = host_values(x);
                 Tensor::from_data(TensorData::new(q.matmul(&data, n), [n, q.rows()]), &device)
             }
+            #[cfg(feature = "wgpu")]
+            Weight::GpuQuant(g, _) => g.matmul_t(x),
         }
     }
 
@@ -104,6 +112,12 @@ impl Weight {
                     start += rows;
                 }
                 out.expect("a weight has at least one block")
+            }
+            #[cfg(feature = "wgpu")]
+            Weight::GpuQuant(g, host) => {
+                let host = host.as_ref().expect("row lookups need the host copy the embedding keeps");
+                let _ = g;
+                Weight::Quant(host.clone()).gather(ids, device)
             }
             Weight::Quant(q) => {
                 let cols = q.cols();
@@ -312,9 +326,9 @@ impl Qwen2Model {
     }
 
     /// [`Qwen2Model::load`] with weight options: each tensor is quantized as soon as it is read,
-    /// so host memory peaks at about one f32 tensor plus the quantized model. On the CPU device
-    /// quantized weights stay packed; on a GPU they are expanded after quantization (same
-    /// numbers, f32 memory) until GPU kernels for packed weights exist.
+    /// so host memory peaks at about one f32 tensor plus the quantized model. Quantized weights
+    /// stay packed on every device: the CPU kernels or the GPU (CubeCL) kernels expand them
+    /// inside the matrix product.
     pub fn load_with(
         config: Qwen2Config,
         source: &dyn TensorSource,
@@ -343,10 +357,18 @@ impl Qwen2Model {
             Ok(())
         };
         let packed_on_device = *device == Device::flex();
-        let stored = |q: QuantMatrix| {
+        let stored = |q: QuantMatrix, keep_host: bool| {
             if packed_on_device {
-                Weight::Quant(Arc::new(q))
-            } else {
+                return Weight::Quant(Arc::new(q));
+            }
+            #[cfg(feature = "wgpu")]
+            {
+                let g = crate::gpu_quant::GpuQuant::upload(&q, device);
+                Weight::GpuQuant(Arc::new(g), keep_host.then(|| Arc::new(q)))
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = keep_host;
                 Weight::float(q.dequantize(), q.rows(), q.cols(), device)
             }
         };
@@ -356,8 +378,9 @@ impl Qwen2Model {
         };
         let weight = |name: &str, expected: &[usize], format: Option<QuantFormat>| -> Result<Weight> {
             check(name, expected)?;
+            let keep_host = name == "model.embed_tokens.weight";
             if let Some(q) = source.read_quantized(name)? {
-                return Ok(stored(q));
+                return Ok(stored(q, keep_host));
             }
             let t = source.read_f32(name)?;
             let (rows, cols) = (t.shape[0], t.shape[1]);
@@ -366,7 +389,7 @@ impl Qwen2Model {
                 Some(f) => {
                     let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
                     drop(t);
-                    stored(q)
+                    stored(q, keep_host)
                 }
             })
         };

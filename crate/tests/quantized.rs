@@ -59,7 +59,7 @@ fn quantized_logits_stay_close_to_f32() {
 }
 
 #[test]
-fn packed_cpu_kernels_equal_expanded_weights_on_the_gpu() {
+fn cpu_and_gpu_packed_kernels_agree_on_a_whole_model() {
     let all = devices();
     if all.len() < 2 {
         return;
@@ -178,4 +178,31 @@ fn packs_round_trip_and_refuse_corruption() {
     let e = run_cli(&["quantize", "--model", model_dir("tiny-gqa-f32").to_str().unwrap(), "--to", "q8", "--out", tmp.path().join("bad").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("group size") && err.contains("48"), "{err}");
+}
+
+#[test]
+fn gpu_packed_kernels_equal_the_dequantized_reference() {
+    use genprm::burn::tensor::{Tensor, TensorData};
+    use genprm::quant::QuantMatrix;
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            continue;
+        }
+        for format in [QuantFormat::Q8, QuantFormat::Q4] {
+            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2)] {
+                let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.7123).sin() * 1.3) + if i % 97 == 0 { 4.0 } else { 0.0 }).collect();
+                let q = QuantMatrix::quantize(&w, rows, cols, format, "w").unwrap();
+                let d = q.dequantize();
+                let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.31).cos()).collect();
+                let g = genprm::gpu_quant::GpuQuant::upload(&q, &device);
+                let y: Vec<f32> = g.matmul_t(Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device)).into_data().try_into_vec().unwrap();
+                for i in 0..n {
+                    for r in 0..rows {
+                        let expect: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum();
+                        assert!((y[i * rows + r] - expect).abs() < 1e-3, "{format} {rows}x{cols} n={n} [{i},{r}]: {} vs {expect}", y[i * rows + r]);
+                    }
+                }
+            }
+        }
+    }
 }

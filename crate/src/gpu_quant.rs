@@ -1,0 +1,151 @@
+//! GPU kernels (CubeCL, so WGSL/SPIR-V/Metal alike) for packed quantized weights: the weights
+//! stay packed on the device — 4 bits per weight plus a scale per group of 32 — and are
+//! expanded inside the matrix product, never in memory.
+
+use burn::backend::Cube;
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use cubecl::{CubeDim, calculate_cube_count_elemwise};
+
+use crate::quant::{GROUP, QuantFormat, QuantMatrix};
+
+/// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales.
+#[derive(Debug, Clone)]
+pub struct GpuQuant {
+    words: Tensor<1, Int>,
+    scales: Tensor<1>,
+    rows: usize,
+    cols: usize,
+    format: QuantFormat,
+}
+
+mod kernels {
+    use cubecl::prelude::*;
+
+    /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`.
+    #[cube(launch)]
+    pub fn q4_matmul_kernel(x: &Tensor<f32>, words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<f32>, n: u32, rows: u32, cols: u32) {
+        let pos = ABSOLUTE_POS as u32;
+        if pos < n * rows {
+            let i = pos / rows;
+            let r = pos % rows;
+            let gpr = cols / 32;
+            let mut total = 0.0f32;
+            for g in 0..gpr {
+                let gi = r * gpr + g;
+                let xbase = i * cols + g * 32;
+                let mut acc = 0.0f32;
+                for w in 0..4u32 {
+                    let word = words[(gi * 4 + w) as usize];
+                    for k in 0..8u32 {
+                        let level = f32::cast_from((word >> i32::cast_from(4 * k)) & 15i32) - 8.0f32;
+                        acc += level * x[(xbase + w * 8 + k) as usize];
+                    }
+                }
+                total += acc * scales[gi as usize];
+            }
+            out[pos as usize] = total;
+        }
+    }
+
+    /// The same for 8-bit levels, four per word (two's complement bytes).
+    #[cube(launch)]
+    pub fn q8_matmul_kernel(x: &Tensor<f32>, words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<f32>, n: u32, rows: u32, cols: u32) {
+        let pos = ABSOLUTE_POS as u32;
+        if pos < n * rows {
+            let i = pos / rows;
+            let r = pos % rows;
+            let gpr = cols / 32;
+            let mut total = 0.0f32;
+            for g in 0..gpr {
+                let gi = r * gpr + g;
+                let xbase = i * cols + g * 32;
+                let mut acc = 0.0f32;
+                for w in 0..8u32 {
+                    let word = words[(gi * 8 + w) as usize];
+                    for k in 0..4u32 {
+                        let mut b = (word >> i32::cast_from(8 * k)) & 255i32;
+                        if b >= 128i32 {
+                            b -= 256i32;
+                        }
+                        acc += f32::cast_from(b) * x[(xbase + w * 4 + k) as usize];
+                    }
+                }
+                total += acc * scales[gi as usize];
+            }
+            out[pos as usize] = total;
+        }
+    }
+}
+
+use kernels::{q4_matmul_kernel, q8_matmul_kernel};
+
+impl GpuQuant {
+    /// Uploads a quantized matrix, still packed.
+    pub fn upload(q: &QuantMatrix, device: &Device) -> Self {
+        let bytes = q.values_bytes();
+        let words: Vec<i32> = bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let n = words.len();
+        GpuQuant {
+            words: Tensor::from_data(TensorData::new(words, [n]), device),
+            scales: Tensor::from_data(TensorData::new(q.scales().to_vec(), [q.scales().len()]), device),
+            rows: q.rows(),
+            cols: q.cols(),
+            format: q.format(),
+        }
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `x Wᵀ` for `[n, cols]` activations on the same GPU.
+    pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+        let [n, cols] = x.dims();
+        debug_assert_eq!(cols, self.cols);
+        debug_assert_eq!(cols % GROUP, 0);
+        let x = into_contiguous(x.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+        let words = into_contiguous(self.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let scales = into_contiguous(self.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let client = x.client.clone();
+        let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([n, self.rows]), DType::F32);
+        let units = n * self.rows;
+        let cube_dim = CubeDim::new(&client, units);
+        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+        let (n32, rows32, cols32) = (n as u32, self.rows as u32, self.cols as u32);
+        match self.format {
+            QuantFormat::Q4 => q4_matmul_kernel::launch(
+                &client,
+                cube_count,
+                cube_dim,
+                x.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                n32,
+                rows32,
+                cols32,
+            ),
+            QuantFormat::Q8 => q8_matmul_kernel::launch(
+                &client,
+                cube_count,
+                cube_dim,
+                x.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                n32,
+                rows32,
+                cols32,
+            ),
+        }
+        Tensor::from_primitive::<Cube>(out)
+    }
+}
