@@ -24,8 +24,20 @@ mod kernels {
     use cubecl::prelude::*;
 
     /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`.
+    /// `bits` is 4 (eight levels per word, stored as level + 8) or 8 (four two's-complement bytes).
     #[cube(launch)]
-    pub fn q4_matmul_kernel(x: &Tensor<f32>, words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<f32>, n: u32, rows: u32, cols: u32) {
+    pub fn quant_matmul_kernel(
+        x: &Tensor<f32>,
+        words: &Tensor<i32>,
+        scales: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        n: u32,
+        rows: u32,
+        cols: u32,
+        #[comptime] bits: u32,
+    ) {
+        let per_word = comptime!(32 / bits);
+        let words_per_group = comptime!(32 / (32 / bits));
         let pos = ABSOLUTE_POS as u32;
         if pos < n * rows {
             let i = pos / rows;
@@ -36,40 +48,18 @@ mod kernels {
                 let gi = r * gpr + g;
                 let xbase = i * cols + g * 32;
                 let mut acc = 0.0f32;
-                for w in 0..4u32 {
-                    let word = words[(gi * 4 + w) as usize];
-                    for k in 0..8u32 {
-                        let level = f32::cast_from((word >> i32::cast_from(4 * k)) & 15i32) - 8.0f32;
-                        acc += level * x[(xbase + w * 8 + k) as usize];
-                    }
-                }
-                total += acc * scales[gi as usize];
-            }
-            out[pos as usize] = total;
-        }
-    }
-
-    /// The same for 8-bit levels, four per word (two's complement bytes).
-    #[cube(launch)]
-    pub fn q8_matmul_kernel(x: &Tensor<f32>, words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<f32>, n: u32, rows: u32, cols: u32) {
-        let pos = ABSOLUTE_POS as u32;
-        if pos < n * rows {
-            let i = pos / rows;
-            let r = pos % rows;
-            let gpr = cols / 32;
-            let mut total = 0.0f32;
-            for g in 0..gpr {
-                let gi = r * gpr + g;
-                let xbase = i * cols + g * 32;
-                let mut acc = 0.0f32;
-                for w in 0..8u32 {
-                    let word = words[(gi * 8 + w) as usize];
-                    for k in 0..4u32 {
-                        let mut b = (word >> i32::cast_from(8 * k)) & 255i32;
-                        if b >= 128i32 {
-                            b -= 256i32;
+                for w in 0..words_per_group {
+                    let word = words[(gi * words_per_group + w) as usize];
+                    for k in 0..per_word {
+                        let mut v = (word >> i32::cast_from(bits * k)) & i32::cast_from((1u32 << bits) - 1);
+                        if comptime!(bits == 8) {
+                            if v >= 128i32 {
+                                v -= 256i32;
+                            }
+                        } else {
+                            v -= 8i32;
                         }
-                        acc += f32::cast_from(b) * x[(xbase + w * 4 + k) as usize];
+                        acc += f32::cast_from(v) * x[(xbase + w * per_word + k) as usize];
                     }
                 }
                 total += acc * scales[gi as usize];
@@ -79,7 +69,7 @@ mod kernels {
     }
 }
 
-use kernels::{q4_matmul_kernel, q8_matmul_kernel};
+use kernels::quant_matmul_kernel;
 
 impl GpuQuant {
     /// Uploads a quantized matrix, still packed.
@@ -120,32 +110,23 @@ impl GpuQuant {
         let cube_dim = CubeDim::new(&client, units);
         let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
         let (n32, rows32, cols32) = (n as u32, self.rows as u32, self.cols as u32);
-        match self.format {
-            QuantFormat::Q4 => q4_matmul_kernel::launch(
-                &client,
-                cube_count,
-                cube_dim,
-                x.into_tensor_arg(),
-                words.into_tensor_arg(),
-                scales.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                n32,
-                rows32,
-                cols32,
-            ),
-            QuantFormat::Q8 => q8_matmul_kernel::launch(
-                &client,
-                cube_count,
-                cube_dim,
-                x.into_tensor_arg(),
-                words.into_tensor_arg(),
-                scales.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                n32,
-                rows32,
-                cols32,
-            ),
-        }
+        let bits = match self.format {
+            QuantFormat::Q4 => 4,
+            QuantFormat::Q8 => 8,
+        };
+        quant_matmul_kernel::launch(
+            &client,
+            cube_count,
+            cube_dim,
+            x.into_tensor_arg(),
+            words.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n32,
+            rows32,
+            cols32,
+            bits,
+        );
         Tensor::from_primitive::<Cube>(out)
     }
 }
