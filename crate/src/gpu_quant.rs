@@ -10,14 +10,21 @@ use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 
-/// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales.
+/// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales, in row
+/// blocks whose words fit one buffer binding (the q8 embedding of the 1.5B model is 222 MiB).
 #[derive(Debug, Clone)]
 pub struct GpuQuant {
-    words: Tensor<1, Int>,
-    scales: Tensor<1>,
+    blocks: Vec<Block>,
     rows: usize,
     cols: usize,
     format: QuantFormat,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    words: Tensor<1, Int>,
+    scales: Tensor<1>,
+    rows: usize,
 }
 
 mod kernels {
@@ -72,18 +79,41 @@ mod kernels {
 use kernels::quant_matmul_kernel;
 
 impl GpuQuant {
-    /// Uploads a quantized matrix, still packed.
+    /// Uploads a quantized matrix, still packed, in blocks of at most
+    /// [`MAX_BINDING_BYTES`](crate::model::MAX_BINDING_BYTES) of words.
     pub fn upload(q: &QuantMatrix, device: &Device) -> Self {
+        Self::upload_in_blocks(q, device, crate::model::MAX_BINDING_BYTES)
+    }
+
+    /// [`GpuQuant::upload`] with an explicit block size in bytes.
+    pub fn upload_in_blocks(q: &QuantMatrix, device: &Device, max_bytes: usize) -> Self {
         let bytes = q.values_bytes();
-        let words: Vec<i32> = bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let n = words.len();
-        GpuQuant {
-            words: Tensor::from_data(TensorData::new(words, [n]), device),
-            scales: Tensor::from_data(TensorData::new(q.scales().to_vec(), [q.scales().len()]), device),
-            rows: q.rows(),
-            cols: q.cols(),
-            format: q.format(),
-        }
+        let row_bytes = bytes.len() / q.rows();
+        let groups_per_row = q.cols() / GROUP;
+        let block_rows = (max_bytes / row_bytes.max(1)).max(1);
+        let blocks = (0..q.rows())
+            .step_by(block_rows)
+            .map(|start| {
+                let rows = block_rows.min(q.rows() - start);
+                let words: Vec<i32> = bytes[start * row_bytes..(start + rows) * row_bytes]
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let scales = q.scales()[start * groups_per_row..(start + rows) * groups_per_row].to_vec();
+                let (nw, ns) = (words.len(), scales.len());
+                Block {
+                    words: Tensor::from_data(TensorData::new(words, [nw]), device),
+                    scales: Tensor::from_data(TensorData::new(scales, [ns]), device),
+                    rows,
+                }
+            })
+            .collect();
+        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format() }
+    }
+
+    /// Number of row blocks.
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Output features.
@@ -98,18 +128,26 @@ impl GpuQuant {
 
     /// `x Wᵀ` for `[n, cols]` activations on the same GPU.
     pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.blocks.len() == 1 {
+            return self.block_matmul_t(&self.blocks[0], x);
+        }
+        Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone())).collect(), 1)
+    }
+
+    fn block_matmul_t(&self, block: &Block, x: Tensor<2>) -> Tensor<2> {
         let [n, cols] = x.dims();
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
+        let rows = block.rows;
         let x = into_contiguous(x.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
-        let words = into_contiguous(self.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
-        let scales = into_contiguous(self.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let client = x.client.clone();
-        let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([n, self.rows]), DType::F32);
-        let units = n * self.rows;
+        let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([n, rows]), DType::F32);
+        let units = n * rows;
         let cube_dim = CubeDim::new(&client, units);
         let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
-        let (n32, rows32, cols32) = (n as u32, self.rows as u32, self.cols as u32);
+        let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
         let bits = match self.format {
             QuantFormat::Q4 => 4,
             QuantFormat::Q8 => 8,

@@ -194,12 +194,16 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                 let q = QuantMatrix::quantize(&w, rows, cols, format, "w").unwrap();
                 let d = q.dequantize();
                 let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.31).cos()).collect();
-                let g = genprm::gpu_quant::GpuQuant::upload(&q, &device);
-                let y: Vec<f32> = g.matmul_t(Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device)).into_data().try_into_vec().unwrap();
-                for i in 0..n {
-                    for r in 0..rows {
-                        let expect: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum();
-                        assert!((y[i * rows + r] - expect).abs() < 1e-3, "{format} {rows}x{cols} n={n} [{i},{r}]: {} vs {expect}", y[i * rows + r]);
+                // Whole, and split into blocks of 7 rows (as matrices over the binding limit are).
+                let row_bytes = q.values_bytes().len() / rows;
+                for g in [genprm::gpu_quant::GpuQuant::upload(&q, &device), genprm::gpu_quant::GpuQuant::upload_in_blocks(&q, &device, 7 * row_bytes)] {
+                    assert_eq!(g.blocks(), if g.blocks() == 1 { 1 } else { rows.div_ceil(7) });
+                    let y: Vec<f32> = g.matmul_t(Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device)).into_data().try_into_vec().unwrap();
+                    for i in 0..n {
+                        for r in 0..rows {
+                            let expect: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum();
+                            assert!((y[i * rows + r] - expect).abs() < 1e-3, "{format} {rows}x{cols} n={n} blocks {} [{i},{r}]: {} vs {expect}", g.blocks(), y[i * rows + r]);
+                        }
                     }
                 }
             }
