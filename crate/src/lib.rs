@@ -1,8 +1,12 @@
 //! genprm: GenPRM, a generative process reward model, on the user's own device.
 //!
-//! The crate loads a Hugging Face Qwen2 checkpoint ([`config`], [`weights`]), runs it with burn on
-//! the CPU or a GPU ([`model`], [`device`]), tokenizes and renders chat prompts ([`tokenizer`]) and
-//! generates text ([`sampling`], [`generate`]).
+//! The crate loads a Hugging Face Qwen2 checkpoint ([`config`], [`weights`], or a pre-quantized
+//! [`pack`]), runs it with burn on the CPU or a GPU ([`model`], [`device`], [`quant`] and the GPU
+//! kernels), tokenizes and renders chat prompts ([`tokenizer`]), generates text ([`sampling`],
+//! [`generate`], [`engine`]), runs the GenPRM verification protocol ([`prm`]) with the model's
+//! Python executed in a sandbox ([`exec`]), and measures itself ([`bench`]).
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod config;
