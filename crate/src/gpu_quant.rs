@@ -74,9 +74,30 @@ mod kernels {
             out[pos as usize] = total;
         }
     }
+
+    /// Expands packed levels to f32 weights, one weight per unit (for prefill, where a dense
+    /// matrix product over many rows beats re-reading packed groups per row).
+    #[cube(launch)]
+    pub fn dequant_kernel(words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<f32>, total: u32, #[comptime] bits: u32) {
+        let per_word = comptime!(32 / bits);
+        let pos = ABSOLUTE_POS as u32;
+        if pos < total {
+            let word = words[(pos / per_word) as usize];
+            let k = pos % per_word;
+            let mut v = (word >> i32::cast_from(bits * k)) & i32::cast_from((1u32 << bits) - 1);
+            if comptime!(bits == 8) {
+                if v >= 128i32 {
+                    v -= 256i32;
+                }
+            } else {
+                v -= 8i32;
+            }
+            out[pos as usize] = f32::cast_from(v) * scales[(pos / 32) as usize];
+        }
+    }
 }
 
-use kernels::quant_matmul_kernel;
+use kernels::{dequant_kernel, quant_matmul_kernel};
 
 impl GpuQuant {
     /// Uploads a quantized matrix, still packed, in blocks of at most
@@ -126,6 +147,41 @@ impl GpuQuant {
         self.cols
     }
 
+    fn bits(&self) -> u32 {
+        match self.format {
+            QuantFormat::Q4 => 4,
+            QuantFormat::Q8 => 8,
+        }
+    }
+
+    /// One block's weights expanded to f32 `[rows, cols]` on the GPU.
+    fn dequantize_block(&self, block: &Block) -> Tensor<2> {
+        let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let client = words.client.clone();
+        let total = block.rows * self.cols;
+        let out = empty_device_contiguous_dtype(client.clone(), words.device.clone(), Shape::new([block.rows, self.cols]), DType::F32);
+        let cube_dim = CubeDim::new(&client, total);
+        let cube_count = calculate_cube_count_elemwise(&client, total, cube_dim);
+        dequant_kernel::launch(
+            &client,
+            cube_count,
+            cube_dim,
+            words.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            total as u32,
+            self.bits(),
+        );
+        Tensor::from_primitive::<Cube>(out)
+    }
+
+    /// The whole matrix expanded to f32 on the GPU.
+    pub fn dequantize(&self) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> = self.blocks.iter().map(|b| self.dequantize_block(b)).collect();
+        if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 0) }
+    }
+
     /// `x Wᵀ` for `[n, cols]` activations on the same GPU.
     pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
         if self.blocks.len() == 1 {
@@ -139,6 +195,10 @@ impl GpuQuant {
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
         let rows = block.rows;
+        let bits = self.bits();
+        if n >= crate::model::PREFILL_ROWS {
+            return x.matmul(self.dequantize_block(block).transpose());
+        }
         let x = into_contiguous(x.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
@@ -148,10 +208,6 @@ impl GpuQuant {
         let cube_dim = CubeDim::new(&client, units);
         let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
         let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
-        let bits = match self.format {
-            QuantFormat::Q4 => 4,
-            QuantFormat::Q8 => 8,
-        };
         quant_matmul_kernel::launch(
             &client,
             cube_count,

@@ -189,7 +189,8 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
             continue;
         }
         for format in [QuantFormat::Q8, QuantFormat::Q4] {
-            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2)] {
+            // n = 20 rows takes the prefill path (expand on the GPU, then a dense product).
+            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2), (41, 64, 20)] {
                 let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.7123).sin() * 1.3) + if i % 97 == 0 { 4.0 } else { 0.0 }).collect();
                 let q = QuantMatrix::quantize(&w, rows, cols, format, "w").unwrap();
                 let d = q.dequantize();
@@ -198,6 +199,8 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                 let row_bytes = q.values_bytes().len() / rows;
                 for g in [genprm::gpu_quant::GpuQuant::upload(&q, &device), genprm::gpu_quant::GpuQuant::upload_in_blocks(&q, &device, 7 * row_bytes)] {
                     assert_eq!(g.blocks(), if g.blocks() == 1 { 1 } else { rows.div_ceil(7) });
+                    let expanded: Vec<f32> = g.dequantize().into_data().try_into_vec().unwrap();
+                    assert!(expanded.iter().zip(&d).all(|(a, b)| (a - b).abs() < 1e-6), "{format}: GPU expansion");
                     let y: Vec<f32> = g.matmul_t(Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device)).into_data().try_into_vec().unwrap();
                     for i in 0..n {
                         for r in 0..rows {
