@@ -74,9 +74,6 @@ impl TensorSource for RandomWeights {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.expected_shape(name).ok_or_else(|| Error::MissingTensor { path: PathBuf::from("<random>"), tensor: name.into() })
     }
-    fn contains(&self, name: &str) -> bool {
-        self.expected_shape(name).is_some()
-    }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let shape = self.shape(name)?;
         let n: usize = shape.iter().product();

@@ -114,21 +114,22 @@ impl Weight {
                 out.expect("a weight has at least one block")
             }
             #[cfg(feature = "wgpu")]
-            Weight::GpuQuant(g, host) => {
-                let host = host.as_ref().expect("row lookups need the host copy the embedding keeps");
-                let _ = g;
-                Weight::Quant(host.clone()).gather(ids, device)
+            Weight::GpuQuant(_, host) => {
+                gather_rows(host.as_ref().expect("row lookups need the host copy the embedding keeps"), ids, device)
             }
-            Weight::Quant(q) => {
-                let cols = q.cols();
-                let mut out = vec![0f32; ids.len() * cols];
-                for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
-                    q.dequantize_row(id as usize, row);
-                }
-                Tensor::from_data(TensorData::new(out, [ids.len(), cols]), device)
-            }
+            Weight::Quant(q) => gather_rows(q, ids, device),
         }
     }
+}
+
+/// Rows `ids` of a packed matrix, expanded on the host (only the rows, never the table).
+fn gather_rows(q: &QuantMatrix, ids: &[u32], device: &Device) -> Tensor<2> {
+    let cols = q.cols();
+    let mut out = vec![0f32; ids.len() * cols];
+    for (row, &id) in out.chunks_exact_mut(cols).zip(ids) {
+        q.dequantize_row(id as usize, row);
+    }
+    Tensor::from_data(TensorData::new(out, [ids.len(), cols]), device)
 }
 
 /// Values of an activation on the CPU device (a copy in host memory; no GPU is involved).

@@ -283,9 +283,6 @@ impl TensorSource for Pack {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.entry(name)?.shape.clone())
     }
-    fn contains(&self, name: &str) -> bool {
-        self.entry(name).is_ok()
-    }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.entry(name)?;
         if t.kind == "f32" {

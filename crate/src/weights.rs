@@ -171,8 +171,6 @@ pub struct HostTensor {
 pub trait TensorSource {
     /// Shape of a tensor, or [`Error::MissingTensor`].
     fn shape(&self, name: &str) -> Result<Vec<usize>>;
-    /// Whether a tensor exists.
-    fn contains(&self, name: &str) -> bool;
     /// Reads one tensor and converts it to f32.
     fn read_f32(&self, name: &str) -> Result<HostTensor>;
     /// The tensor as stored quantized, when the source holds it so (a pre-quantized pack).
@@ -221,9 +219,6 @@ impl BytesCheckpoint {
 impl TensorSource for BytesCheckpoint {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.entry(name)?.2.shape.clone())
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
     }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let (path, bytes, entry) = self.entry(name)?;
@@ -301,24 +296,11 @@ mod native {
             })?;
             Ok((shard, &shard.header.tensors[name]))
         }
-
-        /// Names of all tensors in the checkpoint.
-        pub fn names(&self) -> impl Iterator<Item = &str> {
-            self.index.keys().map(String::as_str)
-        }
-
-        /// Total bytes of tensor data.
-        pub fn total_bytes(&self) -> usize {
-            self.shards.iter().flat_map(|s| s.header.tensors.values()).map(|t| t.range.len()).sum()
-        }
     }
 
     impl TensorSource for Checkpoint {
         fn shape(&self, name: &str) -> Result<Vec<usize>> {
             Ok(self.entry(name)?.1.shape.clone())
-        }
-        fn contains(&self, name: &str) -> bool {
-            self.index.contains_key(name)
         }
         fn read_f32(&self, name: &str) -> Result<HostTensor> {
             let (shard, entry) = self.entry(name)?;
