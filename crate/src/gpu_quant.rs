@@ -30,6 +30,20 @@ struct Block {
 mod kernels {
     use cubecl::prelude::*;
 
+    /// The `k`-th level of a packed word: a 4-bit value stored as level + 8, or a two's-complement byte.
+    #[cube]
+    fn level(word: i32, k: u32, #[comptime] bits: u32) -> i32 {
+        let mut v = (word >> i32::cast_from(bits * k)) & i32::cast_from((1u32 << bits) - 1);
+        if comptime!(bits == 8) {
+            if v >= 128i32 {
+                v -= 256i32;
+            }
+        } else {
+            v -= 8i32;
+        }
+        v
+    }
+
     /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`.
     /// `bits` is 4 (eight levels per word, stored as level + 8) or 8 (four two's-complement bytes).
     #[cube(launch)]
@@ -58,15 +72,7 @@ mod kernels {
                 for w in 0..words_per_group {
                     let word = words[(gi * words_per_group + w) as usize];
                     for k in 0..per_word {
-                        let mut v = (word >> i32::cast_from(bits * k)) & i32::cast_from((1u32 << bits) - 1);
-                        if comptime!(bits == 8) {
-                            if v >= 128i32 {
-                                v -= 256i32;
-                            }
-                        } else {
-                            v -= 8i32;
-                        }
-                        acc += f32::cast_from(v) * x[(xbase + w * per_word + k) as usize];
+                        acc += f32::cast_from(level(word, k, bits)) * x[(xbase + w * per_word + k) as usize];
                     }
                 }
                 total += acc * scales[gi as usize];
@@ -84,15 +90,7 @@ mod kernels {
         if pos < total {
             let word = words[(pos / per_word) as usize];
             let k = pos % per_word;
-            let mut v = (word >> i32::cast_from(bits * k)) & i32::cast_from((1u32 << bits) - 1);
-            if comptime!(bits == 8) {
-                if v >= 128i32 {
-                    v -= 256i32;
-                }
-            } else {
-                v -= 8i32;
-            }
-            out[pos as usize] = f32::cast_from(v) * scales[(pos / 32) as usize];
+            out[pos as usize] = f32::cast_from(level(word, k, bits)) * scales[(pos / 32) as usize];
         }
     }
 }
