@@ -166,3 +166,56 @@ fn critic_mode_asks_a_qwen2_policy_to_refine_from_the_first_wrong_paragraph() {
     assert_eq!(r.critique.as_deref(), Some("The paragraph claims 3 + 4 = 8, but 3 + 4 is 7. This is an error."));
     assert!(!r.solution.is_empty());
 }
+
+#[test]
+fn processbench_eval_scores_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sols: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixtures().join("protocol/e2e.json")).unwrap()).unwrap();
+    let labels = [("add", -1), ("apples", 1), ("times", -1)];
+    let records: Vec<serde_json::Value> = sols
+        .iter()
+        .map(|s| {
+            let label = labels.iter().find(|(id, _)| *id == s["id"]).unwrap().1;
+            serde_json::json!({"id": s["id"], "generator": "test", "problem": s["problem"], "steps": s["steps"], "final_answer_correct": label == -1, "label": label})
+        })
+        .collect();
+    std::fs::write(dir.path().join("math.json"), serde_json::to_string(&records[..2]).unwrap()).unwrap();
+    std::fs::write(dir.path().join("gsm8k.json"), serde_json::to_string(&records[2..]).unwrap()).unwrap();
+    let out = dir.path().join("preds.jsonl");
+    let model = model_dir("tiny-genprm");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "eval", "processbench", "--model", model.to_str().unwrap(), "--data", dir.path().to_str().unwrap(),
+            "--subset", "gsm8k,math", "--out", out.to_str().unwrap(), "--greedy", "--style", "card",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let o = genprm(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (String::from_utf8(o.stdout).unwrap(), String::from_utf8(o.stderr).unwrap())
+    };
+    let (table, log) = run(&[]);
+    assert!(log.contains("3 records, 0 already"), "{log}");
+    assert!(table.contains("| math | 2 | 100.0 | 100.0 | 100.0 |"), "{table}");
+    assert!(table.contains("| gsm8k | 1 | 0.0 | 100.0 | 0.0 |"), "only a correct record: acc_err 0, F1 0\n{table}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+    // Stopping at the first error: apples has 2 judged paragraphs.
+    let preds: Vec<serde_json::Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let apples = preds.iter().find(|p| p["id"] == "apples").unwrap();
+    assert_eq!(apples["prediction"], 1);
+    assert_eq!(apples["rewards"].as_array().unwrap().len(), 2);
+    // A rerun judges nothing again; a torn last line is judged again.
+    let (table2, log) = run(&[]);
+    assert!(log.contains("3 already") && log.contains("0 to judge"), "{log}");
+    assert_eq!(table2, table);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap() + 10;
+    std::fs::write(&out, &text[..cut]).unwrap();
+    let (table3, log) = run(&[]);
+    assert!(log.contains("2 already") && log.contains("1 to judge"), "{log}");
+    assert_eq!(table3, table);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+}

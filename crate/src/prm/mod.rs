@@ -7,6 +7,7 @@
 
 pub mod critic;
 pub mod input;
+pub mod processbench;
 pub mod reward;
 
 use serde::{Deserialize, Serialize};

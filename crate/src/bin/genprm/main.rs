@@ -31,6 +31,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a pre-quantized pack (q4/q8 weights, shards of at most 128 MiB, checksummed manifest).
     Quantize(quantize::QuantizeArgs),
+    /// Evaluate GenPRM on a benchmark.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 #[derive(Args)]
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Eval(command) => eval::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
 }
 
 mod bench;
+mod eval;
 mod quantize;
 mod verify;
 

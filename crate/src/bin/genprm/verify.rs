@@ -59,20 +59,15 @@ enum TemplateArg {
     Think,
 }
 
-/// Arguments of `genprm verify`.
+/// The protocol options shared by `verify` and `eval`.
 #[derive(Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// A JSON file with `{"problem": ..., "steps": [...]}` or ProcessBench record(s); `-` reads stdin.
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
+pub struct ProtocolArgs {
     /// Rationales per paragraph (Maj@N); rewards are averaged.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     samples: u32,
-    /// Prompt layout.
-    #[arg(long, value_enum, default_value = "card")]
-    style: StyleArg,
+    /// Prompt layout (verify: card; eval: processbench).
+    #[arg(long, value_enum)]
+    style: Option<StyleArg>,
     /// Reward computation.
     #[arg(long, value_enum, default_value = "official")]
     reward: RewardArg,
@@ -103,19 +98,31 @@ pub struct VerifyArgs {
     /// Do not run the model's code (the official `execute=False`).
     #[arg(long)]
     no_execute: bool,
-    /// Stop each solution at its first paragraph with reward < 0.5.
-    #[arg(long)]
-    stop_at_first_error: bool,
     /// The Python interpreter for the sandbox.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+}
+
+/// Arguments of `genprm verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A JSON file with `{"problem": ..., "steps": [...]}` or ProcessBench record(s); `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+    /// Stop each solution at its first paragraph with reward < 0.5.
+    #[arg(long)]
+    stop_at_first_error: bool,
     /// One JSON object per solution on stdout (JSON Lines), each printed when it is done.
     #[arg(long)]
     json: bool,
 }
 
 /// The sandbox, or nothing when execution is off.
-enum Executor {
+pub enum Executor {
     Python(Box<PythonSandbox>),
     Off,
 }
@@ -134,8 +141,9 @@ impl CodeExecutor for Executor {
     }
 }
 
-impl VerifyArgs {
-    fn options(&self) -> Result<VerifyOptions> {
+impl ProtocolArgs {
+    /// The protocol options; `default_style` applies when `--style` is not given.
+    pub fn options(&self, default_style: PromptStyle, stop_at_first_error: bool) -> Result<VerifyOptions> {
         let sampling = if self.greedy {
             Sampling::Greedy
         } else {
@@ -150,8 +158,9 @@ impl VerifyArgs {
         };
         Ok(VerifyOptions {
             style: match self.style {
-                StyleArg::Card => PromptStyle::Card,
-                StyleArg::Processbench => PromptStyle::ProcessBench,
+                Some(StyleArg::Card) => PromptStyle::Card,
+                Some(StyleArg::Processbench) => PromptStyle::ProcessBench,
+                None => default_style,
             },
             mode: match self.mode {
                 ModeArg::CotCode => Mode::CotCode,
@@ -174,9 +183,24 @@ impl VerifyArgs {
                 TemplateArg::Think => TemplateChoice::Think,
             },
             sampling,
-            stop_at_first_error: self.stop_at_first_error,
+            stop_at_first_error,
             ..VerifyOptions::default()
         })
+    }
+
+    /// One executor per path the options need (the sandbox, or none when execution is off).
+    pub fn executors(&self, options: &VerifyOptions) -> Result<Vec<Executor>> {
+        let paths = if options.history == History::PerPath { options.samples } else { 1 };
+        (0..paths)
+            .map(|_| {
+                Ok(if options.execute {
+                    let config = SandboxConfig { python: self.python.clone(), ..Default::default() };
+                    Executor::Python(Box::new(PythonSandbox::new(config).context("starting the Python sandbox")?))
+                } else {
+                    Executor::Off
+                })
+            })
+            .collect()
     }
 }
 
@@ -193,23 +217,14 @@ fn read_input(path: &PathBuf) -> Result<(String, String)> {
 
 /// Runs `genprm verify`.
 pub fn run(args: VerifyArgs) -> Result<()> {
-    let options = args.options()?;
+    let options = args.protocol.options(PromptStyle::Card, args.stop_at_first_error)?;
     // Validate every solution before loading anything: bad input costs nothing.
     let (text, source) = read_input(&args.input)?;
     let solutions = prm::parse_solutions(&text, &source)?;
     let loaded = load(&args.model)?;
     let tokenizer = loaded.tokenizer()?;
     let mut engine = LocalEngine::new(&loaded.model, tokenizer)?;
-    let paths = if options.history == History::PerPath { options.samples } else { 1 };
-    let mut executors = Vec::with_capacity(paths);
-    for _ in 0..paths {
-        executors.push(if options.execute {
-            let config = SandboxConfig { python: args.python.clone(), ..Default::default() };
-            Executor::Python(Box::new(PythonSandbox::new(config).context("starting the Python sandbox")?))
-        } else {
-            Executor::Off
-        });
-    }
+    let mut executors = args.protocol.executors(&options)?;
     let mut failures = 0usize;
     let mut stdout = std::io::stdout().lock();
     for (i, solution) in solutions.iter().enumerate() {
