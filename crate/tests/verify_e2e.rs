@@ -219,3 +219,18 @@ fn processbench_eval_scores_and_resumes() {
     assert_eq!(table3, table);
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
 }
+
+#[test]
+fn refine_command_critiques_and_asks_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let sol = dir.path().join("apples.txt");
+    std::fs::write(&sol, "Tom starts with 3 apples.\n\nHe buys 4 more, so he has 3 + 4 = 8 apples.\n\nThe answer is 8.\n").unwrap();
+    let out = genprm(&[
+        "refine", "--model", model_dir("tiny-genprm").to_str().unwrap(), "--policy", model_dir("tiny-real-vocab").to_str().unwrap(),
+        "--problem", "Tom has 3 apples and buys 4 more. How many apples does he have?", "--solution", sol.to_str().unwrap(),
+        "--rounds", "1", "--max-tokens", "8", "--greedy",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("round 1: paragraph 2 judged wrong — The paragraph claims 3 + 4 = 8, but 3 + 4 is 7. This is an error."), "{text}");
+}

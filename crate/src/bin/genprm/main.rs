@@ -31,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a pre-quantized pack (q4/q8 weights, shards of at most 128 MiB, checksummed manifest).
     Quantize(quantize::QuantizeArgs),
+    /// Critic mode: GenPRM critiques a policy model's solution and the policy refines it.
+    Refine(refine::RefineArgs),
     /// Evaluate GenPRM on a benchmark.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Eval(command) => eval::run(command),
+        Command::Refine(args) => refine::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,9 +129,17 @@ fn main() -> ExitCode {
 mod bench;
 mod eval;
 mod quantize;
+mod refine;
 mod verify;
 
 /// Loads the checkpoint, with a progress bar when stderr is a terminal.
+impl ModelArgs {
+    /// The device asked for.
+    pub(crate) fn device_kind(&self) -> DeviceKind {
+        self.device
+    }
+}
+
 pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
     let device = genprm::device(args.device)?;
     let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };

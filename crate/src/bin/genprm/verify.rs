@@ -188,6 +188,11 @@ impl ProtocolArgs {
         })
     }
 
+    /// The sampling seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// One executor per path the options need (the sandbox, or none when execution is off).
     pub fn executors(&self, options: &VerifyOptions) -> Result<Vec<Executor>> {
         let paths = if options.history == History::PerPath { options.samples } else { 1 };
