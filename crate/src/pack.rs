@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
-use crate::weights::{HostTensor, TensorSource};
+use crate::weights::{HostTensor, TensorSource, WeightDtype, to_f32};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "genprm-pack.json";
@@ -286,7 +286,7 @@ impl TensorSource for Pack {
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.entry(name)?;
         if t.kind == "f32" {
-            let data = self.bytes(t.offset, t.values_bytes).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data = to_f32(&self.bytes(t.offset, t.values_bytes), WeightDtype::F32);
             return Ok(HostTensor { shape: t.shape.clone(), data });
         }
         let q = self.read_quantized(name)?.ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.into() })?;
@@ -299,8 +299,7 @@ impl TensorSource for Pack {
             other => other.parse::<QuantFormat>()?,
         };
         let values = self.bytes(t.offset, t.values_bytes);
-        let scales: Vec<f32> =
-            self.bytes(t.offset + t.values_bytes, t.scales_bytes).chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let scales = to_f32(&self.bytes(t.offset + t.values_bytes, t.scales_bytes), WeightDtype::F32);
         let (rows, cols) = match t.shape[..] {
             [r, c] => (r, c),
             _ => return Err(Error::Config { path: self.dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),

@@ -44,13 +44,13 @@ pub fn run(args: RefineArgs) -> Result<()> {
     let options = args.protocol.options(PromptStyle::Card, true)?;
     let prm_model = load(&args.model)?;
     let tok = prm_model.tokenizer()?;
-    let device = genprm::device(args.model_device())?;
+    let device = genprm::device(args.model.device_kind())?;
     let policy = LoadedModel::load(&args.policy, &device, |_| {}).with_context(|| format!("loading the policy from {}", args.policy.display()))?;
     let ptok = policy.tokenizer()?;
     let mut engine = LocalEngine::new(&prm_model.model, tok)?;
     let mut pengine = LocalEngine::new(&policy.model, ptok)?;
     let mut executors = args.protocol.executors(&options)?;
-    let sampling = critic::policy_sampling(args.protocol_seed());
+    let sampling = critic::policy_sampling(args.protocol.seed());
 
     let mut text = match &args.solution {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?,
@@ -87,11 +87,3 @@ pub fn run(args: RefineArgs) -> Result<()> {
     Ok(())
 }
 
-impl RefineArgs {
-    fn model_device(&self) -> genprm::DeviceKind {
-        self.model.device_kind()
-    }
-    fn protocol_seed(&self) -> u64 {
-        self.protocol.seed()
-    }
-}
