@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// The browser tests: serves the built app (web/dist, from `npm run build --prefix web`) on
+// 127.0.0.1 and drives system Chromium with playwright-core.
+//
+//   node tests/browser/run.mjs            all suites
+//   node tests/browser/run.mjs executor   suites whose name contains "executor"
+//
+// Suites: executor (the Pyodide worker), app (page, editor, sources, bad input), e2e (the tiny
+// model verified in the page against the native CLI; needs pkg/wasm and the genprm binary).
+// Screenshots go to tests/artifacts/. Exit status 1 when a test fails.
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { launch } from './lib/browser.mjs';
+import { serve } from './lib/server.mjs';
+import { ARTIFACTS, DIST } from './lib/paths.mjs';
+
+const SUITES = ['executor', 'app', 'e2e'];
+const filters = process.argv.slice(2);
+const chosen = SUITES.filter((s) => filters.length === 0 || filters.some((f) => s.includes(f)));
+
+if (!existsSync(join(DIST, 'index.html'))) {
+  console.error('web/dist is missing: build the app first (npm ci --prefix web && npm run build --prefix web)');
+  process.exit(2);
+}
+await mkdir(ARTIFACTS, { recursive: true });
+
+const server = await serve(DIST, {});
+const browser = await launch();
+let passed = 0, failed = 0, skipped = 0;
+const started = Date.now();
+
+try {
+  for (const name of chosen) {
+    const suite = await import(`./${name}.test.mjs`);
+    const ctx = { browser, server, artifacts: ARTIFACTS };
+    if (suite.setup) {
+      const why = await suite.setup(ctx);
+      if (typeof why === 'string') {
+        console.log(`SKIP ${name}: ${why}`);
+        skipped += suite.tests.length;
+        continue;
+      }
+    }
+    for (const t of suite.tests) {
+      const t0 = Date.now();
+      try {
+        await t.fn(ctx);
+        passed++;
+        console.log(`ok   ${name} › ${t.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      } catch (e) {
+        failed++;
+        console.log(`FAIL ${name} › ${t.name}\n     ${String(e.stack || e).split('\n').join('\n     ')}`);
+      }
+    }
+    await suite.teardown?.(ctx);
+  }
+} finally {
+  await browser.close();
+  await server.close();
+}
+console.log(`browser tests: ${passed} passed, ${failed} failed, ${skipped} skipped (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+process.exit(failed > 0 ? 1 : 0);

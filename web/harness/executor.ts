@@ -1,0 +1,14 @@
+// A page with nothing but the Python executor, for the browser tests (tests/browser/).
+import { PyodideExecutor } from '../../pkg/src/index.ts';
+import { pythonAssetURLs } from '../src/python-assets.ts';
+
+const status = document.getElementById('status')!;
+const executor = new PyodideExecutor({
+  ...pythonAssetURLs(),
+  onProgress: (p) => { status.textContent = `Python: ${p.stage} (restart ${p.restart})`; },
+});
+executor.ready.then(
+  () => { status.textContent = `ready: Python ${executor.versions?.python}, sympy ${executor.versions?.sympy}`; },
+  (e: Error) => { status.textContent = `failed: ${e.message}`; },
+);
+(window as unknown as { executor: PyodideExecutor }).executor = executor;
