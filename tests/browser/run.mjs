@@ -4,6 +4,7 @@
 //
 //   node tests/browser/run.mjs            all suites
 //   node tests/browser/run.mjs executor   suites whose name contains "executor"
+//   node tests/browser/run.mjs --require-all   skipped tests fail the run (CI)
 //
 // Suites: executor (the Pyodide worker), app (page, editor, sources, bad input), e2e (the tiny
 // model verified in the page against the native CLI; needs pkg/wasm and the genprm binary).
@@ -13,10 +14,15 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { launch } from './lib/browser.mjs';
 import { serve } from './lib/server.mjs';
+import { makeBrokenModels } from './lib/fixtures.mjs';
+import { Skip } from './lib/assert.mjs';
 import { ARTIFACTS, DIST } from './lib/paths.mjs';
 
 const SUITES = ['executor', 'app', 'e2e'];
-const filters = process.argv.slice(2);
+// --require-all (or GENPRM_BROWSER_REQUIRE_ALL=1): a skipped test (no pkg/wasm, no genprm binary)
+// fails the run, for CI where everything is built.
+const requireAll = process.argv.includes('--require-all') || process.env.GENPRM_BROWSER_REQUIRE_ALL === '1';
+const filters = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const chosen = SUITES.filter((s) => filters.length === 0 || filters.some((f) => s.includes(f)));
 
 if (!existsSync(join(DIST, 'index.html'))) {
@@ -25,7 +31,7 @@ if (!existsSync(join(DIST, 'index.html'))) {
 }
 await mkdir(ARTIFACTS, { recursive: true });
 
-const server = await serve(DIST, {});
+const server = await serve(DIST, { '/__test__/': await makeBrokenModels() });
 const browser = await launch();
 let passed = 0, failed = 0, skipped = 0;
 const started = Date.now();
@@ -49,6 +55,11 @@ try {
         passed++;
         console.log(`ok   ${name} › ${t.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       } catch (e) {
+        if (e instanceof Skip) {
+          skipped++;
+          console.log(`skip ${name} › ${t.name}: ${e.message}`);
+          continue;
+        }
         failed++;
         console.log(`FAIL ${name} › ${t.name}\n     ${String(e.stack || e).split('\n').join('\n     ')}`);
       }
@@ -60,4 +71,5 @@ try {
   await server.close();
 }
 console.log(`browser tests: ${passed} passed, ${failed} failed, ${skipped} skipped (${((Date.now() - started) / 1000).toFixed(0)} s)`);
-process.exit(failed > 0 ? 1 : 0);
+if (requireAll && skipped > 0) console.log('skipped tests count as failures here (--require-all)');
+process.exit(failed > 0 || (requireAll && skipped > 0) ? 1 : 0);

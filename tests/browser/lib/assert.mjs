@@ -13,3 +13,6 @@ export function ok(cond, what) {
 export function close(actual, expected, tol, what) {
   if (!(Math.abs(actual - expected) <= tol)) throw new Error(`${what}: expected ${expected} ± ${tol}, got ${actual}`);
 }
+
+/** Thrown by a test that cannot run here (the runner reports it as skipped, with the reason). */
+export class Skip extends Error {}

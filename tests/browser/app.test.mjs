@@ -1,0 +1,113 @@
+// The demo page: it loads without errors, the editor works, Python starts, and bad models give a
+// clear message in the page (a URL that 404s, a truncated safetensors file, a config not Qwen2).
+import { join } from 'node:path';
+import { equal, ok, Skip } from './lib/assert.mjs';
+import { wasmMissing } from './lib/wasm.mjs';
+
+let page;
+const errors = [];
+
+export async function setup({ browser, server }) {
+  page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(server.url);
+}
+
+export async function teardown() {
+  await page.close();
+}
+
+async function loadModel(kind, value) {
+  await page.getByTestId(`source-${kind}`).check();
+  if (value !== undefined) await page.getByTestId('model-url').fill(value);
+  await page.getByTestId('load-model').click();
+  await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
+    && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 300_000 });
+}
+
+const needsWasm = (fn) => async (ctx) => {
+  const why = wasmMissing();
+  if (why) throw new Skip(why);
+  await page.goto(ctx.server.url);
+  await fn(ctx);
+};
+
+export const tests = [
+  {
+    name: 'the page renders with an example, the editor edits steps',
+    fn: async ({ artifacts }) => {
+      await page.getByRole('heading', { name: 'Problem and solution' }).waitFor();
+      equal(await page.getByTestId('problem').inputValue(), 'What is 2 + 3?', 'first example');
+      equal(await page.locator('[data-testid=steps] textarea').count(), 2, 'steps of the first example');
+      await page.getByTestId('example').selectOption('math-447');
+      equal(await page.locator('[data-testid=steps] textarea').count(), 2, 'ProcessBench example steps');
+      ok((await page.locator('.preview .katex').count()) > 0, 'math in the problem is typeset with KaTeX');
+      await page.getByTestId('add-step').click();
+      equal(await page.locator('[data-testid=steps] textarea').count(), 3, 'a step added');
+      await page.locator('[data-testid=steps] textarea').nth(2).fill('So the answer is 0.0000168.');
+      await page.getByRole('button', { name: 'Move step up 3' }).click();
+      equal(await page.locator('[data-testid=steps] textarea').nth(1).inputValue(), 'So the answer is 0.0000168.', 'moved up');
+      await page.getByRole('button', { name: 'Remove step 2' }).click();
+      equal(await page.locator('[data-testid=steps] textarea').count(), 2, 'a step removed');
+      await page.screenshot({ path: join(artifacts, 'app-editor.png'), fullPage: true });
+    },
+  },
+  {
+    name: 'Python starts in the page (sympy bundle)',
+    fn: async () => {
+      await page.waitForFunction(() => /is ready/.test(document.querySelector('[data-testid=python-status]')?.textContent ?? ''), null, { timeout: 180_000 });
+      const out = await page.evaluate(() => window.genprm.executor.run(0, 'import sympy\nprint(sympy.isprime(97))'));
+      equal(out, { outcome: 'ok', stdout: 'True\n' }, 'executor of the app');
+    },
+  },
+  {
+    name: 'pasting a solution splits it into steps (wasm splitParagraphs)',
+    fn: needsWasm(async () => {
+      await page.locator('details.paste summary').click();
+      await page.getByTestId('paste').fill('First we add.\n\nThen we multiply.\n\n\nDone: 42.');
+      await page.getByTestId('split').click();
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=steps] textarea').length === 3);
+      equal(await page.locator('[data-testid=steps] textarea').nth(2).inputValue(), 'Done: 42.', 'third paragraph');
+    }),
+  },
+  {
+    name: 'a model URL that 404s gives a clear message',
+    fn: needsWasm(async ({ server }) => {
+      await loadModel('url', server.url + '__test__/models/does-not-exist/');
+      const alert = page.getByRole('alert').first();
+      await alert.waitFor();
+      const text = await alert.textContent();
+      ok(/config\.json/.test(text) && /404/.test(text), `the message names config.json and the 404: ${text}`);
+    }),
+  },
+  {
+    name: 'a truncated safetensors file gives a clear message',
+    fn: needsWasm(async ({ server, artifacts }) => {
+      await loadModel('url', server.url + '__test__/models/truncated/');
+      const alert = page.getByRole('alert').first();
+      await alert.waitFor();
+      const text = await alert.textContent();
+      ok(/model\.safetensors/.test(text), `the message names model.safetensors: ${text}`);
+      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'false', 'no model loaded');
+      await page.screenshot({ path: join(artifacts, 'app-truncated-model.png'), fullPage: true });
+    }),
+  },
+  {
+    name: 'a config that is not Qwen2 gives a clear message',
+    fn: needsWasm(async ({ server }) => {
+      await loadModel('url', server.url + '__test__/models/not-qwen2/');
+      const alert = page.getByRole('alert').first();
+      await alert.waitFor();
+      const text = await alert.textContent();
+      ok(/config\.json/.test(text) && /qwen2|model_type/i.test(text), `the message says it is not Qwen2: ${text}`);
+    }),
+  },
+  {
+    name: 'no errors in the console',
+    fn: async () => {
+      const real = errors.filter((e) => !/Failed to load resource: the server responded with a status of 404/.test(e));
+      equal(real, [], 'console errors');
+    },
+  },
+];

@@ -1,0 +1,114 @@
+// Downloaded model files live in the Cache API: the body streams through a byte counter into
+// `cache.put` (a multi-GB file never sits in memory), then `cache.match(url).blob()` hands the
+// wasm side a disk-backed Blob it reads piece by piece. A reload finds the files there, offline.
+export const CACHE_NAME = 'genprm-models-v1';
+
+export interface DownloadProgress { name: string; url: string; loaded: number; total: number | undefined }
+
+/** A download that could not be completed (the message says why and which URL). */
+export class DownloadError extends Error {
+  constructor(message: string, readonly status?: number) { super(message); }
+}
+
+export function cacheAvailable(): boolean {
+  return typeof caches !== 'undefined';
+}
+
+/** The cached file, or null. */
+export async function cached(url: string): Promise<Blob | null> {
+  if (!cacheAvailable()) return null;
+  const cache = await caches.open(CACHE_NAME);
+  const hit = await cache.match(url);
+  return hit ? hit.blob() : null;
+}
+
+/**
+ * Downloads `url` into the cache (unless it is there) and returns it as a Blob; null on 404.
+ * Other HTTP errors, network failures and short bodies throw a DownloadError.
+ */
+export async function download(url: string, name: string, onProgress: (p: DownloadProgress) => void,
+  options: { cache: boolean; signal?: AbortSignal }): Promise<Blob | null> {
+  if (options.cache) {
+    const hit = await cached(url);
+    if (hit) {
+      onProgress({ name, url, loaded: hit.size, total: hit.size });
+      return hit;
+    }
+  }
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: options.signal, mode: 'cors', credentials: 'omit' });
+  } catch (e) {
+    if ((e as Error)?.name === 'AbortError') throw e;
+    throw new DownloadError(`could not download ${url}: ${(e as Error)?.message ?? e} (offline, or the server does not allow this site to read it)`);
+  }
+  if (res.status === 404) return null;
+  if (res.status === 401 || res.status === 403) {
+    throw new DownloadError(`${url} answered HTTP ${res.status}: the repository does not exist or needs a login (gated or private models cannot be downloaded here; pick the files from disk instead)`, res.status);
+  }
+  if (!res.ok) throw new DownloadError(`${url} answered HTTP ${res.status} ${res.statusText}`.trim(), res.status);
+  const lengthHeader = res.headers.get('content-length');
+  const total = lengthHeader ? Number(lengthHeader) : undefined;
+  const encoded = !!res.headers.get('content-encoding');
+  let loaded = 0;
+  let lastReport = 0;
+  const counter = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      loaded += chunk.byteLength;
+      const now = performance.now();
+      if (now - lastReport > 100) { lastReport = now; onProgress({ name, url, loaded, total }); }
+      controller.enqueue(chunk);
+    },
+  });
+  const body = res.body ? res.body.pipeThrough(counter) : null;
+  const checkLength = () => {
+    if (total !== undefined && !encoded && loaded < total) {
+      throw new DownloadError(`the download of ${url} ended early: ${loaded} of ${total} bytes (connection lost?). Load the model again to retry.`);
+    }
+  };
+  if (!options.cache || !cacheAvailable()) {
+    const blob = await new Response(body).blob();
+    checkLength();
+    onProgress({ name, url, loaded, total: total ?? loaded });
+    return blob;
+  }
+  const cache = await caches.open(CACHE_NAME);
+  const headers = new Headers({ 'content-type': res.headers.get('content-type') ?? 'application/octet-stream' });
+  try {
+    await cache.put(url, new Response(body, { status: 200, headers }));
+    checkLength();
+  } catch (e) {
+    await cache.delete(url).catch(() => undefined);
+    if ((e as Error)?.name === 'AbortError' || e instanceof DownloadError) throw e;
+    if ((e as Error)?.name === 'QuotaExceededError') {
+      throw new DownloadError(`not enough storage to keep ${name} (${total ? Math.round(total / 1e6) + ' MB' : 'size unknown'}): free disk space or clear cached models`);
+    }
+    throw new DownloadError(`could not download ${url}: ${(e as Error)?.message ?? e}`);
+  }
+  onProgress({ name, url, loaded, total: total ?? loaded });
+  const stored = await cache.match(url);
+  if (!stored) throw new DownloadError(`${name} was downloaded but the browser did not keep it (storage full or private mode?)`);
+  return stored.blob();
+}
+
+/** Total size and count of the cached model files. */
+export async function cacheUsage(): Promise<{ files: number; bytes: number }> {
+  if (!cacheAvailable()) return { files: 0, bytes: 0 };
+  const cache = await caches.open(CACHE_NAME);
+  let total = 0;
+  const keys = await cache.keys();
+  for (const req of keys) {
+    const res = await cache.match(req);
+    if (res) total += (await res.blob()).size;
+  }
+  return { files: keys.length, bytes: total };
+}
+
+export async function clearCache(): Promise<void> {
+  if (cacheAvailable()) await caches.delete(CACHE_NAME);
+}
+
+/** Asks the browser not to evict the cache under storage pressure (best effort). */
+export async function persistStorage(): Promise<boolean> {
+  try { return (await navigator.storage?.persist?.()) ?? false; } catch { return false; }
+}

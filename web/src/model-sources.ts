@@ -1,0 +1,65 @@
+// Where a model's files come from: a Hugging Face repo or any base URL (downloaded into the
+// Cache API), files or a folder picked from disk, or the tiny demo model the app ships.
+// Each source gives the wasm loader its `fetchFile(name) => Promise<Blob | null>`.
+import type { FetchFile } from '../../pkg/src/types.ts';
+import { download, type DownloadProgress } from './model-cache.ts';
+
+export const DEFAULT_REPO = 'GenPRM/GenPRM-1.5B';
+
+export interface ModelSource {
+  /** For people: "GenPRM/GenPRM-1.5B (Hugging Face)", "3 local files", ... */
+  label: string;
+  fetchFile: FetchFile;
+  /** Files the source answered 404 (or did not have) for: the loader's errors get this context. */
+  missing: Map<string, string>;
+}
+
+/** Turns what the user typed into a base URL ending in '/': a repo id or an http(s) URL. */
+export function baseURLFor(input: string): string {
+  const s = input.trim();
+  if (!s) throw new Error('type a Hugging Face repo id (owner/name) or a URL');
+  if (/^https?:\/\//i.test(s)) return s.endsWith('/') ? s : s + '/';
+  const m = /^(?:hf:|huggingface\.co\/)?([A-Za-z0-9][\w.-]*\/[\w.-]+?)(?:@([\w./-]+))?\/?$/.exec(s);
+  if (!m) throw new Error(`"${s}" is neither a Hugging Face repo id (owner/name) nor an http(s) URL`);
+  const revision = m[2] ?? 'main';
+  return `https://huggingface.co/${m[1]}/resolve/${encodeURIComponent(revision)}/`;
+}
+
+export function urlSource(label: string, base: string, onProgress: (p: DownloadProgress) => void,
+  options: { cache: boolean; signal?: AbortSignal }): ModelSource {
+  const missing = new Map<string, string>();
+  return {
+    label,
+    missing,
+    fetchFile: async (name) => {
+      const url = new URL(name, base).href;
+      const blob = await download(url, name, onProgress, options);
+      if (!blob) missing.set(name, `${url} answered 404 Not Found`);
+      return blob;
+    },
+  };
+}
+
+/** Files from an <input type=file multiple> or a folder (webkitdirectory). */
+export function filesSource(files: File[]): ModelSource {
+  const byName = new Map<string, File>();
+  // A folder pick lists nested files too: the top level of the picked folder wins over subfolders.
+  const depth = (f: File) => (f.webkitRelativePath || f.name).split('/').length;
+  for (const f of [...files].sort((a, b) => depth(b) - depth(a))) byName.set(f.name, f);
+  const missing = new Map<string, string>();
+  const folder = files[0]?.webkitRelativePath?.split('/')[0];
+  return {
+    label: folder ? `folder ${folder}` : `${files.length} local file${files.length === 1 ? '' : 's'}`,
+    missing,
+    fetchFile: async (name) => {
+      const f = byName.get(name) ?? null;
+      if (!f) missing.set(name, `${name} is not among the picked files`);
+      return f;
+    },
+  };
+}
+
+/** The tiny demo model shipped with the app (public/generated/models/tiny-genprm/). */
+export function demoModelBase(): string {
+  return new URL(/* @vite-ignore */ '../generated/models/tiny-genprm/', import.meta.url).href;
+}

@@ -1,0 +1,216 @@
+// The verification as it happens: one panel per step with each sample's rationale streaming in
+// (forced protocol text dim, model text plain, code output set apart), the Python runs with their
+// outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
+import type { Reward, StepVerdict, VerifyEvent, VerifyResult } from '../../pkg/src/types.ts';
+import { h } from './dom.ts';
+import { renderMath } from './math.ts';
+
+interface SamplePanel {
+  root: HTMLElement;
+  summary: HTMLElement | null;
+  rationale: HTMLPreElement;
+  runs: HTMLOListElement;
+  judgement: HTMLElement;
+}
+
+interface StepPanel {
+  root: HTMLLIElement;
+  status: HTMLElement;
+  bar: HTMLElement;
+  fill: HTMLElement;
+  value: HTMLElement;
+  samples: HTMLElement;
+  sampleViews: SamplePanel[];
+}
+
+export function rewardText(r: number): string {
+  return r.toFixed(3);
+}
+
+export class ResultsView {
+  readonly el: HTMLElement;
+  private list: HTMLOListElement;
+  private summary: HTMLElement;
+  private live: HTMLElement;
+  private steps: StepPanel[] = [];
+  private nSamples = 1;
+  private threshold = 0.5;
+
+  constructor() {
+    this.list = h('ol', { class: 'step-results', 'data-testid': 'results' });
+    this.summary = h('div', { class: 'summary', 'data-testid': 'summary' });
+    this.live = h('p', { class: 'live-status', role: 'status', 'aria-live': 'polite', 'data-testid': 'live-status' });
+    this.el = h('section', { class: 'card results', 'aria-labelledby': 'results-heading', hidden: true },
+      h('h2', { id: 'results-heading', text: 'Verification' }), this.live, this.summary, this.list);
+  }
+
+  start(steps: string[], samples: number): void {
+    this.el.hidden = false;
+    this.nSamples = samples;
+    this.summary.replaceChildren();
+    this.summary.className = 'summary';
+    this.list.replaceChildren();
+    this.steps = steps.map((text, i) => this.stepPanel(text, i));
+    this.setLive(`Verifying ${steps.length} step${steps.length === 1 ? '' : 's'}…`);
+  }
+
+  setLive(text: string): void { this.live.textContent = text; }
+
+  onEvent(e: VerifyEvent): void {
+    switch (e.event) {
+      case 'step_started': {
+        const step = this.steps[e.step];
+        if (!step) return;
+        step.root.classList.add('active');
+        step.status.textContent = this.nSamples > 1 ? `judging (sample ${e.sample + 1} of ${this.nSamples})…` : 'judging…';
+        this.sample(e.step, e.sample);
+        this.setLive(`Judging step ${e.step + 1} of ${this.steps.length}${this.nSamples > 1 ? `, sample ${e.sample + 1}` : ''}…`);
+        break;
+      }
+      case 'text': {
+        const s = this.sample(e.step, e.sample);
+        if (!s) return;
+        const last = s.rationale.lastElementChild as HTMLElement | null;
+        if (last && last.dataset.source === e.source) last.append(e.text);
+        else s.rationale.append(h('span', { class: `src-${e.source}`, 'data-source': e.source }, e.text));
+        break;
+      }
+      case 'fallback': {
+        const s = this.sample(e.step, e.sample);
+        if (!s) return;
+        s.rationale.replaceChildren(h('span', { class: 'src-forced', 'data-source': 'forced' }, e.text));
+        s.root.classList.add('fallback');
+        s.runs.append(h('li', { class: 'note', text: 'Out of code rounds or tokens: the verification was dropped and the judgement forced (the official fallback).' }));
+        break;
+      }
+      case 'code_ran': {
+        const s = this.sample(e.step, e.sample);
+        if (!s) return;
+        const kind = /^Code execute time out/.test(e.output) ? 'timeout' : /^Code (execute Error|format error)/.test(e.output) ? 'error' : 'ok';
+        s.runs.append(h('li', { class: `code-run run-${kind}`, 'data-testid': 'code-run' },
+          h('div', { class: 'run-label', text: kind === 'ok' ? 'Python ran' : kind === 'timeout' ? 'Python timed out (5 s)' : 'Python error' }),
+          e.code !== null ? h('pre', { class: 'code', 'aria-label': 'Code' }, h('code', { text: e.code })) : null,
+          h('pre', { class: 'code-output', 'data-testid': 'code-output', 'aria-label': 'Output', text: e.output })));
+        break;
+      }
+      case 'judged': {
+        const s = this.sample(e.step, e.sample);
+        if (!s) return;
+        s.judgement.replaceChildren(this.judgementText(e.reward));
+        s.judgement.dataset.reward = String(e.reward.value);
+        if (s.summary) s.summary.textContent = `Sample ${e.sample + 1}: ${e.reward.judgement ?? 'no judgement'}, reward ${rewardText(e.reward.value)}`;
+        break;
+      }
+      case 'step_done':
+        this.stepDone(e.verdict);
+        break;
+    }
+  }
+
+  finish(result: VerifyResult): void {
+    for (const v of result.steps) this.stepDone(v);
+    this.steps.forEach((s, i) => {
+      s.root.classList.remove('active');
+      if (i >= result.steps.length) { s.root.classList.add('skipped'); s.status.textContent = result.complete ? 'not judged (stopped at the first wrong step)' : 'not judged'; }
+    });
+    this.highlight(result.first_error_step);
+    const parts: (HTMLElement | string)[] = [];
+    if (result.first_error_step >= 0) {
+      parts.push(h('p', { class: 'verdict-line', 'data-testid': 'first-error' }, 'First wrong step: ', h('strong', { text: `Step ${result.first_error_step + 1}` })));
+    } else if (result.steps.length > 0) {
+      parts.push(h('p', { class: 'verdict-line', 'data-testid': 'first-error' }, result.complete ? 'No wrong step found.' : 'No wrong step among the steps judged.'));
+    }
+    if (result.steps.length > 0) {
+      parts.push(h('p', { class: 'scores', 'data-testid': 'scores' },
+        `Scores — min ${rewardText(result.scores.min)}, last ${rewardText(result.scores.last)}, mean ${rewardText(result.scores.mean)}`));
+    }
+    if (!result.complete) {
+      parts.push(h('p', { class: 'stopped', role: 'alert', 'data-testid': 'verify-error' },
+        result.error === 'cancelled' ? 'Cancelled. The steps judged so far are kept.' : `Stopped: ${result.error}. The steps judged so far are kept.`));
+    }
+    this.summary.replaceChildren(...parts);
+    this.summary.classList.toggle('has-error', result.first_error_step >= 0);
+    this.summary.dataset.firstErrorStep = String(result.first_error_step);
+    this.setLive(result.complete ? 'Verification finished.' : result.error === 'cancelled' ? 'Verification cancelled.' : 'Verification stopped by an error.');
+  }
+
+  /** An error before any result (invalid request, no model). */
+  fail(message: string): void {
+    this.steps.forEach((s) => s.root.classList.remove('active'));
+    this.summary.replaceChildren(h('p', { class: 'stopped', role: 'alert', 'data-testid': 'verify-error', text: message }));
+    this.setLive('Verification failed.');
+  }
+
+  private stepPanel(text: string, i: number): StepPanel {
+    const status = h('span', { class: 'step-status', text: 'waiting' });
+    const fill = h('div', { class: 'fill' });
+    const bar = h('div', { class: 'reward-bar', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': '1', 'aria-label': `Reward of step ${i + 1}` }, fill);
+    const value = h('span', { class: 'reward-value', 'data-testid': 'reward' });
+    const stepText = h('div', { class: 'step-text' });
+    renderMath(stepText, text);
+    const samples = h('div', { class: 'samples' });
+    const root = h('li', { class: 'step-result', 'data-step': String(i), 'data-testid': 'step-result' },
+      h('div', { class: 'step-result-head' }, h('span', { class: 'step-no', text: `Step ${i + 1}` }), status, bar, value),
+      stepText, samples);
+    this.list.append(root);
+    return { root, status, bar, fill, value, samples, sampleViews: [] };
+  }
+
+  private sample(step: number, sample: number): SamplePanel | null {
+    const p = this.steps[step];
+    if (!p) return null;
+    while (p.sampleViews.length <= sample) {
+      const k = p.sampleViews.length;
+      const rationale = h('pre', { class: 'rationale', 'data-testid': 'rationale', 'aria-label': `Rationale of step ${step + 1}${this.nSamples > 1 ? `, sample ${k + 1}` : ''}` });
+      const runs = h('ol', { class: 'code-runs' });
+      const judgement = h('div', { class: 'judgement', 'data-testid': 'judgement' });
+      let root: HTMLElement;
+      let summary: HTMLElement | null = null;
+      if (this.nSamples > 1) {
+        summary = h('summary', { text: `Sample ${k + 1}` });
+        root = h('details', { class: 'sample', open: k === 0 }, summary, rationale, runs, judgement);
+      } else {
+        root = h('div', { class: 'sample' }, rationale, runs, judgement);
+      }
+      root.dataset.sample = String(k);
+      p.samples.append(root);
+      p.sampleViews.push({ root, summary, rationale, runs, judgement });
+    }
+    return p.sampleViews[sample];
+  }
+
+  private judgementText(r: Reward): HTMLElement {
+    const j = r.judgement ?? 'none';
+    const probs = r.p_yes !== null || r.p_no !== null
+      ? ` (P(Yes) ${r.p_yes === null ? '–' : r.p_yes.toFixed(3)}, P(No) ${r.p_no === null ? '–' : r.p_no.toFixed(3)})` : '';
+    return h('span', {}, 'Judgement: ', h('strong', { class: `j-${j.toLowerCase()}`, text: j }), ` — reward ${rewardText(r.value)}${probs}`, r.note ? h('span', { class: 'hint', text: ` ${r.note}` }) : null);
+  }
+
+  private stepDone(v: StepVerdict): void {
+    const p = this.steps[v.index];
+    if (!p) return;
+    const good = v.reward >= this.threshold;
+    p.root.classList.remove('active');
+    p.root.classList.add('judged', good ? 'good' : 'bad');
+    p.root.dataset.reward = String(v.reward);
+    p.status.textContent = good ? 'looks correct' : 'looks wrong';
+    p.fill.style.width = `${Math.round(v.reward * 100)}%`;
+    p.bar.setAttribute('aria-valuenow', v.reward.toFixed(3));
+    p.bar.setAttribute('aria-valuetext', `${rewardText(v.reward)}, ${good ? 'correct' : 'wrong'}`);
+    p.value.textContent = rewardText(v.reward);
+    // Until the result says otherwise, the first step below the threshold is the first wrong one.
+    const first = this.steps.findIndex((s) => s.root.classList.contains('bad'));
+    this.highlight(first);
+  }
+
+  private highlight(first: number): void {
+    this.steps.forEach((s, i) => {
+      const isFirst = i === first;
+      s.root.classList.toggle('first-error', isFirst);
+      if (isFirst) s.root.setAttribute('aria-current', 'step'); else s.root.removeAttribute('aria-current');
+      const badge = s.root.querySelector('.first-error-badge');
+      if (isFirst && !badge) s.root.querySelector('.step-result-head')!.append(h('span', { class: 'first-error-badge', 'data-testid': 'first-error-badge', text: 'first wrong step' }));
+      if (!isFirst && badge) badge.remove();
+    });
+  }
+}
