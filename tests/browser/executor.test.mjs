@@ -41,6 +41,8 @@ export const tests = [
       }, 'SyntaxError');
       equal(await run(0, 'raise TimeoutError("Code execution timed out")'), { outcome: 'timeout', message: 'Code execution timed out' }, 'TimeoutError raised by the code');
       equal(await run(0, 'exit()'), { outcome: 'error', kind: 'SystemExit', message: 'None' }, 'exit() (as CPython: SystemExit(None))');
+      equal(await run(0, 'import numpy as np'), { outcome: 'error', kind: 'ModuleNotFoundError', message: "No module named 'numpy'" }, 'a package that is not shipped (CPython\'s message)');
+      equal(await run(0, 'import fractions, decimal, statistics, itertools, hashlib\nprint(fractions.Fraction(1, 3) + fractions.Fraction(1, 6))'), { outcome: 'ok', stdout: '1/2\n' }, 'standard library');
       equal(await run(0, 'input()'), { outcome: 'error', kind: 'EOFError', message: 'EOF when reading a line' }, 'input()');
     },
   },
