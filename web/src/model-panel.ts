@@ -25,7 +25,7 @@ export class ModelPanel {
   private files = h('input', { type: 'file', multiple: true, 'data-testid': 'model-files' });
   private folder = h('input', { type: 'file', 'data-testid': 'model-folder' });
   private quant = h('select', { 'data-testid': 'quant' },
-    h('option', { value: 'q4', text: '4-bit (q4, recommended: about 1 GB for 1.5B)' }),
+    h('option', { value: 'q4', text: '4-bit (q4, recommended)' }),
     h('option', { value: 'q8', text: '8-bit (q8)' }),
     h('option', { value: '', text: 'As stored, in f32 (largest)' }));
   private device = h('select', { 'data-testid': 'device' },

@@ -52,6 +52,8 @@ export class ResultsView {
     this.list.replaceChildren();
     this.steps = steps.map((text, i) => this.stepPanel(text, i));
     this.setLive(`Verifying ${steps.length} step${steps.length === 1 ? '' : 's'}…`);
+    // On a narrow screen the results are below the form: bring them into view.
+    if (this.el.getBoundingClientRect().top > window.innerHeight) this.el.scrollIntoView({ behavior: 'smooth', block: 'start' });
   }
 
   setLive(text: string): void { this.live.textContent = text; }
