@@ -1,5 +1,6 @@
 // The demo page: it loads without errors, the editor works, Python starts, and bad models give a
 // clear message in the page (a URL that 404s, a truncated safetensors file, a config not Qwen2).
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { equal, ok, Skip } from './lib/assert.mjs';
 import { wasmMissing } from './lib/wasm.mjs';
@@ -101,6 +102,23 @@ export const tests = [
       await alert.waitFor();
       const text = await alert.textContent();
       ok(/config\.json/.test(text) && /qwen2|model_type/i.test(text), `the message says it is not Qwen2: ${text}`);
+    }),
+  },
+  {
+    name: 'a model from a URL is kept in the Cache API: a reload loads it with the server gone; clearing empties it',
+    fn: needsWasm(async ({ server, fixtures }) => {
+      await page.getByTestId('device').selectOption(process.env.GENPRM_BROWSER_DEVICE || 'gpu');
+      await loadModel('url', server.url + '__test__/models/cached/');
+      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', 'loaded from the URL');
+      await page.waitForFunction(() => /Cached model files: [1-9]/.test(document.querySelector('[data-testid=cache-size]')?.textContent ?? ''));
+      await rm(join(fixtures, 'models', 'cached'), { recursive: true });
+      await page.reload();
+      await page.getByTestId('device').selectOption(process.env.GENPRM_BROWSER_DEVICE || 'gpu');
+      await loadModel('url', server.url + '__test__/models/cached/');
+      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', 'loaded again from the cache');
+      ok(/from this browser's cache/.test(await page.getByTestId('download-progress').textContent()), 'the download bar says it came from the cache');
+      await page.getByTestId('clear-cache').click();
+      await page.waitForFunction(() => /No models cached/.test(document.querySelector('[data-testid=cache-size]')?.textContent ?? ''));
     }),
   },
   {

@@ -31,7 +31,8 @@ if (!existsSync(join(DIST, 'index.html'))) {
 }
 await mkdir(ARTIFACTS, { recursive: true });
 
-const server = await serve(DIST, { '/__test__/': await makeBrokenModels() });
+const fixtures = await makeBrokenModels();
+const server = await serve(DIST, { '/__test__/': fixtures });
 const browser = await launch();
 let passed = 0, failed = 0, skipped = 0;
 const started = Date.now();
@@ -39,7 +40,7 @@ const started = Date.now();
 try {
   for (const name of chosen) {
     const suite = await import(`./${name}.test.mjs`);
-    const ctx = { browser, server, artifacts: ARTIFACTS };
+    const ctx = { browser, server, artifacts: ARTIFACTS, fixtures };
     if (suite.setup) {
       const why = await suite.setup(ctx);
       if (typeof why === 'string') {

@@ -3,7 +3,7 @@
 // wasm side a disk-backed Blob it reads piece by piece. A reload finds the files there, offline.
 export const CACHE_NAME = 'genprm-models-v1';
 
-export interface DownloadProgress { name: string; url: string; loaded: number; total: number | undefined }
+export interface DownloadProgress { name: string; url: string; loaded: number; total: number | undefined; fromCache?: boolean }
 
 /** A download that could not be completed (the message says why and which URL). */
 export class DownloadError extends Error {
@@ -31,7 +31,7 @@ export async function download(url: string, name: string, onProgress: (p: Downlo
   if (options.cache) {
     const hit = await cached(url);
     if (hit) {
-      onProgress({ name, url, loaded: hit.size, total: hit.size });
+      onProgress({ name, url, loaded: hit.size, total: hit.size, fromCache: true });
       return hit;
     }
   }

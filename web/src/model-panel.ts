@@ -39,6 +39,7 @@ export class ModelPanel {
   private cacheLine = h('span', { 'data-testid': 'cache-size' });
   private clearButton = h('button', { type: 'button', class: 'small', text: 'Clear cached models', 'data-testid': 'clear-cache' });
   private abort: AbortController | null = null;
+  private downloadSummary: () => string = () => '';
   private sourceRows: Record<SourceKind, HTMLElement>;
 
   constructor(private alerts: Alerts) {
@@ -95,10 +96,18 @@ export class ModelPanel {
 
   private source(signal: AbortSignal): ModelSource {
     let current = '';
+    const files = new Map<string, { bytes: number; cached: boolean }>();
+    this.downloadSummary = () => {
+      const all = [...files.values()];
+      const total = all.reduce((a, f) => a + f.bytes, 0);
+      const cached = all.filter((f) => f.cached).length;
+      return `${all.length} file${all.length === 1 ? '' : 's'}, ${bytes(total)}${cached ? `, ${cached === all.length ? 'all' : cached} from this browser's cache` : ''}`;
+    };
     const onProgress = (p: DownloadProgress) => {
       current = p.name;
+      files.set(p.name, { bytes: p.loaded, cached: !!p.fromCache });
       const total = p.total;
-      this.downloadBar.set(p.loaded, total, `${current}: ${bytes(p.loaded)}${total ? ` of ${bytes(total)}` : ''}`);
+      this.downloadBar.set(p.loaded, total, p.fromCache ? `${current}: ${bytes(p.loaded)} (from this browser's cache)` : `${current}: ${bytes(p.loaded)}${total ? ` of ${bytes(total)}` : ''}`);
     };
     switch (this.kind) {
       case 'url': {
@@ -148,7 +157,7 @@ export class ModelPanel {
       this.info = model.info();
       const i = this.info!;
       this.weightsBar.done('loaded');
-      if (this.downloadBar.el.hidden === false) this.downloadBar.done('done');
+      if (this.downloadBar.el.hidden === false) this.downloadBar.done(this.downloadSummary());
       this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? 'the CPU' : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}.`;
       this.infoLine.dataset.loaded = 'true';
       this.onModel(model);

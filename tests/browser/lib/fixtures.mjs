@@ -1,5 +1,6 @@
 // Broken model directories for the bad-input tests, made fresh in a temporary directory and
-// served under /__test__/models/: a truncated safetensors file and a config that is not Qwen2.
+// served under /__test__/models/: a truncated safetensors file, a config that is not Qwen2, and a
+// good copy of the tiny model for the cache test.
 import { copyFile, mkdir, mkdtemp, readdir, readFile, truncate, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,5 +26,8 @@ export async function makeBrokenModels() {
   config.model_type = 'llama';
   config.architectures = ['LlamaForCausalLM'];
   await writeFile(join(notQwen, 'config.json'), JSON.stringify(config, null, 2));
+  // A good copy, deleted by the cache test after the first load: the second load must come
+  // from the browser's Cache API.
+  await copyModel(join(models, 'cached'));
   return root;
 }
