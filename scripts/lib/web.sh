@@ -8,7 +8,7 @@ need_node() {
   fi
   local v
   v="$(node -p 'process.versions.node')"
-  if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit((a===20&&b>=19)||(a===22&&b>=12)||a>22||(a===21)?0:1)'; then
+  if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit((a===20&&b>=19)||(a===22&&b>=12)||a>22?0:1)'; then
     echo "Node.js $v is too old for the web build: it needs 20.19+ or 22.12+ (Debian 13's nodejs, or https://nodejs.org)" >&2
     exit 1
   fi
