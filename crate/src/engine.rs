@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::generate::{CachedPrefix, GenerateOptions, StopReason, generate};
+use crate::generate::{CachedPrefix, CancelFlag, GenerateOptions, StopReason, generate};
 use crate::model::Qwen2Model;
 use crate::sampling::{Sampling, processed_logprobs};
 use crate::tokenizer::Tokenizer;
@@ -103,6 +103,7 @@ pub struct LocalEngine<'m> {
     yes: u32,
     no: u32,
     eos: Vec<u32>,
+    cancel: Option<CancelFlag>,
 }
 
 impl<'m> LocalEngine<'m> {
@@ -116,7 +117,13 @@ impl<'m> LocalEngine<'m> {
         {
             eos.push(id);
         }
-        Ok(LocalEngine { model, tokenizer, caches: Vec::new(), yes, no, eos })
+        Ok(LocalEngine { model, tokenizer, caches: Vec::new(), yes, no, eos, cancel: None })
+    }
+
+    /// Stops every generation with [`crate::Error::Cancelled`] once `flag` is set.
+    pub fn with_cancel(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
     }
 
     /// The tokenizer.
@@ -147,6 +154,7 @@ impl Engine for LocalEngine<'_> {
             stop_token_ids: self.eos.clone(),
             stop_strings: request.stop.iter().map(|s| s.to_string()).collect(),
             skip_special_tokens: true,
+            cancel: self.cancel.clone(),
         };
         let (yes, no) = (self.yes, self.no);
         let mut answer = Vec::new();

@@ -133,6 +133,9 @@ pub enum Error {
     /// The compute device could not be created or failed.
     #[error("device: {0}")]
     Device(String),
+    /// The caller cancelled the work (the browser's Cancel button, an aborted request).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Result with the library's [`Error`].

@@ -26,6 +26,35 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Leave special tokens (BOS, EOS, ...) out of the text, as vLLM does by default.
     pub skip_special_tokens: bool,
+    /// Checked before every forward pass; once set, generation ends with [`Error::Cancelled`].
+    pub cancel: Option<CancelFlag>,
+}
+
+/// A flag another party sets to stop work in progress (a Cancel button); cheap to clone and
+/// shared by every clone.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the work to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`Error::Cancelled`] once the flag is set.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
+    }
 }
 
 impl Default for GenerateOptions {
@@ -36,6 +65,7 @@ impl Default for GenerateOptions {
             stop_token_ids: Vec::new(),
             stop_strings: Vec::new(),
             skip_special_tokens: true,
+            cancel: None,
         }
     }
 }
@@ -125,6 +155,8 @@ pub async fn generate(
     }
     let mut sampler = Sampler::new(options.sampling)?;
     let vocab = model.vocab_size();
+    let check_cancel = || options.cancel.as_ref().map_or(Ok(()), CancelFlag::check);
+    check_cancel()?;
 
     // Reuse the longest cached prefix, leaving at least one prompt token to feed.
     let keep = cache.common_prefix(prompt).min(prompt.len() - 1);
@@ -185,6 +217,7 @@ pub async fn generate(
             stop = StopReason::ContextFull;
             break;
         }
+        check_cancel()?;
         let t = model.forward(&[id], 1, &mut cache.cache, LogitsFor::Last)?;
         cache.ids.push(id);
         logits = read_logits(t).await?;

@@ -23,6 +23,8 @@ pub mod prm;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
+#[cfg(all(target_arch = "wasm32", feature = "wgpu"))]
+pub mod wasm;
 pub mod weights;
 
 pub use burn;
@@ -30,7 +32,7 @@ pub use config::Qwen2Config;
 pub use device::{DeviceKind, device};
 pub use engine::{Engine, LocalEngine};
 pub use error::{Error, Result};
-pub use generate::{CachedPrefix, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};
+pub use generate::{CachedPrefix, CancelFlag, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};
 pub use model::{KvCache, LoadOptions, Weight, LoadProgress, LogitsFor, Qwen2Model};
 pub use quant::QuantFormat;
 pub use sampling::{Sampler, Sampling, SamplingParams};

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::config::Qwen2Config;
 use crate::error::{Error, Result};
 use crate::quant::{QuantFormat, QuantMatrix};
-use crate::weights::{HostTensor, TensorSource};
+use crate::weights::{AsyncTensorSource, TensorSource};
 
 /// A weight matrix `[out, in]`: f32 on the device, or quantized (kept packed on the CPU device,
 /// multiplied by the quantized kernels without being expanded).
@@ -303,6 +303,83 @@ pub struct LoadProgress<'a> {
     pub total: usize,
 }
 
+/// Reads the tensors of one model load in order, checking each shape against the config,
+/// quantizing as asked and reporting progress.
+struct Loader<'a, S: ?Sized, P> {
+    source: &'a S,
+    device: &'a Device,
+    progress: P,
+    done: usize,
+    total: usize,
+}
+
+impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P> {
+    fn check(&mut self, name: &str, expected: &[usize]) -> Result<()> {
+        let shape = self.source.shape(name)?;
+        if shape != expected {
+            return Err(Error::Shape {
+                path: self.source.file_of(name),
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                actual: shape,
+            });
+        }
+        self.done += 1;
+        (self.progress)(LoadProgress { tensor: name, done: self.done, total: self.total });
+        Ok(())
+    }
+
+    /// A quantized matrix where the device keeps it: packed in host memory for the CPU kernels,
+    /// packed in GPU buffers for the GPU kernels (the embedding also keeps a host copy for row
+    /// gathers).
+    fn stored(&self, q: QuantMatrix, keep_host: bool) -> Weight {
+        if *self.device == Device::flex() {
+            return Weight::Quant(Arc::new(q));
+        }
+        #[cfg(feature = "wgpu")]
+        {
+            let g = crate::gpu_quant::GpuQuant::upload(&q, self.device);
+            Weight::GpuQuant(Arc::new(g), keep_host.then(|| Arc::new(q)))
+        }
+        #[cfg(not(feature = "wgpu"))]
+        {
+            let _ = keep_host;
+            Weight::float(q.dequantize(), q.rows(), q.cols(), self.device)
+        }
+    }
+
+    async fn weight(&mut self, name: &str, expected: &[usize], format: Option<QuantFormat>) -> Result<Weight> {
+        self.check(name, expected)?;
+        let keep_host = name == "model.embed_tokens.weight";
+        if let Some(q) = self.source.read_quantized(name).await? {
+            return Ok(self.stored(q, keep_host));
+        }
+        let t = self.source.read_f32(name).await?;
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        Ok(match format {
+            None => Weight::float(t.data, rows, cols, self.device),
+            Some(f) => {
+                let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
+                drop(t);
+                self.stored(q, keep_host)
+            }
+        })
+    }
+
+    async fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<1>> {
+        self.check(name, &[len])?;
+        let t = self.source.read_f32(name).await?;
+        Ok(Tensor::<1>::from_data(TensorData::new(t.data, t.shape), self.device))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn linear(&mut self, prefix: &str, name: &str, out: usize, inp: usize, bias: bool, format: Option<QuantFormat>) -> Result<Linear> {
+        let w = self.weight(&format!("{prefix}.{name}.weight"), &[out, inp], format).await?;
+        let b = if bias { Some(self.vector(&format!("{prefix}.{name}.bias"), out).await?) } else { None };
+        Ok(Linear::new(w, b))
+    }
+}
+
 /// A Qwen2 causal language model on one device.
 pub struct Qwen2Model {
     config: Qwen2Config,
@@ -337,101 +414,51 @@ impl Qwen2Model {
         options: LoadOptions,
         progress: impl FnMut(LoadProgress<'_>),
     ) -> Result<Self> {
+        crate::weights::ready(Self::load_async(config, source, device, options, progress))
+    }
+
+    /// [`Qwen2Model::load_with`] from a source whose reads are awaited (files read piecewise in a
+    /// browser): the same loader, one tensor at a time, so the model never sits whole in memory.
+    pub async fn load_async<S: AsyncTensorSource + ?Sized>(
+        config: Qwen2Config,
+        source: &S,
+        device: &Device,
+        options: LoadOptions,
+        progress: impl FnMut(LoadProgress<'_>),
+    ) -> Result<Self> {
         let c = &config;
-        let progress = std::cell::RefCell::new(progress);
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
-        let done = std::cell::Cell::new(0usize);
-        let check = |name: &str, expected: &[usize]| -> Result<()> {
-            let shape = source.shape(name)?;
-            if shape != expected {
-                return Err(Error::Shape {
-                    path: source.file_of(name),
-                    tensor: name.to_string(),
-                    expected: expected.to_vec(),
-                    actual: shape,
-                });
-            }
-            done.set(done.get() + 1);
-            (progress.borrow_mut())(LoadProgress { tensor: name, done: done.get(), total });
-            Ok(())
-        };
-        let packed_on_device = *device == Device::flex();
-        let stored = |q: QuantMatrix, keep_host: bool| {
-            if packed_on_device {
-                return Weight::Quant(Arc::new(q));
-            }
-            #[cfg(feature = "wgpu")]
-            {
-                let g = crate::gpu_quant::GpuQuant::upload(&q, device);
-                Weight::GpuQuant(Arc::new(g), keep_host.then(|| Arc::new(q)))
-            }
-            #[cfg(not(feature = "wgpu"))]
-            {
-                let _ = keep_host;
-                Weight::float(q.dequantize(), q.rows(), q.cols(), device)
-            }
-        };
-        let read = |name: &str, expected: &[usize]| -> Result<HostTensor> {
-            check(name, expected)?;
-            source.read_f32(name)
-        };
-        let weight = |name: &str, expected: &[usize], format: Option<QuantFormat>| -> Result<Weight> {
-            check(name, expected)?;
-            let keep_host = name == "model.embed_tokens.weight";
-            if let Some(q) = source.read_quantized(name)? {
-                return Ok(stored(q, keep_host));
-            }
-            let t = source.read_f32(name)?;
-            let (rows, cols) = (t.shape[0], t.shape[1]);
-            Ok(match format {
-                None => Weight::float(t.data, rows, cols, device),
-                Some(f) => {
-                    let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
-                    drop(t);
-                    stored(q, keep_host)
-                }
-            })
-        };
-        let vec1 = |t: HostTensor| Tensor::<1>::from_data(TensorData::new(t.data, t.shape), device);
+        let mut l = Loader { source, device, progress, done: 0, total };
         let head_format = options.head_quant.or(options.quant);
 
-        let name = "model.embed_tokens.weight";
-        let embed = weight(name, &[vocab, h], head_format)?;
+        let embed = l.weight("model.embed_tokens.weight", &[vocab, h], head_format).await?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-                let wname = format!("{p}.{name}.weight");
-                let w = weight(&wname, &[out, inp], options.quant)?;
-                let b = if bias { Some(vec1(read(&format!("{p}.{name}.bias"), &[out])?)) } else { None };
-                Ok(Linear::new(w, b))
-            };
+            let q = options.quant;
             let attention = Attention {
-                q: linear("self_attn.q_proj", nh * hd, h, true)?,
-                k: linear("self_attn.k_proj", kvh * hd, h, true)?,
-                v: linear("self_attn.v_proj", kvh * hd, h, true)?,
-                o: linear("self_attn.o_proj", h, nh * hd, false)?,
+                q: l.linear(&p, "self_attn.q_proj", nh * hd, h, true, q).await?,
+                k: l.linear(&p, "self_attn.k_proj", kvh * hd, h, true, q).await?,
+                v: l.linear(&p, "self_attn.v_proj", kvh * hd, h, true, q).await?,
+                o: l.linear(&p, "self_attn.o_proj", h, nh * hd, false, q).await?,
             };
             let mlp = Mlp {
-                gate: linear("mlp.gate_proj", inter, h, false)?,
-                up: linear("mlp.up_proj", inter, h, false)?,
-                down: linear("mlp.down_proj", h, inter, false)?,
+                gate: l.linear(&p, "mlp.gate_proj", inter, h, false, q).await?,
+                up: l.linear(&p, "mlp.up_proj", inter, h, false, q).await?,
+                down: l.linear(&p, "mlp.down_proj", h, inter, false, q).await?,
             };
-            let input_norm =
-                RmsNorm { weight: vec1(read(&format!("{p}.input_layernorm.weight"), &[h])?), eps: c.rms_norm_eps };
-            let post_norm = RmsNorm {
-                weight: vec1(read(&format!("{p}.post_attention_layernorm.weight"), &[h])?),
-                eps: c.rms_norm_eps,
-            };
+            let input_norm = RmsNorm { weight: l.vector(&format!("{p}.input_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
+            let post_norm =
+                RmsNorm { weight: l.vector(&format!("{p}.post_attention_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
             layers.push(Layer { input_norm, attention, post_norm, mlp });
         }
-        let norm = RmsNorm { weight: vec1(read("model.norm.weight", &[h])?), eps: c.rms_norm_eps };
+        let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(Linear::new(weight("lm_head.weight", &[vocab, h], head_format)?, None))
+            Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None))
         };
         Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
     }

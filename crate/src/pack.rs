@@ -181,7 +181,6 @@ pub struct Pack {
     dir: PathBuf,
     manifest: Manifest,
     shards: Vec<Vec<u8>>,
-    starts: Vec<u64>,
 }
 
 impl Pack {
@@ -212,43 +211,14 @@ impl Pack {
     /// A pack from its manifest, the bytes of its `config.json` and of each shard (however they
     /// were fetched); `dir` names the source in errors.
     pub fn from_parts(dir: &Path, manifest: Manifest, config_json: &[u8], shards: Vec<Vec<u8>>) -> Result<Self> {
-        let mpath = dir.join(MANIFEST);
-        let bad = |message: String| Error::Config { path: mpath.clone(), field: "pack".into(), message };
-        if manifest.format != "genprm-pack" || manifest.version != 1 {
-            return Err(bad(format!("format {:?} version {} is not genprm-pack version 1", manifest.format, manifest.version)));
-        }
-        if manifest.group_size != GROUP {
-            return Err(bad(format!("group size {} is not supported (only {GROUP})", manifest.group_size)));
-        }
-        if sha256_hex(config_json) != manifest.config_sha256 {
-            return Err(Error::Config {
-                path: dir.join("config.json"),
-                field: "config_sha256".into(),
-                message: format!("config.json is not the one {MANIFEST} was made for (checksum differs)"),
-            });
-        }
+        manifest.check(dir, config_json)?;
         if shards.len() != manifest.shards.len() {
-            return Err(bad(format!("{} shards given, the manifest lists {}", shards.len(), manifest.shards.len())));
+            return Err(manifest.error(dir, format!("{} shards given, the manifest lists {}", shards.len(), manifest.shards.len())));
         }
-        let mut starts = Vec::with_capacity(shards.len());
-        let mut at = 0u64;
         for (bytes, info) in shards.iter().zip(&manifest.shards) {
-            let path = dir.join(&info.file);
-            if bytes.len() as u64 != info.bytes {
-                return Err(Error::Safetensors { path, message: format!("shard is {} bytes, the manifest says {} (truncated?)", bytes.len(), info.bytes) });
-            }
-            if sha256_hex(bytes) != info.sha256 {
-                return Err(Error::Safetensors { path, message: "checksum mismatch: the shard is corrupt".into() });
-            }
-            starts.push(at);
-            at += info.bytes;
+            info.verify(dir, bytes)?;
         }
-        for t in &manifest.tensors {
-            if t.offset + t.values_bytes + t.scales_bytes > at {
-                return Err(bad(format!("tensor `{}` runs past the end of the shards", t.name)));
-            }
-        }
-        Ok(Pack { dir: dir.to_path_buf(), manifest, shards, starts })
+        Ok(Pack { dir: dir.to_path_buf(), manifest, shards })
     }
 
     /// The manifest.
@@ -256,55 +226,121 @@ impl Pack {
         &self.manifest
     }
 
-    fn entry(&self, name: &str) -> Result<&PackedTensor> {
-        self.manifest
-            .tensors
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| Error::MissingTensor { path: self.dir.join(MANIFEST), tensor: name.to_string() })
-    }
-
     fn bytes(&self, offset: u64, len: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(len as usize);
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let s = self.starts.partition_point(|&st| st <= pos) - 1;
-            let local = (pos - self.starts[s]) as usize;
-            let take = ((end - pos) as usize).min(self.shards[s].len() - local);
-            out.extend_from_slice(&self.shards[s][local..local + take]);
-            pos += take as u64;
+        for (s, start, end) in self.manifest.locate(offset, len) {
+            out.extend_from_slice(&self.shards[s][start as usize..end as usize]);
         }
         out
     }
 }
 
-impl TensorSource for Pack {
-    fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.entry(name)?.shape.clone())
+impl Manifest {
+    fn error(&self, dir: &Path, message: String) -> Error {
+        Error::Config { path: dir.join(MANIFEST), field: "pack".into(), message }
     }
-    fn read_f32(&self, name: &str) -> Result<HostTensor> {
-        let t = self.entry(name)?;
-        if t.kind == "f32" {
-            let data = to_f32(&self.bytes(t.offset, t.values_bytes), WeightDtype::F32);
-            return Ok(HostTensor { shape: t.shape.clone(), data });
+
+    /// Checks the format, the group size, that the pack was made for `config_json`, and that
+    /// every tensor lies inside the shards. `dir` names the source in errors.
+    pub fn check(&self, dir: &Path, config_json: &[u8]) -> Result<()> {
+        if self.format != "genprm-pack" || self.version != 1 {
+            return Err(self.error(dir, format!("format {:?} version {} is not genprm-pack version 1", self.format, self.version)));
         }
-        let q = self.read_quantized(name)?.ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.into() })?;
-        Ok(HostTensor { shape: t.shape.clone(), data: q.dequantize() })
+        if self.group_size != GROUP {
+            return Err(self.error(dir, format!("group size {} is not supported (only {GROUP})", self.group_size)));
+        }
+        if sha256_hex(config_json) != self.config_sha256 {
+            return Err(Error::Config {
+                path: dir.join("config.json"),
+                field: "config_sha256".into(),
+                message: format!("config.json is not the one {MANIFEST} was made for (checksum differs)"),
+            });
+        }
+        let total: u64 = self.shards.iter().map(|s| s.bytes).sum();
+        for t in &self.tensors {
+            if t.offset + t.values_bytes + t.scales_bytes > total {
+                return Err(self.error(dir, format!("tensor `{}` runs past the end of the shards", t.name)));
+            }
+        }
+        Ok(())
     }
-    fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
-        let t = self.entry(name)?;
-        let format = match t.kind.as_str() {
-            "f32" => return Ok(None),
-            other => other.parse::<QuantFormat>()?,
-        };
-        let values = self.bytes(t.offset, t.values_bytes);
-        let scales = to_f32(&self.bytes(t.offset + t.values_bytes, t.scales_bytes), WeightDtype::F32);
+
+    /// The pieces `(shard, start, end)` of the byte range `offset..offset + len` of the shards
+    /// laid end to end.
+    pub fn locate(&self, offset: u64, len: u64) -> Vec<(usize, u64, u64)> {
+        let mut out = Vec::new();
+        let (mut pos, end) = (offset, offset + len);
+        let mut start = 0u64;
+        for (i, s) in self.shards.iter().enumerate() {
+            let stop = start + s.bytes;
+            if pos < end && pos < stop && pos >= start {
+                let upto = end.min(stop);
+                out.push((i, pos - start, upto - start));
+                pos = upto;
+            }
+            start = stop;
+        }
+        out
+    }
+
+    /// The manifest entry of a tensor.
+    pub fn entry(&self, dir: &Path, name: &str) -> Result<&PackedTensor> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::MissingTensor { path: dir.join(MANIFEST), tensor: name.to_string() })
+    }
+
+    /// A quantized tensor from its value and scale bytes.
+    pub fn decode_quantized(&self, dir: &Path, t: &PackedTensor, values: &[u8], scales: &[u8]) -> Result<QuantMatrix> {
+        let format = t.kind.parse::<QuantFormat>()?;
+        let scales = to_f32(scales, WeightDtype::F32);
         let (rows, cols) = match t.shape[..] {
             [r, c] => (r, c),
-            _ => return Err(Error::Config { path: self.dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),
+            _ => return Err(Error::Config { path: dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),
         };
-        QuantMatrix::from_parts(rows, cols, format, &values, scales, name).map(Some)
+        QuantMatrix::from_parts(rows, cols, format, values, scales, &t.name)
+    }
+
+    /// Any tensor in f32 (a quantized one expanded).
+    pub fn decode_f32(&self, dir: &Path, t: &PackedTensor, values: &[u8], scales: &[u8]) -> Result<HostTensor> {
+        let data = if t.kind == "f32" { to_f32(values, WeightDtype::F32) } else { self.decode_quantized(dir, t, values, scales)?.dequantize() };
+        Ok(HostTensor { shape: t.shape.clone(), data })
+    }
+}
+
+impl ShardInfo {
+    /// Checks a shard's bytes against its size and checksum. `dir` names the source in errors.
+    pub fn verify(&self, dir: &Path, bytes: &[u8]) -> Result<()> {
+        let path = dir.join(&self.file);
+        if bytes.len() as u64 != self.bytes {
+            return Err(Error::Safetensors { path, message: format!("shard is {} bytes, the manifest says {} (truncated?)", bytes.len(), self.bytes) });
+        }
+        if sha256_hex(bytes) != self.sha256 {
+            return Err(Error::Safetensors { path, message: "checksum mismatch: the shard is corrupt".into() });
+        }
+        Ok(())
+    }
+}
+
+impl TensorSource for Pack {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.manifest.entry(&self.dir, name)?.shape.clone())
+    }
+    fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let t = self.manifest.entry(&self.dir, name)?;
+        let values = self.bytes(t.offset, t.values_bytes);
+        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes);
+        self.manifest.decode_f32(&self.dir, t, &values, &scales)
+    }
+    fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
+        let t = self.manifest.entry(&self.dir, name)?;
+        if t.kind == "f32" {
+            return Ok(None);
+        }
+        let values = self.bytes(t.offset, t.values_bytes);
+        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes);
+        self.manifest.decode_quantized(&self.dir, t, &values, &scales).map(Some)
     }
     fn file_of(&self, _name: &str) -> PathBuf {
         self.dir.join(MANIFEST)

@@ -181,6 +181,47 @@ pub trait TensorSource {
     fn file_of(&self, name: &str) -> PathBuf;
 }
 
+/// A [`TensorSource`] whose reads are awaited: files read piece by piece from a browser's
+/// `Blob`s. Shapes are known up front (from headers already read); only the data waits. Every
+/// synchronous [`TensorSource`] is one too, so the model has a single loader.
+#[allow(async_fn_in_trait)]
+pub trait AsyncTensorSource {
+    /// Shape of a tensor, or [`Error::MissingTensor`].
+    fn shape(&self, name: &str) -> Result<Vec<usize>>;
+    /// Reads one tensor and converts it to f32.
+    async fn read_f32(&self, name: &str) -> Result<HostTensor>;
+    /// The tensor as stored quantized, when the source holds it so (a pre-quantized pack).
+    async fn read_quantized(&self, name: &str) -> Result<Option<crate::quant::QuantMatrix>>;
+    /// The file a tensor comes from, for error messages.
+    fn file_of(&self, name: &str) -> PathBuf;
+}
+
+impl<T: TensorSource + ?Sized> AsyncTensorSource for T {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        TensorSource::shape(self, name)
+    }
+    async fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        TensorSource::read_f32(self, name)
+    }
+    async fn read_quantized(&self, name: &str) -> Result<Option<crate::quant::QuantMatrix>> {
+        TensorSource::read_quantized(self, name)
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        TensorSource::file_of(self, name)
+    }
+}
+
+/// The value of a future that never waits (an async loader over a synchronous source), on any
+/// target, without an executor.
+pub(crate) fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("a synchronous tensor source never waits"),
+    }
+}
+
 /// Safetensors files held as bytes (downloaded, picked by the user in a browser, or embedded):
 /// the same header checks and per-tensor conversion as the memory-mapped [`Checkpoint`].
 #[derive(Default)]

@@ -58,3 +58,19 @@ need_python_sympy() {
     python3 -m pip install -q sympy mpmath
   fi
 }
+
+# The wasm32 target, wasm-bindgen-cli at the version Cargo.lock pins, and wasm-opt (binaryen).
+need_wasm_tools() {
+  rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' || {
+    log "rustup target add wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown
+  }
+  local want
+  want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $want\$"; then
+    log "cargo install wasm-bindgen-cli $want"
+    # Its own target dir, shared across reruns; default features off (no TLS/network needed).
+    CARGO_TARGET_DIR="$HOME/.cache/genprm/wasm-bindgen-cli" cargo install wasm-bindgen-cli --version "$want" --no-default-features
+  fi
+  command -v wasm-opt >/dev/null 2>&1 || need_apt binaryen
+}

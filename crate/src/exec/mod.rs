@@ -10,13 +10,13 @@ pub mod native;
 
 use std::sync::LazyLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The official per-run limit, in seconds.
 pub const TIME_LIMIT_SECS: u64 = 5;
 
 /// What running one code block gave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ExecOutcome {
     /// It ran; what it printed to stdout (not yet stripped).

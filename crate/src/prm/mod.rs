@@ -59,6 +59,7 @@ pub enum PromptStyle {
 pub enum Mode {
     /// Analysis, then code verification (the default, the paper's full pipeline).
     #[default]
+    #[serde(alias = "cot_code")]
     CotCode,
     /// Analysis only, then the judgement.
     Cot,
@@ -81,6 +82,7 @@ impl Mode {
 pub enum History {
     /// Each of the N paths keeps its own earlier rationales (the paper's eq. 7).
     #[default]
+    #[serde(alias = "per_path")]
     PerPath,
     /// All samples share one history holding the first sample's rationale (the official helper).
     Shared,

@@ -1,0 +1,597 @@
+//! The browser API (wasm-bindgen). `pkg/src/contract.md` is its specification; the TypeScript
+//! in `pkg/src` wraps it. WebGPU is initialised asynchronously with the adapter's own limits;
+//! model files come from a JavaScript callback as `Blob`s (downloads kept in the Cache API, files
+//! the user picked, the bundled demo model) and are read piece by piece, one tensor at a time, so
+//! a checkpoint never sits whole in wasm memory. Verification streams the protocol's events to a
+//! JavaScript callback and runs the model's Python through a JavaScript executor (Pyodide in a
+//! Web Worker).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use js_sys::{Function, Promise, Uint8Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, future_to_promise};
+use web_sys::{AbortSignal, Blob};
+
+use crate::config::Qwen2Config;
+use crate::error::{Error, Result};
+use crate::exec::{CodeExecutor, ExecOutcome};
+use crate::generate::CancelFlag;
+use crate::model::{LoadOptions, LoadProgress, MAX_BINDING_BYTES, Qwen2Model};
+use crate::pack::{MANIFEST, Manifest};
+use crate::prm::{self, History, Mode, PromptStyle, RewardMode, Solution, VerifyOptions};
+use crate::quant::{QuantFormat, QuantMatrix};
+use crate::sampling::{Sampling, SamplingParams};
+use crate::tokenizer::{TemplateChoice, Tokenizer};
+use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, to_f32};
+use crate::engine::LocalEngine;
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
+}
+
+/// What `gpuInfo()` reports about the WebGPU adapter.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GpuInfo {
+    backend: String,
+    adapter: String,
+    features: Vec<String>,
+    max_buffer_size: u64,
+    max_storage_buffer_binding_size: u64,
+    shader_f16: bool,
+}
+
+thread_local! {
+    static GPU: RefCell<Option<(Device, Rc<GpuInfo>)>> = const { RefCell::new(None) };
+}
+
+fn has_webgpu() -> bool {
+    let global = js_sys::global();
+    let navigator = js_sys::Reflect::get(&global, &"navigator".into()).unwrap_or(JsValue::UNDEFINED);
+    !navigator.is_undefined() && js_sys::Reflect::get(&navigator, &"gpu".into()).is_ok_and(|g| !g.is_undefined())
+}
+
+async fn gpu() -> Result<(Device, Rc<GpuInfo>)> {
+    if let Some(d) = GPU.with_borrow(|g| g.clone()) {
+        return Ok(d);
+    }
+    if !has_webgpu() {
+        return Err(Error::Device(
+            "this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome or Edge, or Safari/Firefox with WebGPU enabled".into(),
+        ));
+    }
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| Error::Device(format!("no usable WebGPU adapter: {e}")))?;
+    let limits = setup.adapter.limits();
+    let features = setup.adapter.features();
+    let info = setup.adapter.get_info();
+    let gpu_info = Rc::new(GpuInfo {
+        backend: format!("{:?}", setup.backend),
+        adapter: [info.vendor.to_string(), info.name.clone(), info.driver.clone()]
+            .into_iter()
+            .filter(|s| !s.is_empty() && s != "0")
+            .collect::<Vec<_>>()
+            .join(" "),
+        features: features.iter_names().map(|(n, _)| n.to_string()).collect(),
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+        shader_f16: features.contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16),
+    });
+    if gpu_info.max_storage_buffer_binding_size < MAX_BINDING_BYTES as u64 || gpu_info.max_buffer_size < MAX_BINDING_BYTES as u64 {
+        return Err(Error::Device(format!(
+            "the WebGPU adapter's limits are too small: storage bindings of {} MiB and buffers of {} MiB, but the model needs {} MiB",
+            gpu_info.max_storage_buffer_binding_size >> 20,
+            gpu_info.max_buffer_size >> 20,
+            MAX_BINDING_BYTES >> 20
+        )));
+    }
+    GPU.with_borrow_mut(|g| *g = Some((device.clone(), gpu_info.clone())));
+    Ok((device, gpu_info))
+}
+
+/// Initialises WebGPU (once) with the adapter's limits and reports the adapter.
+#[wasm_bindgen(js_name = gpuInfo)]
+pub async fn gpu_info() -> std::result::Result<JsValue, JsValue> {
+    let (_, info) = gpu().await.map_err(js_error)?;
+    Ok(to_js(&*info))
+}
+
+/// Splits a pasted solution into paragraphs on blank lines, as the CLI does.
+#[wasm_bindgen(js_name = splitParagraphs)]
+pub fn split_paragraphs(text: &str) -> Vec<String> {
+    prm::split_paragraphs(text)
+}
+
+/// The model's files, fetched through the page's `fetchFile(name) => Promise<Blob | null>`.
+struct Files {
+    fetch: Function,
+}
+
+impl Files {
+    async fn get(&self, name: &str) -> Result<Option<Blob>> {
+        let failed = |e: JsValue| Error::Io {
+            path: name.into(),
+            source: std::io::Error::other(e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}"))),
+        };
+        let promise = self.fetch.call1(&JsValue::NULL, &name.into()).map_err(failed)?;
+        let value = JsFuture::from(Promise::resolve(&promise)).await.map_err(failed)?;
+        if value.is_null() || value.is_undefined() {
+            return Ok(None);
+        }
+        value.dyn_into::<Blob>().map(Some).map_err(|_| Error::Io {
+            path: name.into(),
+            source: std::io::Error::other("fetchFile did not return a Blob or null"),
+        })
+    }
+
+    async fn required(&self, name: &str, hint: &str) -> Result<Blob> {
+        self.get(name).await?.ok_or_else(|| Error::MissingFile { path: name.into(), hint: hint.to_string() })
+    }
+}
+
+/// Bytes `start..end` of a blob.
+async fn read_range(blob: &Blob, start: u64, end: u64, path: &Path) -> Result<Vec<u8>> {
+    let io = |e: JsValue| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(format!("{e:?}")) };
+    let part = blob.slice_with_f64_and_f64(start as f64, end as f64).map_err(io)?;
+    let buffer = JsFuture::from(part.array_buffer()).await.map_err(io)?;
+    let bytes = Uint8Array::new(&buffer).to_vec();
+    if bytes.len() as u64 != end - start {
+        return Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("read {} bytes at {start}, expected {} (truncated?)", bytes.len(), end - start),
+        });
+    }
+    Ok(bytes)
+}
+
+async fn read_all(blob: &Blob, path: &Path) -> Result<Vec<u8>> {
+    read_range(blob, 0, blob.size() as u64, path).await
+}
+
+/// Safetensors files as blobs: headers read up front, each tensor read when the loader asks.
+struct BlobCheckpoint {
+    files: Vec<(PathBuf, Blob, SafetensorsHeader)>,
+    index: HashMap<String, usize>,
+}
+
+impl BlobCheckpoint {
+    async fn open(files: &Files) -> Result<Self> {
+        let names: Vec<String> = match files.get("model.safetensors.index.json").await? {
+            Some(blob) => {
+                #[derive(Deserialize)]
+                struct IndexFile {
+                    weight_map: HashMap<String, String>,
+                }
+                let path = Path::new("model.safetensors.index.json");
+                let bytes = read_all(&blob, path).await?;
+                let index: IndexFile = serde_json::from_slice(&bytes).map_err(|e| Error::json(path, &e))?;
+                let mut names: Vec<String> = index.weight_map.into_values().collect();
+                names.sort();
+                names.dedup();
+                names
+            }
+            None => vec!["model.safetensors".to_string()],
+        };
+        let mut out = BlobCheckpoint { files: Vec::new(), index: HashMap::new() };
+        for name in names {
+            let path = PathBuf::from(&name);
+            let blob = files
+                .required(&name, "; expected model.safetensors, model.safetensors.index.json with its shards, or a genprm pack")
+                .await?;
+            let len = blob.size() as u64;
+            let prefix = read_range(&blob, 0, len.min(8), &path).await?;
+            let n = SafetensorsHeader::header_len(&prefix, &path)? as u64;
+            if len < 8 + n {
+                return Err(Error::Safetensors {
+                    path,
+                    message: format!("truncated: the header needs {} bytes but the file has {len}", 8 + n),
+                });
+            }
+            let head = read_range(&blob, 0, 8 + n, &path).await?;
+            let header = SafetensorsHeader::parse(&head, len as usize, &path)?;
+            for t in header.tensors.keys() {
+                out.index.insert(t.clone(), out.files.len());
+            }
+            out.files.push((path, blob, header));
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, name: &str) -> Result<&(PathBuf, Blob, SafetensorsHeader)> {
+        self.index.get(name).map(|&i| &self.files[i]).ok_or_else(|| Error::MissingTensor {
+            path: self.files.first().map(|f| f.0.clone()).unwrap_or_default(),
+            tensor: name.to_string(),
+        })
+    }
+}
+
+impl AsyncTensorSource for BlobCheckpoint {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.entry(name)?.2.tensors[name].shape.clone())
+    }
+    async fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let (path, blob, header) = self.entry(name)?;
+        let entry = &header.tensors[name];
+        let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
+            path: path.clone(),
+            tensor: name.to_string(),
+            dtype: entry.dtype_name.clone(),
+        })?;
+        let bytes = read_range(blob, entry.range.start as u64, entry.range.end as u64, path).await?;
+        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&bytes, dtype) })
+    }
+    async fn read_quantized(&self, _name: &str) -> Result<Option<QuantMatrix>> {
+        Ok(None)
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
+    }
+}
+
+/// A pre-quantized genprm pack as blobs: the manifest checked against `config.json`, each
+/// shard's size and checksum verified (one shard in memory at a time), then tensors read by
+/// range.
+struct BlobPack {
+    manifest: Manifest,
+    shards: Vec<Blob>,
+}
+
+impl BlobPack {
+    async fn open(files: &Files, manifest_blob: Blob, config_json: &[u8], progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Self> {
+        let mpath = Path::new(MANIFEST);
+        let manifest: Manifest = serde_json::from_slice(&read_all(&manifest_blob, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
+        manifest.check(Path::new(""), config_json)?;
+        let mut shards = Vec::with_capacity(manifest.shards.len());
+        let total = manifest.shards.len();
+        for (i, info) in manifest.shards.iter().enumerate() {
+            progress(&info.file, i, total);
+            let blob = files.required(&info.file, &format!("; {MANIFEST} lists it")).await?;
+            let bytes = read_all(&blob, Path::new(&info.file)).await?;
+            info.verify(Path::new(""), &bytes)?;
+            shards.push(blob);
+        }
+        progress("", total, total);
+        Ok(BlobPack { manifest, shards })
+    }
+
+    async fn bytes(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        for (shard, start, end) in self.manifest.locate(offset, len) {
+            out.extend(read_range(&self.shards[shard], start, end, Path::new(&self.manifest.shards[shard].file)).await?);
+        }
+        Ok(out)
+    }
+}
+
+impl AsyncTensorSource for BlobPack {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.manifest.entry(Path::new(""), name)?.shape.clone())
+    }
+    async fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let t = self.manifest.entry(Path::new(""), name)?;
+        let values = self.bytes(t.offset, t.values_bytes).await?;
+        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes).await?;
+        self.manifest.decode_f32(Path::new(""), t, &values, &scales)
+    }
+    async fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
+        let t = self.manifest.entry(Path::new(""), name)?;
+        if t.kind == "f32" {
+            return Ok(None);
+        }
+        let values = self.bytes(t.offset, t.values_bytes).await?;
+        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes).await?;
+        self.manifest.decode_quantized(Path::new(""), t, &values, &scales).map(Some)
+    }
+    fn file_of(&self, _name: &str) -> PathBuf {
+        PathBuf::from(MANIFEST)
+    }
+}
+
+/// Options of `Model.load`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WebLoadOptions {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    quant: Option<String>,
+    #[serde(default)]
+    head_quant: Option<String>,
+}
+
+#[derive(Serialize)]
+struct WebProgress<'a> {
+    stage: &'a str,
+    done: usize,
+    total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tensor: Option<&'a str>,
+}
+
+struct Inner {
+    model: Qwen2Model,
+    tokenizer: Tokenizer,
+    quant: Option<String>,
+    device: String,
+}
+
+/// A loaded GenPRM (Qwen2) model on WebGPU or the CPU, ready to verify solutions.
+#[wasm_bindgen]
+pub struct Model {
+    inner: Rc<Inner>,
+}
+
+fn parse_format(value: Option<&str>, field: &str) -> Result<Option<QuantFormat>> {
+    match value {
+        None | Some("") | Some("f32") => Ok(None),
+        Some(v) => v.parse::<QuantFormat>().map(Some).map_err(|_| Error::Config {
+            path: "load options".into(),
+            field: field.into(),
+            message: format!("`{v}` is not one of q4, q8"),
+        }),
+    }
+}
+
+async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -> Result<Model> {
+    let files = Files { fetch };
+    let report = |stage: &str, done: usize, total: usize, tensor: Option<&str>| {
+        let _ = on_progress.call1(&JsValue::NULL, &to_js(&WebProgress { stage, done, total, tensor }));
+    };
+    let load_options = LoadOptions {
+        quant: parse_format(options.quant.as_deref(), "quant")?,
+        head_quant: parse_format(options.head_quant.as_deref(), "headQuant")?,
+    };
+    report("config", 0, 1, None);
+    let cpath = Path::new("config.json");
+    let config_blob = files.required("config.json", "; a model needs config.json (is this a Hugging Face model repository?)").await?;
+    let config_bytes = read_all(&config_blob, cpath).await?;
+    let config_text = String::from_utf8(config_bytes.clone())
+        .map_err(|_| Error::Config { path: cpath.into(), field: "(file)".into(), message: "is not UTF-8 text".into() })?;
+    let config = Qwen2Config::from_json_str(&config_text, cpath)?;
+    report("tokenizer", 0, 1, None);
+    let tok_blob = files.required("tokenizer.json", "; the model has no tokenizer.json").await?;
+    let tok_bytes = read_all(&tok_blob, Path::new("tokenizer.json")).await?;
+    let tok_config = match files.get("tokenizer_config.json").await? {
+        Some(b) => Some(read_all(&b, Path::new("tokenizer_config.json")).await?),
+        None => None,
+    };
+    let template = match files.get("chat_template.jinja").await? {
+        Some(b) => Some(String::from_utf8_lossy(&read_all(&b, Path::new("chat_template.jinja")).await?).into_owned()),
+        None => None,
+    };
+    let tokenizer = Tokenizer::from_parts(&tok_bytes, tok_config.as_deref(), template, Path::new(""))?;
+    drop(tok_bytes);
+    let (device, device_name) = match options.device.as_deref() {
+        None | Some("gpu") | Some("webgpu") => (gpu().await?.0, "webgpu"),
+        Some("cpu") => (Device::flex(), "cpu"),
+        Some(other) => {
+            return Err(Error::Config { path: "load options".into(), field: "device".into(), message: format!("`{other}` is not one of gpu, cpu") });
+        }
+    };
+    let mut on_tensor = |p: LoadProgress<'_>| report("weights", p.done, p.total, Some(p.tensor));
+    let (model, quant) = match files.get(MANIFEST).await? {
+        Some(manifest) => {
+            let pack = BlobPack::open(&files, manifest, &config_bytes, &mut |file, done, total| report("checksum", done, total, Some(file))).await?;
+            let quant = Some(pack.manifest.quant.to_string());
+            (Qwen2Model::load_async(config, &pack, &device, load_options, &mut on_tensor).await?, quant)
+        }
+        None => {
+            report("headers", 0, 1, None);
+            let checkpoint = BlobCheckpoint::open(&files).await?;
+            let quant = load_options.quant.map(|q| q.to_string());
+            (Qwen2Model::load_async(config, &checkpoint, &device, load_options, &mut on_tensor).await?, quant)
+        }
+    };
+    report("ready", 1, 1, None);
+    Ok(Model { inner: Rc::new(Inner { model, tokenizer, quant, device: device_name.to_string() }) })
+}
+
+/// The protocol options of `verify`, with the CLI's defaults.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct WebOptions {
+    samples: usize,
+    style: PromptStyle,
+    reward: RewardMode,
+    mode: Mode,
+    history: History,
+    template: TemplateChoice,
+    greedy: bool,
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    seed: u64,
+    execute: bool,
+    stop_at_first_error: bool,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        WebOptions {
+            samples: 1,
+            style: PromptStyle::Card,
+            reward: RewardMode::Official,
+            mode: Mode::CotCode,
+            history: History::PerPath,
+            template: TemplateChoice::Checkpoint,
+            greedy: false,
+            temperature: 0.6,
+            top_k: 20,
+            top_p: 0.95,
+            seed: 0,
+            execute: true,
+            stop_at_first_error: false,
+        }
+    }
+}
+
+impl WebOptions {
+    fn verify_options(&self) -> Result<VerifyOptions> {
+        if !(1..=64).contains(&self.samples) {
+            return Err(Error::InvalidArgument { name: "samples", message: format!("{} is not in 1..=64", self.samples) });
+        }
+        let sampling = if self.greedy {
+            Sampling::Greedy
+        } else {
+            let p = SamplingParams {
+                temperature: self.temperature,
+                top_k: (self.top_k > 0).then_some(self.top_k),
+                top_p: self.top_p,
+                seed: self.seed,
+            };
+            p.validate()?;
+            Sampling::Sample(p)
+        };
+        Ok(VerifyOptions {
+            style: self.style,
+            mode: self.mode,
+            execute: self.execute,
+            reward: self.reward,
+            samples: self.samples,
+            history: self.history,
+            template: self.template,
+            sampling,
+            stop_at_first_error: self.stop_at_first_error,
+            ..VerifyOptions::default()
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebRequest {
+    problem: String,
+    steps: Vec<String>,
+    #[serde(default)]
+    options: WebOptions,
+}
+
+/// The page's code executor: `run(path, code)` and `reset(path)` returning promises.
+struct JsExecutor {
+    bridge: JsValue,
+    path: usize,
+}
+
+impl JsExecutor {
+    async fn call(&self, method: &str, args: &[JsValue]) -> std::result::Result<JsValue, String> {
+        let f: Function = js_sys::Reflect::get(&self.bridge, &method.into())
+            .ok()
+            .and_then(|f| f.dyn_into().ok())
+            .ok_or_else(|| format!("the executor has no `{method}` function"))?;
+        let args: js_sys::Array = args.iter().collect();
+        let promise = f.apply(&self.bridge, &args).map_err(|e| format!("{e:?}"))?;
+        JsFuture::from(Promise::resolve(&promise)).await.map_err(|e| {
+            e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))
+        })
+    }
+}
+
+impl CodeExecutor for JsExecutor {
+    async fn run(&mut self, code: &str) -> ExecOutcome {
+        match self.call("run", &[JsValue::from(self.path as u32), code.into()]).await {
+            Ok(v) => serde_wasm_bindgen::from_value(v).unwrap_or_else(|e| ExecOutcome::Error {
+                kind: "ExecutorError".into(),
+                message: format!("the executor returned a malformed outcome: {e}"),
+            }),
+            Err(message) => ExecOutcome::Error { kind: "ExecutorError".into(), message },
+        }
+    }
+    async fn reset(&mut self) {
+        if let Err(e) = self.call("reset", &[JsValue::from(self.path as u32)]).await {
+            web_sys::console::warn_1(&format!("resetting the Python executor failed: {e}").into());
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Loads a model from `fetchFile(name) => Promise<Blob | null>` (see contract.md), reporting
+    /// `{stage, done, total, tensor?}` to `onProgress`.
+    pub fn load(fetch_file: Function, options: JsValue, on_progress: Function) -> Promise {
+        future_to_promise(async move {
+            let options: WebLoadOptions = if options.is_undefined() || options.is_null() {
+                WebLoadOptions::default()
+            } else {
+                serde_wasm_bindgen::from_value(options).map_err(|e| js_error(format!("load options: {e}")))?
+            };
+            load(fetch_file, options, on_progress).await.map(JsValue::from).map_err(js_error)
+        })
+    }
+
+    /// Facts about the model for the page.
+    pub fn info(&self) -> JsValue {
+        let c = self.inner.model.config();
+        let (h, l, v, i) = (c.hidden_size, c.num_hidden_layers, c.vocab_size, c.intermediate_size);
+        let kv = c.kv_heads() * c.head_dim();
+        let per_layer = h * (h + 2 * kv) + h * h + 3 * h * i;
+        let parameters = v * h * if c.tie_word_embeddings { 1 } else { 2 } + l * per_layer;
+        to_js(&serde_json::json!({
+            "modelType": "qwen2",
+            "layers": l,
+            "hidden": h,
+            "vocab": v,
+            "parameters": parameters,
+            "quant": self.inner.quant,
+            "device": self.inner.device,
+        }))
+    }
+
+    /// Verifies `{problem, steps, options}`; see contract.md. Events go to `onEvent` as they
+    /// happen; the promise resolves with the result, complete or not.
+    pub fn verify(&self, request: JsValue, executor: JsValue, on_event: Function, signal: Option<AbortSignal>) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let request: WebRequest = serde_wasm_bindgen::from_value(request).map_err(|e| js_error(format!("verify request: {e}")))?;
+            let options = request.options.verify_options().map_err(js_error)?;
+            let mut solution = Solution::new(request.problem, request.steps);
+            solution.validate("the solution").map_err(js_error)?;
+            let cancel = CancelFlag::new();
+            let _listener = signal.as_ref().map(|s| {
+                if s.aborted() {
+                    cancel.cancel();
+                }
+                let flag = cancel.clone();
+                let closure = Closure::<dyn FnMut()>::new(move || flag.cancel());
+                let _ = s.add_event_listener_with_callback("abort", closure.as_ref().unchecked_ref());
+                closure
+            });
+            let mut engine = LocalEngine::new(&inner.model, &inner.tokenizer).map_err(js_error)?.with_cancel(cancel);
+            let paths = if options.history == History::PerPath { options.samples } else { 1 };
+            let mut executors: Vec<JsExecutor> = (0..paths).map(|path| JsExecutor { bridge: executor.clone(), path }).collect();
+            let mut on = |e: prm::Event<'_>| {
+                if let Err(err) = on_event.call1(&JsValue::NULL, &to_js(&e)) {
+                    web_sys::console::error_2(&"genprm: the onEvent callback threw".into(), &err);
+                }
+            };
+            let result = prm::verify(&mut engine, &inner.tokenizer, &mut executors, &solution, &options, &mut on).await;
+            let (v, error) = match result {
+                Ok(v) => (v, None),
+                Err(partial) => (partial.completed, Some(partial.error.to_string())),
+            };
+            Ok(to_js(&serde_json::json!({
+                "complete": error.is_none(),
+                "error": error,
+                "steps": v.steps,
+                "first_error_step": v.first_error_step,
+                "scores": v.scores,
+            })))
+        })
+    }
+}
