@@ -35,6 +35,10 @@ pub const PREFILL_ROWS: usize = 16;
 /// The most bytes one weight tensor occupies on the device; larger matrices are split by rows.
 pub const MAX_BINDING_BYTES: usize = 128 << 20;
 
+/// Matrices larger than this (in f32) are loaded a block of rows at a time from sources that
+/// can read parts of a tensor.
+pub const LOAD_PIECE_BYTES: usize = MAX_BINDING_BYTES;
+
 impl Weight {
     /// An f32 weight from row-major host values, split into row blocks that fit one binding.
     pub fn float(data: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Self {
@@ -311,6 +315,8 @@ struct Loader<'a, S: ?Sized, P> {
     progress: P,
     done: usize,
     total: usize,
+    /// Matrices larger than this in f32 are read in row blocks where the source allows.
+    piece_bytes: usize,
 }
 
 impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P> {
@@ -354,6 +360,10 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         if let Some(q) = self.source.read_quantized(name).await? {
             return Ok(self.stored(q, keep_host));
         }
+        let (rows, cols) = (expected[0], expected[1]);
+        if rows * cols * 4 > self.piece_bytes && self.source.reads_rows(name) {
+            return self.weight_in_pieces(name, rows, cols, format, keep_host).await;
+        }
         let t = self.source.read_f32(name).await?;
         let (rows, cols) = (t.shape[0], t.shape[1]);
         Ok(match format {
@@ -363,6 +373,35 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
                 drop(t);
                 self.stored(q, keep_host)
             }
+        })
+    }
+
+    /// A large matrix read and converted a block of rows at a time (the 151936-row embedding of
+    /// a bf16 checkpoint would otherwise need about 1.4 GB of wasm memory at once).
+    async fn weight_in_pieces(&mut self, name: &str, rows: usize, cols: usize, format: Option<QuantFormat>, keep_host: bool) -> Result<Weight> {
+        let piece = match format {
+            // One piece per device block, so each block is uploaded once.
+            None | Some(_) => (self.piece_bytes.min(MAX_BINDING_BYTES) / (cols * 4)).max(1),
+        };
+        let mut blocks = Vec::new();
+        let mut packed: Option<QuantMatrix> = None;
+        for start in (0..rows).step_by(piece) {
+            let end = (start + piece).min(rows);
+            let data = self.source.read_rows_f32(name, start..end).await?;
+            match format {
+                None => blocks.push(Tensor::<2>::from_data(TensorData::new(data, [end - start, cols]), self.device)),
+                Some(f) => {
+                    let q = QuantMatrix::quantize(&data, end - start, cols, f, name)?;
+                    match packed.as_mut() {
+                        None => packed = Some(q),
+                        Some(p) => p.append_rows(q)?,
+                    }
+                }
+            }
+        }
+        Ok(match packed {
+            Some(q) => self.stored(q, keep_host),
+            None => Weight::Float(blocks),
         })
     }
 
@@ -426,11 +465,22 @@ impl Qwen2Model {
         options: LoadOptions,
         progress: impl FnMut(LoadProgress<'_>),
     ) -> Result<Self> {
+        Self::load_in_pieces(config, source, device, options, progress, LOAD_PIECE_BYTES).await
+    }
+
+    async fn load_in_pieces<S: AsyncTensorSource + ?Sized>(
+        config: Qwen2Config,
+        source: &S,
+        device: &Device,
+        options: LoadOptions,
+        progress: impl FnMut(LoadProgress<'_>),
+        piece_bytes: usize,
+    ) -> Result<Self> {
         let c = &config;
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
-        let mut l = Loader { source, device, progress, done: 0, total };
+        let mut l = Loader { source, device, progress, done: 0, total, piece_bytes };
         let head_format = options.head_quant.or(options.quant);
 
         let embed = l.weight("model.embed_tokens.weight", &[vocab, h], head_format).await?;
@@ -617,4 +667,44 @@ fn rotate(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
     let cos = cos.clone().reshape([1, 1, s, d]);
     let sin = sin.clone().reshape([1, 1, s, d]);
     x * cos + rotated * sin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::BytesCheckpoint;
+
+    fn fixture(name: &str) -> (Qwen2Config, BytesCheckpoint) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models").join(name);
+        let config = Qwen2Config::from_file(&dir.join("config.json")).unwrap();
+        let mut source = BytesCheckpoint::new();
+        source.add_file(dir.join("model.safetensors"), std::fs::read(dir.join("model.safetensors")).unwrap()).unwrap();
+        (config, source)
+    }
+
+    fn logits(m: &Qwen2Model) -> Vec<f32> {
+        let ids: Vec<u32> = (0..7).map(|i| (i * 37 % m.vocab_size()) as u32).collect();
+        let t = m.forward(&ids, 1, &mut KvCache::new(), LogitsFor::All).unwrap();
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    /// Large matrices read a block of rows at a time give the same model as whole reads, in f32
+    /// and quantized (each row's groups are quantized alike whatever the block).
+    #[test]
+    fn loading_in_row_pieces_matches_whole_tensors() {
+        let (config, source) = fixture("tiny-genprm");
+        let device = Device::flex();
+        for quant in [None, Some(QuantFormat::Q4)] {
+            let options = LoadOptions { quant, head_quant: None };
+            let whole = crate::weights::ready(Qwen2Model::load_in_pieces(config.clone(), &source, &device, options, |_| {}, usize::MAX)).unwrap();
+            // 256 bytes: every matrix is split into blocks of a row or two.
+            let pieces = crate::weights::ready(Qwen2Model::load_in_pieces(config.clone(), &source, &device, options, |_| {}, 256)).unwrap();
+            if quant.is_none() {
+                assert!(matches!(&pieces.embed, Weight::Float(blocks) if blocks.len() > 1), "the embedding was not split");
+            }
+            let (a, b) = (logits(&whole), logits(&pieces));
+            let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(max < 1e-5, "{quant:?}: max difference {max}");
+        }
+    }
 }

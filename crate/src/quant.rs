@@ -137,6 +137,25 @@ impl QuantMatrix {
         Ok(QuantMatrix { rows, cols, format, values, scales })
     }
 
+    /// Appends the rows of `other` (same columns and format) below this matrix's, so a large
+    /// matrix can be quantized piece by piece.
+    pub fn append_rows(&mut self, other: QuantMatrix) -> Result<()> {
+        if other.cols != self.cols || other.format != self.format {
+            return Err(Error::InvalidArgument {
+                name: "quant",
+                message: format!("cannot append [{}, {}] {} rows to a [{}, {}] {} matrix", other.rows, other.cols, other.format, self.rows, self.cols, self.format),
+            });
+        }
+        match (&mut self.values, other.values) {
+            (Values::Q8(a), Values::Q8(b)) => a.extend(b),
+            (Values::Q4(a), Values::Q4(b)) => a.extend(b),
+            _ => unreachable!("formats were checked equal"),
+        }
+        self.scales.extend(other.scales);
+        self.rows += other.rows;
+        Ok(())
+    }
+
     /// The packed values as little-endian bytes.
     pub fn values_bytes(&self) -> Vec<u8> {
         match &self.values {

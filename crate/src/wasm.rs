@@ -28,7 +28,7 @@ use crate::prm::{self, History, Mode, PromptStyle, RewardMode, Solution, VerifyO
 use crate::quant::{QuantFormat, QuantMatrix};
 use crate::sampling::{Sampling, SamplingParams};
 use crate::tokenizer::{TemplateChoice, Tokenizer};
-use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, to_f32};
+use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32};
 use crate::engine::LocalEngine;
 
 #[wasm_bindgen(start)]
@@ -242,6 +242,15 @@ impl AsyncTensorSource for BlobCheckpoint {
     }
     fn file_of(&self, name: &str) -> PathBuf {
         self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
+    }
+    fn reads_rows(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+    async fn read_rows_f32(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let (path, blob, header) = self.entry(name)?;
+        let (range, dtype) = entry_rows(path, name, &header.tensors[name], rows)?;
+        let bytes = read_range(blob, range.start as u64, range.end as u64, path).await?;
+        Ok(to_f32(&bytes, dtype))
     }
 }
 

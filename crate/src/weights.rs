@@ -157,6 +157,21 @@ fn read_entry(path: &Path, name: &str, entry: &TensorEntry, file: &[u8]) -> Resu
     Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&file[entry.range.clone()], dtype) })
 }
 
+/// The byte range of rows `rows` of a 2-D tensor, with its dtype; refuses other shapes, dtypes
+/// the loader does not read and ranges past the last row.
+pub fn entry_rows(path: &Path, name: &str, entry: &TensorEntry, rows: Range<usize>) -> Result<(Range<usize>, WeightDtype)> {
+    let dtype = entry.dtype.ok_or_else(|| Error::Dtype { path: path.to_path_buf(), tensor: name.to_string(), dtype: entry.dtype_name.clone() })?;
+    let (n, cols) = match entry.shape[..] {
+        [n, cols] => (n, cols),
+        _ => return Err(Error::InvalidArgument { name: "rows", message: format!("`{name}` is not 2-D") }),
+    };
+    if rows.start > rows.end || rows.end > n {
+        return Err(Error::InvalidArgument { name: "rows", message: format!("rows {rows:?} of `{name}`, which has {n}") });
+    }
+    let row_bytes = cols * dtype.size();
+    Ok((entry.range.start + rows.start * row_bytes..entry.range.start + rows.end * row_bytes, dtype))
+}
+
 /// A host-side tensor in f32, as read from a checkpoint.
 #[derive(Debug, Clone)]
 pub struct HostTensor {
@@ -179,6 +194,15 @@ pub trait TensorSource {
     }
     /// The file a tensor comes from, for error messages.
     fn file_of(&self, name: &str) -> PathBuf;
+    /// Whether [`TensorSource::read_rows_f32`] can read part of this tensor.
+    fn reads_rows(&self, _name: &str) -> bool {
+        false
+    }
+    /// Rows `rows` of a 2-D tensor in f32, when [`TensorSource::reads_rows`] says so.
+    fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        let _ = rows;
+        Err(Error::InvalidArgument { name: "rows", message: format!("`{name}` cannot be read in parts from this source") })
+    }
 }
 
 /// A [`TensorSource`] whose reads are awaited: files read piece by piece from a browser's
@@ -194,6 +218,16 @@ pub trait AsyncTensorSource {
     async fn read_quantized(&self, name: &str) -> Result<Option<crate::quant::QuantMatrix>>;
     /// The file a tensor comes from, for error messages.
     fn file_of(&self, name: &str) -> PathBuf;
+    /// Whether [`AsyncTensorSource::read_rows_f32`] can read part of this tensor.
+    fn reads_rows(&self, _name: &str) -> bool {
+        false
+    }
+    /// Rows `rows` of a 2-D tensor in f32, when [`AsyncTensorSource::reads_rows`] says so: a
+    /// large matrix is then loaded in pieces and never sits whole in memory.
+    async fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        let _ = rows;
+        Err(Error::InvalidArgument { name: "rows", message: format!("`{name}` cannot be read in parts from this source") })
+    }
 }
 
 impl<T: TensorSource + ?Sized> AsyncTensorSource for T {
@@ -208,6 +242,12 @@ impl<T: TensorSource + ?Sized> AsyncTensorSource for T {
     }
     fn file_of(&self, name: &str) -> PathBuf {
         TensorSource::file_of(self, name)
+    }
+    fn reads_rows(&self, name: &str) -> bool {
+        TensorSource::reads_rows(self, name)
+    }
+    async fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        TensorSource::read_rows_f32(self, name, rows)
     }
 }
 
@@ -267,6 +307,14 @@ impl TensorSource for BytesCheckpoint {
     }
     fn file_of(&self, name: &str) -> PathBuf {
         self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
+    }
+    fn reads_rows(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+    fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        let (path, bytes, entry) = self.entry(name)?;
+        let (range, dtype) = entry_rows(path, name, entry, rows)?;
+        Ok(to_f32(&bytes[range], dtype))
     }
 }
 
@@ -349,6 +397,14 @@ mod native {
         }
         fn file_of(&self, name: &str) -> PathBuf {
             self.index.get(name).map(|&i| self.shards[i].path.clone()).unwrap_or_else(|| self.dir.clone())
+        }
+        fn reads_rows(&self, name: &str) -> bool {
+            self.index.contains_key(name)
+        }
+        fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+            let (shard, entry) = self.entry(name)?;
+            let (range, dtype) = entry_rows(&shard.path, name, entry, rows)?;
+            Ok(to_f32(&shard.map[range], dtype))
         }
     }
 }

@@ -72,5 +72,25 @@ need_wasm_tools() {
     # Its own target dir, shared across reruns; default features off (no TLS/network needed).
     CARGO_TARGET_DIR="$HOME/.cache/genprm/wasm-bindgen-cli" cargo install wasm-bindgen-cli --version "$want" --no-default-features
   fi
-  command -v wasm-opt >/dev/null 2>&1 || need_apt binaryen
 }
+
+# wasm-opt from binaryen 116 or newer (older ones, such as Debian 12's 108, corrupt
+# wasm-bindgen's externref table). Prints the command to run. Uses the system's when recent
+# enough, else binaryen from npm, installed once under ~/.cache/genprm.
+wasm_opt_cmd() {
+  local v
+  v=$(wasm-opt --version 2>/dev/null | sed -nE 's/.*version ([0-9]+).*/\1/p')
+  if [ -n "$v" ] && [ "$v" -ge 116 ]; then
+    echo wasm-opt
+    return 0
+  fi
+  local dir="$HOME/.cache/genprm/binaryen"
+  if [ ! -x "$dir/node_modules/.bin/wasm-opt" ]; then
+    command -v npm >/dev/null 2>&1 || need_apt nodejs npm
+    log "installing binaryen $BINARYEN_VERSION (wasm-opt) from npm into $dir"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "binaryen@$BINARYEN_VERSION" >&2
+  fi
+  echo "$dir/node_modules/.bin/wasm-opt"
+}
+BINARYEN_VERSION=132.0.0
