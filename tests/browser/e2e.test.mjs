@@ -83,7 +83,10 @@ async function verifyInPage(id) {
   await page.evaluate(() => { window.__runs = []; });
   const before = await page.evaluate(() => window.genprm.executor.restarts);
   await page.getByTestId('verify').click();
-  await page.waitForFunction(() => window.genprm.controller.last !== null && !window.genprm.controller.running, null, { timeout: LONG });
+  await page.waitForFunction(() => !window.genprm.controller.running, null, { timeout: LONG });
+  if (await page.evaluate(() => window.genprm.controller.last === null)) {
+    throw new Error(`the verification did not run: ${await page.getByTestId('summary').textContent()} ${await page.getByTestId('alerts').textContent()}`);
+  }
   const state = await page.evaluate(() => ({
     result: window.genprm.controller.last,
     events: window.genprm.controller.events,
