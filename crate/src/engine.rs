@@ -104,6 +104,7 @@ pub struct LocalEngine<'m> {
     no: u32,
     eos: Vec<u32>,
     cancel: Option<CancelFlag>,
+    prefilled: usize,
 }
 
 impl<'m> LocalEngine<'m> {
@@ -117,7 +118,7 @@ impl<'m> LocalEngine<'m> {
         {
             eos.push(id);
         }
-        Ok(LocalEngine { model, tokenizer, caches: Vec::new(), yes, no, eos, cancel: None })
+        Ok(LocalEngine { model, tokenizer, caches: Vec::new(), yes, no, eos, cancel: None, prefilled: 0 })
     }
 
     /// Stops every generation with [`crate::Error::Cancelled`] once `flag` is set.
@@ -129,6 +130,11 @@ impl<'m> LocalEngine<'m> {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         self.tokenizer
+    }
+
+    /// Prompt tokens run through the model so far (those not found in a KV cache).
+    pub fn prefilled_tokens(&self) -> usize {
+        self.prefilled
     }
 }
 
@@ -148,6 +154,16 @@ impl Engine for LocalEngine<'_> {
         if self.caches.len() <= request.path {
             self.caches.resize_with(request.path + 1, CachedPrefix::new);
         }
+        // Another path may already hold more of this prompt (Maj@N: every sample of a step
+        // starts from the same conversation): start from a copy of its cache instead of
+        // prefilling the shared prefix again. Caches are immutable tensors, so a copy is cheap.
+        let own = self.caches[request.path].common_prefix(&ids);
+        let best = (0..self.caches.len()).max_by_key(|&i| self.caches[i].common_prefix(&ids)).unwrap_or(request.path);
+        if best != request.path && self.caches[best].common_prefix(&ids) > own {
+            self.caches[request.path] = self.caches[best].clone();
+        }
+        let reused = self.caches[request.path].common_prefix(&ids).min(ids.len().saturating_sub(1));
+        self.prefilled += ids.len() - reused;
         let options = GenerateOptions {
             max_new_tokens: request.max_tokens,
             sampling: request.sampling,
