@@ -1,8 +1,9 @@
 // The demo app's build. The package sources (../pkg/src) are compiled in; the wasm module is
 // pkg/wasm/genprm.js (scripts/build-wasm); static files (Pyodide, the Python bundle, the tiny demo
 // model) come from public/generated/ (scripts/copy-assets.mjs).
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vite';
 
@@ -28,9 +29,44 @@ function wasmModulePlugin(): Plugin {
   };
 }
 
+// dist/sw.js: src/service-worker.js with the list of files to cache on install (everything the
+// pages need: pages, scripts, styles, fonts, the wasm, Pyodide, the Python bundle, the demo
+// model) and a version hashed from their contents, so any change installs a new worker whose
+// caches replace the old ones. The package copy (vendor/) and the test harness are left out:
+// the worker caches vendor/ files as the embedding example fetches them.
+function serviceWorkerPlugin(): Plugin {
+  let outDir = '';
+  return {
+    name: 'genprm-sw',
+    apply: 'build',
+    configResolved(config) { outDir = resolve(config.root, config.build.outDir); },
+    closeBundle() {
+      const files: string[] = [];
+      const walk = (dir: string) => {
+        for (const e of readdirSync(dir, { withFileTypes: true })) {
+          const path = join(dir, e.name);
+          if (e.isDirectory()) walk(path);
+          else files.push(relative(outDir, path).split(sep).join('/'));
+        }
+      };
+      walk(outDir);
+      const precache = files
+        .filter((f) => f !== 'sw.js' && !f.startsWith('vendor/') && !f.startsWith('harness/') && !f.endsWith('.map'))
+        .sort();
+      const hash = createHash('sha256');
+      for (const f of precache) { hash.update(f); hash.update(readFileSync(join(outDir, f))); }
+      const template = readFileSync(resolve(here, 'src/service-worker.js'), 'utf8');
+      const sw = template
+        .replace('self.__GENPRM_PRECACHE__', JSON.stringify(precache))
+        .replace('__GENPRM_VERSION__', hash.digest('hex').slice(0, 16));
+      writeFileSync(join(outDir, 'sw.js'), sw);
+    },
+  };
+}
+
 export default defineConfig({
   base: './',
-  plugins: [wasmModulePlugin()],
+  plugins: [wasmModulePlugin(), serviceWorkerPlugin()],
   server: { host: '127.0.0.1', fs: { allow: [resolve(here, '..')] } },
   preview: { host: '127.0.0.1' },
   worker: { format: 'es' },
@@ -40,6 +76,9 @@ export default defineConfig({
     rollupOptions: {
       input: {
         main: resolve(here, 'index.html'),
+        grade: resolve(here, 'grade.html'),
+        bench: resolve(here, 'bench.html'),
+        embed: resolve(here, 'embed-example.html'),
         executor: resolve(here, 'harness/executor.html'),
       },
     },

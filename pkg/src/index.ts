@@ -1,4 +1,13 @@
-// genprm's browser package: the Pyodide code executor and the wasm API's types.
-export * from './types';
-export { PyodideExecutor, TIME_LIMIT_MS, TIMEOUT_MESSAGE } from './pyodide-executor';
-export type { PyodideExecutorOptions, PythonProgress } from './pyodide-executor';
+// genprm's browser package: load GenPRM and verify solutions on the user's device (WebGPU +
+// WebAssembly, Python checks in Pyodide), grade files of solutions, and the <genprm-verifier>
+// custom element (defined when this module is imported).
+export * from './types.ts';
+export { configure, assetsURL, pythonAssetURLs, demoModelBase, type GenprmConfig } from './assets.ts';
+export { loadModel, modelSource, sharedExecutor, GenPRM, type ModelSpec, type ModelLoadProgress, type LoadModelOptions, type VerifyOptions } from './api.ts';
+export { gpuInfo, splitParagraphs, parseGradingInput, gradeResult, hasWasmFunction, wasm } from './wasm.ts';
+export { PyodideExecutor, TIME_LIMIT_MS, TIMEOUT_MESSAGE } from './pyodide-executor.ts';
+export type { PyodideExecutorOptions, PythonProgress } from './pyodide-executor.ts';
+export { CACHE_NAME as MODEL_CACHE_NAME, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './model-cache.ts';
+export { baseURLFor, DEFAULT_REPO, type ModelSource } from './model-sources.ts';
+export { GenprmVerifier, defineVerifier } from './widget.ts';
+export { benchRandom } from './bench.ts';

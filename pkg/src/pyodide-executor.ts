@@ -8,10 +8,10 @@
 // and a fresh worker starts. Terminating loses every path's namespace (variables from earlier
 // paragraphs are gone, for every sample), as killing the official executor's process would;
 // `restarts` counts these, and the next run waits for the new worker to be ready.
-import type { ExecOutcome, ExecutorBridge } from './types';
-import type { FromWorker, PythonProgress, ToWorker } from './worker-protocol';
+import type { ExecOutcome, ExecutorBridge } from './types.ts';
+import type { FromWorker, PythonProgress, ToWorker } from './worker-protocol.ts';
 
-export type { PythonProgress } from './worker-protocol';
+export type { PythonProgress } from './worker-protocol.ts';
 
 /** The official per-run limit. */
 export const TIME_LIMIT_MS = 5000;

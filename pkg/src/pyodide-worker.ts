@@ -3,7 +3,7 @@
 // CodeExecutor does: `exec(code, namespace)` with stdout captured, one namespace per solution path.
 // The 5 s limit is enforced from outside: the main thread terminates this worker and starts a new
 // one, so a runaway `while True: pass` cannot hang anything (all namespaces are lost with it).
-import type { FromWorker, PythonProgress, ToWorker } from './worker-protocol';
+import type { FromWorker, PythonProgress, ToWorker } from './worker-protocol.ts';
 
 // Typed by hand: the package compiles with the DOM library only (DOM and WebWorker clash).
 interface WorkerScope {

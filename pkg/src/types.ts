@@ -112,3 +112,78 @@ export interface VerifyResult {
 
 /** Returns a model file by name, or null when the model has no such file. */
 export type FetchFile = (name: string) => Promise<Blob | null>;
+
+// Grading (contract.md, "Grading"): the rows of an input file and the record `genprm grade` writes.
+
+/** One row of a grading input (JSON Lines or CSV), as the wasm `parseGradingInput` returns it. */
+export interface GradeRow {
+  /** 1-based line of the row in the file (the first line of a multi-line CSV record). */
+  line: number;
+  id: string | null;
+  student_id: string | null;
+  /** The reference first wrong step (0-based, −1 = correct), when the file gives one. */
+  label: number | null;
+  problem: string | null;
+  steps: string[] | null;
+  /** Set for a malformed row (line number + reason); such a row is reported, not graded. */
+  error: string | null;
+}
+
+/** The result record of one row: exactly the JSON line `genprm grade` writes. */
+export interface GradeResult {
+  line: number;
+  id?: string;
+  student_id?: string;
+  status: 'graded' | 'bad_row' | 'failed';
+  error?: string;
+  rewards: number[];
+  first_error_step: number | null;
+  scores: { min: number; last: number; mean: number } | null;
+  label: number | null;
+  agreement: boolean | null;
+  steps: StepVerdict[];
+}
+
+// Benchmark (the wasm `benchRandom`, the browser's `genprm bench --random-shape`).
+
+export interface BenchOptions {
+  shape: 'qwen2-1.5b' | 'qwen2-small';
+  quant?: 'f32' | 'q8' | 'q4';
+  headQuant?: 'q8' | null;
+  device?: 'gpu' | 'cpu';
+  batch?: number;
+  promptTokens?: number;
+  newTokens?: number;
+  seed?: number;
+}
+
+export interface BenchProgress {
+  stage: 'load' | 'compile' | 'prefill' | 'decode';
+}
+
+export interface BenchResult {
+  load_s: number;
+  first_call_s: number;
+  prefill_tok_s: number;
+  ttft_s: number;
+  decode_tok_s: number;
+  peak_host_mib?: number | null;
+}
+
+/** A model loaded by the wasm module (its `Model` class). */
+export interface WasmModel {
+  info(): ModelInfo;
+  verify(request: VerifyRequest, executor: ExecutorBridge, onEvent: (e: VerifyEvent) => void, signal?: AbortSignal | null): Promise<VerifyResult>;
+  free(): void;
+}
+
+/** The wasm module's exports, as contract.md specifies them (the grading and benchmark
+ *  functions are optional: older builds lack them). */
+export interface WasmModule {
+  gpuInfo(): Promise<GpuInfo>;
+  splitParagraphs(text: string): string[];
+  Model: { load(fetchFile: FetchFile, options: LoadOptions, onProgress: (p: LoadProgress) => void): Promise<WasmModel> };
+  parseGradingInput?: (bytes: Uint8Array, fileName: string) => GradeRow[];
+  gradeResult?: (row: GradeRow, result: VerifyResult | null) => GradeResult;
+  benchRandom?: (options: BenchOptions, onProgress: (p: BenchProgress) => void) => Promise<BenchResult>;
+}

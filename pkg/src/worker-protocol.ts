@@ -1,5 +1,5 @@
 // Messages between PyodideExecutor (main thread) and pyodide-worker.ts.
-import type { ExecOutcome } from './types';
+import type { ExecOutcome } from './types.ts';
 
 export type PythonStage = 'runtime' | 'packages' | 'imports' | 'ready';
 

@@ -1,6 +1,7 @@
 // A page with nothing but the Python executor, for the browser tests (tests/browser/).
 import { PyodideExecutor } from '../../pkg/src/index.ts';
-import { pythonAssetURLs } from '../src/python-assets.ts';
+import '../src/app-assets.ts';
+import { pythonAssetURLs } from '../../pkg/src/assets.ts';
 
 const status = document.getElementById('status')!;
 const executor = new PyodideExecutor({

@@ -1,5 +1,6 @@
 // The GenPRM demo app: pick a model, a problem and its steps, and watch GenPRM judge each step on
-// this device. (A `?bench` page will live beside this one; see the roadmap.)
+// this device. Beside it: grade.html (a file of solutions) and bench.html (`?bench` goes there).
+import './app-assets.ts';
 import './styles.css';
 import type { ProtocolOptions, VerifyRequest } from '../../pkg/src/types.ts';
 import { Alerts } from './alerts.ts';
@@ -7,10 +8,13 @@ import { errorMessage, h } from './dom.ts';
 import { EXAMPLES, SolutionEditor } from './editor.ts';
 import { splitParagraphs } from './genprm.ts';
 import { ModelPanel } from './model-panel.ts';
+import { offlineFooter } from './offline.ts';
 import { OptionsPanel } from './options.ts';
 import { PythonPanel } from './python-panel.ts';
 import { ResultsView } from './results.ts';
 import { VerifyController } from './verify-controller.ts';
+
+if (new URLSearchParams(location.search).has('bench')) location.replace('./bench.html');
 
 const alerts = new Alerts();
 const python = new PythonPanel();
@@ -52,6 +56,7 @@ modelPanel.onModel = () => updateButtons();
 const app = document.getElementById('app')!;
 app.append(
   h('header', { class: 'top' },
+    h('nav', { class: 'nav' }, h('strong', { text: 'Demo' }), ' · ', h('a', { href: './grade.html', text: 'Grade a file', 'data-testid': 'grade-link' }), ' · ', h('a', { href: './bench.html', text: 'Benchmark' }), ' · ', h('a', { href: './embed-example.html', text: 'Embedding example' })),
     h('h1', { text: 'GenPRM' }),
     h('p', { class: 'tagline', text: 'Checks a math solution step by step: for each step it writes an analysis and Python to test it, runs the Python, and judges the step. Everything runs on this device — nothing is uploaded.' })),
   alerts.el,
@@ -59,7 +64,7 @@ app.append(
     h('div', { class: 'column' }, modelPanel.el, python.el, editor.el, options.el,
       h('div', { class: 'actions verify-actions' }, verifyButton, cancelButton), verifyHint),
     h('div', { class: 'column' }, results.el)),
-  h('footer', {}, h('p', { text: 'GenPRM-1.5B (Hugging Face GenPRM/GenPRM-1.5B) runs in the browser with WebGPU; the model’s Python runs in Pyodide. ProcessBench examples: Qwen/ProcessBench (Apache-2.0).' })),
+  h('footer', {}, h('p', { text: 'GenPRM-1.5B (Hugging Face GenPRM/GenPRM-1.5B) runs in the browser with WebGPU; the model’s Python runs in Pyodide. ProcessBench examples: Qwen/ProcessBench (Apache-2.0).' }), offlineFooter()),
 );
 
 // URL parameters: ?example=<id> preselects an example, ?model=demo|<repo or URL> a source.

@@ -2,23 +2,23 @@
 // files or a folder from disk, or the tiny demo model; WebGPU checks; download and weight-loading
 // progress; the cache's size and a control to clear it.
 import type { GpuInfo, LoadOptions, LoadProgress, ModelInfo } from '../../pkg/src/types.ts';
-import type { Model } from 'genprm-wasm';
+import { GenPRM, withContext } from '../../pkg/src/api.ts';
 import type { Alerts } from './alerts.ts';
 import { bytes, errorMessage, h, uid } from './dom.ts';
 import { wasm } from './genprm.ts';
-import { cacheAvailable, cacheUsage, clearCache, persistStorage, type DownloadProgress } from './model-cache.ts';
-import { baseURLFor, DEFAULT_REPO, demoModelBase, filesSource, urlSource, type ModelSource } from './model-sources.ts';
+import { cacheAvailable, cacheUsage, clearCache, persistStorage, type DownloadProgress } from '../../pkg/src/model-cache.ts';
+import { baseURLFor, DEFAULT_REPO, demoModelBase, filesSource, urlSource, type ModelSource } from '../../pkg/src/model-sources.ts';
 import { ProgressBar } from './progress.ts';
 
 type SourceKind = 'url' | 'files' | 'folder' | 'demo';
 
 export class ModelPanel {
   readonly el: HTMLElement;
-  model: Model | null = null;
+  model: GenPRM | null = null;
   info: ModelInfo | null = null;
   gpu: GpuInfo | null = null;
   /** Called when a model is loaded (or unloaded: null). */
-  onModel: (m: Model | null) => void = () => {};
+  onModel: (m: GenPRM | null) => void = () => {};
 
   private kind: SourceKind = 'url';
   private repo = h('input', { type: 'text', value: DEFAULT_REPO, spellcheck: false, autocomplete: 'off', 'data-testid': 'model-url' });
@@ -151,10 +151,10 @@ export class ModelPanel {
       if (this.kind === 'url') void persistStorage();
       const options: LoadOptions = { device, quant: this.kind === 'demo' ? null : (this.quant.value || null) as LoadOptions['quant'] };
       if (this.model) { this.model.free(); this.model = null; this.info = null; this.onModel(null); }
-      const model = await w.Model.load(source.fetchFile, options, (p) => this.loadProgress(p));
+      const model = new GenPRM(await w.Model.load(source.fetchFile, options, (p) => this.loadProgress(p)), source.label, device === 'gpu' ? this.gpu : null);
       if (abort.signal.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
       this.model = model;
-      this.info = model.info();
+      this.info = model.info;
       const i = this.info!;
       this.weightsBar.done('loaded');
       if (this.downloadBar.el.hidden === false) this.downloadBar.done(this.downloadSummary());
@@ -194,10 +194,8 @@ export class ModelPanel {
 
   private reportLoadError(e: unknown, source: ModelSource | null): void {
     if (e instanceof StageError) { this.alerts.error(e.title, e.message, e.hint); return; }
-    let detail = errorMessage(e);
     // Say which URL 404'd when the loader complains about a file it did not get.
-    const context = source ? [...source.missing.entries()].filter(([name]) => detail.includes(name)).map(([, why]) => why) : [];
-    if (context.length) detail += ` — ${context.join('; ')}`;
+    const detail = source ? withContext(e, source).message : errorMessage(e);
     const hint = /config\.json/.test(detail) && this.kind === 'url'
       ? 'Check the repo id or URL: it must hold a Hugging Face Qwen2 checkpoint (config.json, tokenizer.json, *.safetensors).'
       : /truncated|expected|shorter|end of file|ended early/i.test(detail)

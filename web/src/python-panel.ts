@@ -3,7 +3,7 @@
 import { PyodideExecutor } from '../../pkg/src/pyodide-executor.ts';
 import { bytes, errorMessage, h } from './dom.ts';
 import { ProgressBar } from './progress.ts';
-import { pythonAssetURLs } from './python-assets.ts';
+import { pythonAssetURLs } from '../../pkg/src/assets.ts';
 
 export class PythonPanel {
   readonly executor: PyodideExecutor;

@@ -2,7 +2,7 @@
 // (forced protocol text dim, model text plain, code output set apart), the Python runs with their
 // outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
 import type { Reward, StepVerdict, VerifyEvent, VerifyResult } from '../../pkg/src/types.ts';
-import { h } from './dom.ts';
+import { h, uid } from './dom.ts';
 import { renderMath } from './math.ts';
 
 interface SamplePanel {
@@ -35,13 +35,16 @@ export class ResultsView {
   private steps: StepPanel[] = [];
   private nSamples = 1;
   private threshold = 0.5;
+  readonly heading: HTMLHeadingElement;
 
-  constructor() {
-    this.list = h('ol', { class: 'step-results', 'data-testid': 'results' });
+  constructor(title = 'Verification', testId = 'results') {
+    this.list = h('ol', { class: 'step-results', 'data-testid': testId });
     this.summary = h('div', { class: 'summary', 'data-testid': 'summary' });
     this.live = h('p', { class: 'live-status', role: 'status', 'aria-live': 'polite', 'data-testid': 'live-status' });
-    this.el = h('section', { class: 'card results', 'aria-labelledby': 'results-heading', hidden: true },
-      h('h2', { id: 'results-heading', text: 'Verification' }), this.live, this.summary, this.list);
+    const headingId = uid('results-heading');
+    this.heading = h('h2', { id: headingId, text: title });
+    this.el = h('section', { class: 'card results', 'aria-labelledby': headingId, hidden: true },
+      this.heading, this.live, this.summary, this.list);
   }
 
   start(steps: string[], samples: number): void {
@@ -54,6 +57,24 @@ export class ResultsView {
     this.setLive(`Verifying ${steps.length} step${steps.length === 1 ? '' : 's'}…`);
     // On a narrow screen the results are below the form: bring them into view.
     if (this.el.getBoundingClientRect().top > window.innerHeight) this.el.scrollIntoView({ behavior: 'smooth', block: 'start' });
+  }
+
+  /** Shows a finished verification (a stored result): its steps, each sample's rationale, code
+   *  runs and judgement, as if its events had streamed in. */
+  show(steps: string[], result: VerifyResult, title?: string): void {
+    if (title) this.heading.textContent = title;
+    const samples = result.steps.reduce((m, v) => Math.max(m, v.samples.length), 1);
+    this.start(steps, samples);
+    for (const v of result.steps) {
+      v.samples.forEach((s, k) => {
+        this.onEvent({ event: 'step_started', step: v.index, sample: k });
+        if (s.text) this.onEvent({ event: 'text', step: v.index, sample: k, text: s.text, source: 'model' });
+        for (const r of s.code_runs) this.onEvent({ event: 'code_ran', step: v.index, sample: k, code: r.code, output: r.output });
+        this.onEvent({ event: 'judged', step: v.index, sample: k, reward: s.reward });
+      });
+      this.onEvent({ event: 'step_done', verdict: v });
+    }
+    this.finish(result);
   }
 
   setLive(text: string): void { this.live.textContent = text; }

@@ -1,7 +1,7 @@
 // Runs a verification: checks the input, resets the executor's namespaces, streams the events to
 // the results view, and cancels on request.
 import type { VerifyEvent, VerifyRequest, VerifyResult } from '../../pkg/src/types.ts';
-import type { Model } from 'genprm-wasm';
+import type { GenPRM } from '../../pkg/src/api.ts';
 import type { PyodideExecutor } from '../../pkg/src/pyodide-executor.ts';
 import { errorMessage } from './dom.ts';
 import type { ResultsView } from './results.ts';
@@ -12,6 +12,8 @@ export class VerifyController {
   last: VerifyResult | null = null;
   /** The events of the last run, in order (for export and the tests). */
   events: VerifyEvent[] = [];
+  /** Why the last run could not start (null when it ran). */
+  lastError: string | null = null;
 
   constructor(private results: ResultsView, private executor: PyodideExecutor) {}
 
@@ -22,25 +24,28 @@ export class VerifyController {
     this.results.setLive('Cancelling…');
   }
 
-  async run(model: Model, request: VerifyRequest): Promise<VerifyResult | null> {
+  async run(model: GenPRM, request: VerifyRequest): Promise<VerifyResult | null> {
     const abort = new AbortController();
     this.abort = abort;
     const samples = request.options?.samples ?? 1;
     this.results.start(request.steps, samples);
     this.last = null;
+    this.lastError = null;
     this.events = [];
     try {
       if (request.options?.execute !== false) {
         this.results.setLive('Waiting for Python…');
-        // A worker that could not start answers each run with an error outcome; nothing to reset.
-        for (let p = 0; p < samples; p++) await this.executor.reset(p).catch(() => undefined);
-        this.results.setLive('Verifying…');
+        // A worker that could not start answers each run with an error outcome.
+        await this.executor.ready.catch(() => undefined);
       }
-      const result = await model.verify(request, this.executor, (e) => { this.events.push(e); this.results.onEvent(e); }, abort.signal);
+      this.results.setLive('Verifying…');
+      // The model resets the executor's namespaces for each solution path first.
+      const result = await model.verify(request, { executor: this.executor, signal: abort.signal, onEvent: (e) => { this.events.push(e); this.results.onEvent(e); } });
       this.last = result;
       this.results.finish(result);
       return result;
     } catch (e) {
+      this.lastError = errorMessage(e);
       this.results.fail(`The verification could not start: ${errorMessage(e)}`);
       return null;
     } finally {

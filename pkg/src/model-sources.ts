@@ -1,8 +1,9 @@
 // Where a model's files come from: a Hugging Face repo or any base URL (downloaded into the
 // Cache API), files or a folder picked from disk, or the tiny demo model the app ships.
 // Each source gives the wasm loader its `fetchFile(name) => Promise<Blob | null>`.
-import type { FetchFile } from '../../pkg/src/types.ts';
+import type { FetchFile } from './types.ts';
 import { download, type DownloadProgress } from './model-cache.ts';
+export { demoModelBase } from './assets.ts';
 
 export const DEFAULT_REPO = 'GenPRM/GenPRM-1.5B';
 
@@ -57,9 +58,4 @@ export function filesSource(files: File[]): ModelSource {
       return f;
     },
   };
-}
-
-/** The tiny demo model shipped with the app (public/generated/models/tiny-genprm/). */
-export function demoModelBase(): string {
-  return new URL(/* @vite-ignore */ '../generated/models/tiny-genprm/', import.meta.url).href;
 }

@@ -1,0 +1,184 @@
+// The programmatic API: load GenPRM from a Hugging Face repo, a URL, local files or the bundled
+// demo model (with progress), and verify solutions with streamed events, cancellable, with the
+// model's Python run in the shared Pyodide worker.
+//
+//   import { loadModel } from 'genprm';
+//   const model = await loadModel('GenPRM/GenPRM-1.5B', { onProgress: console.log });
+//   const result = await model.verify({ problem, steps }, { onEvent: (e) => console.log(e) });
+//   for await (const e of model.stream({ problem, steps })) ...
+import { pythonAssetURLs, demoModelBase } from './assets.ts';
+import { baseURLFor, filesSource, urlSource, type ModelSource } from './model-sources.ts';
+import type { DownloadProgress } from './model-cache.ts';
+import { PyodideExecutor, type PyodideExecutorOptions } from './pyodide-executor.ts';
+import type { ExecutorBridge, FetchFile, GpuInfo, LoadOptions, LoadProgress, ModelInfo, VerifyEvent, VerifyRequest, VerifyResult, WasmModel } from './types.ts';
+import { wasm } from './wasm.ts';
+
+/** What to load: `'demo'` (the tiny model shipped with the package), a Hugging Face repo id
+ *  (`owner/name`, optionally `@revision`), a base URL holding the files, local files (an
+ *  `<input type=file multiple>`'s FileList or a folder pick), or any `fetchFile`. */
+export type ModelSpec = 'demo' | string | File[] | FileList | ModelSource | { fetchFile: FetchFile; label?: string };
+
+export type ModelLoadProgress =
+  | { phase: 'download'; file: string; url: string; loaded: number; total?: number; fromCache: boolean }
+  | { phase: 'load'; stage: LoadProgress['stage']; done: number; total: number; tensor?: string };
+
+export interface LoadModelOptions {
+  /** 'auto' (default): WebGPU when the browser has it, else the CPU (much slower). */
+  device?: 'gpu' | 'cpu' | 'auto';
+  /** Weights in memory: q4 (default for downloaded models), q8, or null (as stored, in f32; the demo model's default). */
+  quant?: 'q4' | 'q8' | null;
+  headQuant?: 'q8' | null;
+  /** Keep downloads in the browser's Cache API for offline reloads (default true). */
+  cache?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: ModelLoadProgress) => void;
+}
+
+export interface VerifyOptions {
+  /** Runs the model's Python; default: the shared Pyodide worker (sharedExecutor()). */
+  executor?: ExecutorBridge;
+  /** Each event as it happens (step started, text, code ran, judged, step done). */
+  onEvent?: (e: VerifyEvent) => void;
+  /** Aborts between tokens: the result then has complete=false, error "cancelled". */
+  signal?: AbortSignal;
+}
+
+/** Turns a ModelSpec into a source of files. */
+export function modelSource(spec: ModelSpec, options: { cache?: boolean; signal?: AbortSignal; onDownload?: (p: DownloadProgress) => void } = {}): ModelSource {
+  const onProgress = options.onDownload ?? (() => {});
+  if (typeof spec === 'string') {
+    if (spec.trim() === 'demo') return urlSource('the tiny demo model', demoModelBase(), onProgress, { cache: false, signal: options.signal });
+    return urlSource(spec.trim(), baseURLFor(spec), onProgress, { cache: options.cache ?? true, signal: options.signal });
+  }
+  if (typeof FileList !== 'undefined' && spec instanceof FileList) return filesSource([...spec]);
+  if (Array.isArray(spec)) return filesSource(spec);
+  const s = spec as Partial<ModelSource> & { fetchFile: FetchFile };
+  return { label: s.label ?? 'custom files', fetchFile: s.fetchFile, missing: s.missing ?? new Map() };
+}
+
+/** Loads a model; rejects with a message naming the file or field at fault. */
+export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {}): Promise<GenPRM> {
+  const isDemo = spec === 'demo';
+  const report = options.onProgress ?? (() => {});
+  const source = modelSource(spec, {
+    cache: options.cache, signal: options.signal,
+    onDownload: (p) => report({ phase: 'download', file: p.name, url: p.url, loaded: p.loaded, total: p.total, fromCache: !!p.fromCache }),
+  });
+  const w = await wasm();
+  let device = options.device ?? 'auto';
+  let gpu: GpuInfo | null = null;
+  if (device !== 'cpu') {
+    try {
+      gpu = await w.gpuInfo();
+      device = 'gpu';
+    } catch (e) {
+      if (device === 'gpu') throw new Error(`WebGPU is not available: ${errorText(e)}`);
+      device = 'cpu';
+    }
+  }
+  const load: LoadOptions = {
+    device,
+    quant: options.quant !== undefined ? options.quant : isDemo ? null : 'q4',
+    headQuant: options.headQuant ?? null,
+  };
+  let model: WasmModel;
+  try {
+    model = await w.Model.load(source.fetchFile, load, (p) => report({ phase: 'load', ...p }));
+  } catch (e) {
+    throw withContext(e, source);
+  }
+  if (options.signal?.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
+  return new GenPRM(model, source.label, gpu);
+}
+
+/** Adds what the source knows (which URL answered 404) to the loader's error. */
+export function withContext(e: unknown, source: ModelSource): Error {
+  let detail = errorText(e);
+  const context = [...source.missing.entries()].filter(([name]) => detail.includes(name)).map(([, why]) => why);
+  if (context.length) detail += ` — ${context.join('; ')}`;
+  const err = new Error(detail);
+  if (e instanceof Error && e.name === 'AbortError') err.name = 'AbortError';
+  return err;
+}
+
+// One verification at a time per executor: the Python namespaces are per solution path.
+const queues = new WeakMap<object, Promise<unknown>>();
+function serialised<T>(key: object, job: () => Promise<T>): Promise<T> {
+  const prev = queues.get(key) ?? Promise.resolve();
+  const next = prev.then(job, job);
+  queues.set(key, next.catch(() => undefined));
+  return next;
+}
+
+/** A loaded GenPRM. */
+export class GenPRM {
+  readonly info: ModelInfo;
+
+  constructor(readonly wasmModel: WasmModel, readonly label: string, readonly gpu: GpuInfo | null) {
+    this.info = wasmModel.info();
+  }
+
+  get device(): 'gpu' | 'cpu' { return this.info.device === 'cpu' ? 'cpu' : 'gpu'; }
+
+  /** Verifies a solution; resolves with the result (complete=false with `error` when stopped
+   *  part-way, judged steps kept), rejects only on invalid arguments. Calls are queued. */
+  verify(request: VerifyRequest, options: VerifyOptions = {}): Promise<VerifyResult> {
+    const runsCode = request.options?.execute !== false;
+    const executor = options.executor ?? (runsCode ? sharedExecutor() : NO_EXECUTOR);
+    return serialised(executor, () => serialised(this, async () => {
+      if (options.signal?.aborted) return cancelledResult();
+      if (runsCode) {
+        const samples = request.options?.samples ?? 1;
+        // Fresh namespaces for each solution path (a worker that cannot start answers each run
+        // with an error outcome, which the protocol hands to the model as the official text).
+        for (let p = 0; p < samples; p++) await executor.reset(p).catch(() => undefined);
+      }
+      return this.wasmModel.verify(request, executor, (e) => options.onEvent?.(e), options.signal ?? null);
+    }));
+  }
+
+  /** The same as verify(), as an async iterable of events; `result` resolves at the end. */
+  stream(request: VerifyRequest, options: Omit<VerifyOptions, 'onEvent'> = {}): AsyncIterable<VerifyEvent> & { result: Promise<VerifyResult> } {
+    const buffer: VerifyEvent[] = [];
+    let wake: (() => void) | null = null;
+    let finished = false;
+    let failure: unknown = null;
+    const result = this.verify(request, { ...options, onEvent: (e) => { buffer.push(e); wake?.(); } });
+    result.then(() => { finished = true; wake?.(); }, (e) => { failure = e; finished = true; wake?.(); });
+    return {
+      result,
+      async *[Symbol.asyncIterator]() {
+        for (;;) {
+          while (buffer.length) yield buffer.shift()!;
+          if (finished) { if (failure) throw failure; return; }
+          await new Promise<void>((r) => { wake = r; });
+          wake = null;
+        }
+      },
+    };
+  }
+
+  /** Releases the weights (GPU buffers). The model cannot be used afterwards. */
+  free(): void { this.wasmModel.free(); }
+}
+
+function cancelledResult(): VerifyResult {
+  return { complete: false, error: 'cancelled', steps: [], first_error_step: -1, scores: { min: 0, last: 0, mean: 0 } };
+}
+
+const NO_EXECUTOR: ExecutorBridge = {
+  run: async () => ({ outcome: 'error', kind: 'RuntimeError', message: 'code execution is off' }),
+  reset: async () => undefined,
+};
+
+let shared: PyodideExecutor | null = null;
+
+/** The Pyodide worker the models use unless given another executor; started on first use. */
+export function sharedExecutor(options: Partial<PyodideExecutorOptions> = {}): PyodideExecutor {
+  if (!shared) shared = new PyodideExecutor({ ...pythonAssetURLs(), ...options });
+  return shared;
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

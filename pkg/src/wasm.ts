@@ -1,0 +1,51 @@
+// The wasm module, loaded once on first use. Errors become messages that say what to do.
+import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from './types.ts';
+
+let loading: Promise<WasmModule> | null = null;
+
+/** The initialised wasm module (genprm.js + genprm_bg.wasm, next to this package's modules). */
+export function wasm(): Promise<WasmModule> {
+  if (!loading) {
+    loading = (async () => {
+      const mod = await import('genprm-wasm');
+      await mod.default();
+      return mod as unknown as WasmModule;
+    })();
+    loading.catch(() => { loading = null; });
+  }
+  return loading;
+}
+
+/** Initialises WebGPU with the adapter's limits; rejects with a message saying what is missing. */
+export async function gpuInfo(): Promise<GpuInfo> {
+  return (await wasm()).gpuInfo();
+}
+
+/** Splits a pasted solution into paragraphs exactly as the CLI does (blank lines). */
+export async function splitParagraphs(text: string): Promise<string[]> {
+  return (await wasm()).splitParagraphs(text);
+}
+
+function missing(name: string): Error {
+  return new Error(`this build of the genprm wasm module has no ${name}() (it predates it): rebuild it with scripts/build-wasm`);
+}
+
+/** Parses a grading file (JSON Lines or CSV, by its extension) into rows, as `genprm grade` does.
+ *  Throws for whole-file problems; a malformed row comes back with `error` set. */
+export async function parseGradingInput(bytes: Uint8Array, fileName: string): Promise<GradeRow[]> {
+  const w = await wasm();
+  if (!w.parseGradingInput) throw missing('parseGradingInput');
+  return w.parseGradingInput(bytes, fileName);
+}
+
+/** The result record of a row (null result for a bad row): the JSON line `genprm grade` writes. */
+export async function gradeResult(row: GradeRow, result: VerifyResult | null): Promise<GradeResult> {
+  const w = await wasm();
+  if (!w.gradeResult) throw missing('gradeResult');
+  return w.gradeResult(row, result);
+}
+
+/** Whether the loaded wasm module has a function (older builds lack the newer ones). */
+export async function hasWasmFunction(name: 'parseGradingInput' | 'gradeResult' | 'benchRandom'): Promise<boolean> {
+  return typeof (await wasm())[name] === 'function';
+}

@@ -1,0 +1,132 @@
+// The benchmark page: builds GenPRM-1.5B's shape (or a small Qwen2) with random weights on this
+// device and reports what the native `genprm bench --random-shape` reports: load time, the first
+// call (shader compilation), time to first token, prefill and decode tokens per second.
+import './app-assets.ts';
+import './styles.css';
+import { benchRandom } from '../../pkg/src/bench.ts';
+import type { BenchOptions, BenchProgress, BenchResult, GpuInfo } from '../../pkg/src/types.ts';
+import { Alerts } from './alerts.ts';
+import { bytes, errorMessage, h, uid } from './dom.ts';
+import { hasWasmFunction, wasm } from './genprm.ts';
+import { offlineFooter } from './offline.ts';
+
+const alerts = new Alerts();
+
+function select(testId: string, options: [string, string][], value: string): HTMLSelectElement {
+  const s = h('select', { 'data-testid': testId, id: uid('bench') }, ...options.map(([v, t]) => h('option', { value: v, text: t })));
+  s.value = value;
+  return s;
+}
+function num(testId: string, value: number, min: number, max: number): HTMLInputElement {
+  return h('input', { type: 'number', 'data-testid': testId, id: uid('bench'), value: String(value), min: String(min), max: String(max), step: '1' });
+}
+const field = (label: string, control: HTMLElement, hint?: string) =>
+  h('div', { class: 'field' }, h('label', { for: control.id, text: label }), control, hint ? h('span', { class: 'hint', text: hint }) : null);
+
+const shape = select('bench-shape', [['qwen2-1.5b', 'GenPRM-1.5B (Qwen2 1.5B: 28 layers, hidden 1536)'], ['qwen2-small', 'A small Qwen2 (quick check)']], 'qwen2-1.5b');
+const quant = select('bench-quant', [['q4', '4-bit (q4, what the demo recommends)'], ['q8', '8-bit (q8)'], ['f32', 'f32 (no quantization)']], 'q4');
+const device = select('bench-device', [['gpu', 'WebGPU (GPU)'], ['cpu', 'CPU (WebAssembly)']], 'gpu');
+const promptTokens = num('bench-prompt', 512, 1, 8192);
+const newTokens = num('bench-new', 64, 1, 2048);
+const runButton = h('button', { type: 'button', class: 'primary big', text: 'Run the benchmark', 'data-testid': 'bench-run' });
+const gpuLine = h('p', { class: 'hint', 'data-testid': 'bench-gpu' });
+const stageList = h('ol', { class: 'bench-stages', 'data-testid': 'bench-stages', 'aria-live': 'polite' });
+const status = h('p', { role: 'status', 'aria-live': 'polite', 'data-testid': 'bench-status' });
+const resultsBody = h('tbody', {});
+const resultsTable = h('table', { class: 'grades', 'data-testid': 'bench-results' },
+  h('thead', {}, h('tr', {}, ...['Shape', 'Weights', 'Device', 'Prompt', 'New', 'Load (s)', 'First call (s)', 'TTFT (s)', 'Prefill tok/s', 'Decode tok/s'].map((t) => h('th', { scope: 'col', text: t })))),
+  resultsBody);
+const copyButton = h('button', { type: 'button', class: 'small', text: 'Copy the results as JSON', disabled: true });
+const runs: (BenchOptions & BenchResult & { adapter: string | null })[] = [];
+
+const STAGES: Record<BenchProgress['stage'], string> = {
+  load: 'building the model with random weights on the device',
+  compile: 'first call: compiling the shaders',
+  prefill: 'prefill: the prompt in one pass',
+  decode: 'decoding, one token at a time',
+};
+
+document.getElementById('app')!.append(
+  h('header', { class: 'top' },
+    h('nav', { class: 'nav' }, h('a', { href: './', text: 'Demo' }), ' · ', h('a', { href: './grade.html', text: 'Grade a file' }), ' · ', h('strong', { text: 'Benchmark' })),
+    h('h1', { text: 'GenPRM benchmark' }),
+    h('p', { class: 'tagline', text: 'How fast GenPRM runs on this device: the model’s exact shape with random weights (nothing to download), timed like the native `genprm bench`. Larger shapes need a GPU with a few GB of memory.' })),
+  alerts.el,
+  h('main', { class: 'layout' },
+    h('div', { class: 'column' },
+      h('section', { class: 'card', 'aria-labelledby': 'bench-heading' },
+        h('h2', { id: 'bench-heading', text: 'Settings' }), gpuLine,
+        h('div', { class: 'grid' }, field('Model shape', shape), field('Weights', quant), field('Device', device),
+          field('Prompt tokens', promptTokens, 'prefilled in one pass'), field('New tokens', newTokens, 'decoded greedily')),
+        h('div', { class: 'actions' }, runButton), stageList, status)),
+    h('div', { class: 'column' },
+      h('section', { class: 'card', 'aria-labelledby': 'bench-results-heading' },
+        h('h2', { id: 'bench-results-heading', text: 'Results' }),
+        h('p', { class: 'hint', text: 'First call: the first forward pass after loading, mostly WebGPU shader compilation. TTFT: from the prompt to the first token. Tokens per second exclude the first call.' }),
+        h('div', { class: 'table-wrap' }, resultsTable), h('div', { class: 'actions' }, copyButton)))),
+  h('footer', {}, offlineFooter()),
+);
+
+let adapter: GpuInfo | null = null;
+
+async function checkGpu(): Promise<void> {
+  try {
+    const w = await wasm();
+    adapter = await w.gpuInfo();
+    gpuLine.textContent = `WebGPU adapter: ${adapter.backend}; largest buffer ${bytes(adapter.maxBufferSize)}, largest binding ${bytes(adapter.maxStorageBufferBindingSize)}; shader-f16 ${adapter.shaderF16 ? 'yes' : 'no'}.`;
+  } catch (e) {
+    gpuLine.textContent = `No WebGPU here (${errorMessage(e)}): the CPU benchmark still runs.`;
+    device.value = 'cpu';
+  }
+}
+
+async function run(): Promise<void> {
+  alerts.clear();
+  if (!(await hasWasmFunction('benchRandom').catch(() => false))) {
+    alerts.error('This build cannot benchmark', 'The wasm module has no benchRandom() yet: rebuild it with scripts/build-wasm.');
+    return;
+  }
+  const opts: BenchOptions = {
+    shape: shape.value as BenchOptions['shape'], quant: quant.value as BenchOptions['quant'], device: device.value as 'gpu' | 'cpu',
+    promptTokens: Math.max(1, Math.round(promptTokens.valueAsNumber || 512)), newTokens: Math.max(1, Math.round(newTokens.valueAsNumber || 64)), batch: 1,
+  };
+  runButton.disabled = true;
+  stageList.replaceChildren();
+  status.textContent = 'Running…';
+  status.dataset.state = 'running';
+  const t0 = performance.now();
+  let current: HTMLElement | null = null;
+  try {
+    const result = await benchRandom(opts, (p) => {
+      current?.classList.add('done');
+      current = h('li', { text: STAGES[p.stage] ?? p.stage, 'data-stage': p.stage });
+      stageList.append(current);
+    });
+    (current as HTMLElement | null)?.classList.add('done');
+    const row = { ...opts, ...result, adapter: opts.device === 'gpu' ? adapter?.backend ?? null : null };
+    runs.push(row);
+    const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
+    resultsBody.append(h('tr', { 'data-testid': 'bench-row' },
+      h('td', { text: opts.shape }), h('td', { text: opts.quant ?? 'f32' }), h('td', { text: opts.device === 'gpu' ? 'WebGPU' : 'CPU' }),
+      h('td', { text: String(opts.promptTokens) }), h('td', { text: String(opts.newTokens) }),
+      h('td', { text: f(result.load_s) }), h('td', { text: f(result.first_call_s) }), h('td', { text: f(result.ttft_s, 3) }),
+      h('td', { text: f(result.prefill_tok_s, 1) }), h('td', { text: f(result.decode_tok_s, 1) })));
+    copyButton.disabled = false;
+    status.textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s: decode ${f(result.decode_tok_s, 1)} tokens/s, prefill ${f(result.prefill_tok_s, 1)} tokens/s.`;
+    status.dataset.state = 'done';
+  } catch (e) {
+    status.textContent = 'The benchmark failed.';
+    status.dataset.state = 'failed';
+    const msg = errorMessage(e);
+    alerts.error('The benchmark failed', msg, /memory|buffer|allocation|limit/i.test(msg) ? 'The device may not have enough GPU memory for this shape: try q4 or the small shape.' : undefined);
+  } finally {
+    runButton.disabled = false;
+  }
+}
+
+runButton.addEventListener('click', () => void run());
+copyButton.addEventListener('click', () => void navigator.clipboard?.writeText(JSON.stringify(runs, null, 2)));
+void checkGpu();
+
+declare global { interface Window { genprmBench: { runs: typeof runs } } }
+window.genprmBench = { runs };
