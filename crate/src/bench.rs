@@ -3,14 +3,13 @@
 //! prefill and decode.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::config::Qwen2Config;
 use crate::error::{Error, Result};
 use crate::model::{KvCache, LoadOptions, LogitsFor, Qwen2Model};
-use crate::weights::{HostTensor, TensorSource};
+use crate::weights::{AsyncTensorSource, HostTensor, TensorSource};
 
 /// The config of GenPRM-1.5B (DeepSeek-R1-Distill-Qwen-1.5B).
 pub fn qwen2_1_5b() -> Qwen2Config {
@@ -70,30 +69,47 @@ impl RandomWeights {
     }
 }
 
+impl RandomWeights {
+    /// Elements `range` of a tensor: a counter-based generator, so any part can be produced on
+    /// its own (large matrices are loaded a block of rows at a time).
+    fn values(&self, name: &str, shape: &[usize], range: std::ops::Range<usize>) -> Vec<f32> {
+        let key = self.seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let norm = name.ends_with("norm.weight");
+        let scale = if shape.len() == 2 { 1.0 / (shape[1] as f32).sqrt() } else { 0.1 };
+        range
+            .map(|i| {
+                // splitmix64 of (key, index): a uniform value in [-1, 1), times √3 for unit variance.
+                let mut z = key.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let u = (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                if norm { 1.0 + 0.1 * u } else { u * 1.732 * scale }
+            })
+            .collect()
+    }
+}
+
 impl TensorSource for RandomWeights {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.expected_shape(name).ok_or_else(|| Error::MissingTensor { path: PathBuf::from("<random>"), tensor: name.into() })
     }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
-        let shape = self.shape(name)?;
+        let shape = TensorSource::shape(self, name)?;
         let n: usize = shape.iter().product();
-        let mut state = self.seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        let norm = name.ends_with("norm.weight");
-        let scale = if shape.len() == 2 { 1.0 / (shape[1] as f32).sqrt() } else { 0.1 };
-        let data = (0..n)
-            .map(|_| {
-                // xorshift64*: a uniform value in [-1, 1), times √3 for unit variance.
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                let u = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-                if norm { 1.0 + 0.1 * u } else { u * 1.732 * scale }
-            })
-            .collect();
+        let data = self.values(name, &shape, 0..n);
         Ok(HostTensor { shape, data })
     }
     fn file_of(&self, _: &str) -> PathBuf {
         PathBuf::from("<random>")
+    }
+    fn reads_rows(&self, name: &str) -> bool {
+        self.expected_shape(name).is_some_and(|s| s.len() == 2)
+    }
+    fn read_rows_f32(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let shape = TensorSource::shape(self, name)?;
+        let cols = shape.get(1).copied().unwrap_or(1);
+        Ok(self.values(name, &shape, rows.start * cols..rows.end * cols))
     }
 }
 
@@ -102,6 +118,8 @@ impl TensorSource for RandomWeights {
 pub struct BenchResult {
     /// Seconds to build the model on the device (including quantization).
     pub load_s: f64,
+    /// Seconds of the first forward pass after loading (kernel/shader compilation, allocations).
+    pub first_call_s: f64,
     /// Prompt tokens per second of the prefill (per sequence × batch).
     pub prefill_tok_s: f64,
     /// Seconds from the prompt to the first generated token's logits on the host.
@@ -120,48 +138,79 @@ pub fn peak_host_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// What a benchmark measures: the batch, the prompt length and the number of decode steps.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchShape {
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// Prompt tokens per sequence.
+    pub prompt_tokens: usize,
+    /// Greedy decode steps.
+    pub new_tokens: usize,
+}
+
 /// Loads `source` with `options`, prefills `batch` random prompts of `prompt_tokens` and
 /// decodes `new_tokens` greedy steps, timing each phase (logits are read back every step, as
 /// generation does).
-pub fn run(
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run(config: Qwen2Config, source: &dyn TensorSource, device: &burn::tensor::Device, options: LoadOptions, shape: BenchShape) -> Result<BenchResult> {
+    let start = std::time::Instant::now();
+    crate::generate::block_on(run_async(config, source, device, options, shape, || start.elapsed().as_secs_f64(), |_| {}))
+}
+
+/// [`run`] for any source and clock (`now()` in seconds; the browser's `performance.now`),
+/// reading logits back asynchronously as a browser must. `stage` hears "load", "compile",
+/// "prefill" and "decode" as each begins.
+pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     config: Qwen2Config,
-    source: &dyn TensorSource,
+    source: &S,
     device: &burn::tensor::Device,
     options: LoadOptions,
-    batch: usize,
-    prompt_tokens: usize,
-    new_tokens: usize,
+    shape: BenchShape,
+    now: impl Fn() -> f64,
+    mut stage: impl FnMut(&str),
 ) -> Result<BenchResult> {
+    let BenchShape { batch, prompt_tokens, new_tokens } = shape;
+    if batch == 0 || prompt_tokens == 0 {
+        return Err(Error::InvalidArgument { name: "bench", message: "batch and prompt tokens must be at least 1".into() });
+    }
     let vocab = config.vocab_size as u32;
-    let t0 = Instant::now();
-    let model = Qwen2Model::load_with(config, source, device, options, |_| {})?;
-    let read = |t: burn::tensor::Tensor<3>| -> Result<Vec<f32>> {
-        let data = t.try_into_data().map_err(|e| Error::Device(format!("{e}")))?;
+    stage("load");
+    let t0 = now();
+    let model = Qwen2Model::load_async(config, source, device, options, |_| {}).await?;
+    let read = async |t: burn::tensor::Tensor<3>| -> Result<Vec<f32>> {
+        let data = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
         data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
     };
     // Warm-up: compile kernels and size allocations with a short pass.
-    read(model.forward(&vec![1; batch * 2], batch, &mut KvCache::new(), LogitsFor::Last)?)?;
-    let load_s = t0.elapsed().as_secs_f64();
+    stage("compile");
+    let t_first = now();
+    read(model.forward(&vec![1; batch * 2], batch, &mut KvCache::new(), LogitsFor::Last)?).await?;
+    let first_call_s = now() - t_first;
+    let load_s = t_first - t0;
 
+    stage("prefill");
     let prompt: Vec<u32> = (0..batch * prompt_tokens).map(|i| (i as u32 * 7919 + 13) % vocab).collect();
     let mut cache = KvCache::new();
-    let t1 = Instant::now();
-    let logits = read(model.forward(&prompt, batch, &mut cache, LogitsFor::Last)?)?;
-    let prefill_s = t1.elapsed().as_secs_f64();
+    let t1 = now();
+    let logits = read(model.forward(&prompt, batch, &mut cache, LogitsFor::Last)?).await?;
+    let prefill_s = now() - t1;
     let v = vocab as usize;
     let mut next: Vec<u32> = logits.chunks(v).map(crate::sampling::argmax).collect();
-    let ttft_s = t1.elapsed().as_secs_f64();
-    let t2 = Instant::now();
+    let ttft_s = now() - t1;
+    stage("decode");
+    let t2 = now();
     for _ in 0..new_tokens {
-        let logits = read(model.forward(&next, batch, &mut cache, LogitsFor::Last)?)?;
+        let logits = read(model.forward(&next, batch, &mut cache, LogitsFor::Last)?).await?;
         next = logits.chunks(v).map(crate::sampling::argmax).collect();
     }
-    let decode_s = t2.elapsed().as_secs_f64();
+    let decode_s = now() - t2;
     Ok(BenchResult {
         load_s,
-        prefill_tok_s: (batch * prompt_tokens) as f64 / prefill_s,
+        first_call_s,
+        prefill_tok_s: (batch * prompt_tokens) as f64 / prefill_s.max(1e-9),
         ttft_s,
         decode_tok_s: (batch * new_tokens) as f64 / decode_s.max(1e-9),
-        peak_host_mib: peak_host_mib(),
+        peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
     })
 }

@@ -66,11 +66,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Quant::Q4 => Some(QuantFormat::Q4),
     };
     let options = LoadOptions { quant, head_quant: None };
+    let measure = bench::BenchShape { batch: args.batch, prompt_tokens: args.prompt_tokens, new_tokens: args.new_tokens };
     let (label, result) = match (&args.model, args.random_shape) {
         (Some(dir), _) => {
             let config = genprm::Qwen2Config::from_file(&dir.join("config.json"))?;
             let source = genprm::weights::Checkpoint::open(dir)?;
-            (dir.display().to_string(), bench::run(config, &source, &device, options, args.batch, args.prompt_tokens, args.new_tokens)?)
+            (dir.display().to_string(), bench::run(config, &source, &device, options, measure)?)
         }
         (None, Some(shape)) => {
             let (name, config) = match shape {
@@ -78,7 +79,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 Shape::Small => ("qwen2-small (random)", bench::qwen2_small()),
             };
             let source = RandomWeights::new(config.clone(), 1);
-            (name.to_string(), bench::run(config, &source, &device, options, args.batch, args.prompt_tokens, args.new_tokens)?)
+            (name.to_string(), bench::run(config, &source, &device, options, measure)?)
         }
         (None, None) => bail!("give --model DIR or --random-shape"),
     };
@@ -93,7 +94,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     } else {
         println!("model {label}, {quant}, device {}, batch {}, prompt {} tokens, {} new tokens", args.device, args.batch, args.prompt_tokens, args.new_tokens);
-        println!("  load (incl. quantization, warm-up) {:>9.2} s", result.load_s);
+        println!("  load (incl. quantization)          {:>9.2} s", result.load_s);
+        println!("  first call (kernel compilation)    {:>9.2} s", result.first_call_s);
         println!("  prefill                            {:>9.1} tokens/s", result.prefill_tok_s);
         println!("  time to first token                {:>9.3} s", result.ttft_s);
         println!("  decode                             {:>9.2} tokens/s", result.decode_tok_s);
