@@ -149,12 +149,10 @@ export interface GradeResult {
 export interface BenchOptions {
   shape: 'qwen2-1.5b' | 'qwen2-small';
   quant?: 'f32' | 'q8' | 'q4';
-  headQuant?: 'q8' | null;
   device?: 'gpu' | 'cpu';
   batch?: number;
   promptTokens?: number;
   newTokens?: number;
-  seed?: number;
 }
 
 export interface BenchProgress {

@@ -18,7 +18,7 @@ import { makeBrokenModels } from './lib/fixtures.mjs';
 import { Skip } from './lib/assert.mjs';
 import { ARTIFACTS, DIST } from './lib/paths.mjs';
 
-const SUITES = ['executor', 'app', 'e2e'];
+const SUITES = ['executor', 'app', 'e2e', 'widget', 'grade', 'offline'];
 // --require-all (or GENPRM_BROWSER_REQUIRE_ALL=1): a skipped test (no pkg/wasm, no genprm binary)
 // fails the run, for CI where everything is built.
 const requireAll = process.argv.includes('--require-all') || process.env.GENPRM_BROWSER_REQUIRE_ALL === '1';

@@ -73,6 +73,11 @@ self.addEventListener('fetch', (event) => {
     } catch (e) {
       const cached = await caches.match(request, { cacheName: RUNTIME_CACHE });
       if (cached) return cached;
+      // Offline, a file of the app's own directories that is not in the precache does not
+      // exist (the list is complete): answer as the server would, so the model loader's probes
+      // for optional files (genprm-pack.json, a shard index) see a 404, not a network error.
+      const rel = url.pathname.slice(root.pathname.length);
+      if (/^(generated|assets)\//.test(rel)) return new Response('not found', { status: 404, statusText: 'Not Found (offline)', headers: { 'content-type': 'text/plain' } });
       throw e;
     }
   })());

@@ -1,0 +1,157 @@
+// <genprm-verifier> in a host page the way a site embeds it (one script tag loading the built
+// package from vendor/genprm/dist/index.js, one element), with hostile CSS that would break any
+// widget without its own shadow root: it still renders, is usable by keyboard, and its events
+// fire with the tiny demo model (the wasm CPU device: no WebGPU needed here).
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { equal, ok } from './lib/assert.mjs';
+import { wasmMissing } from './lib/wasm.mjs';
+
+const LONG = 10 * 60_000;
+let page;
+const errors = [];
+
+const HOSTILE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hostile host</title>
+<style>
+  * { display: inline !important; color: red !important; font-size: 3px !important; }
+  button { display: none !important; }
+  li, ol, p, pre, details, summary, progress, div, span { display: none !important; visibility: hidden !important; }
+  body * { font-family: "Comic Sans MS" !important; background: yellow !important; opacity: 0.9 !important; }
+  :root { --bg: pink; --fg: red; --accent: lime; }
+  genprm-verifier { border: 9px solid red !important; }
+</style>
+<script type="module" src="/vendor/genprm/dist/index.js"></script>
+</head><body>
+<h1>A host page</h1>
+<genprm-verifier id="w1" model="demo" device="cpu" greedy problem="What is 2 + 3?">
+  <ol><li>2 + 3 = 5.</li><li>So the answer is 5.</li></ol>
+</genprm-verifier>
+<genprm-verifier id="w2" model="demo" device="cpu" greedy theme="dark"
+  problem="Tom has 3 apples and buys 4 more. How many apples does he have?"
+  steps='["Tom starts with 3 apples.", "He buys 4 more, so he has 3 + 4 = 8 apples.", "The answer is 8."]'></genprm-verifier>
+<genprm-verifier id="empty" model="demo" device="cpu"></genprm-verifier>
+<script>
+  window.__events = [];
+  for (const type of ['reward', 'step', 'done', 'error']) {
+    document.addEventListener(type, (e) => { if (e.target.localName === 'genprm-verifier') window.__events.push({ id: e.target.id, type, detail: e.detail }); });
+  }
+</script>
+</body></html>`;
+
+export async function setup({ browser, server, fixtures }) {
+  const why = wasmMissing();
+  if (why) return why;
+  await mkdir(join(fixtures, 'pages'), { recursive: true });
+  await writeFile(join(fixtures, 'pages', 'hostile.html'), HOSTILE);
+  page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  page.setDefaultTimeout(LONG);
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(server.url + '__test__/pages/hostile.html');
+  await page.waitForFunction(() => customElements.get('genprm-verifier') !== undefined);
+}
+
+export async function teardown() {
+  await page?.close();
+}
+
+const events = (id) => page.evaluate((i) => window.__events.filter((e) => e.id === i), id);
+
+export const tests = [
+  {
+    name: 'the widget renders inside a hostile host page (shadow DOM: its own layout, colours and sizes)',
+    fn: async ({ artifacts }) => {
+      const look = await page.evaluate(() => {
+        const w = document.getElementById('w1');
+        const root = w.shadowRoot.querySelector('.root');
+        const button = w.shadowRoot.querySelector('button.primary');
+        const step = w.shadowRoot.querySelector('li.step .text');
+        const cs = (el) => getComputedStyle(el);
+        const box = (el) => el.getBoundingClientRect();
+        return {
+          hostDisplay: cs(w).display, rootFont: cs(root).fontSize, rootColor: cs(root).color,
+          button: { display: cs(button).display, font: cs(button).fontSize, w: box(button).width, h: box(button).height, text: button.textContent },
+          step: { text: step.textContent, font: cs(step).fontSize, color: cs(step).color, h: box(step).height },
+          steps: w.shadowRoot.querySelectorAll('li.step').length,
+          problem: w.shadowRoot.querySelector('.problem').textContent,
+        };
+      });
+      await page.screenshot({ path: join(artifacts, 'widget-hostile.png'), fullPage: true });
+      equal(look.hostDisplay, 'block', 'the host element is a block');
+      equal(look.rootFont, '15px', 'the widget keeps its font size');
+      ok(look.rootColor !== 'rgb(255, 0, 0)', `the widget keeps its colour: ${look.rootColor}`);
+      ok(look.button.display !== 'none' && look.button.w > 40 && look.button.h > 15, `the Verify button is visible: ${JSON.stringify(look.button)}`);
+      ok(look.step.font === '15px' && look.step.color !== 'rgb(255, 0, 0)' && look.step.h > 10, `step text readable: ${JSON.stringify(look.step)}`);
+      equal(look.steps, 2, 'steps from the child <li>s');
+      equal(look.problem, 'Problem: What is 2 + 3?', 'problem from the attribute');
+      equal(await page.evaluate(() => document.getElementById('w2').shadowRoot.querySelectorAll('li.step').length), 3, 'steps from the JSON attribute');
+      equal(await page.evaluate(() => document.getElementById('w2').shadowRoot.querySelector('.root').dataset.theme), 'dark', 'theme attribute');
+    },
+  },
+  {
+    name: 'keyboard: Tab reaches Verify, Enter runs it; reward, step and done events fire; the page shows the verdicts',
+    fn: async ({ artifacts }) => {
+      const w = page.locator('#w1');
+      const verify = w.getByRole('button', { name: 'Verify the steps' });
+      await verify.focus();
+      await page.keyboard.press('Enter');
+      await page.waitForFunction(() => window.__events.some((e) => e.id === 'w1' && (e.type === 'done' || e.type === 'error')), null, { timeout: LONG });
+      const got = await events('w1');
+      const err = got.find((e) => e.type === 'error');
+      ok(!err, `no error event: ${JSON.stringify(err?.detail)}`);
+      const done = got.filter((e) => e.type === 'done');
+      equal(done.length, 1, 'one done event');
+      const result = done[0].detail;
+      equal(result.complete, true, 'complete');
+      equal(result.steps.length, 2, 'both steps judged');
+      const steps = got.filter((e) => e.type === 'step');
+      equal(steps.map((e) => e.detail.index), [0, 1], 'a step event per step, in order');
+      steps.forEach((e, i) => equal(e.detail.reward, result.steps[i].reward, `step ${i} event reward`));
+      const rewards = got.filter((e) => e.type === 'reward');
+      equal(rewards.map((e) => e.detail.step), [0, 1], 'a reward event per judged sample');
+      ok(got.findIndex((e) => e.type === 'reward') < got.findIndex((e) => e.type === 'step'), 'reward before step');
+      const dom = await page.evaluate(() => {
+        const s = document.getElementById('w1').shadowRoot;
+        return {
+          states: [...s.querySelectorAll('li.step')].map((li) => li.dataset.state),
+          rationale: s.querySelector('pre.rationale')?.textContent ?? '',
+          status: s.querySelector('[role=status]').textContent,
+          summary: s.querySelector('.summary').textContent,
+          result: document.getElementById('w1').result,
+        };
+      });
+      ok(dom.states.every((st) => st === 'good' || st === 'bad'), `steps show a verdict: ${dom.states}`);
+      ok(dom.rationale.length > 20, 'the rationale streamed into the widget');
+      ok(/^Done\./.test(dom.status), `the live region announces the end: ${dom.status}`);
+      ok(dom.summary.length > 0, 'a summary line');
+      equal(dom.result, result, 'the result property');
+      // The rationale opens from the keyboard.
+      const summary = w.locator('summary').first();
+      await summary.focus();
+      await page.keyboard.press('Enter');
+      equal(await page.evaluate(() => document.getElementById('w1').shadowRoot.querySelector('details.why').open), true, 'details open with Enter');
+      await page.screenshot({ path: join(artifacts, 'widget-done.png'), fullPage: true });
+    },
+  },
+  {
+    name: 'a second widget shares the loaded model; the steps property; a widget with no problem sends an error event',
+    fn: async () => {
+      await page.evaluate(() => { document.getElementById('w2').steps = ['Tom starts with 3 apples.', 'He buys 4 more, so he has 3 + 4 = 7 apples.']; });
+      equal(await page.evaluate(() => document.getElementById('w2').shadowRoot.querySelectorAll('li.step').length), 2, 'steps set as a property');
+      const result = await page.evaluate(() => document.getElementById('w2').verify());
+      ok(result && result.steps.length === 2, 'verify() from script resolves with the result');
+      equal((await events('w2')).filter((e) => e.type === 'done').length, 1, 'done event of the second widget');
+      await page.locator('#empty').getByRole('button', { name: 'Verify the steps' }).click();
+      await page.waitForFunction(() => window.__events.some((e) => e.id === 'empty' && e.type === 'error'));
+      const err = (await events('empty')).find((e) => e.type === 'error');
+      equal(err.detail.stage, 'input', 'error stage');
+      ok(/problem/.test(err.detail.message), `the message says what is missing: ${err.detail.message}`);
+      ok(await page.locator('#empty').getByRole('alert').isVisible(), 'the error shows in the widget');
+    },
+  },
+  {
+    name: 'no errors in the console',
+    fn: async () => equal(errors.filter((e) => !/status of 404/.test(e)), [], 'console errors'),
+  },
+];
