@@ -407,3 +407,10 @@ fn the_real_engine_reports_context_overflow_as_bad_input_and_keeps_judged_steps(
     let msg = err.error.to_string();
     assert!(msg.contains("paragraph 2") && msg.contains("context"), "{msg}");
 }
+
+#[test]
+fn a_verification_with_nothing_judged_scores_neutral() {
+    let v = prm::Verification::from_steps(Vec::new());
+    assert_eq!(v.first_error_step, -1);
+    assert_eq!((v.scores.min, v.scores.last, v.scores.mean), (0.5, 0.5, 0.5));
+}

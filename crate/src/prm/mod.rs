@@ -314,7 +314,8 @@ impl Verification {
         let rewards: Vec<f64> = steps.iter().map(|s| s.reward).collect();
         let first_error_step = rewards.iter().position(|&r| r < 0.5).map_or(-1, |i| i as i64);
         let scores = SolutionScores {
-            min: rewards.iter().copied().fold(f64::INFINITY, f64::min).min(1.0),
+            // Nothing judged (an error on the first paragraph): neutral, like `last` and `mean`.
+            min: if rewards.is_empty() { 0.5 } else { rewards.iter().copied().fold(f64::INFINITY, f64::min) },
             last: rewards.last().copied().unwrap_or(0.5),
             mean: if rewards.is_empty() { 0.5 } else { rewards.iter().sum::<f64>() / rewards.len() as f64 },
         };
