@@ -147,8 +147,8 @@ export interface GradeResult {
 // Benchmark (the wasm `benchRandom`, the browser's `genprm bench --random-shape`).
 
 export interface BenchOptions {
-  shape: 'qwen2-1.5b' | 'qwen2-small';
-  quant?: 'f32' | 'q8' | 'q4';
+  shape?: 'qwen2-1.5b' | 'qwen2-small';
+  quant?: 'q4' | 'q8' | null;
   device?: 'gpu' | 'cpu';
   batch?: number;
   promptTokens?: number;

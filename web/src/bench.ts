@@ -84,10 +84,12 @@ async function run(): Promise<void> {
   alerts.clear();
   if (!(await hasWasmFunction('benchRandom').catch(() => false))) {
     alerts.error('This build cannot benchmark', 'The wasm module has no benchRandom() yet: rebuild it with scripts/build-wasm.');
+    status.textContent = 'The benchmark cannot run with this build.';
+    status.dataset.state = 'failed';
     return;
   }
   const opts: BenchOptions = {
-    shape: shape.value as BenchOptions['shape'], quant: quant.value as BenchOptions['quant'], device: device.value as 'gpu' | 'cpu',
+    shape: shape.value as BenchOptions['shape'], quant: quant.value === 'f32' ? null : quant.value as 'q4' | 'q8', device: device.value as 'gpu' | 'cpu',
     promptTokens: Math.max(1, Math.round(promptTokens.valueAsNumber || 512)), newTokens: Math.max(1, Math.round(newTokens.valueAsNumber || 64)), batch: 1,
   };
   runButton.disabled = true;
@@ -107,7 +109,7 @@ async function run(): Promise<void> {
     runs.push(row);
     const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
     resultsBody.append(h('tr', { 'data-testid': 'bench-row' },
-      h('td', { text: opts.shape }), h('td', { text: opts.quant ?? 'f32' }), h('td', { text: opts.device === 'gpu' ? 'WebGPU' : 'CPU' }),
+      h('td', { text: opts.shape ?? 'qwen2-1.5b' }), h('td', { text: opts.quant ?? 'f32' }), h('td', { text: opts.device === 'gpu' ? 'WebGPU' : 'CPU' }),
       h('td', { text: String(opts.promptTokens) }), h('td', { text: String(opts.newTokens) }),
       h('td', { text: f(result.load_s) }), h('td', { text: f(result.first_call_s) }), h('td', { text: f(result.ttft_s, 3) }),
       h('td', { text: f(result.prefill_tok_s, 1) }), h('td', { text: f(result.decode_tok_s, 1) })));

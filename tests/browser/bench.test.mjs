@@ -1,0 +1,48 @@
+// The benchmark page with the small Qwen2 shape on the wasm CPU device (a few seconds): it runs
+// the wasm benchRandom and reports each measurement. Behaviour only, never a speed.
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { equal, ok } from './lib/assert.mjs';
+import { REPO } from './lib/paths.mjs';
+import { wasmMissing } from './lib/wasm.mjs';
+
+let page;
+const errors = [];
+
+export async function setup({ browser, server }) {
+  const why = wasmMissing();
+  if (why) return why;
+  if (!/benchRandom/.test(readFileSync(join(REPO, 'pkg', 'wasm', 'genprm.d.ts'), 'utf8'))) return 'the wasm module has no benchRandom yet (rebuild pkg/wasm with scripts/build-wasm)';
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(10 * 60_000);
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(server.url + '?bench');
+  await page.waitForURL(/bench\.html/);
+}
+
+export async function teardown() {
+  await page?.close();
+}
+
+export const tests = [
+  {
+    name: 'qwen2-small on the CPU: load, first call, TTFT, prefill and decode tokens/s reported',
+    fn: async ({ artifacts }) => {
+      await page.getByTestId('bench-shape').selectOption('qwen2-small');
+      await page.getByTestId('bench-quant').selectOption('q4');
+      await page.getByTestId('bench-device').selectOption('cpu');
+      await page.getByTestId('bench-prompt').fill('16');
+      await page.getByTestId('bench-new').fill('4');
+      await page.getByTestId('bench-run').click();
+      await page.waitForFunction(() => ['done', 'failed'].includes(document.querySelector('[data-testid=bench-status]')?.dataset.state));
+      await page.screenshot({ path: join(artifacts, 'bench.png'), fullPage: true });
+      equal(await page.getByTestId('bench-status').getAttribute('data-state'), 'done', `finished: ${await page.getByTestId('alerts').textContent()}`);
+      const runs = await page.evaluate(() => window.genprmBench.runs);
+      equal(runs.length, 1, 'one run');
+      for (const k of ['load_s', 'first_call_s', 'ttft_s', 'prefill_tok_s', 'decode_tok_s']) ok(Number.isFinite(runs[0][k]) && runs[0][k] > 0, `${k} = ${runs[0][k]}`);
+      equal(await page.locator('[data-stage]').evaluateAll((els) => els.map((e) => e.dataset.stage)), ['load', 'compile', 'prefill', 'decode'], 'stages reported in order');
+      equal(await page.getByTestId('bench-row').count(), 1, 'a row in the table');
+      equal(errors, [], 'page errors');
+    },
+  },
+];
