@@ -78,7 +78,15 @@ export class OptionsPanel {
 
   set(o: ProtocolOptions): void {
     if (o.samples !== undefined) this.samples.value = String(o.samples);
-    if (o.greedy !== undefined) { this.greedy.checked = o.greedy; this.greedy.dispatchEvent(new Event('change')); }
+    if (o.style !== undefined) this.style.value = o.style;
+    if (o.reward !== undefined) this.reward.value = o.reward;
+    if (o.mode !== undefined) this.mode.value = o.mode;
+    if (o.execute !== undefined) this.execute.checked = o.execute;
+    if (o.stop_at_first_error !== undefined) this.stopAtFirst.checked = o.stop_at_first_error;
     if (o.seed !== undefined) this.seed.value = String(o.seed);
+    if (o.temperature !== undefined) this.temperature.value = String(o.temperature);
+    if (o.top_k !== undefined) this.topK.value = String(o.top_k);
+    if (o.top_p !== undefined) this.topP.value = String(o.top_p);
+    if (o.greedy !== undefined) { this.greedy.checked = o.greedy; this.greedy.dispatchEvent(new Event('change')); }
   }
 }

@@ -249,6 +249,7 @@ async function openJob(j: Job, parsed?: GradeRow[]): Promise<void> {
   resultsCard.hidden = false;
   detail.el.hidden = true;
   badDetail.hidden = true;
+  options.set(j.options); // the options this file is graded with
   jobLine.textContent = `${j.fileName}: ${rows.length} row${rows.length === 1 ? '' : 's'}; ${describeOptions(j.options)}${j.model ? `; graded with ${j.model}` : ''}.`;
   fileInfo.textContent = '';
   updateProgress();
@@ -356,7 +357,10 @@ async function start(): Promise<void> {
       j.model = modelName;
       updateProgress();
       progressLine.dataset.finished = String(pendingRows().length === 0);
-      if (pendingRows().length === 0) progressLine.textContent += ' Finished.';
+      if (pendingRows().length === 0) {
+        progressLine.textContent += ' Finished.';
+        fileInfo.textContent = `${j.fileName} is graded: export the results below.`;
+      }
     }
     updateButtons();
     void refreshJobs();
