@@ -42,6 +42,14 @@ pub struct AnswerScores {
     pub raw_yes: Option<f32>,
     /// Raw logit of "No", when the engine knows it.
     pub raw_no: Option<f32>,
+    /// How many log-probabilities the engine saw at this position, when it saw only a top list
+    /// (a remote server) rather than every logit; `None` for engines that see all logits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returned: Option<usize>,
+    /// Whether top-k/top-p were applied to that top list rather than the whole vocabulary (the
+    /// server returned fewer entries than the top-k keeps), so the processed values are estimates.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub approximate_nucleus: bool,
 }
 
 /// The result of one request.
@@ -92,6 +100,8 @@ pub fn answer_scores(logits: &[f32], sampled: u32, yes: u32, no: u32, sampling: 
         min,
         raw_yes: logits.get(yes as usize).copied(),
         raw_no: logits.get(no as usize).copied(),
+        returned: None,
+        approximate_nucleus: false,
     }
 }
 

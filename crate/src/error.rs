@@ -136,6 +136,14 @@ pub enum Error {
     /// The caller cancelled the work (the browser's Cancel button, an aborted request).
     #[error("cancelled")]
     Cancelled,
+    /// A remote completions server failed or answered something unusable.
+    #[error("{url}: {message}")]
+    Remote {
+        /// The URL requested.
+        url: String,
+        /// The status and the start of the body, or the connection error.
+        message: String,
+    },
 }
 
 /// Result with the library's [`Error`].

@@ -15,12 +15,15 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod generate;
+pub mod jsonl;
 #[cfg(feature = "wgpu")]
 pub mod gpu_quant;
 pub mod model;
 pub mod pack;
 pub mod prm;
 pub mod quant;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod remote;
 pub mod sampling;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", feature = "wgpu"))]

@@ -94,3 +94,19 @@ wasm_opt_cmd() {
   echo "$dir/node_modules/.bin/wasm-opt"
 }
 BINARYEN_VERSION=132.0.0
+
+# llama-cpp-python's OpenAI-compatible server (llama.cpp built from source by pip: about 13
+# minutes on 2 shared cores the first time), for the remote-backend test. It lives in its own
+# virtual environment outside the clone; the tests find it through GENPRM_LLAMA_PYTHON.
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+need_llama_server() {
+  local venv="$HOME/.cache/genprm/llama-venv"
+  if ! "$venv/bin/python" -c "import llama_cpp.server, llama_cpp; assert llama_cpp.__version__ == '$LLAMA_CPP_PYTHON_VERSION'" 2>/dev/null; then
+    need_apt build-essential python3-venv
+    log "installing llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION into $venv (builds llama.cpp from source)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$venv/bin/pip" install -q "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION"
+  fi
+  export GENPRM_LLAMA_PYTHON="$venv/bin/python"
+}

@@ -6,6 +6,7 @@
 //! "Yes" at the judgement token. Every string here is the official one, to the character.
 
 pub mod critic;
+pub mod grade;
 pub mod input;
 pub mod processbench;
 pub mod reward;
@@ -252,7 +253,7 @@ pub enum Event<'a> {
 }
 
 /// One executed code block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CodeRun {
     /// The code that ran (None when the text held no complete block).
     pub code: Option<String>,
@@ -261,7 +262,7 @@ pub struct CodeRun {
 }
 
 /// One sampled rationale for one paragraph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rationale {
     /// The full assistant text for the paragraph (it becomes the history's assistant turn).
     pub text: String,
@@ -276,7 +277,7 @@ pub struct Rationale {
 }
 
 /// The verdict on one paragraph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepVerdict {
     /// Paragraph index (0-based).
     pub index: usize,
@@ -287,7 +288,7 @@ pub struct StepVerdict {
 }
 
 /// Solution-level scores from the step rewards (the Best-of-N aggregations).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SolutionScores {
     /// Smallest step reward (PRM-Min).
     pub min: f64,

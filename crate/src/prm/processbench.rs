@@ -2,12 +2,12 @@
 //! prediction files (one JSON line per record, appended and flushed as each is judged).
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::jsonl::{self, JsonlWriter, OpenMode};
 
 /// The four ProcessBench subsets, in the paper's order.
 pub const SUBSETS: &[&str] = &["gsm8k", "math", "olympiadbench", "omnimath"];
@@ -70,50 +70,22 @@ pub fn report(predictions: &[Prediction]) -> (Vec<(String, SubsetScore)>, f64) {
 /// Reads the predictions already in `path` (a missing file is empty). A last line cut short by
 /// an interruption is ignored; any other bad line is an error naming its number.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let lines: Vec<String> = std::io::BufReader::new(file).lines().collect::<std::io::Result<_>>().map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str(line) {
-            Ok(p) => out.push(p),
-            Err(_) if i + 1 == lines.len() => {} // an interrupted write: that record is judged again
-            Err(e) => {
-                return Err(Error::InvalidInput { what: format!("{}, line {}", path.display(), i + 1), message: e.to_string() });
-            }
-        }
-    }
-    Ok(out)
+    jsonl::read_records(path)
 }
 
-/// Appends predictions to a JSON Lines file, each flushed to disk as it is written, after
+/// Appends predictions to a JSON Lines file, each synced to disk as it is written, after
 /// dropping a torn last line left by an interrupted run.
 pub struct PredictionWriter {
-    file: std::fs::File,
-    path: std::path::PathBuf,
+    file: JsonlWriter,
     done: HashSet<String>,
 }
 
 impl PredictionWriter {
     /// Opens (or creates) `path`, keeping the complete predictions it holds.
     pub fn open(path: &Path) -> Result<(Self, Vec<Prediction>)> {
-        let kept = read_predictions(path)?;
-        // Rewrite only when a torn line must go; otherwise append.
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let complete = text.lines().filter(|l| !l.trim().is_empty()).count() == kept.len();
-        if !complete {
-            let body: String = kept.iter().map(|p| serde_json::to_string(p).unwrap_or_default() + "\n").collect();
-            std::fs::write(path, body).map_err(|e| Error::io(path, e))?;
-        }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+        let (file, kept) = JsonlWriter::open::<Prediction>(path, OpenMode::Resume)?;
         let done = kept.iter().map(|p| key(&p.subset, &p.id)).collect();
-        Ok((PredictionWriter { file, path: path.to_path_buf(), done }, kept))
+        Ok((PredictionWriter { file, done }, kept))
     }
 
     /// Whether a record already has a prediction.
@@ -123,8 +95,7 @@ impl PredictionWriter {
 
     /// Appends one prediction and syncs it to disk.
     pub fn write(&mut self, p: &Prediction) -> Result<()> {
-        let line = serde_json::to_string(p).map_err(|e| Error::json(&self.path, &e))? + "\n";
-        self.file.write_all(line.as_bytes()).and_then(|()| self.file.sync_data()).map_err(|e| Error::io(&self.path, e))?;
+        self.file.append(p)?;
         self.done.insert(key(&p.subset, &p.id));
         Ok(())
     }

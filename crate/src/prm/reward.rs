@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Completion;
+use crate::engine::{AnswerScores, Completion, OFFICIAL_LOGPROBS};
 
 /// How a step's reward is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub enum Judgement {
 }
 
 /// A step's reward and how it was obtained.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reward {
     /// p(Yes) in [0, 1]; 0.5 when undecided.
     pub value: f64,
@@ -41,7 +41,7 @@ pub struct Reward {
     /// See `p_yes`.
     pub p_no: Option<f64>,
     /// Why the reward is neutral, when it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
@@ -74,7 +74,7 @@ pub fn step_reward(full_text: &str, last: &Completion, yes: u32, no: u32, mode: 
             let lp_no = scores.no.unwrap_or(scores.min);
             let (py, pn) = (f64::from(lp_yes).exp(), f64::from(lp_no).exp());
             let value = if py + pn == 0.0 { 0.5 } else { py / (py + pn) };
-            Reward { value, judgement: Some(judgement), p_yes: Some(py), p_no: Some(pn), note: None }
+            Reward { value, judgement: Some(judgement), p_yes: Some(py), p_no: Some(pn), note: precision_note(&scores) }
         }
         RewardMode::Calibrated => match (scores.raw_yes, scores.raw_no) {
             (Some(y), Some(n)) => {
@@ -86,10 +86,34 @@ pub fn step_reward(full_text: &str, last: &Completion, yes: u32, no: u32, mode: 
     }
 }
 
+/// What limits an official reward computed from a server's top log-probabilities, if anything.
+fn precision_note(s: &AnswerScores) -> Option<String> {
+    let n = s.returned?;
+    let missing: Vec<&str> = [("Yes", s.yes), ("No", s.no)].iter().filter(|(_, v)| v.is_none()).map(|(w, _)| *w).collect();
+    let mut notes = Vec::new();
+    if n < OFFICIAL_LOGPROBS {
+        notes.push(format!("the server returned {n} log-probabilities, fewer than the official {OFFICIAL_LOGPROBS}"));
+    }
+    if !missing.is_empty() {
+        notes.push(format!(
+            "{} not among the server's top {n} log-probabilities: the smallest of them stands in (the official rule)",
+            missing.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" and ")
+        ));
+    }
+    if s.approximate_nucleus {
+        notes.push(format!("top-k/top-p were applied to the {n} returned log-probabilities, not the whole vocabulary"));
+    }
+    if notes.is_empty() {
+        return None;
+    }
+    let exact = n >= OFFICIAL_LOGPROBS && !s.approximate_nucleus;
+    Some(format!("{}{}", notes.join("; "), if exact { "" } else { ": the reward is approximate" }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{AnswerScores, answer_scores};
+    use crate::engine::answer_scores;
     use crate::sampling::{Sampling, SamplingParams};
 
     const YES: u32 = 5;
@@ -143,7 +167,7 @@ mod tests {
 
     #[test]
     fn missing_token_takes_the_smallest_returned_logprob() {
-        let s = AnswerScores { yes: Some(-0.1), no: None, min: -4.0, raw_yes: None, raw_no: None };
+        let s = AnswerScores { yes: Some(-0.1), no: None, min: -4.0, raw_yes: None, raw_no: None, returned: None, approximate_nucleus: false };
         let c = Completion { text: String::new(), token_ids: vec![YES], answer_scores: vec![(0, s)], stopped_by_string: true };
         let r = step_reward("Yes}", &c, YES, NO, RewardMode::Official);
         let (py, pn) = ((-0.1f64).exp(), (-4.0f64).exp());

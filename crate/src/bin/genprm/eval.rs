@@ -6,13 +6,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use genprm::LocalEngine;
 use genprm::generate::block_on;
 use genprm::prm::processbench::{self, Prediction, PredictionWriter};
 use genprm::prm::{self, PromptStyle};
 
-use super::verify::ProtocolArgs;
-use super::{ModelArgs, load};
+use super::ModelArgs;
+use super::backend::{Backend, BackendArgs, run_pool};
+use super::verify::{Executor, ProtocolArgs};
 
 /// Benchmarks `genprm eval` runs.
 #[derive(Subcommand)]
@@ -43,6 +43,8 @@ pub struct ProcessBenchArgs {
     all_steps: bool,
     #[command(flatten)]
     protocol: ProtocolArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// Runs `genprm eval`.
@@ -74,33 +76,38 @@ fn processbench_eval(args: ProcessBenchArgs) -> Result<()> {
     let todo: Vec<_> = work.iter().filter(|(s, id, _, _)| !writer.has(s, id)).collect();
     eprintln!("{} records, {} already in {}, {} to judge", work.len(), work.len() - todo.len(), args.out.display(), todo.len());
     if !todo.is_empty() {
-        let loaded = load(&args.model)?;
-        let tokenizer = loaded.tokenizer()?;
-        let mut engine = LocalEngine::new(&loaded.model, tokenizer)?;
-        let mut executors = args.protocol.executors(&options)?;
+        let backend = Backend::open(&args.model, &args.backend)?;
+        let tokenizer = backend.tokenizer()?;
         let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} records, eta {eta} {msg}").context("progress template")?);
-        for (subset, id, label, record) in todo {
-            bar.set_message(id.clone());
-            let v = match block_on(prm::verify(&mut engine, tokenizer, &mut executors, record, &options, &mut |_| {})) {
-                Ok(v) => v,
-                Err(partial) => {
-                    bar.suspend(|| eprintln!("{id}: {partial} — skipped; rerun to retry it"));
-                    bar.inc(1);
-                    continue;
+        let make_worker = || args.protocol.executors(&options);
+        let work = |executors: &mut Vec<Executor>, i: usize| -> Result<std::result::Result<Prediction, String>> {
+            let (subset, id, label, record) = todo[i];
+            let mut engine = backend.engine()?;
+            Ok(match block_on(prm::verify(&mut engine, tokenizer, executors, record, &options, &mut |_| {})) {
+                Ok(v) => Ok(Prediction {
+                    id: id.clone(),
+                    subset: subset.clone(),
+                    label: *label,
+                    prediction: v.first_error_step,
+                    rewards: v.steps.iter().map(|s| s.reward).collect(),
+                }),
+                Err(partial) => Err(format!("{id}: {partial} — skipped; rerun to retry it")),
+            })
+        };
+        run_pool(todo.len(), args.backend.concurrency(), make_worker, work, |_, r| {
+            match r? {
+                Ok(p) => {
+                    writer.write(&p)?;
+                    bar.set_message(p.id.clone());
+                    done.push(p);
                 }
-            };
-            let p = Prediction {
-                id: id.clone(),
-                subset: subset.clone(),
-                label: *label,
-                prediction: v.first_error_step,
-                rewards: v.steps.iter().map(|s| s.reward).collect(),
-            };
-            writer.write(&p)?;
-            done.push(p);
+                Err(message) => bar.suspend(|| eprintln!("{message}")),
+            }
             bar.inc(1);
-        }
+            Ok(())
+        })
+        .inspect_err(|_| bar.abandon())?;
         bar.finish_and_clear();
     }
     let wanted: Vec<Prediction> = done.into_iter().filter(|p| work.iter().any(|(s, id, _, _)| *s == p.subset && *id == p.id)).collect();

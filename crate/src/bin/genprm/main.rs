@@ -27,6 +27,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Judge every paragraph of a solution with GenPRM (analysis, code, execution, judgement).
     Verify(verify::VerifyArgs),
+    /// Grade a file of many solutions (JSON Lines or CSV) into a resumable results file.
+    Grade(grade::GradeArgs),
     /// Measure prefill and decode speed, time to first token and memory.
     Bench(bench::BenchArgs),
     /// Write a pre-quantized pack (q4/q8 weights, shards of at most 128 MiB, checksummed manifest).
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Command::Logits(args) => logits(args),
         Command::Generate(args) => generate(args),
         Command::Verify(args) => verify::run(args),
+        Command::Grade(args) => grade::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Eval(command) => eval::run(command),
@@ -126,8 +129,10 @@ fn main() -> ExitCode {
     }
 }
 
+mod backend;
 mod bench;
 mod eval;
+mod grade;
 mod quantize;
 mod refine;
 mod verify;

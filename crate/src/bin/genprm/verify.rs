@@ -11,9 +11,10 @@ use genprm::exec::native::{PythonSandbox, SandboxConfig};
 use genprm::exec::{CodeExecutor, ExecOutcome};
 use genprm::generate::block_on;
 use genprm::prm::{self, Event, History, Mode, PromptStyle, RewardMode, Solution, TextSource, VerifyOptions};
-use genprm::{LocalEngine, Sampling, SamplingParams, TemplateChoice};
+use genprm::{Sampling, SamplingParams, TemplateChoice};
 
-use super::{ModelArgs, load};
+use super::ModelArgs;
+use super::backend::{AnyEngine, Backend, BackendArgs, run_pool};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum StyleArg {
@@ -119,6 +120,8 @@ pub struct VerifyArgs {
     /// One JSON object per solution on stdout (JSON Lines), each printed when it is done.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// The sandbox, or nothing when execution is off.
@@ -226,51 +229,90 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     // Validate every solution before loading anything: bad input costs nothing.
     let (text, source) = read_input(&args.input)?;
     let solutions = prm::parse_solutions(&text, &source)?;
-    let loaded = load(&args.model)?;
-    let tokenizer = loaded.tokenizer()?;
-    let mut engine = LocalEngine::new(&loaded.model, tokenizer)?;
-    let mut executors = args.protocol.executors(&options)?;
+    let backend = Backend::open(&args.model, &args.backend)?;
+    let tokenizer = backend.tokenizer()?;
     let mut failures = 0usize;
-    let mut stdout = std::io::stdout().lock();
-    for (i, solution) in solutions.iter().enumerate() {
-        let name = solution.id.clone().unwrap_or_else(|| format!("solution {}", i + 1));
-        if !args.json {
-            writeln!(stdout, "{}", style(format!("══ {name} ══")).bold())?;
-            writeln!(stdout, "{}", style(&solution.problem).italic())?;
-        }
-        let mut report = Report { out: &mut stdout, solution, json: args.json, io_error: None };
-        let result = block_on(prm::verify(&mut engine, tokenizer, &mut executors, solution, &options, &mut |e| report.event(e)));
-        if let Some(e) = report.io_error.take() {
-            return Err(e).context("writing to stdout");
-        }
-        let (verification, error) = match result {
-            Ok(v) => (v, None),
-            Err(partial) => {
-                failures += 1;
-                (partial.completed, Some(partial.error.to_string()))
-            }
-        };
-        if args.json {
-            let out = serde_json::json!({
-                "id": solution.id,
-                "label": solution.label,
-                "complete": error.is_none(),
-                "error": error,
-                "steps": verification.steps,
-                "first_error_step": verification.first_error_step,
-                "scores": verification.scores,
-            });
-            serde_json::to_writer(&mut stdout, &out)?;
-            writeln!(stdout)?;
+    let mut stdout = std::io::stdout();
+    let workers = args.backend.concurrency();
+    // One worker streams straight to stdout; several write each solution's report into a
+    // buffer, printed in input order as soon as the solutions before it are printed.
+    let mut pending: std::collections::BTreeMap<usize, Vec<u8>> = std::collections::BTreeMap::new();
+    let mut next_to_print = 0usize;
+    let make_worker = || args.protocol.executors(&options);
+    let work = |executors: &mut Vec<Executor>, i: usize| -> Result<(Vec<u8>, bool)> {
+        let solution = &solutions[i];
+        let mut engine = backend.engine()?;
+        if workers == 1 {
+            let mut out = std::io::stdout().lock();
+            let failed = verify_one(&mut engine, tokenizer, executors, solution, i, &options, args.json, &mut out)?;
+            Ok((Vec::new(), failed))
         } else {
-            summary(&mut stdout, &verification, solution, error.as_deref())?;
+            let mut out = Vec::new();
+            let failed = verify_one(&mut engine, tokenizer, executors, solution, i, &options, args.json, &mut out)?;
+            Ok((out, failed))
         }
-        stdout.flush()?;
-    }
+    };
+    run_pool(solutions.len(), workers, make_worker, work, |i, r| {
+        let (buffer, failed) = r?;
+        failures += usize::from(failed);
+        pending.insert(i, buffer);
+        while let Some(buffer) = pending.remove(&next_to_print) {
+            stdout.write_all(&buffer).context("writing to stdout")?;
+            next_to_print += 1;
+        }
+        stdout.flush().context("writing to stdout")?;
+        Ok(())
+    })?;
     if failures > 0 {
         bail!("{failures} of {} solution(s) could not be verified completely (the paragraphs judged before the error are in the output)", solutions.len());
     }
     Ok(())
+}
+
+/// Verifies one solution, writing its streamed report (or its JSON line) to `out`; returns
+/// whether the verification stopped with an error.
+#[allow(clippy::too_many_arguments)]
+fn verify_one(
+    engine: &mut AnyEngine<'_>,
+    tokenizer: &genprm::Tokenizer,
+    executors: &mut [Executor],
+    solution: &Solution,
+    i: usize,
+    options: &VerifyOptions,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<bool> {
+    let name = solution.id.clone().unwrap_or_else(|| format!("solution {}", i + 1));
+    if !json {
+        writeln!(out, "{}", style(format!("══ {name} ══")).bold())?;
+        writeln!(out, "{}", style(&solution.problem).italic())?;
+    }
+    let mut report = Report { out: &mut *out, solution, json, io_error: None };
+    let result = block_on(prm::verify(engine, tokenizer, executors, solution, options, &mut |e| report.event(e)));
+    if let Some(e) = report.io_error.take() {
+        return Err(e).context("writing to stdout");
+    }
+    let (verification, error) = match result {
+        Ok(v) => (v, None),
+        Err(partial) => (partial.completed, Some(partial.error.to_string())),
+    };
+    if json {
+        let obj = serde_json::json!({
+            "id": solution.id,
+            "label": solution.label,
+            "complete": error.is_none(),
+            "error": error,
+            "steps": verification.steps,
+            "first_error_step": verification.first_error_step,
+            "scores": verification.scores,
+        });
+        serde_json::to_writer(&mut *out, &obj)?;
+        writeln!(out)?;
+    } else {
+        summary(out, &verification, solution, error.as_deref())?;
+    }
+    out.flush()?;
+    Ok(error.is_some())
 }
 
 struct Report<'a, W: Write> {

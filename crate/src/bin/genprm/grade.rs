@@ -1,0 +1,149 @@
+//! `genprm grade`: grade a file of many solutions (JSON Lines or CSV), one result line per row,
+//! each synced to disk as it is made, resumable after an interruption.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use genprm::Error;
+use genprm::generate::block_on;
+use genprm::jsonl::{JsonlWriter, OpenMode};
+use genprm::prm::grade::{self, GradeResult, GradeSummary, InputFormat, RowStatus};
+use genprm::prm::{self, PromptStyle};
+
+use super::ModelArgs;
+use super::backend::{Backend, BackendArgs, run_pool};
+use super::verify::{Executor, ProtocolArgs};
+
+/// Arguments of `genprm grade`.
+#[derive(Args)]
+pub struct GradeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The solutions: FILE.jsonl (one JSON object per line) or FILE.csv (a header row, then one
+    /// row per solution), with `problem`, `steps` or `solution`, optional `id`, `student_id`, `label`.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// The results file (JSON Lines): one line per input row, synced to disk as each row is graded.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Continue an interrupted run: rows whose results `--out` already holds are skipped.
+    /// Without it, an `--out` that already holds results is an error, never overwritten.
+    #[arg(long)]
+    resume: bool,
+    /// Stop each solution at its first step with reward < 0.5 (faster; later steps get no reward).
+    #[arg(long)]
+    stop_at_first_error: bool,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// Runs `genprm grade`.
+pub fn run(args: GradeArgs) -> Result<()> {
+    let options = args.protocol.options(PromptStyle::Card, args.stop_at_first_error)?;
+    // Everything about the input is checked before the model loads.
+    let source = args.input.display().to_string();
+    let format = InputFormat::from_file_name(&source)?;
+    let bytes = std::fs::read(&args.input).with_context(|| format!("{source}: cannot read"))?;
+    let rows = grade::parse_input(&bytes, format, &source)?;
+    if rows.is_empty() {
+        bail!("{source}: no rows to grade");
+    }
+    let out_name = args.out.display().to_string();
+    let mode = if args.resume { OpenMode::Resume } else { OpenMode::New };
+    let (mut writer, kept) = JsonlWriter::open::<GradeResult>(&args.out, mode).with_context(|| {
+        if args.resume { format!("resuming {out_name}") } else { format!("{out_name}: pass --resume to continue it") }
+    })?;
+    let done = grade::done_lines(&rows, &kept, &out_name)?;
+    let todo: Vec<&grade::GradeRow> = rows.iter().filter(|r| !done.contains(&r.line)).collect();
+    let bad_rows = rows.iter().filter(|r| r.solution.is_err()).count();
+    eprintln!(
+        "{} rows in {source} ({bad_rows} bad), {} already graded in {out_name}, {} to grade",
+        rows.len(),
+        rows.len() - todo.len(),
+        todo.len()
+    );
+    let mut results = kept;
+    if !todo.is_empty() {
+        let needs_model = todo.iter().any(|r| r.solution.is_ok());
+        let backend = if needs_model { Some(Backend::open(&args.model, &args.backend)?) } else { None };
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} rows, {elapsed} elapsed, eta {eta} {msg}")
+                .context("progress bar template")?
+                .progress_chars("=> "),
+        );
+        let name = |row: &grade::GradeRow| match (&row.id, &row.student_id) {
+            (Some(id), _) | (None, Some(id)) => format!("line {} ({id})", row.line),
+            (None, None) => format!("line {}", row.line),
+        };
+        let make_worker = || match &backend {
+            Some(_) => args.protocol.executors(&options),
+            None => Ok(Vec::new()),
+        };
+        // One row: its result, or an error that is not the row's fault (the sandbox, the server).
+        let work = |executors: &mut Vec<Executor>, i: usize| -> Result<GradeResult> {
+            let row = todo[i];
+            let (solution, backend) = match (&row.solution, &backend) {
+                (Err(reason), _) => return Ok(GradeResult::bad_row(row, reason)),
+                (Ok(solution), Some(backend)) => (solution, backend),
+                (Ok(_), None) => bail!("internal error: no model for {}", name(row)),
+            };
+            let tokenizer = backend.tokenizer()?;
+            // A fresh engine per row: each result depends on its row and the options only, so
+            // a resumed run writes what an uninterrupted one would.
+            let mut engine = backend.engine()?;
+            match block_on(prm::verify(&mut engine, tokenizer, executors, solution, &options, &mut |_| {})) {
+                Ok(v) => Ok(GradeResult::graded(row, v)),
+                Err(partial) if matches!(partial.error, Error::InvalidInput { .. }) => Ok(GradeResult::failed(row, partial)),
+                Err(partial) => Err(anyhow::Error::new(partial.error).context(format!("grading {source}, {}", name(row)))),
+            }
+        };
+        let outcome = run_pool(todo.len(), args.backend.concurrency(), make_worker, work, |i, result| {
+            let row = todo[i];
+            let result = result?;
+            writer.append(&result)?;
+            match result.status {
+                RowStatus::BadRow => bar.suspend(|| eprintln!("{source}, {}: bad row: {}", name(row), result.error.as_deref().unwrap_or(""))),
+                RowStatus::Failed => bar.suspend(|| eprintln!("{source}, {}: {}", name(row), result.error.as_deref().unwrap_or(""))),
+                RowStatus::Graded => {}
+            }
+            results.push(result);
+            bar.set_message(name(row));
+            bar.inc(1);
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            bar.abandon();
+            return Err(e.context(format!("the results so far are in {out_name}: rerun with --resume to continue")));
+        }
+        bar.finish_and_clear();
+    }
+    results.sort_by_key(|r| r.line);
+    print_summary(&results, &out_name);
+    Ok(())
+}
+
+fn print_summary(results: &[GradeResult], out_name: &str) {
+    let s = GradeSummary::of(results);
+    println!("{} rows: {} graded, {} bad, {} failed; results in {out_name}", s.rows, s.graded, s.bad_rows, s.failed);
+    let lines = |status| results.iter().filter(|r| r.status == status).map(|r| r.line.to_string()).collect::<Vec<_>>().join(", ");
+    if s.bad_rows > 0 {
+        println!("bad rows (input lines): {}", lines(RowStatus::BadRow));
+    }
+    if s.failed > 0 {
+        println!("failed rows (input lines): {}", lines(RowStatus::Failed));
+    }
+    if s.labelled > 0 {
+        println!(
+            "agreement with labels: {}/{} ({:.1}%) of graded rows with a label",
+            s.agreed,
+            s.labelled,
+            100.0 * s.agreed as f64 / s.labelled as f64
+        );
+    }
+}
