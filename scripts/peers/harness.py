@@ -37,6 +37,7 @@ def nvidia_poll(pid_holder, peak, stop):
 
 def run_one(row, timeout, gpu_poll):
     env = dict(os.environ, **row.get("env", {}))
+    load_at_start = os.getloadavg()[0]
     t0 = time.time()
     out_path = f"/tmp/bench-peers-{os.getpid()}.out"
     err_path = f"/tmp/bench-peers-{os.getpid()}.err"
@@ -66,6 +67,7 @@ def run_one(row, timeout, gpu_poll):
     os.unlink(err_path)
     res = dict(row)
     res.pop("env", None)
+    res["load_avg_start"] = load_at_start
     res["wall_s"] = time.time() - t0
     res["peak_rss_mib"] = rusage.ru_maxrss / 1024.0  # kilobytes on Linux
     if gpu_poll and peak_dev[0] > 0:
@@ -139,10 +141,13 @@ def write_table(meta, results, path):
         "new tokens / time of the decode steps; peak RSS = the process's maximum resident set "
         "(wait4 ru_maxrss; includes the runtime: Python + torch for transformers, Python for llama-cpp-python). "
         "Load time includes reading the weights (genprm: converting bf16 to f32 and quantizing) and a 2-token warm-up.",
-        "- (n×) = ratio to the best peer of the same weight class (speed: value / best; memory: best / value), so 1.00× is the best.",
+        "- (n×) = ratio to the best peer of the same weight class (speed: value / best; memory: best / value), so 1.00× is the best. "
+        "first token = the first greedy token after the prompt (the same for every f32 peer when the weights are the same). "
+        f"load avg = the machine's 1-minute load average when the row started (the run ended at {meta.get('load_after', 0):.1f}): "
+        f"above {meta['threads']} other work shared the cores and slowed that row down (llama.cpp's OpenMP threads suffer most).",
         "",
-        "| weights | peer | version | load s | prefill tok/s | decode tok/s | peak RSS MiB | first token |",
-        "|---|---|---|---|---|---|---|---|",
+        "| weights | peer | version | load s | prefill tok/s | decode tok/s | peak RSS MiB | first token | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in classes:
         rows = [r for r in results if r["class"] == c]
@@ -152,7 +157,7 @@ def write_table(meta, results, path):
         bm = min((r["peak_rss_mib"] for r in ok), default=None)
         for r in rows:
             if "error" in r:
-                lines.append(f"| {c} | {r['peer']} | {r.get('version', '')} | failed: {r['error']} | | | | |")
+                lines.append(f"| {c} | {r['peer']} | {r.get('version', '')} | failed: {r['error']} | | | | | |")
                 continue
             mem = f"{r['peak_rss_mib']:.0f}{fmt_ratio(r['peak_rss_mib'], bm, False)}"
             if "peak_device_mib" in r:
@@ -161,7 +166,7 @@ def write_table(meta, results, path):
                 f"| {c} | {r['peer']} | {r.get('version', '')} | {r['load_s']:.1f} | "
                 f"{r['prefill_tok_s']:.1f}{fmt_ratio(r['prefill_tok_s'], bp, True)} | "
                 f"{r['decode_tok_s']:.2f}{fmt_ratio(r['decode_tok_s'], bd, True)} | {mem} | "
-                f"{r.get('first_token', '')} |"
+                f"{r.get('first_token', '')} | {r['load_avg_start']:.1f} |" if "load_avg_start" in r else f"{r.get('first_token', '')} | |"
             )
     lines.append("")
     notes = meta.get("notes", [])
