@@ -136,6 +136,9 @@ pub enum Error {
     /// The caller cancelled the work (the browser's Cancel button, an aborted request).
     #[error("cancelled")]
     Cancelled,
+    /// Work that stopped elsewhere (in the browser page, on a server), with its message as given.
+    #[error("{0}")]
+    Stopped(String),
     /// A remote completions server failed or answered something unusable.
     #[error("{url}: {message}")]
     Remote {

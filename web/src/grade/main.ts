@@ -39,7 +39,7 @@ const sessionMs: number[] = [];
 const verifiedLines: number[] = [];
 
 // --- the file card ---
-const fileInput = h('input', { type: 'file', accept: '.jsonl,.ndjson,.csv,.json', 'data-testid': 'grade-file', id: 'grade-file' });
+const fileInput = h('input', { type: 'file', accept: '.jsonl,.ndjson,.csv', 'data-testid': 'grade-file', id: 'grade-file' });
 const drop = h('div', { class: 'drop-zone', 'data-testid': 'drop-zone' },
   h('label', { for: 'grade-file', text: 'Solutions file (JSON Lines or CSV)' }), fileInput,
   h('p', { class: 'hint', text: 'or drop the file here. Nothing is uploaded: the file is read and graded in this browser.' }));
@@ -277,7 +277,7 @@ async function pick(file: File): Promise<void> {
     const bad = parsed.filter((r) => r.error !== null);
     fileInfo.replaceChildren(
       h('p', { text: `${file.name}: ${parsed.length} solution${parsed.length === 1 ? '' : 's'}${bad.length ? `, ${bad.length} of them unreadable (reported in the results, not graded)` : ''}.` }),
-      ...(bad.length ? [h('ul', { class: 'bad-rows' }, ...bad.slice(0, 5).map((r) => h('li', { text: r.error! })), bad.length > 5 ? h('li', { text: `and ${bad.length - 5} more` }) : null)] : []));
+      ...(bad.length ? [h('ul', { class: 'bad-rows' }, ...bad.slice(0, 5).map((r) => h('li', { text: `line ${r.line}: ${r.error}` })), bad.length > 5 ? h('li', { text: `and ${bad.length - 5} more` }) : null)] : []));
     updateButtons();
   } catch (e) {
     alerts.error(`${file.name} cannot be graded`, errorMessage(e));
