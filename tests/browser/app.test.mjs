@@ -1,7 +1,11 @@
 // The demo page: it loads without errors, the editor works, Python starts, and bad models give a
 // clear message in the page (a URL that 404s, a truncated safetensors file, a config not Qwen2).
-import { rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { TINY } from './lib/fixtures.mjs';
 import { equal, ok, Skip } from './lib/assert.mjs';
 import { wasmMissing } from './lib/wasm.mjs';
 
@@ -119,6 +123,57 @@ export const tests = [
       ok(/from this browser's cache/.test(await page.getByTestId('download-progress').textContent()), 'the download bar says it came from the cache');
       await page.getByTestId('clear-cache').click();
       await page.waitForFunction(() => /No models cached/.test(document.querySelector('[data-testid=cache-size]')?.textContent ?? ''));
+    }),
+  },
+  {
+    name: 'a pre-quantized q4 pack (genprm quantize) loads from a URL; a corrupt shard is named',
+    fn: needsWasm(async ({ server, fixtures }) => {
+      const bin = join(process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'genprm', 'target'), 'debug', 'genprm');
+      if (!existsSync(bin)) throw new Skip(`the native CLI ${bin} is not built (cargo build --bin genprm)`);
+      for (const name of ['pack', 'pack-corrupt']) {
+        const out = join(fixtures, 'models', name);
+        execFileSync(bin, ['quantize', '--model', TINY, '--to', 'q4', '--out', out], { stdio: 'pipe' });
+      }
+      const corrupt = join(fixtures, 'models', 'pack-corrupt');
+      const shard = (await readdir(corrupt)).find((f) => f.endsWith('.bin'));
+      const bytes = await readFile(join(corrupt, shard));
+      bytes[bytes.length >> 1] ^= 0xff;
+      await writeFile(join(corrupt, shard), bytes);
+
+      await page.getByTestId('device').selectOption('cpu');
+      await loadModel('url', server.url + '__test__/models/pack/');
+      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', 'the pack loaded');
+      ok(/q4/i.test(await page.getByTestId('model-info').textContent()), 'the page says the weights are q4');
+
+      await page.goto(server.url);
+      await page.getByTestId('device').selectOption('cpu');
+      await loadModel('url', server.url + '__test__/models/pack-corrupt/');
+      const alert = page.getByRole('alert').first();
+      await alert.waitFor();
+      const text = await alert.textContent();
+      ok(text.includes(shard) && /checksum/i.test(text), `the message names the corrupt shard: ${text}`);
+    }),
+  },
+  {
+    name: 'a browser without WebGPU gets a clear message, and the CPU still works',
+    fn: needsWasm(async ({ browser, server }) => {
+      const p = await browser.newPage();
+      try {
+        await p.addInitScript(() => { delete Navigator.prototype.gpu; delete WorkerNavigator.prototype.gpu; });
+        await p.goto(server.url);
+        await p.getByTestId('source-demo').check();
+        await p.getByTestId('device').selectOption('gpu');
+        await p.getByTestId('load-model').click();
+        const alert = p.getByRole('alert').first();
+        await alert.waitFor({ timeout: 120_000 });
+        const text = await alert.textContent();
+        ok(/WebGPU/.test(text), `the message says WebGPU is missing: ${text}`);
+        await p.getByTestId('device').selectOption('cpu');
+        await p.getByTestId('load-model').click();
+        await p.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded === 'true', null, { timeout: 300_000 });
+      } finally {
+        await p.close();
+      }
     }),
   },
   {
