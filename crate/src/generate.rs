@@ -108,6 +108,36 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
+/// In a browser, lets the page handle input (a Cancel click, rendering) at least every 40 ms:
+/// on the CPU device nothing else in the decode loop returns to the event loop. Natively a no-op.
+#[allow(clippy::unused_async)]
+async fn yield_to_browser(last: &mut f64) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen::JsCast;
+        let global = js_sys::global();
+        let now = js_sys::Reflect::get(&global, &"performance".into())
+            .ok()
+            .and_then(|p| js_sys::Reflect::get(&p, &"now".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()).map(|f| (p, f)))
+            .and_then(|(p, f)| f.call0(&p).ok())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        if now - *last < 40.0 {
+            return;
+        }
+        *last = now;
+        let Some(set_timeout) = js_sys::Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) else {
+            return;
+        };
+        let promise = js_sys::Promise::new(&mut |resolve, _| {
+            let _ = set_timeout.call2(&global, &resolve, &0.into());
+        });
+        let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = last;
+}
+
 /// Blocks the current thread on a future (native callers of the async API).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -156,6 +186,7 @@ pub async fn generate(
     let mut sampler = Sampler::new(options.sampling)?;
     let vocab = model.vocab_size();
     let check_cancel = || options.cancel.as_ref().map_or(Ok(()), CancelFlag::check);
+    let mut last_yield = 0.0f64;
     check_cancel()?;
 
     // Reuse the longest cached prefix, leaving at least one prompt token to feed.
@@ -217,6 +248,7 @@ pub async fn generate(
             stop = StopReason::ContextFull;
             break;
         }
+        yield_to_browser(&mut last_yield).await;
         check_cancel()?;
         let t = model.forward(&[id], 1, &mut cache.cache, LogitsFor::Last)?;
         cache.ids.push(id);

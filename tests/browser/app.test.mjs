@@ -177,6 +177,32 @@ export const tests = [
     }),
   },
   {
+    name: 'Cancel stops a verification between tokens, keeps what was judged, and the next one runs',
+    fn: needsWasm(async () => {
+      await page.getByTestId('source-demo').check();
+      await page.getByTestId('device').selectOption('cpu');
+      await page.getByTestId('load-model').click();
+      await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded === 'true', null, { timeout: 300_000 });
+      await page.getByTestId('example').selectOption('tiny-apples');
+      await page.getByTestId('greedy').check();
+      await page.getByTestId('verify').click();
+      // Cancel once the second step's rationale is streaming.
+      await page.waitForFunction(() => window.genprm.controller.events.some((e) => e.event === 'text' && e.step === 1), null, { timeout: 300_000 });
+      await page.getByTestId('cancel').click();
+      await page.waitForFunction(() => !window.genprm.controller.running && window.genprm.controller.last !== null, null, { timeout: 300_000 });
+      const cancelled = await page.evaluate(() => window.genprm.controller.last);
+      equal(cancelled.complete, false, 'not complete');
+      equal(cancelled.error, 'cancelled', 'the error says cancelled');
+      equal(cancelled.steps.length, 1, 'the step judged before the cancel is kept');
+      ok(/Cancelled/.test(await page.getByTestId('verify-error').textContent()), 'the page says it was cancelled');
+      await page.getByTestId('verify').click();
+      await page.waitForFunction(() => !window.genprm.controller.running && window.genprm.controller.last !== null, null, { timeout: 300_000 });
+      const again = await page.evaluate(() => window.genprm.controller.last);
+      equal(again.complete, true, 'the next verification completes');
+      equal(again.steps.length, 3, 'all three steps judged');
+    }),
+  },
+  {
     name: 'no errors in the console',
     fn: async () => {
       const real = errors.filter((e) => !/Failed to load resource: the server responded with a status of 404/.test(e));
