@@ -292,46 +292,63 @@ pub const TILE: usize = 4;
 /// every tile of activation rows passes over them.
 const ROW_BLOCK: usize = 32;
 
-/// Activation rows quantized for one product: 8-bit levels, one f32 scale per group.
+/// Activation rows quantized for one product: 8-bit levels, one f32 scale per group. Rows are
+/// padded with zero groups to whole pairs of groups, the kernels' unit.
 struct QuantActs {
     /// Rows.
     n: usize,
-    /// `[n, cols]` levels in −127..=127. For q4 weights each group is permuted to the order in
-    /// which the kernels unpack a group of nibbles: the 16 even positions, then the 16 odd ones.
+    /// `[n, stride]` levels in −127..=127, at the positions [`QuantActs::slot`] gives.
     levels: Vec<i8>,
-    /// `[n, cols / GROUP]` scales (NaN for a group holding a non-finite value).
+    /// Levels per row: `cols` rounded up to a multiple of `PAIR`.
+    stride: usize,
+    /// `[n, stride / GROUP]` scales (NaN for a group holding a non-finite value; 0 for padding).
     scales: Vec<f32>,
-    /// For q4 weights, `[n, cols / GROUP]` of 8 · scale · Σ levels: the stored nibbles are the
+    /// For q4 weights, `[n, stride / GROUP]` of 8 · scale · Σ levels: the stored nibbles are the
     /// levels plus 8, and this removes the 8 (empty for q8).
     offsets: Vec<f32>,
 }
 
+/// Weights in the kernels' unit: two groups.
+const PAIR: usize = 2 * GROUP;
+
 impl QuantActs {
     fn new(x: &[f32], n: usize, cols: usize, format: QuantFormat) -> Self {
         let q4 = format == QuantFormat::Q4;
-        let groups = n * cols / GROUP;
-        let mut levels = vec![0i8; n * cols];
-        let mut scales = Vec::with_capacity(groups);
-        let mut offsets = Vec::with_capacity(if q4 { groups } else { 0 });
-        for (xg, lg) in x.chunks_exact(GROUP).zip(levels.chunks_exact_mut(GROUP)) {
-            let amax = xg.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if xg.iter().all(|v| v.is_finite()) { amax / 127.0 } else { f32::NAN };
-            let mut sum = 0i32;
-            if scale > 0.0 {
-                for (j, &v) in xg.iter().enumerate() {
-                    let r = v / scale;
-                    // Round half away from zero; the kernels rely on −127..=127 (never −128).
-                    let q = ((r + 0.5f32.copysign(r)) as i32).clamp(-127, 127);
-                    sum += q;
-                    lg[if q4 { j / 2 + (j % 2) * (GROUP / 2) } else { j }] = q as i8;
+        let stride = cols.div_ceil(PAIR) * PAIR;
+        let groups = n * stride / GROUP;
+        let mut levels = vec![0i8; n * stride];
+        let mut scales = vec![0f32; groups];
+        let mut offsets = vec![0f32; if q4 { groups } else { 0 }];
+        for (i, (xr, lr)) in x.chunks_exact(cols).zip(levels.chunks_exact_mut(stride)).enumerate() {
+            for (g, xg) in xr.chunks_exact(GROUP).enumerate() {
+                let amax = xg.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = if xg.iter().all(|v| v.is_finite()) { amax / 127.0 } else { f32::NAN };
+                let mut sum = 0i32;
+                if scale > 0.0 {
+                    for (j, &v) in xg.iter().enumerate() {
+                        let r = v / scale;
+                        // Round half away from zero; the kernels rely on −127..=127 (never −128).
+                        let q = ((r + 0.5f32.copysign(r)) as i32).clamp(-127, 127);
+                        sum += q;
+                        lr[Self::slot(q4, g, j)] = q as i8;
+                    }
+                }
+                scales[i * stride / GROUP + g] = scale;
+                if q4 {
+                    offsets[i * stride / GROUP + g] = 8.0 * scale * sum as f32;
                 }
             }
-            scales.push(scale);
-            if q4 {
-                offsets.push(8.0 * scale * sum as f32);
-            }
         }
-        QuantActs { n, levels, scales, offsets }
+        QuantActs { n, levels, stride, scales, offsets }
+    }
+
+    /// Where element `j` of group `g` goes in a row. q8: in order. q4: in the order in which the
+    /// kernels unpack a pair of groups (32 bytes, byte b holding the weights 2b and 2b + 1 of
+    /// the pair's group b / 16): the low nibbles of both groups (each group's even elements),
+    /// then the high ones (the odd elements).
+    fn slot(q4: bool, g: usize, j: usize) -> usize {
+        let base = g / 2 * PAIR;
+        if q4 { base + (j % 2) * GROUP + (g % 2) * (GROUP / 2) + j / 2 } else { base + (g % 2) * GROUP + j }
     }
 }
 
@@ -406,24 +423,25 @@ impl Kernel {
     }
 }
 
-/// One instruction set's inner products: a group of [`GROUP`] weight levels against a group of
-/// activation levels, accumulated in f32. The driver ([`block_dot`]) is shared by all.
+/// One instruction set's inner products: a pair of groups of weight levels against a pair of
+/// groups of activation levels, each group's integer sum scaled by its own scale and added up
+/// in f32. The driver ([`block_dot`]) is shared by all.
 trait GroupDot {
-    /// A group of weights, unpacked.
+    /// A pair of groups of weights, unpacked.
     type W: Copy;
     /// A running f32 sum.
     type Acc: Copy;
     /// A zero sum.
     unsafe fn zero() -> Self::Acc;
-    /// A group of q4 weights (4 words): the stored nibbles 0..=15, low nibbles of the 16 bytes
-    /// first, then the high nibbles (the order [`QuantActs`] permutes q4 activations to).
-    unsafe fn load_q4(words: &[u32; GROUP / 8]) -> Self::W;
-    /// A group of q8 weights.
-    unsafe fn load_q8(levels: &[i8; GROUP]) -> Self::W;
-    /// `acc + scale · Σ w·x` for q4 weights.
-    unsafe fn fma_q4(acc: Self::Acc, w: Self::W, x: &[i8; GROUP], scale: f32) -> Self::Acc;
-    /// `acc + scale · Σ w·x` for q8 weights.
-    unsafe fn fma_q8(acc: Self::Acc, w: Self::W, x: &[i8; GROUP], scale: f32) -> Self::Acc;
+    /// Two groups of q4 weights (8 words, 32 bytes): the stored nibbles 0..=15, in the order of
+    /// [`QuantActs::slot`].
+    unsafe fn load_q4(words: &[u32; PAIR / 8]) -> Self::W;
+    /// Two groups of q8 weights.
+    unsafe fn load_q8(levels: &[i8; PAIR]) -> Self::W;
+    /// `acc + scales[0] · Σ_first group w·x + scales[1] · Σ_second group w·x`, q4 weights.
+    unsafe fn fma_q4(acc: Self::Acc, w: Self::W, x: &[i8; PAIR], scales: [f32; 2]) -> Self::Acc;
+    /// The same for q8 weights.
+    unsafe fn fma_q8(acc: Self::Acc, w: Self::W, x: &[i8; PAIR], scales: [f32; 2]) -> Self::Acc;
     /// The value of a sum.
     unsafe fn sum(acc: Self::Acc) -> f32;
 }
@@ -436,11 +454,10 @@ trait GroupDot {
 #[inline(always)]
 unsafe fn block_dot<I: GroupDot>(m: &QuantMatrix, a: &QuantActs, r0: usize, out: &mut [f32]) {
     let n = a.n;
-    let rows = out.len() / n;
     let mut i0 = 0;
     while i0 < n {
         let nb = (n - i0).min(TILE);
-        for (j, o) in out.chunks_exact_mut(n).enumerate().take(rows) {
+        for (j, o) in out.chunks_exact_mut(n).enumerate() {
             let o = &mut o[i0..i0 + nb];
             // SAFETY: the caller guarantees `I`'s instructions.
             unsafe {
@@ -456,45 +473,87 @@ unsafe fn block_dot<I: GroupDot>(m: &QuantMatrix, a: &QuantActs, r0: usize, out:
     }
 }
 
+/// The activation rows of a tile, by pair of groups: levels, scales, q4 offsets.
+struct TileActs<'a, const NB: usize> {
+    x: [&'a [[i8; PAIR]]; NB],
+    scales: [&'a [[f32; 2]]; NB],
+    offsets: [&'a [[f32; 2]]; NB],
+}
+
 /// Row `r` of `m` against activation rows `i0..i0 + NB`, into `out[..NB]`.
 ///
 /// # Safety
 /// The CPU must have `I`'s instructions.
 #[inline(always)]
 unsafe fn tile<I: GroupDot, const NB: usize>(m: &QuantMatrix, a: &QuantActs, r: usize, i0: usize, out: &mut [f32]) {
-    let (cols, gpr) = (m.cols, m.cols / GROUP);
-    let w_scales = &m.scales[r * gpr..(r + 1) * gpr];
-    let x: [&[[i8; GROUP]]; NB] = std::array::from_fn(|t| a.levels[(i0 + t) * cols..(i0 + t + 1) * cols].as_chunks().0);
-    let x_scales: [&[f32]; NB] = std::array::from_fn(|t| &a.scales[(i0 + t) * gpr..(i0 + t + 1) * gpr]);
-    // SAFETY (all calls below): the caller guarantees `I`'s instructions.
+    let (cols, gpr, spr) = (m.cols, m.cols / GROUP, a.stride / GROUP);
+    let (ws, ws_rest) = m.scales[r * gpr..(r + 1) * gpr].as_chunks::<2>();
+    let ws_last = [ws_rest.first().copied().unwrap_or(0.0), 0.0];
+    let acts = TileActs::<NB> {
+        x: std::array::from_fn(|t| a.levels[(i0 + t) * a.stride..(i0 + t + 1) * a.stride].as_chunks().0),
+        scales: std::array::from_fn(|t| pairs_of_row(&a.scales, i0 + t, spr)),
+        offsets: std::array::from_fn(|t| pairs_of_row(&a.offsets, i0 + t, spr)),
+    };
     let mut acc = [unsafe { I::zero() }; NB];
+    let mut off = [[0f32; 2]; NB];
+    // SAFETY (all calls below): the caller guarantees `I`'s instructions.
     match &m.values {
         Values::Q8(v) => {
-            let groups = v[r * cols..(r + 1) * cols].as_chunks::<GROUP>().0;
-            for (g, (wg, &ws)) in groups.iter().zip(w_scales).enumerate() {
-                let w = unsafe { I::load_q8(wg) };
-                for t in 0..NB {
-                    acc[t] = unsafe { I::fma_q8(acc[t], w, &x[t][g], ws * x_scales[t][g]) };
-                }
+            let (pairs, rest) = v[r * cols..(r + 1) * cols].as_chunks::<PAIR>();
+            for (p, (w, &s)) in pairs.iter().zip(ws).enumerate() {
+                unsafe { step::<I, NB, false>(&mut acc, &mut off, I::load_q8(w), s, p, &acts) };
             }
-            for t in 0..NB {
-                out[t] = unsafe { I::sum(acc[t]) };
+            if !rest.is_empty() {
+                let mut last = [0i8; PAIR];
+                last[..rest.len()].copy_from_slice(rest);
+                unsafe { step::<I, NB, false>(&mut acc, &mut off, I::load_q8(&last), ws_last, pairs.len(), &acts) };
             }
         }
         Values::Q4(v) => {
-            let groups = v[r * cols / 8..(r + 1) * cols / 8].as_chunks::<{ GROUP / 8 }>().0;
-            let x_offsets: [&[f32]; NB] = std::array::from_fn(|t| &a.offsets[(i0 + t) * gpr..(i0 + t + 1) * gpr]);
-            let mut offset = [0f32; NB];
-            for (g, (wg, &ws)) in groups.iter().zip(w_scales).enumerate() {
-                let w = unsafe { I::load_q4(wg) };
-                for t in 0..NB {
-                    acc[t] = unsafe { I::fma_q4(acc[t], w, &x[t][g], ws * x_scales[t][g]) };
-                    offset[t] += ws * x_offsets[t][g];
-                }
+            let (pairs, rest) = v[r * cols / 8..(r + 1) * cols / 8].as_chunks::<{ PAIR / 8 }>();
+            for (p, (w, &s)) in pairs.iter().zip(ws).enumerate() {
+                unsafe { step::<I, NB, true>(&mut acc, &mut off, I::load_q4(w), s, p, &acts) };
             }
-            for t in 0..NB {
-                out[t] = unsafe { I::sum(acc[t]) } - offset[t];
+            if !rest.is_empty() {
+                let mut last = [0u32; PAIR / 8];
+                last[..rest.len()].copy_from_slice(rest);
+                unsafe { step::<I, NB, true>(&mut acc, &mut off, I::load_q4(&last), ws_last, pairs.len(), &acts) };
             }
+        }
+    }
+    for t in 0..NB {
+        out[t] = unsafe { I::sum(acc[t]) } - (off[t][0] + off[t][1]);
+    }
+}
+
+/// Row `i` of a `[n, per_row]` table by pairs (none if the table is empty).
+#[inline(always)]
+fn pairs_of_row(v: &[f32], i: usize, per_row: usize) -> &[[f32; 2]] {
+    if v.is_empty() { &[] } else { v[i * per_row..(i + 1) * per_row].as_chunks().0 }
+}
+
+/// One pair of groups of weights (`w`, scales `ws`) against pair `p` of every row of the tile.
+///
+/// # Safety
+/// The CPU must have `I`'s instructions.
+#[inline(always)]
+unsafe fn step<I: GroupDot, const NB: usize, const Q4: bool>(
+    acc: &mut [I::Acc; NB],
+    off: &mut [[f32; 2]; NB],
+    w: I::W,
+    ws: [f32; 2],
+    p: usize,
+    a: &TileActs<'_, NB>,
+) {
+    for t in 0..NB {
+        let xs = a.scales[t][p];
+        let s = [ws[0] * xs[0], ws[1] * xs[1]];
+        // SAFETY: the caller guarantees `I`'s instructions.
+        acc[t] = unsafe { if Q4 { I::fma_q4(acc[t], w, &a.x[t][p], s) } else { I::fma_q8(acc[t], w, &a.x[t][p], s) } };
+        if Q4 {
+            let xo = a.offsets[t][p];
+            off[t][0] += ws[0] * xo[0];
+            off[t][1] += ws[1] * xo[1];
         }
     }
 }
@@ -503,40 +562,44 @@ unsafe fn tile<I: GroupDot, const NB: usize>(m: &QuantMatrix, a: &QuantActs, r: 
 struct Scalar;
 
 impl Scalar {
+    /// Σ w·x in integers.
     #[inline(always)]
-    fn dot(w: &[i8; GROUP], x: &[i8; GROUP]) -> i32 {
+    fn dot(w: &[i8], x: &[i8]) -> i32 {
         w.iter().zip(x).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum()
     }
 }
 
 impl GroupDot for Scalar {
-    type W = [i8; GROUP];
+    type W = [i8; PAIR];
     type Acc = f32;
     #[inline(always)]
     unsafe fn zero() -> f32 {
         0.0
     }
     #[inline(always)]
-    unsafe fn load_q4(words: &[u32; GROUP / 8]) -> [i8; GROUP] {
-        let mut w = [0i8; GROUP];
-        for j in 0..GROUP / 2 {
-            let byte = (words[j / 4] >> (8 * (j % 4))) as u8;
-            w[j] = (byte & 0xF) as i8;
-            w[j + GROUP / 2] = (byte >> 4) as i8;
+    unsafe fn load_q4(words: &[u32; PAIR / 8]) -> [i8; PAIR] {
+        let mut w = [0i8; PAIR];
+        for b in 0..PAIR / 2 {
+            let byte = (words[b / 4] >> (8 * (b % 4))) as u8;
+            w[b] = (byte & 0xF) as i8;
+            w[b + PAIR / 2] = (byte >> 4) as i8;
         }
         w
     }
     #[inline(always)]
-    unsafe fn load_q8(levels: &[i8; GROUP]) -> [i8; GROUP] {
+    unsafe fn load_q8(levels: &[i8; PAIR]) -> [i8; PAIR] {
         *levels
     }
     #[inline(always)]
-    unsafe fn fma_q4(acc: f32, w: [i8; GROUP], x: &[i8; GROUP], scale: f32) -> f32 {
-        acc + scale * Scalar::dot(&w, x) as f32
+    unsafe fn fma_q4(acc: f32, w: [i8; PAIR], x: &[i8; PAIR], s: [f32; 2]) -> f32 {
+        let (h, q) = (GROUP, GROUP / 2);
+        let first = Scalar::dot(&w[..q], &x[..q]) + Scalar::dot(&w[h..h + q], &x[h..h + q]);
+        let second = Scalar::dot(&w[q..h], &x[q..h]) + Scalar::dot(&w[h + q..], &x[h + q..]);
+        acc + s[0] * first as f32 + s[1] * second as f32
     }
     #[inline(always)]
-    unsafe fn fma_q8(acc: f32, w: [i8; GROUP], x: &[i8; GROUP], scale: f32) -> f32 {
-        acc + scale * Scalar::dot(&w, x) as f32
+    unsafe fn fma_q8(acc: f32, w: [i8; PAIR], x: &[i8; PAIR], s: [f32; 2]) -> f32 {
+        acc + s[0] * Scalar::dot(&w[..GROUP], &x[..GROUP]) as f32 + s[1] * Scalar::dot(&w[GROUP..], &x[GROUP..]) as f32
     }
     #[inline(always)]
     unsafe fn sum(acc: f32) -> f32 {
@@ -549,7 +612,7 @@ impl GroupDot for Scalar {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{GROUP, GroupDot, QuantActs, QuantMatrix, block_dot};
+    use super::{GROUP, GroupDot, PAIR, QuantActs, QuantMatrix, block_dot};
 
     /// The driver with AVX2 multiply-adds.
     ///
@@ -577,32 +640,34 @@ mod x86 {
     pub(super) struct Avx2<const VNNI: bool>;
 
     impl<const VNNI: bool> Avx2<VNNI> {
-        /// Eight i32 lanes, each the sum of four products of an unsigned byte of `u` (0..=255)
+        /// `acc` plus eight i32 lanes, each the sum of four products of an unsigned byte of `u`
         /// and a signed byte of `x`. Without VNNI the pairs are summed in i16 first; that cannot
         /// saturate here because `u` ≤ 128 and |x| ≤ 127 (2 · 128 · 127 < 32767).
         #[inline(always)]
-        unsafe fn dot(u: __m256i, x: __m256i) -> __m256i {
+        unsafe fn dot(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
             // SAFETY: see the type's documentation.
             unsafe {
                 if VNNI {
-                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+                    _mm256_dpbusd_epi32(acc, u, x)
                 } else {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
+                    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)))
                 }
             }
         }
 
-        /// `acc + scale · Σ lanes`, in f32.
+        /// Loads 32 bytes.
         #[inline(always)]
-        unsafe fn scaled(acc: __m256, lanes: __m256i, scale: f32) -> __m256 {
-            // SAFETY: see the type's documentation.
-            unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(scale), acc) }
+        unsafe fn load(p: &[i8]) -> __m256i {
+            debug_assert!(p.len() >= 32);
+            // SAFETY: 32 readable bytes (callers pass halves of 64-byte arrays).
+            unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
         }
     }
 
     impl<const VNNI: bool> GroupDot for Avx2<VNNI> {
-        /// Unsigned levels (q4: the nibbles; q8: |level|) and, for q8, the signed levels.
-        type W = (__m256i, __m256i);
+        /// q4: the low and the high nibbles of the pair's 32 bytes (the first group in each
+        /// vector's low 16 bytes). q8: each group's |level|, then each group's levels.
+        type W = [__m256i; 4];
         type Acc = __m256;
 
         #[inline(always)]
@@ -612,41 +677,48 @@ mod x86 {
         }
 
         #[inline(always)]
-        unsafe fn load_q4(words: &[u32; GROUP / 8]) -> Self::W {
-            // SAFETY: 16 readable bytes (4 little-endian words: byte b holds weights 2b, 2b + 1);
-            // instructions as in the type's documentation.
+        unsafe fn load_q4(words: &[u32; PAIR / 8]) -> Self::W {
+            // SAFETY: 32 readable bytes (8 little-endian words); instructions as documented.
             unsafe {
-                let bytes = _mm_loadu_si128(words.as_ptr().cast());
-                let both = _mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes);
-                (_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_setzero_si256())
+                let bytes = _mm256_loadu_si256(words.as_ptr().cast());
+                let mask = _mm256_set1_epi8(0x0F);
+                let zero = _mm256_setzero_si256();
+                [_mm256_and_si256(bytes, mask), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), zero, zero]
             }
         }
 
         #[inline(always)]
-        unsafe fn load_q8(levels: &[i8; GROUP]) -> Self::W {
-            // SAFETY: 32 readable bytes; instructions as in the type's documentation.
+        unsafe fn load_q8(levels: &[i8; PAIR]) -> Self::W {
+            // SAFETY: 64 readable bytes; instructions as in the type's documentation.
             unsafe {
-                let w = _mm256_loadu_si256(levels.as_ptr().cast());
-                (_mm256_sign_epi8(w, w), w)
+                let (a, b) = (Self::load(&levels[..GROUP]), Self::load(&levels[GROUP..]));
+                [_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, b), a, b]
             }
         }
 
         #[inline(always)]
-        unsafe fn fma_q4(acc: __m256, w: Self::W, x: &[i8; GROUP], scale: f32) -> __m256 {
-            // SAFETY: 32 readable bytes; instructions as in the type's documentation.
+        unsafe fn fma_q4(acc: __m256, w: Self::W, x: &[i8; PAIR], s: [f32; 2]) -> __m256 {
+            // SAFETY: 64 readable bytes; instructions as in the type's documentation. Lanes 0..4
+            // hold the first group's sums, lanes 4..8 the second's.
             unsafe {
-                let x = _mm256_loadu_si256(x.as_ptr().cast());
-                Self::scaled(acc, Self::dot(w.0, x), scale)
+                let d = Self::dot(_mm256_setzero_si256(), w[0], Self::load(&x[..GROUP]));
+                let d = Self::dot(d, w[1], Self::load(&x[GROUP..]));
+                let scale = _mm256_set_m128(_mm_set1_ps(s[1]), _mm_set1_ps(s[0]));
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, acc)
             }
         }
 
         #[inline(always)]
-        unsafe fn fma_q8(acc: __m256, w: Self::W, x: &[i8; GROUP], scale: f32) -> __m256 {
-            // SAFETY: 32 readable bytes; instructions as in the type's documentation. The sign
+        unsafe fn fma_q8(acc: __m256, w: Self::W, x: &[i8; PAIR], s: [f32; 2]) -> __m256 {
+            // SAFETY: 64 readable bytes; instructions as in the type's documentation. The sign
             // trick (|w| · (x · sign w)) makes the weight operand unsigned; |−128| reads as 128.
+            // The horizontal add leaves the first group's sums in lanes 0, 1, 4, 5.
             unsafe {
-                let x = _mm256_loadu_si256(x.as_ptr().cast());
-                Self::scaled(acc, Self::dot(w.0, _mm256_sign_epi8(x, w.1)), scale)
+                let zero = _mm256_setzero_si256();
+                let a = Self::dot(zero, w[0], _mm256_sign_epi8(Self::load(&x[..GROUP]), w[2]));
+                let b = Self::dot(zero, w[1], _mm256_sign_epi8(Self::load(&x[GROUP..]), w[3]));
+                let half = _mm_setr_ps(s[0], s[0], s[1], s[1]);
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_hadd_epi32(a, b)), _mm256_set_m128(half, half), acc)
             }
         }
 
@@ -896,21 +968,32 @@ mod tests {
     #[test]
     fn activation_levels_are_within_half_a_step() {
         for format in [QuantFormat::Q8, QuantFormat::Q4] {
-            let cols = 96;
-            let x = noise(11, 2 * cols);
-            let a = QuantActs::new(&x, 2, cols, format);
-            for (g, (xg, lg)) in x.chunks_exact(GROUP).zip(a.levels.chunks_exact(GROUP)).enumerate() {
-                let s = a.scales[g];
-                let mut sum = 0i32;
-                for (j, &v) in xg.iter().enumerate() {
-                    let l = lg[if format == QuantFormat::Q4 { j / 2 + (j % 2) * 16 } else { j }];
-                    assert!((-127..=127).contains(&l));
-                    assert!((v - f32::from(l) * s).abs() <= s * 0.5 * (1.0 + 1e-5), "{format} group {g}: {v} vs {l}·{s}");
-                    sum += i32::from(l);
+            let q4 = format == QuantFormat::Q4;
+            // Three groups: rows padded to two pairs, the fourth group zero.
+            let (n, cols) = (2, 96);
+            let x = noise(11, n * cols);
+            let a = QuantActs::new(&x, n, cols, format);
+            assert_eq!((a.stride, a.levels.len(), a.scales.len()), (128, 256, 8));
+            for (i, xr) in x.chunks_exact(cols).enumerate() {
+                let lr = &a.levels[i * a.stride..(i + 1) * a.stride];
+                let mut seen = vec![false; a.stride];
+                for (g, xg) in xr.chunks_exact(GROUP).enumerate() {
+                    let s = a.scales[i * 4 + g];
+                    let mut sum = 0i32;
+                    for (j, &v) in xg.iter().enumerate() {
+                        let slot = QuantActs::slot(q4, g, j);
+                        assert!(!std::mem::replace(&mut seen[slot], true), "{format}: slot {slot} twice");
+                        let l = lr[slot];
+                        assert!((-127..=127).contains(&l));
+                        assert!((v - f32::from(l) * s).abs() <= s * 0.5 * (1.0 + 1e-5), "{format} group {g}: {v} vs {l}·{s}");
+                        sum += i32::from(l);
+                    }
+                    if q4 {
+                        assert_eq!(a.offsets[i * 4 + g], 8.0 * s * sum as f32);
+                    }
                 }
-                if format == QuantFormat::Q4 {
-                    assert_eq!(a.offsets[g], 8.0 * s * sum as f32);
-                }
+                assert!(seen.iter().enumerate().all(|(k, &used)| used || lr[k] == 0), "{format}: padding is zero");
+                assert_eq!(a.scales[i * 4 + 3], 0.0);
             }
         }
     }
