@@ -29,7 +29,8 @@ pub enum Weight {
     GpuQuant(Arc<crate::gpu_quant::GpuQuant>, Option<Arc<QuantMatrix>>),
 }
 
-/// From this many activation rows on, quantized weights are expanded for one dense multiply.
+/// From this many activation rows on, quantized weights on a GPU are expanded for one dense
+/// multiply (the CPU kernels take any number of rows).
 pub const PREFILL_ROWS: usize = 16;
 
 /// The most bytes one weight tensor occupies on the device; larger matrices are split by rows.
@@ -74,14 +75,11 @@ impl Weight {
             Weight::Float(w) if w.len() == 1 => x.matmul(w[0].clone().transpose()),
             Weight::Float(w) => Tensor::cat(w.iter().map(|c| x.clone().matmul(c.clone().transpose())).collect(), 1),
             Weight::Quant(q) => {
+                // Decode and prefill alike: the integer kernels read each packed weight once per
+                // call and beat expanding the matrix for the backend's f32 multiply at every row
+                // count (bench/NOTES.md).
                 let [n, _] = x.dims();
                 let device = x.device();
-                if n >= PREFILL_ROWS {
-                    // Many rows (prefill): expand once and use the backend's matrix multiply,
-                    // which beats re-reading packed groups for every row.
-                    let w = Tensor::<2>::from_data(TensorData::new(q.dequantize(), [q.rows(), q.cols()]), &device);
-                    return x.matmul(w.transpose());
-                }
                 let data = host_values(x);
                 Tensor::from_data(TensorData::new(q.matmul(&data, n), [n, q.rows()]), &device)
             }

@@ -41,7 +41,12 @@ fn quantized_logits_stay_close_to_f32() {
             let range = f32_rows.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
             // Bounds: the trained model is the realistic case; random Gaussian weights at width 32
             // are the worst case for 4 bits (measured: q4 agrees on 3 of 8 positions there), so
-            // only q8 is bounded for them.
+            // only q8 is bounded for them. The CPU kernels also round the activations to 8 bits
+            // per group of 32 (issue #4), which the bounds absorb unchanged. Measured on the CPU
+            // with it (in brackets: the GPU, whose activations stay f32): tiny-mha-tied-f16 q8 error 0.92
+            // of range 22.0 = 4.2% (0.76 = 3.5%), top-1 23 of 24 = 0.958 (24 of 24);
+            // tiny-genprm q8 0.104 of 11.8 = 0.9% (0.101), top-1 0.987 (0.987); q4 1.84 = 16%
+            // (1.86), 0.934 (0.934).
             let bounds: &[(QuantFormat, f32, f32)] = if name == "tiny-genprm" {
                 &[(QuantFormat::Q8, 0.02, 0.95), (QuantFormat::Q4, 0.25, 0.85)]
             } else {
@@ -69,7 +74,13 @@ fn cpu_and_gpu_packed_kernels_agree_on_a_whole_model() {
         let rows: Vec<Vec<Vec<f32>>> =
             all.iter().map(|(_, d)| block_on(genprm::score(&load_q("tiny-genprm", d, Some(format)).model, &ids)).unwrap()).collect();
         let (err, agree) = compare(&rows[0], &rows[1]);
-        assert!(err < 1e-3 && agree == 1.0, "{format}: cpu vs gpu differ by {err}");
+        let range = rows[1].iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+        println!("{format}: cpu vs gpu: max |Δlogit| {err:.4} (logit range {range:.2}), top-1 agreement {agree:.3}");
+        // The CPU kernels round the activations to 8 bits per group of 32 (issue #4; the GPU
+        // kernels keep them f32), so the two agree up to that rounding, not to f32 precision
+        // (they agreed within 1e-3 before). Measured: q8 0.095, q4 0.064 on a logit range of
+        // 11.8 (0.8%, 0.5%), every top-1 equal.
+        assert!(err <= 0.02 * range && agree == 1.0, "{format}: cpu vs gpu differ by {err} (range {range}), top-1 agreement {agree}");
     }
 }
 

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # (bucket, regex over the frames of one sample, leaf first); the first match wins.
 GENPRM_BUCKETS = [
     ("load (reading, bf16→f32, quantizing)", r"Loader<|QuantMatrix::quantize|read_f32|read_rows_f32|RandomWeights"),
-    ("quantized mat-vec (q/k/v/o, MLP, lm_head)", r"quant::row_dot|quant::dot_q|QuantMatrix::matmul|QuantMatrix::dequantize"),
+    ("quantized mat-vec (q/k/v/o, MLP, lm_head)", r"quant::row_dot|quant::dot_q|quant::x86::|quant::block_dot|quant::tile|QuantActs|QuantMatrix::matmul|QuantMatrix::dequantize"),
     ("sampling + logits readback", r"sampling::argmax|try_into_data|into_data|host_values"),
     ("attention (QKᵀ, softmax, ·V, RoPE, KV cache cat)", r"Qwen2Model::attention|model::rotate|KvCache|softmax|causal_mask|rope_tables"),
     ("f32 matmul (gemm crate)", r"gemm_f32|gemm_common|gemm::"),
