@@ -17,6 +17,19 @@ pub enum Sampling {
     Sample(SamplingParams),
 }
 
+impl Sampling {
+    /// Greedy, or sampling with these parameters after checking their ranges; a `top_k` of 0
+    /// keeps every token (the CLI's and the browser's option conventions).
+    pub fn from_options(greedy: bool, temperature: f32, top_k: usize, top_p: f32, seed: u64) -> Result<Self> {
+        if greedy {
+            return Ok(Sampling::Greedy);
+        }
+        let p = SamplingParams { temperature, top_k: (top_k > 0).then_some(top_k), top_p, seed };
+        p.validate()?;
+        Ok(Sampling::Sample(p))
+    }
+}
+
 /// Parameters of random sampling.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SamplingParams {

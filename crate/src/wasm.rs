@@ -27,7 +27,7 @@ use crate::pack::{MANIFEST, Manifest};
 use crate::prm::grade::{self, GradeResult, GradeRow, InputFormat};
 use crate::prm::{self, History, Mode, PromptStyle, RewardMode, Solution, VerifyOptions};
 use crate::quant::{QuantFormat, QuantMatrix};
-use crate::sampling::{Sampling, SamplingParams};
+use crate::sampling::Sampling;
 use crate::tokenizer::{TemplateChoice, Tokenizer};
 use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32};
 use crate::engine::LocalEngine;
@@ -457,18 +457,7 @@ impl WebOptions {
         if !(1..=64).contains(&self.samples) {
             return Err(Error::InvalidArgument { name: "samples", message: format!("{} is not in 1..=64", self.samples) });
         }
-        let sampling = if self.greedy {
-            Sampling::Greedy
-        } else {
-            let p = SamplingParams {
-                temperature: self.temperature,
-                top_k: (self.top_k > 0).then_some(self.top_k),
-                top_p: self.top_p,
-                seed: self.seed,
-            };
-            p.validate()?;
-            Sampling::Sample(p)
-        };
+        let sampling = Sampling::from_options(self.greedy, self.temperature, self.top_k, self.top_p, self.seed)?;
         Ok(VerifyOptions {
             style: self.style,
             mode: self.mode,

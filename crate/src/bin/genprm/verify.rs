@@ -11,7 +11,7 @@ use genprm::exec::native::{PythonSandbox, SandboxConfig};
 use genprm::exec::{CodeExecutor, ExecOutcome};
 use genprm::generate::block_on;
 use genprm::prm::{self, Event, History, Mode, PromptStyle, RewardMode, Solution, TextSource, VerifyOptions};
-use genprm::{Sampling, SamplingParams, TemplateChoice};
+use genprm::{Sampling, TemplateChoice};
 
 use super::ModelArgs;
 use super::backend::{AnyEngine, Backend, BackendArgs, run_pool};
@@ -147,18 +147,7 @@ impl CodeExecutor for Executor {
 impl ProtocolArgs {
     /// The protocol options; `default_style` applies when `--style` is not given.
     pub fn options(&self, default_style: PromptStyle, stop_at_first_error: bool) -> Result<VerifyOptions> {
-        let sampling = if self.greedy {
-            Sampling::Greedy
-        } else {
-            let p = SamplingParams {
-                temperature: self.temperature,
-                top_k: (self.top_k > 0).then_some(self.top_k),
-                top_p: self.top_p,
-                seed: self.seed,
-            };
-            p.validate()?;
-            Sampling::Sample(p)
-        };
+        let sampling = Sampling::from_options(self.greedy, self.temperature, self.top_k, self.top_p, self.seed)?;
         Ok(VerifyOptions {
             style: match self.style {
                 Some(StyleArg::Card) => PromptStyle::Card,
