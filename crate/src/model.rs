@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
 use crate::error::{Error, Result};
@@ -52,10 +52,8 @@ impl Weight {
         if rows <= block {
             return Weight::Float(vec![Tensor::from_data(TensorData::new(data, [rows, cols]), device)]);
         }
-        let chunks = data
-            .chunks(block * cols)
-            .map(|c| Tensor::from_data(TensorData::new(c.to_vec(), [c.len() / cols, cols]), device))
-            .collect();
+        let chunks =
+            data.chunks(block * cols).map(|c| Tensor::from_data(TensorData::new(c.to_vec(), [c.len() / cols, cols]), device)).collect();
         Weight::Float(chunks)
     }
 
@@ -103,7 +101,11 @@ impl Weight {
                 let mut start = 0usize;
                 for block in w {
                     let rows = block.dims()[0];
-                    let local: Vec<i64> = ids.iter().map(|&t| t as usize).map(|t| if (start..start + rows).contains(&t) { (t - start) as i64 } else { 0 }).collect();
+                    let local: Vec<i64> = ids
+                        .iter()
+                        .map(|&t| t as usize)
+                        .map(|t| if (start..start + rows).contains(&t) { (t - start) as i64 } else { 0 })
+                        .collect();
                     let keep: Vec<f32> = ids.iter().map(|&t| f32::from(u8::from((start..start + rows).contains(&(t as usize))))).collect();
                     let rows_t = block.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(local, [n]), device));
                     let part = rows_t * Tensor::<2>::from_data(TensorData::new(keep, [n, 1]), device);
@@ -136,9 +138,7 @@ fn gather_rows(q: &QuantMatrix, ids: &[u32], device: &Device) -> Tensor<2> {
 
 /// Values of an activation on the CPU device (a copy in host memory; no GPU is involved).
 fn host_values(x: Tensor<2>) -> Vec<f32> {
-    x.into_data()
-        .try_into_vec::<f32>()
-        .unwrap_or_else(|e| panic!("activations are f32 on the CPU device: {e:?}"))
+    x.into_data().try_into_vec::<f32>().unwrap_or_else(|e| panic!("activations are f32 on the CPU device: {e:?}"))
 }
 
 /// A linear layer `y = x Wᵀ + b`. The weight keeps the checkpoint's `[out, in]` layout, in f32 or
@@ -196,11 +196,22 @@ impl RmsNorm {
     }
 }
 
-/// Key and value tensors of every layer for the positions seen so far, `[batch, kv_heads, len, head_dim]`.
+/// Positions are added to a [`KvCache`] in steps of this many (each growth copies the cache once).
+pub const KV_CACHE_STEP: usize = 256;
+
+/// Keys and values of every layer for the positions seen so far, for one or more sequences
+/// ("rows"). Storage is preallocated for `capacity` positions per row and written in place as
+/// positions are added, so decoding never copies what is already cached; each row has its own
+/// length, so the rows of a batch can be at different positions (Maj@N samples that stop, run
+/// code or restart at different times).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    len: usize,
+    /// Per layer, keys and values `[rows * kv_heads * capacity, head_dim]`, ordered by
+    /// (row, head, position).
+    layers: Vec<Option<(Tensor<2>, Tensor<2>)>>,
+    rows: usize,
+    capacity: usize,
+    lens: Vec<usize>,
 }
 
 impl KvCache {
@@ -209,38 +220,143 @@ impl KvCache {
         Self::default()
     }
 
-    /// Number of positions already in the cache.
+    /// Positions held by row 0 (the only row of a single-sequence cache).
     pub fn len(&self) -> usize {
-        self.len
+        self.row_len(0)
     }
 
-    /// Whether nothing has been cached yet.
+    /// Whether row 0 holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// Keeps only the first `len` positions (a later forward continues from there).
+    /// Positions held by `row` (0 for a row never written).
+    pub fn row_len(&self, row: usize) -> usize {
+        self.lens.get(row).copied().unwrap_or(0)
+    }
+
+    /// Rows allocated.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Positions allocated per row.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Keeps only the first `len` positions of every row (a later forward continues from there).
     pub fn truncate(&mut self, len: usize) {
-        if len >= self.len {
-            return;
+        for l in &mut self.lens {
+            *l = (*l).min(len);
         }
-        if len == 0 {
-            self.clear();
-            return;
-        }
-        for (k, v) in self.layers.iter_mut().flatten() {
-            let [b, h, _, d] = k.dims();
-            *k = k.clone().slice([0..b, 0..h, 0..len, 0..d]);
-            *v = v.clone().slice([0..b, 0..h, 0..len, 0..d]);
-        }
-        self.len = len;
     }
 
-    /// Drops everything.
-    pub fn clear(&mut self) {
-        self.layers.clear();
-        self.len = 0;
+    /// Keeps only the first `len` positions of `row`.
+    pub fn truncate_row(&mut self, row: usize, len: usize) {
+        if let Some(l) = self.lens.get_mut(row) {
+            *l = (*l).min(len);
+        }
     }
+
+    /// Drops everything, storage included.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Makes row `to` hold the first `len` positions of row `from` (the shared prompt of Maj@N
+    /// samples is prefilled once and copied).
+    pub fn copy_prefix(&mut self, from: usize, to: usize, len: usize) {
+        let len = len.min(self.row_len(from));
+        if from == to || len == 0 {
+            self.truncate_row(to, len);
+            return;
+        }
+        let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device()) else {
+            return;
+        };
+        let (heads, head_dim) = (self.heads(), self.layers.iter().flatten().next().map_or(0, |(k, _)| k.dims()[1]));
+        self.reserve(self.layers.len(), to + 1, self.capacity, heads, head_dim, &device);
+        let capacity = self.capacity;
+        let index = |row: usize| -> Vec<i64> {
+            (0..heads).flat_map(|h| (0..len).map(move |p| ((row * heads + h) * capacity + p) as i64)).collect()
+        };
+        let (src, dst) = (index(from), index(to));
+        let n = src.len();
+        let src = Tensor::<1, Int>::from_data(TensorData::new(src, [n]), &device);
+        let dst = Tensor::<1, Int>::from_data(TensorData::new(dst, [n]), &device);
+        for slot in &mut self.layers {
+            if let Some((k, v)) = slot.take() {
+                let ks = k.clone().select(0, src.clone());
+                let vs = v.clone().select(0, src.clone());
+                let k = k.select_assign(0, dst.clone(), ks, IndexingUpdateOp::Assign);
+                let v = v.select_assign(0, dst.clone(), vs, IndexingUpdateOp::Assign);
+                *slot = Some((k, v));
+            }
+        }
+        self.lens[to] = len;
+    }
+
+    /// Key/value heads per row (from the allocated storage).
+    fn heads(&self) -> usize {
+        match self.layers.iter().flatten().next() {
+            Some((k, _)) if self.rows * self.capacity > 0 => k.dims()[0] / (self.rows * self.capacity),
+            _ => 0,
+        }
+    }
+
+    /// Grows the storage to at least `rows` rows of `positions` positions (zero-filled, so the
+    /// masked-out positions attention multiplies by zero are finite).
+    fn reserve(&mut self, layers: usize, rows: usize, positions: usize, heads: usize, head_dim: usize, device: &Device) {
+        let capacity = positions.div_ceil(KV_CACHE_STEP) * KV_CACHE_STEP;
+        if self.layers.len() != layers || self.heads() != heads && self.rows * self.capacity > 0 {
+            self.clear();
+        }
+        if self.layers.is_empty() {
+            let (rows, capacity) = (rows.max(1), capacity.max(KV_CACHE_STEP));
+            let zeros = || Tensor::<2>::zeros([rows * heads * capacity, head_dim], device);
+            self.layers = (0..layers).map(|_| Some((zeros(), zeros()))).collect();
+            self.rows = rows;
+            self.capacity = capacity;
+            self.lens = vec![0; rows];
+            return;
+        }
+        if capacity > self.capacity {
+            let (old, extra) = (self.capacity, capacity - self.capacity);
+            let r = self.rows * heads;
+            let grow = |t: Tensor<2>| {
+                let t = t.reshape([r, old, head_dim]);
+                Tensor::cat(vec![t, Tensor::<3>::zeros([r, extra, head_dim], device)], 1).reshape([r * capacity, head_dim])
+            };
+            for slot in &mut self.layers {
+                if let Some((k, v)) = slot.take() {
+                    *slot = Some((grow(k), grow(v)));
+                }
+            }
+            self.capacity = capacity;
+        }
+        if rows > self.rows {
+            let extra = (rows - self.rows) * heads * self.capacity;
+            let grow = |t: Tensor<2>| Tensor::cat(vec![t, Tensor::<2>::zeros([extra, head_dim], device)], 0);
+            for slot in &mut self.layers {
+                if let Some((k, v)) = slot.take() {
+                    *slot = Some((grow(k), grow(v)));
+                }
+            }
+            self.rows = rows;
+            self.lens.resize(rows, 0);
+        }
+    }
+}
+
+/// Where one forward pass writes and reads: rows `first..first + lens.len()` of the cache, each
+/// starting at its own position, all padded to `seq` new positions.
+struct Step {
+    first: usize,
+    /// Positions each row held before this pass.
+    past: Vec<usize>,
+    seq: usize,
+    capacity: usize,
 }
 
 struct Attention {
@@ -376,7 +492,14 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
 
     /// A large matrix read and converted a block of rows at a time (the 151936-row embedding of
     /// a bf16 checkpoint would otherwise need about 1.4 GB of wasm memory at once).
-    async fn weight_in_pieces(&mut self, name: &str, rows: usize, cols: usize, format: Option<QuantFormat>, keep_host: bool) -> Result<Weight> {
+    async fn weight_in_pieces(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        format: Option<QuantFormat>,
+        keep_host: bool,
+    ) -> Result<Weight> {
         let piece = match format {
             // One piece per device block, so each block is uploaded once.
             None | Some(_) => (self.piece_bytes.min(MAX_BINDING_BYTES) / (cols * 4)).max(1),
@@ -410,7 +533,15 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn linear(&mut self, prefix: &str, name: &str, out: usize, inp: usize, bias: bool, format: Option<QuantFormat>) -> Result<Linear> {
+    async fn linear(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        format: Option<QuantFormat>,
+    ) -> Result<Linear> {
         let w = self.weight(&format!("{prefix}.{name}.weight"), &[out, inp], format).await?;
         let b = if bias { Some(self.vector(&format!("{prefix}.{name}.bias"), out).await?) } else { None };
         Ok(Linear::new(w, b))
@@ -431,12 +562,7 @@ pub struct Qwen2Model {
 impl Qwen2Model {
     /// Loads every tensor the config calls for from `source`, one at a time, checking each shape
     /// against the config. `progress` is called after each tensor.
-    pub fn load(
-        config: Qwen2Config,
-        source: &dyn TensorSource,
-        device: &Device,
-        progress: impl FnMut(LoadProgress<'_>),
-    ) -> Result<Self> {
+    pub fn load(config: Qwen2Config, source: &dyn TensorSource, device: &Device, progress: impl FnMut(LoadProgress<'_>)) -> Result<Self> {
         Self::load_with(config, source, device, LoadOptions::default(), progress)
     }
 
@@ -498,16 +624,12 @@ impl Qwen2Model {
                 down: l.linear(&p, "mlp.down_proj", h, inter, false, q).await?,
             };
             let input_norm = RmsNorm { weight: l.vector(&format!("{p}.input_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
-            let post_norm =
-                RmsNorm { weight: l.vector(&format!("{p}.post_attention_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
+            let post_norm = RmsNorm { weight: l.vector(&format!("{p}.post_attention_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
             layers.push(Layer { input_norm, attention, post_norm, mlp });
         }
         let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
-        let lm_head = if c.tie_word_embeddings {
-            None
-        } else {
-            Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None))
-        };
+        let lm_head =
+            if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
         Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
     }
 
@@ -527,49 +649,82 @@ impl Qwen2Model {
     }
 
     /// Runs `batch` sequences of equal length whose ids are concatenated in `tokens`, continuing
-    /// from what `cache` holds and appending to it. Returns logits `[batch, positions, vocab]`
-    /// for the positions `which` selects.
+    /// from what rows `0..batch` of `cache` hold (the same number of positions each) and
+    /// appending to them. Returns logits `[batch, positions, vocab]` for the positions `which`
+    /// selects.
     pub fn forward(&self, tokens: &[u32], batch: usize, cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<3>> {
-        let c = &self.config;
         if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
             return Err(Error::InvalidArgument {
                 name: "tokens",
                 message: format!("{} ids cannot form {batch} sequences of equal, non-zero length", tokens.len()),
             });
         }
-        let seq = tokens.len() / batch;
-        let past = cache.len;
-        if past + seq > c.max_position_embeddings {
-            return Err(Error::ContextOverflow { tokens: past + seq, max: c.max_position_embeddings });
+        let past = cache.row_len(0);
+        if (1..batch).any(|r| cache.row_len(r) != past) {
+            return Err(Error::InvalidArgument {
+                name: "cache",
+                message: "the rows of an equal-length batch hold different numbers of positions".into(),
+            });
         }
-        for (position, &id) in tokens.iter().enumerate() {
-            if id as usize >= c.vocab_size {
-                return Err(Error::TokenOutOfRange { id, position, vocab_size: c.vocab_size });
+        let seq = tokens.len() / batch;
+        let rows: Vec<&[u32]> = tokens.chunks(seq).collect();
+        self.forward_rows(0, &rows, cache, which)
+    }
+
+    /// Runs one pass over rows `first..first + inputs.len()` of `cache`, each row continuing
+    /// from its own position with its own new ids (`inputs[i]`; an empty one leaves the row as
+    /// it is). Rows are padded to the longest input; the padding is never cached as positions.
+    /// Returns logits `[rows, 1, vocab]` at each row's last new id for [`LogitsFor::Last`]
+    /// (meaningless for an empty input), or `[rows, longest, vocab]` for [`LogitsFor::All`].
+    pub fn forward_rows(&self, first: usize, inputs: &[&[u32]], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<3>> {
+        let c = &self.config;
+        let n = inputs.len();
+        let seq = inputs.iter().map(|t| t.len()).max().unwrap_or(0);
+        if n == 0 || seq == 0 {
+            return Err(Error::InvalidArgument { name: "tokens", message: "nothing to run".into() });
+        }
+        let mut position = 0;
+        for (r, t) in inputs.iter().enumerate() {
+            let total = cache.row_len(first + r) + t.len();
+            if total > c.max_position_embeddings {
+                return Err(Error::ContextOverflow { tokens: total, max: c.max_position_embeddings });
+            }
+            for &id in *t {
+                if id as usize >= c.vocab_size {
+                    return Err(Error::TokenOutOfRange { id, position, vocab_size: c.vocab_size });
+                }
+                position += 1;
             }
         }
-        if cache.layers.len() != self.layers.len() {
-            cache.layers = vec![None; self.layers.len()];
-        }
-        let mut x = self.embed.gather(tokens, &self.device); // [batch * seq, hidden]
+        let past: Vec<usize> = (0..n).map(|r| cache.row_len(first + r)).collect();
+        let needed = past.iter().map(|p| p + seq).max().unwrap_or(seq);
+        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), &self.device);
+        let step = Step { first, past, seq, capacity: cache.capacity };
 
-        let (cos, sin) = self.rope_tables(past, seq);
-        let mask = (seq > 1).then(|| self.causal_mask(past, seq));
+        // Padding repeats each row's last id (or id 0); its keys land past the row's length.
+        let padded: Vec<u32> = inputs.iter().flat_map(|t| (0..seq).map(move |i| t.get(i).or(t.last()).copied().unwrap_or(0))).collect();
+        let mut x = self.embed.gather(&padded, &self.device); // [n * seq, hidden]
+        let (cos, sin) = self.rope_tables(&step);
+        let mask = self.attention_mask(&step);
+        let writes = self.cache_writes(&step, c.kv_heads());
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_norm.forward(x.clone());
-            let h = self.attention(&layer.attention, h, batch, seq, &cos, &sin, mask.clone(), slot);
+            let h = self.attention(&layer.attention, h, &step, &cos, &sin, &mask, &writes, slot);
             x = x + h;
             let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
             let h = m.down.forward(silu(m.gate.forward(h.clone())) * m.up.forward(h));
             x = x + h;
         }
-        cache.len = past + seq;
+        for (r, t) in inputs.iter().enumerate() {
+            cache.lens[first + r] += t.len();
+        }
 
-        let hidden = c.hidden_size;
         let x = match which {
             LogitsFor::All => x,
             LogitsFor::Last => {
-                x.reshape([batch, seq, hidden]).slice([0..batch, seq - 1..seq, 0..hidden]).reshape([batch, hidden])
+                let last: Vec<i64> = inputs.iter().enumerate().map(|(r, t)| (r * seq + t.len().max(1) - 1) as i64).collect();
+                x.select(0, Tensor::<1, Int>::from_data(TensorData::new(last, [n]), &self.device))
             }
         };
         let rows = x.dims()[0];
@@ -578,40 +733,58 @@ impl Qwen2Model {
             Some(head) => head.forward(x),
             None => self.embed.matmul_t(x),
         };
-        Ok(logits.reshape([batch, rows / batch, c.vocab_size]))
+        Ok(logits.reshape([n, rows / n, c.vocab_size]))
     }
 
-    /// Rotary tables `[seq, head_dim]` for positions `past..past + seq`, computed in f32 exactly
-    /// as transformers does (inverse frequencies, outer product, then cos/sin, halves repeated).
-    fn rope_tables(&self, past: usize, seq: usize) -> (Tensor<2>, Tensor<2>) {
+    /// Rotary tables `[rows, 1, seq, head_dim]` for each row's new positions, computed in f32
+    /// exactly as transformers does (inverse frequencies, outer product, then cos/sin, halves
+    /// repeated).
+    fn rope_tables(&self, step: &Step) -> (Tensor<4>, Tensor<4>) {
         let d = self.config.head_dim();
         let base = self.config.rope_theta as f32;
         let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
-        let mut cos = Vec::with_capacity(seq * d);
-        let mut sin = Vec::with_capacity(seq * d);
-        for p in past..past + seq {
-            let angles: Vec<f32> = inv.iter().map(|f| p as f32 * f).collect();
-            for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
+        let n = step.past.len();
+        let mut cos = Vec::with_capacity(n * step.seq * d);
+        let mut sin = Vec::with_capacity(n * step.seq * d);
+        for &past in &step.past {
+            for p in past..past + step.seq {
+                let angles: Vec<f32> = inv.iter().map(|f| p as f32 * f).collect();
+                for _ in 0..2 {
+                    cos.extend(angles.iter().map(|a| a.cos()));
+                    sin.extend(angles.iter().map(|a| a.sin()));
+                }
             }
         }
-        (
-            Tensor::from_data(TensorData::new(cos, [seq, d]), &self.device),
-            Tensor::from_data(TensorData::new(sin, [seq, d]), &self.device),
-        )
+        let shape = [n, 1, step.seq, d];
+        (Tensor::from_data(TensorData::new(cos, shape), &self.device), Tensor::from_data(TensorData::new(sin, shape), &self.device))
     }
 
-    /// Additive mask `[seq, past + seq]`: 0 where query `i` may see key `j`, −∞ after it.
-    fn causal_mask(&self, past: usize, seq: usize) -> Tensor<2> {
-        let total = past + seq;
-        let mut m = vec![0f32; seq * total];
-        for i in 0..seq {
-            for j in past + i + 1..total {
-                m[i * total + j] = f32::NEG_INFINITY;
+    /// Additive mask `[rows, 1, 1, seq, capacity]`: new position `i` of a row sees the row's
+    /// cached positions and its own new positions up to `i`; −∞ everywhere else (other rows'
+    /// padding, unused capacity).
+    fn attention_mask(&self, step: &Step) -> Tensor<5> {
+        let (seq, cap) = (step.seq, step.capacity);
+        let mut m = vec![f32::NEG_INFINITY; step.past.len() * seq * cap];
+        for (r, &past) in step.past.iter().enumerate() {
+            for i in 0..seq {
+                let row = &mut m[(r * seq + i) * cap..][..cap];
+                row[..=past + i].fill(0.0);
             }
         }
-        Tensor::from_data(TensorData::new(m, [seq, total]), &self.device)
+        Tensor::from_data(TensorData::new(m, [step.past.len(), 1, 1, seq, cap]), &self.device)
+    }
+
+    /// Cache rows the new keys and values go to, in the order of `[rows, kv_heads, seq, d]`.
+    fn cache_writes(&self, step: &Step, heads: usize) -> Tensor<1, Int> {
+        let mut idx = Vec::with_capacity(step.past.len() * heads * step.seq);
+        for (r, &past) in step.past.iter().enumerate() {
+            for h in 0..heads {
+                let base = ((step.first + r) * heads + h) * step.capacity;
+                idx.extend((0..step.seq).map(|i| (base + past + i) as i64));
+            }
+        }
+        let n = idx.len();
+        Tensor::from_data(TensorData::new(idx, [n]), &self.device)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -619,52 +792,51 @@ impl Qwen2Model {
         &self,
         a: &Attention,
         x: Tensor<2>,
-        batch: usize,
-        seq: usize,
-        cos: &Tensor<2>,
-        sin: &Tensor<2>,
-        mask: Option<Tensor<2>>,
-        slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+        step: &Step,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<5>,
+        writes: &Tensor<1, Int>,
+        slot: &mut Option<(Tensor<2>, Tensor<2>)>,
     ) -> Tensor<2> {
         let c = &self.config;
         let (nh, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let (n, seq, cap) = (step.past.len(), step.seq, step.capacity);
         let groups = nh / kvh;
-        let heads = |t: Tensor<2>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2); // [b, n, seq, d]
+        let heads = |t: Tensor<2>, h: usize| t.reshape([n, seq, h, d]).swap_dims(1, 2); // [n, h, seq, d]
         let q = rotate(heads(a.q.forward(x.clone()), nh), cos, sin);
         let k = rotate(heads(a.k.forward(x.clone()), kvh), cos, sin);
         let v = heads(a.v.forward(x), kvh);
-        let (k, v) = match slot.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-            None => (k, v),
-        };
-        *slot = Some((k.clone(), v.clone()));
-        let total = k.dims()[2];
+
+        // Write the new keys and values in place, then attend over the rows' whole storage.
+        let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
+        let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+        let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+        let span = step.first * kvh * cap..(step.first + n) * kvh * cap;
+        let keys = ck.clone().slice([span.clone(), 0..d]).reshape([n, kvh, cap, d]);
+        let values = cv.clone().slice([span, 0..d]).reshape([n, kvh, cap, d]);
+        *slot = Some((ck, cv));
 
         // Grouped-query attention without copying keys: the `groups` query heads that share a
         // key/value head are stacked along the query axis, rows ordered (group, position).
-        let q = q.reshape([batch, kvh, groups * seq, d]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()); // [b, kvh, g*seq, total]
-        let scores = match mask {
-            Some(m) => scores + m.repeat_dim(0, groups).reshape([1, 1, groups * seq, total]),
-            None => scores,
-        };
-        let out = softmax(scores, 3).matmul(v); // [b, kvh, g*seq, d]
-        let out = out.reshape([batch, nh, seq, d]).swap_dims(1, 2).reshape([batch * seq, nh * d]);
+        let q = q.reshape([n, kvh, groups * seq, d]);
+        let scores = q.matmul(keys.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()); // [n, kvh, g*seq, cap]
+        let scores = (scores.reshape([n, kvh, groups, seq, cap]) + mask.clone()).reshape([n, kvh, groups * seq, cap]);
+        let out = softmax(scores, 3).matmul(values); // [n, kvh, g*seq, d]
+        let out = out.reshape([n, nh, seq, d]).swap_dims(1, 2).reshape([n * seq, nh * d]);
         a.o.forward(out)
     }
 }
 
-/// Applies rotary embeddings to `[batch, heads, seq, d]` with `[seq, d]` tables
+/// Applies rotary embeddings to `[batch, heads, seq, d]` with `[batch, 1, seq, d]` tables
 /// (the "rotate half" convention of Qwen2).
-fn rotate(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let [b, n, s, d] = x.dims();
     let half = d / 2;
     let x1 = x.clone().slice([0..b, 0..n, 0..s, 0..half]);
     let x2 = x.clone().slice([0..b, 0..n, 0..s, half..d]);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    let cos = cos.clone().reshape([1, 1, s, d]);
-    let sin = sin.clone().reshape([1, 1, s, d]);
-    x * cos + rotated * sin
+    x * cos.clone() + rotated * sin.clone()
 }
 
 #[cfg(test)]
@@ -694,7 +866,8 @@ mod tests {
         let device = Device::flex();
         for quant in [None, Some(QuantFormat::Q4)] {
             let options = LoadOptions { quant, head_quant: None };
-            let whole = crate::weights::ready(Qwen2Model::load_in_pieces(config.clone(), &source, &device, options, |_| {}, usize::MAX)).unwrap();
+            let whole =
+                crate::weights::ready(Qwen2Model::load_in_pieces(config.clone(), &source, &device, options, |_| {}, usize::MAX)).unwrap();
             // 256 bytes: every matrix is split into blocks of a row or two.
             let pieces = crate::weights::ready(Qwen2Model::load_in_pieces(config.clone(), &source, &device, options, |_| {}, 256)).unwrap();
             if quant.is_none() {

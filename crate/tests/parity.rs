@@ -34,8 +34,8 @@ fn greedy_continuations_match_transformers() {
             let m = load(name, &device);
             let exp = expected(name);
             let mut cache = CachedPrefix::new();
-            let out = block_on(genprm::generate(&m.model, None, &mut cache, &exp.prompt_ids, &greedy(exp.greedy_ids.len()), |_| {}))
-                .unwrap();
+            let out =
+                block_on(genprm::generate(&m.model, None, &mut cache, &exp.prompt_ids, &greedy(exp.greedy_ids.len()), |_| {})).unwrap();
             assert_eq!(out.ids, exp.greedy_ids, "{name} on {kind}");
         }
     }
@@ -105,6 +105,51 @@ fn batched_forward_equals_single_sequences() {
             let d = got[i * v..(i + 1) * v].iter().zip(last).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             assert!(d < 1e-4, "{kind}: sequence {i} differs by {d}");
         }
+    }
+}
+
+/// Rows of one cache at different positions (a sample that stopped, one that restarts after
+/// its code ran, one that copied another's prefix) give each sequence's own logits.
+#[test]
+fn rows_at_different_positions_equal_single_sequences() {
+    for (kind, device) in devices() {
+        let m = load("tiny-gqa-f32", &device);
+        let v = m.model.vocab_size();
+        let seq = |mul: u32, add: u32, n: u32| -> Vec<u32> { (0..n).map(|i| (i * mul + add) % 256).collect() };
+        let (a, b) = (seq(17, 3, 12), seq(29, 11, 12));
+        let last = |ids: &[u32]| block_on(genprm::score(&m.model, ids)).unwrap().pop().unwrap();
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            let d = got.iter().zip(want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-4, "{kind}: {what} differs by {d}");
+        };
+        let rows = |t: burn::tensor::Tensor<3>| -> Vec<Vec<f32>> {
+            let data: Vec<f32> = t.into_data().try_into_vec().unwrap();
+            data.chunks(v).map(<[f32]>::to_vec).collect()
+        };
+        let mut cache = KvCache::new();
+        // Prefill rows of different lengths together (the shorter one is padded).
+        let got = rows(m.model.forward_rows(0, &[&a[..7], &b[..4]], &mut cache, LogitsFor::Last).unwrap());
+        close(&got[0], &last(&a[..7]), "row 0 after prefill");
+        close(&got[1], &last(&b[..4]), "row 1 after prefill");
+        // Row 0 waits (empty input) while row 1 takes 3 more; then both decode one id.
+        let got = rows(m.model.forward_rows(0, &[&[], &b[4..7]], &mut cache, LogitsFor::Last).unwrap());
+        close(&got[1], &last(&b[..7]), "row 1 alone");
+        assert_eq!((cache.row_len(0), cache.row_len(1)), (7, 7));
+        let got = rows(m.model.forward_rows(0, &[&a[7..8], &b[7..8]], &mut cache, LogitsFor::Last).unwrap());
+        close(&got[0], &last(&a[..8]), "row 0 decode");
+        close(&got[1], &last(&b[..8]), "row 1 decode");
+        // Row 2 starts from a copy of row 0's first 5 positions; row 1 is cut back to 6.
+        cache.copy_prefix(0, 2, 5);
+        cache.truncate_row(1, 6);
+        let got = rows(m.model.forward_rows(1, &[&b[6..9], &a[5..10]], &mut cache, LogitsFor::Last).unwrap());
+        close(&got[0], &last(&b[..9]), "row 1 after truncation");
+        close(&got[1], &last(&a[..10]), "row 2 from a copied prefix");
+        // Past the first capacity step: the cache grows and keeps what it held.
+        let long = seq(7, 1, 300);
+        let got = rows(m.model.forward_rows(0, &[&long[..1], &long[..290], &long[..1]], &mut cache, LogitsFor::Last).unwrap());
+        assert!(cache.capacity() >= 300);
+        close(&got[0], &last(&[a[..8].to_vec(), long[..1].to_vec()].concat()), "row 0 after growth");
+        close(&got[2], &last(&[a[..10].to_vec(), long[..1].to_vec()].concat()), "row 2 after growth");
     }
 }
 
