@@ -2,11 +2,16 @@
 //! and the Yes/No log-probabilities the reward needs. [`LocalEngine`] runs a [`Qwen2Model`] on
 //! this device; other engines (a remote server, a scripted test double) implement the same trait.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
 use serde::Serialize;
 
-use crate::error::Result;
-use crate::generate::{CachedPrefix, CancelFlag, GenerateOptions, StopReason, generate};
-use crate::model::Qwen2Model;
+use crate::error::{Error, Result};
+use crate::generate::{CancelFlag, Decoder, GenerateOptions, Generation, StopReason, read_logits, yield_to_browser};
+use crate::model::{KvCache, LogitsFor, Qwen2Model};
 use crate::sampling::{Sampling, processed_logprobs};
 use crate::tokenizer::Tokenizer;
 
@@ -73,7 +78,9 @@ pub trait Engine {
     /// The ids of "Yes" and "No" (`tokenizer.encode(word)[-1]`).
     fn answer_ids(&self) -> (u32, u32);
     /// Generates a continuation, calling `on_text` with each new piece of text.
-    async fn complete(&mut self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion>;
+    /// Requests for different `path`s may be in flight at once (awaited together): an engine
+    /// can batch them.
+    async fn complete(&self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion>;
 }
 
 /// Scores for one position from its raw logits, as vLLM 0.7.1 would report them.
@@ -105,16 +112,188 @@ pub fn answer_scores(logits: &[f32], sampled: u32, yes: u32, no: u32, sampling: 
     }
 }
 
-/// A [`Qwen2Model`] on this device, with one reusable KV cache per solution path.
+/// A [`Qwen2Model`] on this device. Requests for different paths that are in flight at the
+/// same time (the N samples of Maj@N, each awaiting its own `complete`) decode as one batch:
+/// one forward pass per token for all of them, each row of the batch at its own position with
+/// its own stop strings, budget and sampler. A request that ends leaves the batch while the
+/// others go on; its path's next request (after its code ran) joins again. Each path keeps its
+/// rows of the KV cache between requests, so a conversation's history is never prefilled
+/// twice, and a path whose prompt starts like another's copies that part of its cache.
 pub struct LocalEngine<'m> {
     model: &'m Qwen2Model,
     tokenizer: &'m Tokenizer,
-    caches: Vec<CachedPrefix>,
     yes: u32,
     no: u32,
     eos: Vec<u32>,
     cancel: Option<CancelFlag>,
-    prefilled: usize,
+    batch: RefCell<Batch<'m>>,
+}
+
+/// Another row's cached prefix is copied when it holds at least this many more positions of a
+/// prompt than the row's own.
+const MIN_COPY: usize = 32;
+
+/// The shared state of the requests in flight.
+#[derive(Default)]
+struct Batch<'m> {
+    cache: KvCache,
+    /// The ids each row of the cache holds.
+    held: Vec<Vec<u32>>,
+    /// The request running on each row (one row per path).
+    slots: Vec<Option<Slot<'m>>>,
+    /// A forward pass is under way (its caller is awaiting the logits).
+    stepping: bool,
+    stats: EngineStats,
+    last_yield: f64,
+}
+
+/// What a [`LocalEngine`] has run so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Prompt tokens run through the model (those not found in a KV cache).
+    pub prefilled_tokens: usize,
+    /// Tokens generated, all requests together.
+    pub generated_tokens: usize,
+    /// Forward passes that decoded (each feeds one token to every request in the batch).
+    pub decode_passes: usize,
+    /// Forward passes that prefilled a prompt.
+    pub prefill_passes: usize,
+}
+
+/// One request in flight.
+struct Slot<'m> {
+    /// `None` once the generation is over.
+    decoder: Option<Decoder<'m>>,
+    sampling: Sampling,
+    /// The whole prompt, while it still has to be prefilled.
+    prompt: Option<Vec<u32>>,
+    /// The id to feed at the next pass.
+    next: Option<u32>,
+    /// Text not yet handed to the caller.
+    pieces: String,
+    answers: Vec<(usize, AnswerScores)>,
+    done: Option<Result<Generation>>,
+    waker: Option<Waker>,
+}
+
+impl Batch<'_> {
+    fn wake_all(&mut self) {
+        for slot in self.slots.iter_mut().flatten() {
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether a pass should run now: something to feed, no pass running, and every ended
+    /// request collected (so its path can submit its next request and join this pass).
+    fn ready(&self) -> bool {
+        let live = || self.slots.iter().flatten();
+        !self.stepping && live().all(|s| s.done.is_none()) && live().any(|s| s.prompt.is_some() || s.next.is_some())
+    }
+
+    /// Ends every request in flight with an error (the pass failed or was cancelled).
+    fn fail_all(&mut self, error: &Error) {
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.done.is_none() {
+                slot.done = Some(Err(match error {
+                    Error::Cancelled => Error::Cancelled,
+                    e => Error::Device(format!("the batch this request ran in failed: {e}")),
+                }));
+            }
+        }
+        self.wake_all();
+    }
+
+    /// Points `row` at the longest cached prefix of `prompt` (its own, or a copy of another
+    /// row's) and returns the ids still to feed (at least one).
+    fn reuse(&mut self, row: usize, prompt: &[u32]) -> Vec<u32> {
+        let common = |held: &Vec<u32>| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let own = common(&self.held[row]);
+        let (best, best_len) =
+            self.held.iter().enumerate().map(|(r, h)| (r, common(h))).max_by_key(|&(r, n)| (n, r == row)).unwrap_or((row, own));
+        // Copy only a real saving (the shared prompt of a new step), not the odd token another
+        // row happens to share: positions computed in other passes can differ in the last bits,
+        // and results should not depend on what other rows hold at that moment.
+        if best != row && best_len >= own + MIN_COPY {
+            self.cache.copy_prefix(best, row, best_len);
+            self.held[row] = self.held[best][..best_len].to_vec();
+        }
+        let keep = common(&self.held[row]).min(prompt.len() - 1).min(self.cache.row_len(row));
+        self.cache.truncate_row(row, keep);
+        self.held[row].truncate(keep);
+        self.stats.prefilled_tokens += prompt.len() - keep;
+
+
+        prompt[keep..].to_vec()
+    }
+}
+
+/// Removes a request's slot if its caller goes away early (an error elsewhere, a dropped
+/// future), and ends a pass its caller abandoned, so the batch never waits on it.
+struct SlotGuard<'a, 'm> {
+    batch: &'a RefCell<Batch<'m>>,
+    row: usize,
+}
+
+impl Drop for SlotGuard<'_, '_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.batch.try_borrow_mut() {
+            if let Some(slot) = b.slots.get_mut(self.row) {
+                *slot = None;
+            }
+            b.wake_all();
+        }
+    }
+}
+
+/// Marks the end of a pass however it ends (done, failed, or its caller dropped mid-pass) and
+/// wakes the requests waiting for it.
+struct PassGuard<'a, 'm>(&'a RefCell<Batch<'m>>);
+
+impl Drop for PassGuard<'_, '_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.0.try_borrow_mut() {
+            b.stepping = false;
+            b.wake_all();
+        }
+    }
+}
+
+/// Resolves once the request's owner was woken (after registering its waker in the slot).
+struct Woken<'a, 'm> {
+    batch: &'a RefCell<Batch<'m>>,
+    row: usize,
+    registered: bool,
+}
+
+impl Future for Woken<'_, '_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered {
+            return Poll::Ready(());
+        }
+        if let Some(Some(slot)) = self.batch.borrow_mut().slots.get_mut(self.row) {
+            slot.waker = Some(cx.waker().clone());
+        }
+        self.registered = true;
+        Poll::Pending
+    }
+}
+
+/// Lets the other requests in flight run once (they take their text and may join the batch).
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 impl<'m> LocalEngine<'m> {
@@ -128,7 +307,7 @@ impl<'m> LocalEngine<'m> {
         {
             eos.push(id);
         }
-        Ok(LocalEngine { model, tokenizer, caches: Vec::new(), yes, no, eos, cancel: None, prefilled: 0 })
+        Ok(LocalEngine { model, tokenizer, yes, no, eos, cancel: None, batch: RefCell::new(Batch::default()) })
     }
 
     /// Stops every generation with [`crate::Error::Cancelled`] once `flag` is set.
@@ -144,7 +323,108 @@ impl<'m> LocalEngine<'m> {
 
     /// Prompt tokens run through the model so far (those not found in a KV cache).
     pub fn prefilled_tokens(&self) -> usize {
-        self.prefilled
+        self.batch.borrow().stats.prefilled_tokens
+    }
+
+    /// Counts of what ran so far (tokens, forward passes).
+    pub fn stats(&self) -> EngineStats {
+        self.batch.borrow().stats
+    }
+
+    /// Runs one round of forward passes: each new request's prompt (alone, after taking what
+    /// the cache already holds of it), then one token for every decoding request together.
+    async fn step(&self) -> Result<()> {
+        let max_ctx = self.model.config().max_position_embeddings;
+        let vocab = self.model.vocab_size();
+        let (yes, no) = (self.yes, self.no);
+        let mut last_yield = {
+            let mut b = self.batch.borrow_mut();
+            b.stepping = true;
+            b.last_yield
+        };
+        let _pass = PassGuard(&self.batch);
+        yield_to_browser(&mut last_yield).await;
+        self.batch.borrow_mut().last_yield = last_yield;
+        if let Some(c) = &self.cancel {
+            c.check()?;
+        }
+        // Prefills, one row at a time: a later row may copy what an earlier one just cached.
+        let prefills: Vec<usize> = {
+            let b = self.batch.borrow();
+            b.slots.iter().enumerate().filter(|(_, s)| s.as_ref().is_some_and(|s| s.prompt.is_some())).map(|(r, _)| r).collect()
+        };
+        for row in prefills {
+            let feed = {
+                let mut b = self.batch.borrow_mut();
+                let prompt = b.slots[row].as_mut().and_then(|s| s.prompt.take()).expect("a prefill row has its prompt");
+                b.reuse(row, &prompt)
+            };
+            if feed.len() == 1 {
+                // Only the last prompt id is new: it decodes with the others.
+                if let Some(s) = self.batch.borrow_mut().slots[row].as_mut() {
+                    s.next = Some(feed[0]);
+                }
+                continue;
+            }
+            let t = {
+                let mut b = self.batch.borrow_mut();
+                let t = self.model.forward_rows(row, &[&feed], &mut b.cache, LogitsFor::Last)?;
+                b.held[row].extend_from_slice(&feed);
+                b.stats.prefill_passes += 1;
+                t
+            };
+            let logits = read_logits(t).await?;
+            self.take_logits(&[(row, &logits[..vocab])], max_ctx, yes, no);
+        }
+        // One decode pass over the contiguous rows that have a token to feed.
+        let rows: Vec<(usize, u32)> = {
+            let b = self.batch.borrow();
+            b.slots.iter().enumerate().filter_map(|(r, s)| s.as_ref().and_then(|s| s.next).map(|id| (r, id))).collect()
+        };
+        if let (Some(&(first, _)), Some(&(last, _))) = (rows.first(), rows.last()) {
+            let t = {
+                let mut b = self.batch.borrow_mut();
+                let mut inputs: Vec<Vec<u32>> = vec![Vec::new(); last + 1 - first];
+                for &(r, id) in &rows {
+                    inputs[r - first] = vec![id];
+                    b.held[r].push(id);
+                    if let Some(s) = b.slots[r].as_mut() {
+                        s.next = None;
+                    }
+                }
+                let inputs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+                b.stats.decode_passes += 1;
+                self.model.forward_rows(first, &inputs, &mut b.cache, LogitsFor::Last)?
+            };
+            let logits = read_logits(t).await?;
+            let outs: Vec<(usize, &[f32])> = rows.iter().map(|&(r, _)| (r, &logits[(r - first) * vocab..][..vocab])).collect();
+            self.take_logits(&outs, max_ctx, yes, no);
+        }
+        Ok(())
+    }
+
+    /// Hands each row's logits to its decoder: the next id to feed, or the finished generation.
+    fn take_logits(&self, rows: &[(usize, &[f32])], max_ctx: usize, yes: u32, no: u32) {
+        let mut b = self.batch.borrow_mut();
+        let b = &mut *b;
+        for &(row, logits) in rows {
+            let room = b.cache.row_len(row) < max_ctx;
+            let Some(slot) = b.slots[row].as_mut() else { continue };
+            let (sampling, pieces, answers) = (slot.sampling, &mut slot.pieces, &mut slot.answers);
+            let Some(decoder) = slot.decoder.as_mut() else { continue };
+            b.stats.generated_tokens += 1;
+            let pushed = decoder.push(logits, room, &mut |ev| {
+                if ev.id == yes || ev.id == no {
+                    answers.push((ev.index, answer_scores(ev.logits, ev.id, yes, no, sampling)));
+                }
+                pieces.push_str(ev.text);
+            });
+            match pushed {
+                Ok(Some(id)) => slot.next = Some(id),
+                Ok(None) => slot.done = slot.decoder.take().map(|d| Ok(d.finish())),
+                Err(e) => slot.done = Some(Err(e)),
+            }
+        }
     }
 }
 
@@ -157,46 +437,92 @@ impl Engine for LocalEngine<'_> {
         (self.yes, self.no)
     }
 
-    async fn complete(&mut self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion> {
+    async fn complete(&self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion> {
         // Like vLLM given a text prompt: the whole text is tokenized again (the template wrote
         // BOS, so none is added); the cache keeps whatever prefix of ids is unchanged.
         let ids = self.tokenizer.encode(request.prompt, false)?;
-        if self.caches.len() <= request.path {
-            self.caches.resize_with(request.path + 1, CachedPrefix::new);
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument { name: "prompt", message: "is empty".into() });
         }
-        // Another path may already hold more of this prompt (Maj@N: every sample of a step
-        // starts from the same conversation): start from a copy of its cache instead of
-        // prefilling the shared prefix again. Caches are immutable tensors, so a copy is cheap.
-        let own = self.caches[request.path].common_prefix(&ids);
-        let best = (0..self.caches.len()).max_by_key(|&i| self.caches[i].common_prefix(&ids)).unwrap_or(request.path);
-        if best != request.path && self.caches[best].common_prefix(&ids) > own {
-            self.caches[request.path] = self.caches[best].clone();
+        let max_ctx = self.model.config().max_position_embeddings;
+        if ids.len() > max_ctx {
+            return Err(Error::ContextOverflow { tokens: ids.len(), max: max_ctx });
         }
-        let reused = self.caches[request.path].common_prefix(&ids).min(ids.len().saturating_sub(1));
-        self.prefilled += ids.len() - reused;
         let options = GenerateOptions {
             max_new_tokens: request.max_tokens,
             sampling: request.sampling,
             stop_token_ids: self.eos.clone(),
             stop_strings: request.stop.iter().map(|s| s.to_string()).collect(),
             skip_special_tokens: true,
-            cancel: self.cancel.clone(),
+            cancel: None,
         };
-        let (yes, no) = (self.yes, self.no);
-        let mut answer = Vec::new();
-        let out = generate(self.model, Some(self.tokenizer), &mut self.caches[request.path], &ids, &options, |ev| {
-            if ev.id == yes || ev.id == no {
-                answer.push((ev.index, answer_scores(ev.logits, ev.id, yes, no, request.sampling)));
+        let decoder = Decoder::new(Some(self.tokenizer), &options)?;
+        if let Some(c) = &self.cancel {
+            c.check()?;
+        }
+        let row = request.path;
+        {
+            let mut b = self.batch.borrow_mut();
+            if b.slots.len() <= row {
+                b.slots.resize_with(row + 1, || None);
+                b.held.resize_with(row + 1, Vec::new);
             }
-            on_text(ev.text);
-        })
-        .await?;
-        Ok(Completion {
-            text: out.text,
-            token_ids: out.ids,
-            answer_scores: answer,
-            stopped_by_string: matches!(out.stop, StopReason::StopString(_)),
-        })
+            if b.slots[row].is_some() {
+                return Err(Error::InvalidArgument { name: "path", message: format!("path {row} already has a request in flight") });
+            }
+            b.slots[row] = Some(Slot {
+                decoder: Some(decoder),
+                sampling: request.sampling,
+                prompt: Some(ids),
+                next: None,
+                pieces: String::new(),
+                answers: Vec::new(),
+                done: None,
+                waker: None,
+            });
+        }
+        let _guard = SlotGuard { batch: &self.batch, row };
+        // Let the other requests being made now (the other samples of this step) open theirs,
+        // so the first pass already runs them together.
+        YieldNow(false).await;
+        loop {
+            let (pieces, done) = {
+                let mut b = self.batch.borrow_mut();
+                let slot = b.slots[row].as_mut().expect("the slot lives while its request does");
+                (std::mem::take(&mut slot.pieces), slot.done.take())
+            };
+            if !pieces.is_empty() {
+                on_text(&pieces);
+            }
+            if let Some(done) = done {
+                let answers = {
+                    let mut b = self.batch.borrow_mut();
+                    let slot = b.slots[row].take().expect("the slot lives while its request does");
+                    b.wake_all();
+                    slot.answers
+                };
+                let out = done?;
+                return Ok(Completion {
+                    text: out.text,
+                    token_ids: out.ids,
+                    answer_scores: answers,
+                    stopped_by_string: matches!(out.stop, StopReason::StopString(_)),
+                });
+            }
+            let ready = self.batch.borrow().ready();
+            if ready {
+                if let Err(e) = self.step().await {
+                    self.batch.borrow_mut().fail_all(&e);
+                    continue;
+                }
+                let others = self.batch.borrow().slots.iter().flatten().count() > 1;
+                if others {
+                    YieldNow(false).await;
+                }
+            } else {
+                Woken { batch: &self.batch, row, registered: false }.await;
+            }
+        }
     }
 }
 

@@ -111,7 +111,7 @@ pub struct Generation {
 /// In a browser, lets the page handle input (a Cancel click, rendering) at least every 40 ms:
 /// on the CPU device nothing else in the decode loop returns to the event loop. Natively a no-op.
 #[allow(clippy::unused_async)]
-async fn yield_to_browser(last: &mut f64) {
+pub(crate) async fn yield_to_browser(last: &mut f64) {
     #[cfg(target_arch = "wasm32")]
     {
         use wasm_bindgen::JsCast;
@@ -145,7 +145,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// Reads a `[rows, vocab]`-shaped logits tensor back to the host.
-async fn read_logits(t: burn::tensor::Tensor<3>) -> Result<Vec<f32>> {
+pub(crate) async fn read_logits(t: burn::tensor::Tensor<3>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading logits: {e:?}")))?;
     data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("reading logits: {e:?}")))
 }
@@ -156,6 +156,103 @@ pub async fn score(model: &Qwen2Model, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
     let logits = model.forward(ids, 1, &mut cache, LogitsFor::All)?;
     let v = model.vocab_size();
     Ok(read_logits(logits).await?.chunks(v).map(<[f32]>::to_vec).collect())
+}
+
+/// One sequence's side of the decode loop, apart from the model: chooses each next token from
+/// the logits, decodes its text, and watches for stop ids, stop strings, the token budget and
+/// the context. [`generate`] drives one; the local engine drives one per row of a batch.
+pub struct Decoder<'t> {
+    sampler: Sampler,
+    stream: Option<crate::tokenizer::TextStream<'t>>,
+    stop_token_ids: Vec<u32>,
+    stop_strings: Vec<String>,
+    longest_stop: usize,
+    max_new_tokens: usize,
+    ids: Vec<u32>,
+    text: String,
+    stop: StopReason,
+}
+
+impl<'t> Decoder<'t> {
+    /// A decoder for `options`, refusing options that cannot work (stop strings without a
+    /// tokenizer, an empty stop string, bad sampling parameters).
+    pub fn new(tokenizer: Option<&'t Tokenizer>, options: &GenerateOptions) -> Result<Self> {
+        if !options.stop_strings.is_empty() && tokenizer.is_none() {
+            return Err(Error::InvalidArgument { name: "stop_strings", message: "need a tokenizer".into() });
+        }
+        if options.stop_strings.iter().any(String::is_empty) {
+            return Err(Error::InvalidArgument { name: "stop_strings", message: "an empty stop string would stop at once".into() });
+        }
+        Ok(Decoder {
+            sampler: Sampler::new(options.sampling)?,
+            stream: tokenizer.map(|t| t.decode_stream(options.skip_special_tokens)),
+            stop_token_ids: options.stop_token_ids.clone(),
+            stop_strings: options.stop_strings.clone(),
+            longest_stop: options.stop_strings.iter().map(String::len).max().unwrap_or(0),
+            max_new_tokens: options.max_new_tokens,
+            ids: Vec::new(),
+            text: String::new(),
+            stop: StopReason::MaxTokens,
+        })
+    }
+
+    /// Chooses the next token from `logits` (the model's output after everything fed so far)
+    /// and reports it to `on_token`. Returns the id to feed next, or `None` once generation is
+    /// over. `room` says whether the context can take one more position.
+    pub fn push(&mut self, logits: &[f32], room: bool, on_token: &mut dyn FnMut(TokenEvent<'_>)) -> Result<Option<u32>> {
+        let index = self.ids.len();
+        if index >= self.max_new_tokens {
+            return Ok(None);
+        }
+        let id = self.sampler.next(logits);
+        self.ids.push(id);
+        let text = &mut self.text;
+        let before = text.len();
+        let stop_id = self.stop_token_ids.contains(&id);
+        if let Some(s) = self.stream.as_mut() {
+            let piece = s.step(id)?;
+            if !stop_id {
+                text.push_str(&piece);
+            }
+        }
+        // Look for stop strings only where the new text could complete one.
+        let mut hit = None;
+        if self.longest_stop > 0 && text.len() > before {
+            let mut from = before.saturating_sub(self.longest_stop - 1);
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            hit = self
+                .stop_strings
+                .iter()
+                .filter_map(|s| text[from..].find(s.as_str()).map(|pos| (from + pos + s.len(), s)))
+                .min_by_key(|(end, _)| *end);
+        }
+        let piece_end = hit.as_ref().map_or(text.len(), |(end, _)| *end);
+        on_token(TokenEvent { index, id, text: &text[before.min(piece_end)..piece_end], logits });
+        if let Some((end, s)) = hit {
+            self.stop = StopReason::StopString(s.clone());
+            text.truncate(end);
+            return Ok(None);
+        }
+        if stop_id {
+            self.stop = StopReason::StopToken(id);
+            return Ok(None);
+        }
+        if index + 1 == self.max_new_tokens {
+            return Ok(None);
+        }
+        if !room {
+            self.stop = StopReason::ContextFull;
+            return Ok(None);
+        }
+        Ok(Some(id))
+    }
+
+    /// The generation so far.
+    pub fn finish(self) -> Generation {
+        Generation { ids: self.ids, text: self.text, stop: self.stop }
+    }
 }
 
 /// Generates a continuation of `prompt`. `cache` may already hold a prefix of `prompt` (from a
@@ -173,17 +270,11 @@ pub async fn generate(
     if prompt.is_empty() {
         return Err(Error::InvalidArgument { name: "prompt", message: "is empty".into() });
     }
-    if !options.stop_strings.is_empty() && tokenizer.is_none() {
-        return Err(Error::InvalidArgument { name: "stop_strings", message: "need a tokenizer".into() });
-    }
-    if options.stop_strings.iter().any(String::is_empty) {
-        return Err(Error::InvalidArgument { name: "stop_strings", message: "an empty stop string would stop at once".into() });
-    }
+    let mut decoder = Decoder::new(tokenizer, options)?;
     let max_ctx = model.config().max_position_embeddings;
     if prompt.len() > max_ctx {
         return Err(Error::ContextOverflow { tokens: prompt.len(), max: max_ctx });
     }
-    let mut sampler = Sampler::new(options.sampling)?;
     let vocab = model.vocab_size();
     let check_cancel = || options.cancel.as_ref().map_or(Ok(()), CancelFlag::check);
     let mut last_yield = 0.0f64;
@@ -197,64 +288,18 @@ pub async fn generate(
         cache.ids.extend_from_slice(&prompt[keep..]);
         read_logits(t).await?
     };
-
-    let mut stream = tokenizer.map(|t| t.decode_stream(options.skip_special_tokens));
-    let longest_stop = options.stop_strings.iter().map(String::len).max().unwrap_or(0);
-    let mut ids = Vec::new();
-    let mut text = String::new();
-    let mut stop = StopReason::MaxTokens;
-    for index in 0..options.max_new_tokens {
+    loop {
         if logits.len() != vocab {
             return Err(Error::Device(format!("expected {vocab} logits, got {}", logits.len())));
         }
-        let id = sampler.next(&logits);
-        ids.push(id);
-        let before = text.len();
-        let stop_id = options.stop_token_ids.contains(&id);
-        if let Some(s) = stream.as_mut() {
-            let piece = s.step(id)?;
-            if !stop_id {
-                text.push_str(&piece);
-            }
-        }
-        // Look for stop strings only where the new text could complete one.
-        let mut hit = None;
-        if longest_stop > 0 && text.len() > before {
-            let mut from = before.saturating_sub(longest_stop - 1);
-            while !text.is_char_boundary(from) {
-                from -= 1;
-            }
-            hit = options
-                .stop_strings
-                .iter()
-                .filter_map(|s| text[from..].find(s.as_str()).map(|pos| (from + pos + s.len(), s)))
-                .min_by_key(|(end, _)| *end);
-        }
-        let piece_end = hit.as_ref().map_or(text.len(), |(end, _)| *end);
-        on_token(TokenEvent { index, id, text: &text[before.min(piece_end)..piece_end], logits: &logits });
-        if let Some((end, s)) = hit {
-            text.truncate(end);
-            stop = StopReason::StopString(s.clone());
-            break;
-        }
-        if stop_id {
-            stop = StopReason::StopToken(id);
-            break;
-        }
-        if index + 1 == options.max_new_tokens {
-            break;
-        }
-        if cache.len() + 1 > max_ctx {
-            stop = StopReason::ContextFull;
-            break;
-        }
+        let Some(id) = decoder.push(&logits, cache.len() < max_ctx, &mut on_token)? else { break };
         yield_to_browser(&mut last_yield).await;
         check_cancel()?;
         let t = model.forward(&[id], 1, &mut cache.cache, LogitsFor::Last)?;
         cache.ids.push(id);
         logits = read_logits(t).await?;
     }
-    Ok(Generation { ids, text, stop })
+    Ok(decoder.finish())
 }
 
 /// A KV cache together with the token ids it holds, so a later prompt that extends them

@@ -400,7 +400,7 @@ impl Engine for OpenAiEngine<'_> {
         (self.yes, self.no)
     }
 
-    async fn complete(&mut self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion> {
+    async fn complete(&self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion> {
         let url = format!("{}/v1/completions", self.client.config.base());
         let body = self.request_body(request)?;
         let response = self.client.send(&url, Some(&body))?;

@@ -571,7 +571,7 @@ impl Model {
                 let _ = s.add_event_listener_with_callback("abort", closure.as_ref().unchecked_ref());
                 closure
             });
-            let mut engine = LocalEngine::new(&inner.model, &inner.tokenizer).map_err(js_error)?.with_cancel(cancel);
+            let engine = LocalEngine::new(&inner.model, &inner.tokenizer).map_err(js_error)?.with_cancel(cancel);
             let paths = if options.history == History::PerPath { options.samples } else { 1 };
             let mut executors: Vec<JsExecutor> = (0..paths).map(|path| JsExecutor { bridge: executor.clone(), path }).collect();
             let mut on = |e: prm::Event<'_>| {
@@ -579,7 +579,7 @@ impl Model {
                     web_sys::console::error_2(&"genprm: the onEvent callback threw".into(), &err);
                 }
             };
-            let result = prm::verify(&mut engine, &inner.tokenizer, &mut executors, &solution, &options, &mut on).await;
+            let result = prm::verify(&engine, &inner.tokenizer, &mut executors, &solution, &options, &mut on).await;
             let (v, error) = match result {
                 Ok(v) => (v, None),
                 Err(partial) => (partial.completed, Some(partial.error.to_string())),

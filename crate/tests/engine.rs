@@ -6,11 +6,11 @@ mod common;
 use common::*;
 use genprm::engine::CompletionRequest;
 use genprm::generate::block_on;
-use genprm::{DeviceKind, Engine, LoadedModel, LocalEngine, Sampling};
+use genprm::{Engine, LoadedModel, LocalEngine, Sampling};
 
 #[test]
 fn samples_of_one_prompt_share_its_prefill() {
-    let device = genprm::device(DeviceKind::Cpu).unwrap();
+    let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
     let loaded = LoadedModel::load(&model_dir("tiny-genprm"), &device, |_| {}).unwrap();
     let tokenizer = loaded.tokenizer().unwrap();
     let prompt = "<｜begin▁of▁sentence｜>You are a math teacher.<｜User｜>Question: What is 2 + 3?\n\n2 + 3 = 5.<｜Assistant｜><analyze>\nParagraph 1";
@@ -29,4 +29,79 @@ fn samples_of_one_prompt_share_its_prefill() {
     // Paths 1 and 2 start from path 0's cache: one token each is fed again, not the prompt.
     assert_eq!(engine.prefilled_tokens(), n + 2, "the shared prompt was prefilled more than once");
     assert!(texts.iter().all(|t| *t == alone), "a copied cache changed the output: {texts:?} vs {alone:?}");
+}
+
+/// Sleeps on another thread (a stand-in for a sample running its code) without blocking the
+/// requests decoding meanwhile.
+async fn pause(ms: u64) {
+    let done = std::sync::Arc::new(std::sync::Mutex::new((false, None::<std::task::Waker>)));
+    let theirs = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let mut d = theirs.lock().unwrap();
+        d.0 = true;
+        if let Some(w) = d.1.take() {
+            w.wake();
+        }
+    });
+    std::future::poll_fn(|cx| {
+        let mut d = done.lock().unwrap();
+        if d.0 {
+            std::task::Poll::Ready(())
+        } else {
+            d.1 = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Requests in flight together decode as one batch, each with its own prompt, budget and stop
+/// strings, and one that ends, waits (as for its code) and continues joins the batch again:
+/// every text equals the same request run alone, in fewer forward passes.
+#[test]
+fn concurrent_requests_decode_as_one_batch_with_their_own_stops() {
+    for (kind, device) in devices() {
+        let loaded = LoadedModel::load(&model_dir("tiny-genprm"), &device, |_| {}).unwrap();
+        let tokenizer = loaded.tokenizer().unwrap();
+        let base = "<｜begin▁of▁sentence｜>You are a math teacher. Your task is to review and critique the paragraphs in solution step by step.<｜User｜>Question: ";
+        let prompts = [
+            format!("{base}Tom has 3 apples and buys 4 more.\n\nTom has 3 + 4 = 7 apples.<｜Assistant｜><analyze>\nLet's analyze the Paragraph 1 step by step: "),
+            format!("{base}What is 6 times 7?\n\n6 * 7 = 42.<｜Assistant｜><analyze>\nLet's analyze the Paragraph 1 step by step: "),
+            format!("{base}What is 2 + 3?\n\n2 + 3 = 6.<｜Assistant｜><analyze>\nLet's analyze the Paragraph 1 step by step: "),
+        ];
+        let budgets = [60usize, 9, 80];
+        let stops: [&[&str]; 3] = [&["</analyze>\n"], &[], &["\n```\n", "</output>\n"]];
+        fn request<'a>(i: usize, prompt: &'a str, budgets: &[usize], stops: &[&'a [&'a str]]) -> CompletionRequest<'a> {
+            CompletionRequest { prompt, max_tokens: budgets[i], stop: stops[i], sampling: Sampling::Greedy, path: i }
+        }
+        // Path 1 continues after its first request ends, following a pause.
+        let second = |first: &str| format!("{}{first} Then", prompts[1]);
+
+        let alone = LocalEngine::new(&loaded.model, tokenizer).unwrap();
+        let mut expected: Vec<String> = (0..3).map(|i| block_on(alone.complete(&request(i, &prompts[i], &budgets, &stops), &mut |_| {})).unwrap().text).collect();
+        let p = second(&expected[1]);
+        expected.push(block_on(alone.complete(&CompletionRequest { max_tokens: 20, ..request(1, &p, &budgets, &stops) }, &mut |_| {})).unwrap().text);
+
+        let engine = LocalEngine::new(&loaded.model, tokenizer).unwrap();
+        let (engine, prompts) = (&engine, &prompts);
+        let jobs = (0..3).map(|i| async move {
+            let mut streamed = String::new();
+            let first = engine.complete(&request(i, &prompts[i], &budgets, &stops), &mut |t| streamed.push_str(t)).await.unwrap();
+            assert_eq!(streamed, first.text, "{kind}: streamed text of request {i}");
+            if i != 1 {
+                return vec![first.text];
+            }
+            pause(30).await;
+            let p = second(&first.text);
+            let then = engine.complete(&CompletionRequest { max_tokens: 20, ..request(1, &p, &budgets, &stops) }, &mut |_| {}).await.unwrap();
+            vec![first.text, then.text]
+        });
+        let got: Vec<Vec<String>> = block_on(futures_util::future::join_all(jobs));
+        let got = vec![got[0][0].clone(), got[1][0].clone(), got[2][0].clone(), got[1][1].clone()];
+        assert_eq!(got, expected, "{kind}");
+        let (b, a) = (engine.stats(), alone.stats());
+        assert_eq!(b.generated_tokens, a.generated_tokens, "{kind}");
+        assert!(b.decode_passes * 4 < a.decode_passes * 3, "{kind}: {} batched decode passes vs {} alone", b.decode_passes, a.decode_passes);
+    }
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use common::*;
@@ -67,13 +68,13 @@ fn reply(text: &str) -> Reply {
 /// A test double for the model: returns scripted replies in order and records every request.
 struct Scripted {
     tok: Tokenizer,
-    replies: VecDeque<Reply>,
-    requests: Vec<(String, usize, Vec<String>, usize)>,
+    replies: RefCell<VecDeque<Reply>>,
+    requests: RefCell<Vec<(String, usize, Vec<String>, usize)>>,
 }
 
 impl Scripted {
     fn new(replies: Vec<Reply>) -> Self {
-        Scripted { tok: tokenizer(), replies: replies.into(), requests: Vec::new() }
+        Scripted { tok: tokenizer(), replies: RefCell::new(replies.into()), requests: RefCell::new(Vec::new()) }
     }
 }
 
@@ -84,9 +85,9 @@ impl Engine for Scripted {
     fn answer_ids(&self) -> (u32, u32) {
         (self.tok.last_token_id("Yes").unwrap(), self.tok.last_token_id("No").unwrap())
     }
-    async fn complete(&mut self, req: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion> {
-        self.requests.push((req.prompt.to_string(), req.max_tokens, req.stop.iter().map(|s| s.to_string()).collect(), req.path));
-        let r = self.replies.pop_front().unwrap_or_else(|| panic!("script exhausted at request {}", self.requests.len()));
+    async fn complete(&self, req: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<Completion> {
+        self.requests.borrow_mut().push((req.prompt.to_string(), req.max_tokens, req.stop.iter().map(|s| s.to_string()).collect(), req.path));
+        let r = self.replies.borrow_mut().pop_front().unwrap_or_else(|| panic!("script exhausted at request {}", self.requests.borrow().len()));
         let ids = self.tok.encode(&r.text, false)?;
         let (yes, no) = self.answer_ids();
         let answer = ids
@@ -132,21 +133,21 @@ fn one_step() -> Solution {
     Solution::new("What is 2 + 3?", vec!["2 + 3 = 5.".into()])
 }
 
-fn run(engine: &mut Scripted, exec: &mut FakeExec, sol: &Solution, opts: &VerifyOptions) -> prm::Verification {
+fn run(engine: &Scripted, exec: &mut FakeExec, sol: &Solution, opts: &VerifyOptions) -> prm::Verification {
     let tok = tokenizer();
     block_on(prm::verify(engine, &tok, std::slice::from_mut(exec), sol, opts, &mut |_| {})).unwrap()
 }
 
 #[test]
 fn normal_path_analyze_code_output() {
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply(CODE), reply(YES_END)]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply(CODE), reply(YES_END)]);
     let mut exec = FakeExec { outcomes: [ExecOutcome::Ok { stdout: "5\n".into() }].into(), ..Default::default() };
     let sol = one_step();
-    let v = run(&mut engine, &mut exec, &sol, &VerifyOptions::default());
+    let v = run(&engine, &mut exec, &sol, &VerifyOptions::default());
     let tok = tokenizer();
     let prompt = step_prompt(&tok, &sol, &[], 0, &VerifyOptions::default()).unwrap();
     let a = analyze_prefix(1);
-    let r = &engine.requests;
+    let r = &engine.requests.borrow();
     assert_eq!(r.len(), 3);
     assert_eq!(r[0].0, format!("{prompt}{a}"));
     assert_eq!((r[0].1, r[0].2.clone()), (2048, vec!["</analyze>\n".to_string()]));
@@ -170,7 +171,7 @@ fn normal_path_analyze_code_output() {
 #[test]
 fn three_code_rounds_then_the_fallback() {
     let more_code = "Let me check again:\n```python\nprint(5)\n```\n";
-    let mut engine = Scripted::new(vec![
+    let engine = Scripted::new(vec![
         reply(ANALYSIS),
         reply(CODE),
         reply(more_code),
@@ -179,12 +180,12 @@ fn three_code_rounds_then_the_fallback() {
     ]);
     let mut exec = FakeExec::default();
     let sol = one_step();
-    let v = run(&mut engine, &mut exec, &sol, &VerifyOptions::default());
-    assert_eq!(engine.requests.len(), 5);
+    let v = run(&engine, &mut exec, &sol, &VerifyOptions::default());
+    assert_eq!(engine.requests.borrow().len(), 5);
     assert_eq!(exec.ran.len(), 3, "three executions, then no more");
     let a = analyze_prefix(1);
     let forced = format!("{a}{}</analyze>\n{}", "The sum 2 + 3 is computed correctly.\n", prm::OUTPUT_PREFIX);
-    let last = &engine.requests[4];
+    let last = &engine.requests.borrow()[4];
     assert!(last.0.ends_with(&forced), "fallback drops the verify section: {}", last.0);
     assert_eq!((last.1, last.2.clone()), (20, vec!["</output>\n".to_string()]));
     let s = &v.steps[0].samples[0];
@@ -197,21 +198,21 @@ fn three_code_rounds_then_the_fallback() {
 
 #[test]
 fn budget_exhaustion_falls_back_at_once() {
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply("{Yes}$\n</output>\n")]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply("{Yes}$\n</output>\n")]);
     let mut exec = FakeExec::default();
     let opts = VerifyOptions { step_budget: 10, ..Default::default() };
-    let v = run(&mut engine, &mut exec, &one_step(), &opts);
-    assert_eq!(engine.requests.len(), 2);
-    assert_eq!(engine.requests[0].1, 10);
+    let v = run(&engine, &mut exec, &one_step(), &opts);
+    assert_eq!(engine.requests.borrow().len(), 2);
+    assert_eq!(engine.requests.borrow()[0].1, 10);
     assert!(v.steps[0].samples[0].fallback);
     assert!(exec.ran.is_empty());
 }
 
 #[test]
 fn no_decision_gives_a_neutral_reward() {
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply("I cannot decide.\n</verify>\n<output>\nunsure\n</output>\n")]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply("I cannot decide.\n</verify>\n<output>\nunsure\n</output>\n")]);
     let mut exec = FakeExec::default();
-    let v = run(&mut engine, &mut exec, &one_step(), &VerifyOptions::default());
+    let v = run(&engine, &mut exec, &one_step(), &VerifyOptions::default());
     let r = &v.steps[0].samples[0].reward;
     assert_eq!((r.value, r.judgement), (0.5, None));
     assert!(r.note.is_some());
@@ -219,7 +220,7 @@ fn no_decision_gives_a_neutral_reward() {
 
 #[test]
 fn a_fallback_that_never_finishes_is_capped() {
-    let mut engine = Scripted::new(vec![
+    let engine = Scripted::new(vec![
         reply(ANALYSIS),
         reply(CODE),
         reply(CODE),
@@ -228,8 +229,8 @@ fn a_fallback_that_never_finishes_is_capped() {
         reply("{Ye"), // fallback 2: give up
     ]);
     let mut exec = FakeExec::default();
-    let v = run(&mut engine, &mut exec, &one_step(), &VerifyOptions::default());
-    assert_eq!(engine.requests.len(), 6);
+    let v = run(&engine, &mut exec, &one_step(), &VerifyOptions::default());
+    assert_eq!(engine.requests.borrow().len(), 6);
     let s = &v.steps[0].samples[0];
     assert!(s.fallback);
     assert_eq!(s.reward.value, 0.5);
@@ -239,7 +240,7 @@ fn a_fallback_that_never_finishes_is_capped() {
 fn code_errors_and_timeouts_reach_the_model_with_the_official_text() {
     let sandbox = PythonSandbox::new(SandboxConfig::default()).expect("python3");
     let mut execs = vec![sandbox];
-    let mut engine = Scripted::new(vec![
+    let engine = Scripted::new(vec![
         reply(ANALYSIS),
         reply("print(1/0)\n```\n"),
         reply("Again:\n```python\nwhile True:\n    pass\n```\n"),
@@ -248,7 +249,7 @@ fn code_errors_and_timeouts_reach_the_model_with_the_official_text() {
     ]);
     let tok = tokenizer();
     let mut outputs = Vec::new();
-    let v = block_on(prm::verify(&mut engine, &tok, &mut execs, &one_step(), &VerifyOptions::default(), &mut |e| {
+    let v = block_on(prm::verify(&engine, &tok, &mut execs, &one_step(), &VerifyOptions::default(), &mut |e| {
         if let Event::CodeRan { output, .. } = e {
             outputs.push(output.to_string());
         }
@@ -262,17 +263,17 @@ fn code_errors_and_timeouts_reach_the_model_with_the_official_text() {
             "Code execute Error: NameError: name 'undefined_name' is not defined",
         ]
     );
-    assert!(engine.requests[2].0.ends_with("[Code Output]\n\n```\nCode execute Error: ZeroDivisionError: division by zero\n```\n"));
+    assert!(engine.requests.borrow()[2].0.ends_with("[Code Output]\n\n```\nCode execute Error: ZeroDivisionError: division by zero\n```\n"));
     assert!(v.steps[0].samples[0].fallback);
 }
 
 #[test]
 fn no_code_block_is_reported_as_the_official_format_error() {
     // The model stops at a fence that closes no python block.
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply("Nothing to run.\n```\n"), reply(YES_END)]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply("Nothing to run.\n```\n"), reply(YES_END)]);
     let mut exec = FakeExec::default();
     // VERIFY_PREFIX opens a python block, so the text does hold one; a code-only prompt without it would not.
-    let v = run(&mut engine, &mut exec, &one_step(), &VerifyOptions::default());
+    let v = run(&engine, &mut exec, &one_step(), &VerifyOptions::default());
     assert_eq!(v.steps[0].samples[0].code_runs[0].code.as_deref(), Some("Nothing to run."));
     assert_eq!(genprm::exec::last_python_block("no fences at all\n```\n"), None);
     assert_eq!(genprm::exec::NO_CODE_FOUND, "Code format error: No code found.");
@@ -280,29 +281,29 @@ fn no_code_block_is_reported_as_the_official_format_error() {
 
 #[test]
 fn cot_only_and_code_only_modes() {
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply("{Yes}$\n</output>\n")]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply("{Yes}$\n</output>\n")]);
     let mut exec = FakeExec::default();
     let opts = VerifyOptions { mode: Mode::Cot, ..Default::default() };
-    run(&mut engine, &mut exec, &one_step(), &opts);
+    run(&engine, &mut exec, &one_step(), &opts);
     let a = analyze_prefix(1);
-    assert!(engine.requests[1].0.ends_with(&format!("{a}{ANALYSIS}{}", prm::OUTPUT_PREFIX)));
-    assert_eq!(engine.requests[1].2, vec!["</output>\n".to_string()]);
+    assert!(engine.requests.borrow()[1].0.ends_with(&format!("{a}{ANALYSIS}{}", prm::OUTPUT_PREFIX)));
+    assert_eq!(engine.requests.borrow()[1].2, vec!["</output>\n".to_string()]);
 
-    let mut engine = Scripted::new(vec![reply(CODE), reply(YES_END)]);
+    let engine = Scripted::new(vec![reply(CODE), reply(YES_END)]);
     let mut exec = FakeExec::default();
     let opts = VerifyOptions { mode: Mode::Code, ..Default::default() };
-    let v = run(&mut engine, &mut exec, &one_step(), &opts);
-    assert!(engine.requests[0].0.ends_with(&format!("<｜Assistant｜>{}", prm::VERIFY_PREFIX)));
+    let v = run(&engine, &mut exec, &one_step(), &opts);
+    assert!(engine.requests.borrow()[0].0.ends_with(&format!("<｜Assistant｜>{}", prm::VERIFY_PREFIX)));
     assert_eq!(exec.ran, vec!["print(2 + 3)"]);
     assert!(v.steps[0].samples[0].text.starts_with(prm::VERIFY_PREFIX));
 
     // Execution off: the official code appends an empty `[Code Output]` opening.
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply(CODE), reply(YES_END)]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply(CODE), reply(YES_END)]);
     let mut exec = FakeExec::default();
     let opts = VerifyOptions { execute: false, ..Default::default() };
-    run(&mut engine, &mut exec, &one_step(), &opts);
-    assert_eq!(engine.requests[1].2, vec!["</output>\n".to_string()]);
-    assert!(engine.requests[2].0.ends_with(&format!("{CODE}[Code Output]\n\n```\n")));
+    run(&engine, &mut exec, &one_step(), &opts);
+    assert_eq!(engine.requests.borrow()[1].2, vec!["</output>\n".to_string()]);
+    assert!(engine.requests.borrow()[2].0.ends_with(&format!("{CODE}[Code Output]\n\n```\n")));
     assert!(exec.ran.is_empty());
 }
 
@@ -318,11 +319,11 @@ fn maj_at_n_averages_and_keeps_per_path_or_shared_histories() {
         yes(3), verdict("Yes", 2.0, 1.0), // step 1, sample 1
     ];
     for history in [History::PerPath, History::Shared] {
-        let mut engine = Scripted::new(script.clone());
+        let engine = Scripted::new(script.clone());
         let mut execs: Vec<FakeExec> = (0..2).map(|_| FakeExec::default()).collect();
         let opts = VerifyOptions { samples: 2, history, ..Default::default() };
         let tok = tokenizer();
-        let v = block_on(prm::verify(&mut engine, &tok, &mut execs, &sol, &opts, &mut |_| {})).unwrap();
+        let v = block_on(prm::verify(&engine, &tok, &mut execs, &sol, &opts, &mut |_| {})).unwrap();
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         let p = sig(1.0 / 0.6);
         assert!((v.steps[0].reward - (p + sig(-0.5 / 0.6)) / 2.0).abs() < 1e-6, "mean of the two samples");
@@ -330,16 +331,17 @@ fn maj_at_n_averages_and_keeps_per_path_or_shared_histories() {
         assert!((v.steps[1].reward - p).abs() < 1e-6);
         assert_eq!(v.first_error_step, -1);
         // Step 1, sample 1 sees its own path's step-0 rationale, or sample 0's when shared.
-        let prompt_s1 = &engine.requests[6].0;
+        let prompt_s1 = &engine.requests.borrow()[6].0;
         match history {
             History::PerPath => {
                 assert!(prompt_s1.contains("path 1") && !prompt_s1.contains("path 0"));
-                assert_eq!(engine.requests[6].3, 1, "own KV cache");
+                assert_eq!(engine.requests.borrow()[6].3, 1, "own KV cache");
                 assert_eq!(execs[1].resets, 1);
             }
             History::Shared => {
                 assert!(prompt_s1.contains("path 0") && !prompt_s1.contains("path 1"));
-                assert_eq!(engine.requests[6].3, 0);
+                // Its own KV-cache row still, so the samples can decode as one batch.
+                assert_eq!(engine.requests.borrow()[6].3, 1);
             }
         }
     }
@@ -348,10 +350,10 @@ fn maj_at_n_averages_and_keeps_per_path_or_shared_histories() {
 #[test]
 fn stop_at_first_error_skips_later_paragraphs() {
     let sol = Solution::new("P", vec!["a".into(), "b".into(), "c".into()]);
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply("x\n</verify>\n<output>\n**Judgement**: $\\boxed{No}$\n</output>\n")]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply("x\n</verify>\n<output>\n**Judgement**: $\\boxed{No}$\n</output>\n")]);
     let mut exec = FakeExec::default();
     let opts = VerifyOptions { stop_at_first_error: true, ..Default::default() };
-    let v = run(&mut engine, &mut exec, &sol, &opts);
+    let v = run(&engine, &mut exec, &sol, &opts);
     assert_eq!(v.steps.len(), 1);
     assert_eq!(v.first_error_step, 0);
 }
@@ -359,32 +361,32 @@ fn stop_at_first_error_skips_later_paragraphs() {
 #[test]
 fn history_holds_full_rationales_with_code_and_outputs() {
     let sol = Solution::new("What is 2 + 3?", vec!["2 + 3 = 5.".into(), "Done.".into()]);
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), reply(CODE), reply(YES_END), reply(ANALYSIS), reply(YES_END)]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), reply(CODE), reply(YES_END), reply(ANALYSIS), reply(YES_END)]);
     let mut exec = FakeExec { outcomes: [ExecOutcome::Ok { stdout: "5".into() }].into(), ..Default::default() };
-    let v = run(&mut engine, &mut exec, &sol, &VerifyOptions::default());
+    let v = run(&engine, &mut exec, &sol, &VerifyOptions::default());
     let first = &v.steps[0].samples[0].text;
     assert!(first.contains("[Code Output]\n\n```\n5\n```\n"));
-    let step2 = &engine.requests[3].0;
+    let step2 = &engine.requests.borrow()[3].0;
     assert!(step2.contains(&format!("<｜Assistant｜>{first}<｜end▁of▁sentence｜><｜User｜>Done.<｜Assistant｜>")), "{step2}");
 }
 
 #[test]
 fn calibrated_rewards_and_greedy() {
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), Reply { text: YES_END.into(), yes_no: (9.0, 1.0) }]);
+    let engine = Scripted::new(vec![reply(ANALYSIS), Reply { text: YES_END.into(), yes_no: (9.0, 1.0) }]);
     let mut exec = FakeExec::default();
     let opts = VerifyOptions { reward: RewardMode::Calibrated, sampling: Sampling::Greedy, ..Default::default() };
     // The reply stops at </output>: no code, so one verify call after the analysis.
-    let v = run(&mut engine, &mut exec, &one_step(), &opts);
+    let v = run(&engine, &mut exec, &one_step(), &opts);
     let r = &v.steps[0].samples[0].reward;
     assert!((r.value - 1.0 / (1.0 + (-8.0f64).exp())).abs() < 1e-9);
     // Greedy requests get unprocessed log-probabilities (as vLLM at temperature 0): the official
     // formula then equals the calibrated one.
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), Reply { text: YES_END.into(), yes_no: (9.0, 1.0) }]);
-    let v = run(&mut engine, &mut exec, &one_step(), &VerifyOptions { reward: RewardMode::Official, ..opts.clone() });
+    let engine = Scripted::new(vec![reply(ANALYSIS), Reply { text: YES_END.into(), yes_no: (9.0, 1.0) }]);
+    let v = run(&engine, &mut exec, &one_step(), &VerifyOptions { reward: RewardMode::Official, ..opts.clone() });
     assert!((v.steps[0].samples[0].reward.value - r.value).abs() < 1e-6);
     // Sampled at T 0.6 with top-p 0.95, No falls outside the nucleus: exactly 1.
-    let mut engine = Scripted::new(vec![reply(ANALYSIS), Reply { text: YES_END.into(), yes_no: (9.0, 1.0) }]);
-    let v = run(&mut engine, &mut exec, &one_step(), &VerifyOptions::default());
+    let engine = Scripted::new(vec![reply(ANALYSIS), Reply { text: YES_END.into(), yes_no: (9.0, 1.0) }]);
+    let v = run(&engine, &mut exec, &one_step(), &VerifyOptions::default());
     assert_eq!(v.steps[0].samples[0].reward.value, 1.0);
 }
 
@@ -397,12 +399,12 @@ fn the_real_engine_reports_context_overflow_as_bad_input_and_keeps_judged_steps(
     std::fs::write(&cfg, text).unwrap();
     let m = genprm::LoadedModel::load(tmp.path(), &genprm::device(genprm::DeviceKind::Cpu).unwrap(), |_| {}).unwrap();
     let tok = m.tokenizer().unwrap();
-    let mut engine = genprm::LocalEngine::new(&m.model, tok).unwrap();
+    let engine = genprm::LocalEngine::new(&m.model, tok).unwrap();
     let mut execs = vec![FakeExec::default()];
     let long = "word ".repeat(200);
     let sol = Solution::new("P", vec!["short".into(), long]);
     let opts = VerifyOptions { sampling: Sampling::Greedy, step_budget: 8, fallback_tokens: 2, max_fallbacks: 1, ..Default::default() };
-    let err = block_on(prm::verify(&mut engine, tok, &mut execs, &sol, &opts, &mut |_| {})).unwrap_err();
+    let err = block_on(prm::verify(&engine, tok, &mut execs, &sol, &opts, &mut |_| {})).unwrap_err();
     assert_eq!(err.completed.steps.len(), 1, "paragraph 1 was judged and is kept");
     let msg = err.error.to_string();
     assert!(msg.contains("paragraph 2") && msg.contains("context"), "{msg}");

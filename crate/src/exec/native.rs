@@ -185,21 +185,57 @@ impl PythonSandbox {
 
     /// Runs one code block, blocking until it finishes or is stopped.
     pub fn run_blocking(&mut self, code: &str) -> ExecOutcome {
+        let deadline = self.config.time_limit + self.config.kill_grace;
+        match self.send(code) {
+            Err(outcome) => outcome,
+            Ok(running) => {
+                let reply = running.lines.recv_timeout(deadline);
+                self.finish(reply)
+            }
+        }
+    }
+
+    /// Runs one code block without blocking the thread: the reply is awaited on another
+    /// thread, so other work (the other samples of a batch) goes on meanwhile.
+    pub async fn run_async(&mut self, code: &str) -> ExecOutcome {
+        let deadline = self.config.time_limit + self.config.kill_grace;
+        let lines = match self.send(code) {
+            Err(outcome) => return outcome,
+            Ok(running) => std::mem::replace(&mut running.lines, channel().1),
+        };
+        let (lines, reply) = OffThread::spawn(move || {
+            let reply = lines.recv_timeout(deadline);
+            (lines, reply)
+        })
+        .await;
+        if let Some(running) = self.running.as_mut() {
+            running.lines = lines;
+        }
+        self.finish(reply)
+    }
+
+    /// Starts the interpreter if needed and sends it `code`.
+    fn send(&mut self, code: &str) -> std::result::Result<&mut Running, ExecOutcome> {
         if self.running.is_none()
             && let Err(e) = self.start()
         {
-            return ExecOutcome::Error { kind: "RuntimeError".into(), message: e.to_string() };
+            return Err(ExecOutcome::Error { kind: "RuntimeError".into(), message: e.to_string() });
         }
-        let Some(running) = self.running.as_mut() else {
-            return ExecOutcome::Error { kind: "RuntimeError".into(), message: "the sandbox is not running".into() };
-        };
         let request = serde_json::json!({ "code": code }).to_string();
-        if writeln!(running.stdin, "{request}").and_then(|()| running.stdin.flush()).is_err() {
+        let sent = match self.running.as_mut() {
+            None => return Err(ExecOutcome::Error { kind: "RuntimeError".into(), message: "the sandbox is not running".into() }),
+            Some(running) => writeln!(running.stdin, "{request}").and_then(|()| running.stdin.flush()),
+        };
+        if sent.is_err() {
             self.stop();
-            return ExecOutcome::Error { kind: "RuntimeError".into(), message: "the Python process exited".into() };
+            return Err(ExecOutcome::Error { kind: "RuntimeError".into(), message: "the Python process exited".into() });
         }
-        let deadline = self.config.time_limit + self.config.kill_grace;
-        match running.lines.recv_timeout(deadline) {
+        self.running.as_mut().ok_or_else(|| ExecOutcome::Error { kind: "RuntimeError".into(), message: "the sandbox is not running".into() })
+    }
+
+    /// The outcome of a reply line (or of none within the deadline).
+    fn finish(&mut self, reply: std::result::Result<String, RecvTimeoutError>) -> ExecOutcome {
+        match reply {
             Ok(line) => match serde_json::from_str::<Reply>(&line) {
                 Ok(r) if r.kind == "ok" => ExecOutcome::Ok { stdout: r.stdout },
                 Ok(r) if r.kind == "timeout" => ExecOutcome::Timeout { message: r.message },
@@ -215,7 +251,7 @@ impl PythonSandbox {
                 ExecOutcome::timed_out()
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let status = running.child.wait().ok();
+                let status = self.running.as_mut().and_then(|r| r.child.wait().ok());
                 self.stop();
                 let how = status.map_or_else(|| "exited".to_string(), describe_exit);
                 ExecOutcome::Error { kind: "RuntimeError".into(), message: format!("the Python process {how}") }
@@ -277,9 +313,48 @@ impl Drop for PythonSandbox {
 
 impl CodeExecutor for PythonSandbox {
     async fn run(&mut self, code: &str) -> ExecOutcome {
-        self.run_blocking(code)
+        self.run_async(code).await
     }
     async fn reset(&mut self) {
         self.reset_blocking();
+    }
+}
+
+/// A closure run on its own thread, awaited as a future (no async runtime needed: the thread
+/// wakes whoever polls it).
+struct OffThread<T> {
+    shared: std::sync::Arc<std::sync::Mutex<(Option<T>, Option<std::task::Waker>)>>,
+}
+
+impl<T: Send + 'static> OffThread<T> {
+    fn spawn(work: impl FnOnce() -> T + Send + 'static) -> Self {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new((None, None::<std::task::Waker>)));
+        let theirs = shared.clone();
+        std::thread::spawn(move || {
+            let value = work();
+            let waker = {
+                let mut s = theirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.0 = Some(value);
+                s.1.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+        OffThread { shared }
+    }
+}
+
+impl<T> std::future::Future for OffThread<T> {
+    type Output = T;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let mut s = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match s.0.take() {
+            Some(v) => std::task::Poll::Ready(v),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
     }
 }

@@ -66,7 +66,7 @@ pub struct Refinement {
 /// One round: given GenPRM's verification of `solution`, asks the policy (`policy` with its own
 /// tokenizer and chat template) for a refined solution. Nothing is asked when no paragraph failed.
 pub async fn refine<P: Engine>(
-    policy: &mut P,
+    policy: &P,
     policy_tokenizer: &Tokenizer,
     solution: &Solution,
     verification: &Verification,

@@ -116,6 +116,10 @@ pub struct VerifyOptions {
     pub max_fallbacks: usize,
     /// Chat template.
     pub template: TemplateChoice,
+    /// Run the samples of a paragraph concurrently, so an engine that batches (the local one)
+    /// decodes them together. Off: one after another (same results, for comparisons).
+    #[serde(default = "default_true")]
+    pub batch: bool,
     /// Stop after the first paragraph whose mean reward is < 0.5: the ProcessBench prediction
     /// and F1 do not change (later paragraphs cannot move an earlier error), the time does.
     pub stop_at_first_error: bool,
@@ -137,8 +141,13 @@ impl Default for VerifyOptions {
             max_fallbacks: 2,
             template: TemplateChoice::Checkpoint,
             stop_at_first_error: false,
+            batch: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The chat messages for judging paragraph `index` (0-based): the system prompt, one user turn
@@ -345,7 +354,7 @@ pub fn call_sampling(base: Sampling, step: usize, sample: usize, call: usize) ->
 /// [`step_prompt`]; `step_no` is 1-based.
 #[allow(clippy::too_many_arguments)]
 pub async fn judge_once<E: Engine, X: CodeExecutor + ?Sized>(
-    engine: &mut E,
+    engine: &E,
     executor: &mut X,
     prompt: &str,
     step: usize,
@@ -363,7 +372,7 @@ pub async fn judge_once<E: Engine, X: CodeExecutor + ?Sized>(
             on_event(Event::Text { step, sample, text, source });
         }
     };
-    let call = async |engine: &mut E, cur: &str, max_tokens: usize, stop: &[&str], on_event: &mut dyn FnMut(Event<'_>), call_no: usize| {
+    let call = async |engine: &E, cur: &str, max_tokens: usize, stop: &[&str], on_event: &mut dyn FnMut(Event<'_>), call_no: usize| {
         let full = format!("{prompt}{cur}");
         let sampling = call_sampling(options.sampling, step, sample, call_no);
         let req = CompletionRequest { prompt: &full, max_tokens, stop, sampling, path };
@@ -460,11 +469,27 @@ impl std::fmt::Display for PartialVerification {
 
 impl std::error::Error for PartialVerification {}
 
+/// A code executor several samples share (the `shared` history): runs take turns.
+struct SharedExecutor<'a, X>(&'a futures_util::lock::Mutex<&'a mut X>);
+
+impl<X: CodeExecutor> CodeExecutor for SharedExecutor<'_, X> {
+    async fn run(&mut self, code: &str) -> crate::exec::ExecOutcome {
+        self.0.lock().await.run(code).await
+    }
+    async fn reset(&mut self) {
+        self.0.lock().await.reset().await;
+    }
+}
+
 /// Verifies a whole solution: every paragraph, `options.samples` times, rewards averaged.
 /// `executors` holds one executor per path (`samples` of them for per-path histories, one for
 /// a shared history); each is reset first, so namespaces never leak between solutions.
+///
+/// The samples of a paragraph run concurrently (with `options.batch`): an engine that batches
+/// (the local one) decodes them together, and a sample running its code leaves the others
+/// decoding. Each sample's text, code and reward are the same as when they run one after another.
 pub async fn verify<E: Engine, X: CodeExecutor>(
-    engine: &mut E,
+    engine: &E,
     tokenizer: &Tokenizer,
     executors: &mut [X],
     solution: &Solution,
@@ -484,31 +509,69 @@ pub async fn verify<E: Engine, X: CodeExecutor>(
     for x in executors[..paths].iter_mut() {
         x.reset().await;
     }
+    let on_event = std::cell::RefCell::new(on_event);
     let mut histories: Vec<Vec<String>> = vec![Vec::new(); paths];
     let mut verdicts: Vec<StepVerdict> = Vec::new();
+    let in_context = |step: usize, e: Error| match e {
+        Error::ContextOverflow { tokens, max } => Error::InvalidInput {
+            what: format!("paragraph {}", step + 1),
+            message: format!("the conversation reaches {tokens} tokens, over the model's context of {max}"),
+        },
+        other => other,
+    };
     for step in 0..solution.steps.len() {
-        let mut samples: Vec<Rationale> = Vec::with_capacity(n);
-        for sample in 0..n {
-            let path = if options.history == History::PerPath { sample } else { 0 };
-            on_event(Event::StepStarted { step, sample });
-            let prompt = match step_prompt(tokenizer, solution, &histories[path], step, options) {
-                Ok(p) => p,
+        let mut prompts = Vec::with_capacity(paths);
+        for history in &histories {
+            match step_prompt(tokenizer, solution, history, step, options) {
+                Ok(p) => prompts.push(p),
                 Err(e) => return Err(fail(&verdicts, e)),
-            };
-            match judge_once(engine, &mut executors[path], &prompt, step, sample, path, options, on_event).await {
-                Ok(r) => samples.push(r),
-                Err(e) => {
-                    let e = match e {
-                        Error::ContextOverflow { tokens, max } => Error::InvalidInput {
-                            what: format!("paragraph {}", step + 1),
-                            message: format!("the conversation reaches {tokens} tokens, over the model's context of {max}"),
-                        },
-                        other => other,
-                    };
-                    return Err(fail(&verdicts, e));
-                }
             }
         }
+        // Concurrent samples each use their own path (KV-cache row), so they can decode together.
+        let samples: Result<Vec<Rationale>> = if options.batch && n > 1 {
+            match options.history {
+                History::PerPath => {
+                    let (prompts, on_event) = (&prompts, &on_event);
+                    let jobs = executors[..n].iter_mut().enumerate().map(|(sample, x)| async move {
+                        on_event.borrow_mut()(Event::StepStarted { step, sample });
+                        let mut emit = |e: Event<'_>| on_event.borrow_mut()(e);
+                        judge_once(engine, x, &prompts[sample], step, sample, sample, options, &mut emit).await
+                    });
+                    futures_util::future::try_join_all(jobs).await
+                }
+                History::Shared => {
+                    let shared = futures_util::lock::Mutex::new(&mut executors[0]);
+                    let (prompt, on_event, shared) = (&prompts[0], &on_event, &shared);
+                    let jobs = (0..n).map(|sample| async move {
+                        on_event.borrow_mut()(Event::StepStarted { step, sample });
+                        let mut emit = |e: Event<'_>| on_event.borrow_mut()(e);
+                        let mut x = SharedExecutor(shared);
+                        judge_once(engine, &mut x, prompt, step, sample, sample, options, &mut emit).await
+                    });
+                    futures_util::future::try_join_all(jobs).await
+                }
+            }
+        } else {
+            let mut done = Vec::with_capacity(n);
+            let mut result = Ok(());
+            for sample in 0..n {
+                let path = if options.history == History::PerPath { sample } else { 0 };
+                on_event.borrow_mut()(Event::StepStarted { step, sample });
+                let mut emit = |e: Event<'_>| on_event.borrow_mut()(e);
+                match judge_once(engine, &mut executors[path], &prompts[path], step, sample, path, options, &mut emit).await {
+                    Ok(r) => done.push(r),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            result.map(|()| done)
+        };
+        let samples = match samples {
+            Ok(s) => s,
+            Err(e) => return Err(fail(&verdicts, in_context(step, e))),
+        };
         match options.history {
             History::PerPath => {
                 for (h, r) in histories.iter_mut().zip(&samples) {
@@ -519,7 +582,7 @@ pub async fn verify<E: Engine, X: CodeExecutor>(
         }
         let reward = samples.iter().map(|r| r.reward.value).sum::<f64>() / samples.len() as f64;
         let verdict = StepVerdict { index: step, reward, samples };
-        on_event(Event::StepDone { verdict: &verdict });
+        on_event.borrow_mut()(Event::StepDone { verdict: &verdict });
         verdicts.push(verdict);
         if options.stop_at_first_error && reward < 0.5 {
             break;

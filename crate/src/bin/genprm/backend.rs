@@ -174,7 +174,7 @@ impl Engine for AnyEngine<'_> {
         }
     }
 
-    async fn complete(&mut self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> genprm::Result<Completion> {
+    async fn complete(&self, request: &CompletionRequest<'_>, on_text: &mut dyn FnMut(&str)) -> genprm::Result<Completion> {
         match self {
             AnyEngine::Local(e) => e.complete(request, on_text).await,
             AnyEngine::OpenAi(e) => e.complete(request, on_text).await,

@@ -262,7 +262,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
 /// whether the verification stopped with an error.
 #[allow(clippy::too_many_arguments)]
 fn verify_one(
-    engine: &mut AnyEngine<'_>,
+    engine: &AnyEngine<'_>,
     tokenizer: &genprm::Tokenizer,
     executors: &mut [Executor],
     solution: &Solution,
@@ -340,15 +340,17 @@ impl<W: Write> Report<'_, W> {
                 writeln!(out, "\n{}", style("[verification dropped after its budget; judging from the analysis]").magenta())?;
                 write!(out, "{}", style(text).dim())?;
             }
-            Event::Judged { sample, reward, .. } => {
-                let verdict = match reward.judgement {
-                    Some(prm::Judgement::Yes) => style("Yes".to_string()).green(),
-                    Some(prm::Judgement::No) => style("No".to_string()).red(),
-                    None => style("undecided".to_string()).yellow(),
-                };
-                writeln!(out, "  sample {}: {verdict}  reward {:.3}", sample + 1, reward.value)?;
-            }
             Event::StepDone { verdict } => {
+                // The samples decode together, so their verdicts are listed once all are in.
+                writeln!(out)?;
+                for (sample, r) in verdict.samples.iter().enumerate() {
+                    let verdict = match r.reward.judgement {
+                        Some(prm::Judgement::Yes) => style("Yes".to_string()).green(),
+                        Some(prm::Judgement::No) => style("No".to_string()).red(),
+                        None => style("undecided".to_string()).yellow(),
+                    };
+                    writeln!(out, "  sample {}: {verdict}  reward {:.3}", sample + 1, r.reward.value)?;
+                }
                 let r = verdict.reward;
                 let mark = if r >= 0.5 { style(format!("✓ correct (reward {r:.3})")).green() } else { style(format!("✗ wrong (reward {r:.3})")).red() };
                 writeln!(out, "{} {mark}", style(format!("Paragraph {}:", verdict.index + 1)).bold())?;
