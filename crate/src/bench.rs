@@ -214,3 +214,74 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
     })
 }
+
+/// Pass@1 against Maj@N through the local engine: one request, then `samples` concurrent
+/// requests (the samples of one paragraph) on the same prompt, each generating `new_tokens`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MajResult {
+    /// Samples of the Maj@N run.
+    pub samples: usize,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens each sample generated.
+    pub new_tokens: usize,
+    /// Wall time of one sample, prefill included.
+    pub pass1_s: f64,
+    /// Wall time of all the samples, prefill included (the prompt is prefilled once).
+    pub maj_s: f64,
+    /// `maj_s / pass1_s`.
+    pub ratio: f64,
+    /// Forward passes the Maj@N run decoded with.
+    pub maj_decode_passes: usize,
+    /// Forward passes the Maj@N run prefilled with (1: the shared prompt once).
+    pub maj_prefill_passes: usize,
+}
+
+/// Measures [`MajResult`]: sampled requests (so the samples differ) with no stop strings, on a
+/// prompt of about `prompt_tokens` tokens of ProcessBench-like text.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_maj(model: &Qwen2Model, tokenizer: &crate::Tokenizer, samples: usize, prompt_tokens: usize, new_tokens: usize) -> Result<MajResult> {
+    use crate::engine::{CompletionRequest, Engine, LocalEngine};
+    use crate::sampling::{Sampling, SamplingParams};
+    if samples == 0 || prompt_tokens == 0 || new_tokens == 0 {
+        return Err(Error::InvalidArgument { name: "bench", message: "samples, prompt tokens and new tokens must be at least 1".into() });
+    }
+    let filler = "Paragraph: Tom has 3 apples and buys 4 more, so he has 3 + 4 = 7 apples; then he gives 2 away. ";
+    let mut ids = tokenizer.encode(&filler.repeat(prompt_tokens / 8 + 2), false)?;
+    ids.truncate(prompt_tokens);
+    let prompt = tokenizer.decode(&ids, false)?;
+    let request = |path: usize| CompletionRequest {
+        prompt: &prompt,
+        max_tokens: new_tokens,
+        stop: &[],
+        sampling: Sampling::Sample(SamplingParams { seed: path as u64 + 1, ..SamplingParams::default() }),
+        path,
+    };
+    let (prompt_len, request) = (tokenizer.encode(&prompt, false)?.len(), &request);
+    // Warm-up (kernels, allocations), not timed.
+    let warm = LocalEngine::new(model, tokenizer)?;
+    crate::generate::block_on(warm.complete(&CompletionRequest { max_tokens: 2, ..request(0) }, &mut |_| {}))?;
+
+    let one = LocalEngine::new(model, tokenizer)?;
+    let t = std::time::Instant::now();
+    crate::generate::block_on(one.complete(&request(0), &mut |_| {}))?;
+    let pass1_s = t.elapsed().as_secs_f64();
+
+    let many = LocalEngine::new(model, tokenizer)?;
+    let many = &many;
+    let t = std::time::Instant::now();
+    let jobs = (0..samples).map(|path| async move { many.complete(&request(path), &mut |_| {}).await });
+    let done = crate::generate::block_on(futures_util::future::try_join_all(jobs))?;
+    let maj_s = t.elapsed().as_secs_f64();
+    let new = done.iter().map(|c| c.token_ids.len()).min().unwrap_or(0);
+    Ok(MajResult {
+        samples,
+        prompt_tokens: prompt_len,
+        new_tokens: new,
+        pass1_s,
+        maj_s,
+        ratio: maj_s / pass1_s.max(1e-9),
+        maj_decode_passes: many.stats().decode_passes,
+        maj_prefill_passes: many.stats().prefill_passes,
+    })
+}

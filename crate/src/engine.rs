@@ -130,7 +130,7 @@ pub struct LocalEngine<'m> {
 }
 
 /// Another row's cached prefix is copied when it holds at least this many more positions of a
-/// prompt than the row's own.
+/// prompt than the row's own (or all of the prompt).
 const MIN_COPY: usize = 32;
 
 /// The shared state of the requests in flight.
@@ -215,7 +215,7 @@ impl Batch<'_> {
         // Copy only a real saving (the shared prompt of a new step), not the odd token another
         // row happens to share: positions computed in other passes can differ in the last bits,
         // and results should not depend on what other rows hold at that moment.
-        if best != row && best_len >= own + MIN_COPY {
+        if best != row && best_len > own && (best_len - own >= MIN_COPY || best_len + 1 >= prompt.len()) {
             self.cache.copy_prefix(best, row, best_len);
             self.held[row] = self.held[best][..best_len].to_vec();
         }

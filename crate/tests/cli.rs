@@ -121,3 +121,23 @@ fn quantizing_while_loading_from_the_cli() {
     let e = failing(&["logits", "--model", dir.to_str().unwrap(), "--ids", "1", "--quant", "q3"]);
     assert!(e.contains("q3"), "{e}");
 }
+
+/// `genprm bench --maj N` times Pass@1 against N samples decoded as one batch (each pass feeds
+/// every sample), and says what it needs when it lacks a tokenizer.
+#[test]
+fn bench_maj_decodes_the_samples_as_one_batch() {
+    let tok = fixtures().join("tokenizer");
+    let tok = tok.to_str().unwrap();
+    let small = ["bench", "--random-shape", "qwen2-small", "--quant", "q8", "--prompt-tokens", "24", "--new-tokens", "5"];
+    let out = ok_json(&[&small[..], &["--maj", "3", "--tokenizer", tok, "--json"]].concat());
+    let r = &out["result"];
+    assert_eq!(r["samples"], 3);
+    assert_eq!(r["new_tokens"], 5);
+    // The prompt is prefilled once; the other samples copy it and feed its last id in the first
+    // decode pass, with the first sample's first new token: one pass per token for all.
+    assert_eq!(r["maj_decode_passes"], 5, "one pass per token for all three samples: {r}");
+    assert_eq!(r["maj_prefill_passes"], 1, "the shared prompt is prefilled once: {r}");
+    assert!(r["ratio"].as_f64().unwrap() > 0.0);
+    let err = failing(&[&small[..], &["--maj", "3"]].concat());
+    assert!(err.contains("--tokenizer"), "{err}");
+}

@@ -49,6 +49,13 @@ pub struct BenchArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 32)]
     new_tokens: usize,
+    /// Instead of the speed table: Pass@1 against Maj@N — one sampled request, then N concurrent
+    /// ones on the same prompt, decoded as one batch — and the ratio of their wall times.
+    #[arg(long, value_name = "N")]
+    maj: Option<usize>,
+    /// The tokenizer directory for `--maj` with `--random-shape` (a checkpoint brings its own).
+    #[arg(long, value_name = "DIR")]
+    tokenizer: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -66,6 +73,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Quant::Q4 => Some(QuantFormat::Q4),
     };
     let options = LoadOptions { quant, head_quant: None };
+    if let Some(samples) = args.maj {
+        return run_maj(&args, samples, &device, options);
+    }
     let measure = bench::BenchShape { batch: args.batch, prompt_tokens: args.prompt_tokens, new_tokens: args.new_tokens };
     let (label, result) = match (&args.model, args.random_shape) {
         (Some(dir), _) => {
@@ -103,6 +113,43 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(m) => println!("  peak host memory                   {m:>9.0} MiB"),
             None => println!("  peak host memory                   n/a"),
         }
+    }
+    Ok(())
+}
+
+/// `genprm bench --maj N`.
+fn run_maj(args: &BenchArgs, samples: usize, device: &genprm::burn::tensor::Device, options: LoadOptions) -> Result<()> {
+    use anyhow::Context;
+    let (label, config, source, tok_dir): (String, _, Box<dyn genprm::weights::TensorSource>, PathBuf) = match (&args.model, args.random_shape) {
+        (Some(dir), _) => {
+            let config = genprm::Qwen2Config::from_file(&dir.join("config.json"))?;
+            let tok = args.tokenizer.clone().unwrap_or_else(|| dir.clone());
+            (dir.display().to_string(), config, Box::new(genprm::weights::Checkpoint::open(dir)?), tok)
+        }
+        (None, Some(shape)) => {
+            let (name, config) = match shape {
+                Shape::Qwen2_1_5b => ("qwen2-1.5b (random)", bench::qwen2_1_5b()),
+                Shape::Small => ("qwen2-small (random)", bench::qwen2_small()),
+            };
+            let Some(tok) = args.tokenizer.clone() else { bail!("--maj with --random-shape needs --tokenizer DIR (a DeepSeek-R1-Distill-Qwen tokenizer)") };
+            (name.to_string(), config.clone(), Box::new(RandomWeights::new(config, 1)), tok)
+        }
+        (None, None) => bail!("give --model DIR or --random-shape"),
+    };
+    let tokenizer = genprm::Tokenizer::from_dir(&tok_dir).with_context(|| format!("loading the tokenizer from {}", tok_dir.display()))?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        bail!("the tokenizer in {} has {} tokens, more than the model's {}", tok_dir.display(), tokenizer.vocab_size(), config.vocab_size);
+    }
+    let model = genprm::Qwen2Model::load_with(config, source.as_ref(), device, options, |_| {})?;
+    let r = bench::run_maj(&model, &tokenizer, samples, args.prompt_tokens, args.new_tokens)?;
+    let quant = options.quant.map_or("f32".to_string(), |q| q.to_string());
+    if args.json {
+        println!("{}", serde_json::json!({ "model": label, "quant": quant, "device": args.device.to_string(), "result": r }));
+    } else {
+        println!("model {label}, {quant}, device {}, prompt {} tokens, {} new tokens per sample", args.device, r.prompt_tokens, r.new_tokens);
+        println!("  Pass@1                             {:>9.2} s", r.pass1_s);
+        println!("  Maj@{:<3} (one batch)               {:>9.2} s  ({} decode passes)", r.samples, r.maj_s, r.maj_decode_passes);
+        println!("  Maj@{}/Pass@1                       {:>9.2}×", r.samples, r.ratio);
     }
     Ok(())
 }
