@@ -128,6 +128,9 @@ pub struct BenchResult {
     pub decode_tok_s: f64,
     /// Peak resident host memory of the process, in MiB (Linux only).
     pub peak_host_mib: Option<f64>,
+    /// Peak GPU memory genprm reserved (weights, KV cache, activations, scratch), sampled after
+    /// loading, prefill and decode; `None` on the CPU device.
+    pub peak_device_mib: Option<f64>,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -187,6 +190,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     let t_first = now();
     read(model.forward(&vec![1; batch * 2], batch, &mut KvCache::new(), LogitsFor::Last)?).await?;
     let first_call_s = now() - t_first;
+    let after_load = device_reserved_mib(device);
     let load_s = t_first - t0;
 
     stage("prefill");
@@ -195,6 +199,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     let t1 = now();
     let logits = read(model.forward(&prompt, batch, &mut cache, LogitsFor::Last)?).await?;
     let prefill_s = now() - t1;
+    let after_prefill = device_reserved_mib(device);
     let v = vocab as usize;
     let mut next: Vec<u32> = logits.chunks(v).map(crate::sampling::argmax).collect();
     let ttft_s = now() - t1;
@@ -205,6 +210,8 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         next = logits.chunks(v).map(crate::sampling::argmax).collect();
     }
     let decode_s = now() - t2;
+    let after_decode = device_reserved_mib(device);
+    let peak_device_mib = [after_load, after_prefill, after_decode].into_iter().flatten().reduce(f64::max);
     Ok(BenchResult {
         load_s,
         first_call_s,
@@ -212,7 +219,21 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         ttft_s,
         decode_tok_s: (batch * new_tokens) as f64 / decode_s.max(1e-9),
         peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
+        peak_device_mib,
     })
+}
+
+/// Memory the GPU pools reserved, in MiB (`None` on the CPU device or without GPU support).
+fn device_reserved_mib(device: &burn::tensor::Device) -> Option<f64> {
+    #[cfg(feature = "wgpu")]
+    {
+        crate::gpu_quant::device_memory(device).map(|m| m.reserved as f64 / (1 << 20) as f64)
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        None
+    }
 }
 
 /// Pass@1 against Maj@N through the local engine: one request, then `samples` concurrent

@@ -10,6 +10,29 @@ use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 
+/// Units per cube of the cooperative matrix-vector kernel.
+const MATVEC_UNITS: u32 = 32;
+
+/// Which kernel multiplies packed weights by a few activation rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatvecKernel {
+    /// One unit per output element, reading the whole row (the default: the faster of the two
+    /// on every device measured so far — lavapipe and SwiftShader, where barriers are costly).
+    PerUnit,
+    /// One cube per output element, its units sharing the row with contiguous loads and a
+    /// shared-memory sum: the usual shape on real GPUs, waiting to be measured on one.
+    Cooperative,
+}
+
+/// The kernel in use: `GENPRM_GPU_MATVEC=cooperative` selects the cooperative one.
+pub fn matvec_kernel() -> MatvecKernel {
+    static CHOICE: std::sync::OnceLock<MatvecKernel> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("GENPRM_GPU_MATVEC").as_deref() {
+        Ok("cooperative") => MatvecKernel::Cooperative,
+        _ => MatvecKernel::PerUnit,
+    })
+}
+
 /// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales, in row
 /// blocks whose words fit one buffer binding (the q8 embedding of the 1.5B model is 222 MiB).
 #[derive(Debug, Clone)]
@@ -81,6 +104,64 @@ mod kernels {
         }
     }
 
+    /// One cube per output element `(i, r)`, its `units` units striding over the row's groups
+    /// (neighbouring units read neighbouring groups, so a cube's loads are contiguous), then a
+    /// tree sum in shared memory. Needs no subgroup instructions.
+    #[cube(launch)]
+    pub fn quant_matvec_kernel(
+        x: &Tensor<f32>,
+        words: &Tensor<i32>,
+        scales: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        n: u32,
+        rows: u32,
+        cols: u32,
+        #[comptime] bits: u32,
+        #[comptime] units: u32,
+    ) {
+        let per_word = comptime!(32 / bits);
+        let words_per_group = comptime!(32 / (32 / bits));
+        let cube = CUBE_POS as u32;
+        let live = cube < n * rows;
+        let mut total = 0.0f32;
+        // Barriers must sit in control flow every unit of the cube reaches, so cubes past the
+        // end run the reduction too, on zeros.
+        if live {
+            let i = cube / rows;
+            let r = cube % rows;
+            let gpr = cols / 32;
+            let mut g = UNIT_POS;
+            while g < gpr {
+                let gi = r * gpr + g;
+                let xbase = i * cols + g * 32;
+                let mut acc = 0.0f32;
+                for w in 0..words_per_group {
+                    let word = words[(gi * words_per_group + w) as usize];
+                    for k in 0..per_word {
+                        acc += f32::cast_from(level(word, k, bits)) * x[(xbase + w * per_word + k) as usize];
+                    }
+                }
+                total += acc * scales[gi as usize];
+                g += units;
+            }
+        }
+        let mut partial = Shared::<[f32]>::new_slice(units as usize);
+        partial[UNIT_POS as usize] = total;
+        sync_cube();
+        #[unroll]
+        for level_no in 0..comptime!(units.trailing_zeros()) {
+            let stride = comptime!(units >> (level_no + 1));
+            if UNIT_POS < stride {
+                let other = partial[(UNIT_POS + stride) as usize];
+                partial[UNIT_POS as usize] += other;
+            }
+            sync_cube();
+        }
+        if live && UNIT_POS == 0 {
+            out[cube as usize] = partial[0];
+        }
+    }
+
     /// Expands packed levels to f32 weights, one weight per unit (for prefill, where a dense
     /// matrix product over many rows beats re-reading packed groups per row).
     #[cube(launch)]
@@ -95,7 +176,7 @@ mod kernels {
     }
 }
 
-use kernels::{dequant_kernel, quant_matmul_kernel};
+use kernels::{dequant_kernel, quant_matmul_kernel, quant_matvec_kernel};
 
 impl GpuQuant {
     /// Uploads a quantized matrix, still packed, in blocks of at most
@@ -182,13 +263,19 @@ impl GpuQuant {
 
     /// `x Wᵀ` for `[n, cols]` activations on the same GPU.
     pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
-        if self.blocks.len() == 1 {
-            return self.block_matmul_t(&self.blocks[0], x);
-        }
-        Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone())).collect(), 1)
+        self.matmul_t_with(x, matvec_kernel())
     }
 
-    fn block_matmul_t(&self, block: &Block, x: Tensor<2>) -> Tensor<2> {
+    /// [`GpuQuant::matmul_t`] with a chosen matrix-vector kernel (for fewer than
+    /// [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows).
+    pub fn matmul_t_with(&self, x: Tensor<2>, kernel: MatvecKernel) -> Tensor<2> {
+        if self.blocks.len() == 1 {
+            return self.block_matmul_t(&self.blocks[0], x, kernel);
+        }
+        Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), kernel)).collect(), 1)
+    }
+
+    fn block_matmul_t(&self, block: &Block, x: Tensor<2>, kernel: MatvecKernel) -> Tensor<2> {
         let [n, cols] = x.dims();
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
@@ -202,10 +289,31 @@ impl GpuQuant {
         let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let client = x.client.clone();
         let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([n, rows]), DType::F32);
+        let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
+        if kernel == MatvecKernel::Cooperative {
+            // One cube per output element, laid out over two axes (one axis holds at most 65,535).
+            let cubes = (n * rows) as u32;
+            let x_count = cubes.min(65_535);
+            let cube_count = cubecl::CubeCount::Static(x_count, cubes.div_ceil(x_count), 1);
+            quant_matvec_kernel::launch(
+                &client,
+                cube_count,
+                CubeDim::new_1d(MATVEC_UNITS),
+                x.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                n32,
+                rows32,
+                cols32,
+                bits,
+                MATVEC_UNITS,
+            );
+            return Tensor::from_primitive::<Cube>(out);
+        }
         let units = n * rows;
         let cube_dim = CubeDim::new(&client, units);
         let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
-        let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
         quant_matmul_kernel::launch(
             &client,
             cube_count,
@@ -221,4 +329,24 @@ impl GpuQuant {
         );
         Tensor::from_primitive::<Cube>(out)
     }
+}
+
+/// What the GPU's memory pools hold (CubeCL's memory report over every stream of the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceMemory {
+    /// Bytes of live allocations.
+    pub in_use: u64,
+    /// Bytes the pools have reserved from the device (at least `in_use`; pools keep what they
+    /// grew to, so this is the high-water mark of what genprm asked the device for).
+    pub reserved: u64,
+}
+
+/// The memory genprm holds on `device` (a GPU device); `None` on the CPU device.
+pub fn device_memory(device: &Device) -> Option<DeviceMemory> {
+    if *device == Device::flex() {
+        return None;
+    }
+    let probe = Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>().ok()?;
+    let usage = probe.client.memory_report(cubecl::MemoryScope::Device).usage();
+    Some(DeviceMemory { in_use: usage.bytes_in_use, reserved: usage.bytes_reserved })
 }

@@ -141,3 +141,23 @@ fn bench_maj_decodes_the_samples_as_one_batch() {
     let err = failing(&[&small[..], &["--maj", "3"]].concat());
     assert!(err.contains("--tokenizer"), "{err}");
 }
+
+/// `genprm bench` reports the GPU memory genprm reserved (CubeCL's memory report) on the GPU,
+/// and none on the CPU.
+#[test]
+fn bench_reports_device_memory_on_the_gpu_only() {
+    let model = model_dir("tiny-genprm");
+    for (kind, _) in devices() {
+        let kind = kind.to_string();
+        let args = ["bench", "--model", model.to_str().unwrap(), "--quant", "q4", "--device", &kind, "--prompt-tokens", "8", "--new-tokens", "2", "--json"];
+        let r = &ok_json(&args)["result"];
+        match kind.as_str() {
+            "gpu" => {
+                // At least the packed weights: 4 bits per weight plus a scale per 32.
+                let mib = r["peak_device_mib"].as_f64().unwrap_or_else(|| panic!("no device memory on the GPU: {r}"));
+                assert!(mib > 0.0, "{r}");
+            }
+            _ => assert!(r["peak_device_mib"].is_null(), "{r}"),
+        }
+    }
+}

@@ -194,6 +194,7 @@ fn packs_round_trip_and_refuse_corruption() {
 #[test]
 fn gpu_packed_kernels_equal_the_dequantized_reference() {
     use genprm::burn::tensor::{Tensor, TensorData};
+    use genprm::gpu_quant::MatvecKernel;
     use genprm::quant::QuantMatrix;
     for (kind, device) in devices() {
         if kind == genprm::DeviceKind::Cpu {
@@ -201,7 +202,8 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
         }
         for format in [QuantFormat::Q8, QuantFormat::Q4] {
             // n = 20 rows takes the prefill path (expand on the GPU, then a dense product).
-            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2), (41, 64, 20)] {
+            // 1536 and 8960 columns: more groups than the cooperative kernel has units per cube.
+            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2), (41, 64, 20), (5, 1536, 3), (2, 8960, 1)] {
                 let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.7123).sin() * 1.3) + if i % 97 == 0 { 4.0 } else { 0.0 }).collect();
                 let q = QuantMatrix::quantize(&w, rows, cols, format, "w").unwrap();
                 let d = q.dequantize();
@@ -212,11 +214,16 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                     assert_eq!(g.blocks(), if g.blocks() == 1 { 1 } else { rows.div_ceil(7) });
                     let expanded: Vec<f32> = g.dequantize().into_data().try_into_vec().unwrap();
                     assert!(expanded.iter().zip(&d).all(|(a, b)| (a - b).abs() < 1e-6), "{format}: GPU expansion");
-                    let y: Vec<f32> = g.matmul_t(Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device)).into_data().try_into_vec().unwrap();
-                    for i in 0..n {
-                        for r in 0..rows {
-                            let expect: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum();
-                            assert!((y[i * rows + r] - expect).abs() < 1e-3, "{format} {rows}x{cols} n={n} blocks {} [{i},{r}]: {} vs {expect}", g.blocks(), y[i * rows + r]);
+                    for kernel in [MatvecKernel::Cooperative, MatvecKernel::PerUnit] {
+                        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device);
+                        let y: Vec<f32> = g.matmul_t_with(xt, kernel).into_data().try_into_vec().unwrap();
+                        for i in 0..n {
+                            for r in 0..rows {
+                                let expect: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum();
+                                let tol = 1e-3 * (cols as f32 / 128.0).max(1.0);
+                                let got = y[i * rows + r];
+                                assert!((got - expect).abs() < tol, "{format} {kernel:?} {rows}x{cols} n={n} blocks {} [{i},{r}]: {got} vs {expect}", g.blocks());
+                            }
                         }
                     }
                 }

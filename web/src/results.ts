@@ -85,9 +85,10 @@ export class ResultsView {
         const step = this.steps[e.step];
         if (!step) return;
         step.root.classList.add('active');
-        step.status.textContent = this.nSamples > 1 ? `judging (sample ${e.sample + 1} of ${this.nSamples})…` : 'judging…';
+        // The samples of a step are decoded together (one batch), so they start at once.
+        step.status.textContent = this.nSamples > 1 ? `judging ${this.nSamples} samples together…` : 'judging…';
         this.sample(e.step, e.sample);
-        this.setLive(`Judging step ${e.step + 1} of ${this.steps.length}${this.nSamples > 1 ? `, sample ${e.sample + 1}` : ''}…`);
+        this.setLive(`Judging step ${e.step + 1} of ${this.steps.length}${this.nSamples > 1 ? ` (${this.nSamples} samples)` : ''}…`);
         break;
       }
       case 'text': {

@@ -113,6 +113,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(m) => println!("  peak host memory                   {m:>9.0} MiB"),
             None => println!("  peak host memory                   n/a"),
         }
+        if let Some(m) = result.peak_device_mib {
+            println!("  peak device memory (GPU pools)     {m:>9.0} MiB");
+        }
     }
     Ok(())
 }
