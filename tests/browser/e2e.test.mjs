@@ -2,7 +2,8 @@
 // without a GPU), verifies solutions it was trained on with greedy decoding, and everything the
 // page shows — the streamed rationale, the Python outputs (from Pyodide), the rewards, the first
 // wrong step — equals what the native CLI computes for the same input. Then a hostile code block
-// (`while True: pass`) inside a verification is stopped at 5 s and the next step still runs.
+// (`while True: pass`) inside a verification is stopped at 5 s and the next step still runs. One
+// solution runs with two samples (Maj@2), decoded as one batch in the page as on the CLI.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -25,11 +26,11 @@ function genprmBinary() {
   return join(target, 'debug', 'genprm');
 }
 
-async function cli(record) {
+async function cli(record, samples = 1) {
   const dir = await mkdtemp(join(tmpdir(), 'genprm-e2e-'));
   const input = join(dir, `${record.id}.json`);
   await writeFile(input, JSON.stringify(record));
-  const out = execFileSync(genprmBinary(), ['verify', '--model', join(REPO, 'tests/fixtures/models/tiny-genprm'), '--input', input, '--json', '--greedy'],
+  const out = execFileSync(genprmBinary(), ['verify', '--model', join(REPO, 'tests/fixtures/models/tiny-genprm'), '--input', input, '--json', '--greedy', '--samples', String(samples)],
     { encoding: 'utf8', maxBuffer: 64 << 20 });
   const result = JSON.parse(out.trim().split('\n').pop());
   delete result.id;
@@ -78,8 +79,9 @@ export async function teardown() {
   await page?.close();
 }
 
-async function verifyInPage(id) {
+async function verifyInPage(id, samples = 1) {
   await page.getByTestId('example').selectOption(`tiny-${id}`);
+  await page.getByTestId('samples').fill(String(samples));
   await page.evaluate(() => { window.__runs = []; });
   const before = await page.evaluate(() => window.genprm.executor.restarts);
   await page.getByTestId('verify').click();
@@ -94,7 +96,7 @@ async function verifyInPage(id) {
     restarts: window.genprm.executor.restarts,
     dom: [...document.querySelectorAll('[data-testid=step-result]')].map((el) => ({
       rationale: [...el.querySelectorAll('[data-testid=rationale]')].map((r) => r.textContent),
-      outputs: [...el.querySelectorAll('[data-testid=code-output]')].map((o) => o.textContent),
+      outputs: [...el.querySelectorAll('.sample')].map((p) => [...p.querySelectorAll('[data-testid=code-output]')].map((o) => o.textContent)),
       reward: el.querySelector('[data-testid=reward]')?.textContent ?? '',
       firstError: el.classList.contains('first-error'),
       badge: !!el.querySelector('[data-testid=first-error-badge]'),
@@ -142,26 +144,29 @@ function compare(got, expected, id) {
       equal(streamed(events, i, s), ws.text, `${id} step ${i} sample ${s}: the streamed text`);
       // What the page shows.
       equal(dom[i].rationale[s], ws.text, `${id} step ${i}: rationale in the page`);
-      equal(dom[i].outputs, ws.code_runs.map((r) => r.output), `${id} step ${i}: code outputs in the page`);
+      equal(dom[i].outputs[s], ws.code_runs.map((r) => r.output), `${id} step ${i} sample ${s}: code outputs in the page`);
       for (const r of ws.code_runs) if (r.code !== null) expectedRuns.push(r);
     });
     close(Number(dom[i].reward), want.reward, 0.0015, `${id} step ${i}: reward shown`);
     equal(dom[i].firstError, i === expected.first_error_step, `${id} step ${i}: highlighted as first wrong step`);
     equal(dom[i].badge, i === expected.first_error_step, `${id} step ${i}: first-wrong-step badge`);
   });
-  // The outputs came from Pyodide: the same code ran there and printed what the CLI's sandbox printed.
-  equal(runs.map((r) => r.code), expectedRuns.map((r) => r.code), `${id}: code run by Pyodide`);
-  equal(runs.map((r) => (r.outcome.outcome === 'ok' ? r.outcome.stdout.trim() : r.outcome)), expectedRuns.map((r) => r.output), `${id}: Pyodide outputs`);
+  // The outputs came from Pyodide: the same code ran there and printed what the CLI's sandbox printed
+  // (batched samples run their code concurrently, so runs are compared as sets).
+  const key = (code, out) => JSON.stringify([code, out]);
+  const ran = runs.map((r) => key(r.code, r.outcome.outcome === 'ok' ? r.outcome.stdout.trim() : r.outcome)).sort();
+  equal(ran, expectedRuns.map((r) => key(r.code, r.output)).sort(), `${id}: code run by Pyodide and its outputs`);
   equal(got.restarts, got.restartsBefore, `${id}: no Python restarts`);
 }
 
 export const tests = [
-  ...['add', 'apples'].map((id) => ({
-    name: `"${id}": the page equals the native CLI (greedy, ${DEVICE})`,
+  ...[['add', 2], ['apples', 1]].map(([id, samples]) => ({
+    name: `"${id}": the page equals the native CLI (greedy, ${DEVICE}${samples > 1 ? `, Maj@${samples} as one batch` : ''})`,
     fn: async ({ artifacts }) => {
       const record = records.find((r) => r.id === id);
-      const expected = await cli(record);
-      const got = await verifyInPage(id);
+      const expected = await cli(record, samples);
+      const got = await verifyInPage(id, samples);
+      equal(got.result.steps[0].samples.length, samples, `${id}: samples per step`);
       await page.screenshot({ path: join(artifacts, `e2e-${id}.png`), fullPage: true });
       compare(got, expected, id);
       if (expected.first_error_step >= 0) ok(/First wrong step: Step 2/.test(got.summary), `summary names step 2: ${got.summary}`);
@@ -180,7 +185,7 @@ export const tests = [
       equal(runs[0].code, 'while True: pass', 'the hostile block ran first');
       equal(runs[0].outcome, { outcome: 'timeout', message: 'Code execution timed out' }, 'its outcome');
       equal(result.steps[0].samples[0].code_runs[0].output, 'Code execute time out: Code execution timed out', 'the official text went to the model');
-      ok(got.dom[0].outputs[0] === 'Code execute time out: Code execution timed out', 'the page shows the time-out');
+      ok(got.dom[0].outputs[0][0] === 'Code execute time out: Code execution timed out', 'the page shows the time-out');
       equal(got.restarts, got.restartsBefore + 1, 'the worker was replaced once');
       const later = runs.slice(1);
       ok(later.length > 0, 'code ran after the time-out');
