@@ -207,7 +207,7 @@ impl Batch<'_> {
 
     /// Points `row` at the longest cached prefix of `prompt` (its own, or a copy of another
     /// row's) and returns the ids still to feed (at least one).
-    fn reuse(&mut self, row: usize, prompt: &[u32]) -> Vec<u32> {
+    fn reuse(&mut self, row: usize, prompt: &[u32]) -> Result<Vec<u32>> {
         let common = |held: &Vec<u32>| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
         let own = common(&self.held[row]);
         let (best, best_len) =
@@ -216,7 +216,7 @@ impl Batch<'_> {
         // row happens to share: positions computed in other passes can differ in the last bits,
         // and results should not depend on what other rows hold at that moment.
         if best != row && best_len > own && (best_len - own >= MIN_COPY || best_len + 1 >= prompt.len()) {
-            self.cache.copy_prefix(best, row, best_len);
+            self.cache.copy_prefix(best, row, best_len)?;
             self.held[row] = self.held[best][..best_len].to_vec();
         }
         let keep = common(&self.held[row]).min(prompt.len() - 1).min(self.cache.row_len(row));
@@ -225,7 +225,7 @@ impl Batch<'_> {
         self.stats.prefilled_tokens += prompt.len() - keep;
 
 
-        prompt[keep..].to_vec()
+        Ok(prompt[keep..].to_vec())
     }
 }
 
@@ -357,7 +357,7 @@ impl<'m> LocalEngine<'m> {
             let feed = {
                 let mut b = self.batch.borrow_mut();
                 let prompt = b.slots[row].as_mut().and_then(|s| s.prompt.take()).expect("a prefill row has its prompt");
-                b.reuse(row, &prompt)
+                b.reuse(row, &prompt)?
             };
             if feed.len() == 1 {
                 // Only the last prompt id is new: it decodes with the others.

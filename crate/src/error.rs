@@ -111,6 +111,20 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The KV cache of a batch would not fit one GPU buffer binding.
+    #[error(
+        "the KV cache of {rows} sequence(s) × {positions} positions needs {mib} MiB per layer, over the {limit_mib} MiB one GPU buffer binding may hold; judge with fewer samples (Maj@N) or shorter solutions, or use the CPU device"
+    )]
+    KvCacheTooLarge {
+        /// Sequences (samples) in the batch.
+        rows: usize,
+        /// Positions per sequence.
+        positions: usize,
+        /// MiB one layer's keys would need.
+        mib: usize,
+        /// The limit in MiB.
+        limit_mib: usize,
+    },
     /// A generation or input argument is invalid.
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument {

@@ -265,18 +265,19 @@ impl KvCache {
     }
 
     /// Makes row `to` hold the first `len` positions of row `from` (the shared prompt of Maj@N
-    /// samples is prefilled once and copied).
-    pub fn copy_prefix(&mut self, from: usize, to: usize, len: usize) {
+    /// samples is prefilled once and copied). Fails only when a GPU cache with one more row would
+    /// not fit one buffer binding ([`Error::KvCacheTooLarge`]).
+    pub fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()> {
         let len = len.min(self.row_len(from));
         if from == to || len == 0 {
             self.truncate_row(to, len);
-            return;
+            return Ok(());
         }
         let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device()) else {
-            return;
+            return Ok(());
         };
         let (heads, head_dim) = (self.heads(), self.layers.iter().flatten().next().map_or(0, |(k, _)| k.dims()[1]));
-        self.reserve(self.layers.len(), to + 1, self.capacity, heads, head_dim, &device);
+        self.reserve(self.layers.len(), to + 1, self.capacity, heads, head_dim, &device)?;
         let capacity = self.capacity;
         let index = |row: usize| -> Vec<i64> {
             (0..heads).flat_map(|h| (0..len).map(move |p| ((row * heads + h) * capacity + p) as i64)).collect()
@@ -295,6 +296,7 @@ impl KvCache {
             }
         }
         self.lens[to] = len;
+        Ok(())
     }
 
     /// Key/value heads per row (from the allocated storage).
@@ -307,8 +309,18 @@ impl KvCache {
 
     /// Grows the storage to at least `rows` rows of `positions` positions (zero-filled, so the
     /// masked-out positions attention multiplies by zero are finite).
-    fn reserve(&mut self, layers: usize, rows: usize, positions: usize, heads: usize, head_dim: usize, device: &Device) {
+    fn reserve(&mut self, layers: usize, rows: usize, positions: usize, heads: usize, head_dim: usize, device: &Device) -> Result<()> {
         let capacity = positions.div_ceil(KV_CACHE_STEP) * KV_CACHE_STEP;
+        // One layer's keys are one tensor: on a GPU it must fit one buffer binding.
+        let bytes = rows.max(self.rows) * heads * capacity.max(self.capacity).max(KV_CACHE_STEP) * head_dim * 4;
+        if *device != Device::flex() && bytes > MAX_BINDING_BYTES {
+            return Err(Error::KvCacheTooLarge {
+                rows: rows.max(self.rows),
+                positions: capacity.max(self.capacity),
+                mib: bytes.div_ceil(1 << 20),
+                limit_mib: MAX_BINDING_BYTES >> 20,
+            });
+        }
         if self.layers.len() != layers || self.heads() != heads && self.rows * self.capacity > 0 {
             self.clear();
         }
@@ -319,7 +331,7 @@ impl KvCache {
             self.rows = rows;
             self.capacity = capacity;
             self.lens = vec![0; rows];
-            return;
+            return Ok(());
         }
         if capacity > self.capacity {
             let (old, extra) = (self.capacity, capacity - self.capacity);
@@ -346,6 +358,7 @@ impl KvCache {
             self.rows = rows;
             self.lens.resize(rows, 0);
         }
+        Ok(())
     }
 }
 
@@ -698,7 +711,7 @@ impl Qwen2Model {
         }
         let past: Vec<usize> = (0..n).map(|r| cache.row_len(first + r)).collect();
         let needed = past.iter().map(|p| p + seq).max().unwrap_or(seq);
-        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), &self.device);
+        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), &self.device)?;
         let step = Step { first, past, seq, capacity: cache.capacity };
 
         // Padding repeats each row's last id (or id 0); its keys land past the row's length.

@@ -152,3 +152,18 @@ fn byte_buffers_load_the_same_model_as_memory_mapped_files() {
     let e = BytesCheckpoint::new().add_file("shard-1", bytes[..bytes.len() / 2].to_vec()).unwrap_err().to_string();
     assert!(e.contains("shard-1") && e.contains("truncated"), "{e}");
 }
+
+/// A batch whose KV cache would not fit one GPU buffer binding is refused with a clear error
+/// before anything is allocated (one layer's keys are one tensor).
+#[test]
+fn a_kv_cache_over_a_gpu_binding_is_a_clear_error() {
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            continue;
+        }
+        let m = load("tiny-gqa-f32", &device);
+        let err = m.model.forward_rows(2_000_000, &[&[1, 2]], &mut KvCache::new(), LogitsFor::Last).unwrap_err();
+        assert!(matches!(err, Error::KvCacheTooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("fewer samples"), "{err}");
+    }
+}

@@ -188,7 +188,18 @@ fn interrupted_then_resumed(signal: i32) {
 
     let out = dir.path().join("interrupted.jsonl");
     let a = grade_args(&input, &out, &sampling);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genprm")).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genprm"));
+    cmd.args(&a).stdout(Stdio::null()).stderr(Stdio::null());
+    // As a terminal's Ctrl-C: the default action even when this test runs in a background job,
+    // whose children inherit SIGINT ignored.
+    // SAFETY: only an async-signal-safe call between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let start = Instant::now();
     // Interrupt as soon as the first row's result is on disk.
     while complete_lines(&out) < 1 {

@@ -139,7 +139,7 @@ fn rows_at_different_positions_equal_single_sequences() {
         close(&got[0], &last(&a[..8]), "row 0 decode");
         close(&got[1], &last(&b[..8]), "row 1 decode");
         // Row 2 starts from a copy of row 0's first 5 positions; row 1 is cut back to 6.
-        cache.copy_prefix(0, 2, 5);
+        cache.copy_prefix(0, 2, 5).unwrap();
         cache.truncate_row(1, 6);
         let got = rows(m.model.forward_rows(1, &[&b[6..9], &a[5..10]], &mut cache, LogitsFor::Last).unwrap());
         close(&got[0], &last(&b[..9]), "row 1 after truncation");
