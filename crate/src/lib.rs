@@ -17,6 +17,8 @@ pub mod exec;
 pub mod generate;
 pub mod jsonl;
 #[cfg(feature = "wgpu")]
+pub mod gpu_attention;
+#[cfg(feature = "wgpu")]
 pub mod gpu_quant;
 pub mod model;
 pub mod pack;

@@ -718,11 +718,13 @@ impl Qwen2Model {
         let padded: Vec<u32> = inputs.iter().flat_map(|t| (0..seq).map(move |i| t.get(i).or(t.last()).copied().unwrap_or(0))).collect();
         let mut x = self.embed.gather(&padded, &self.device); // [n * seq, hidden]
         let (cos, sin) = self.rope_tables(&step);
-        let mask = self.attention_mask(&step);
+        // Decoding on a GPU: one fused kernel per layer attends without a mask.
+        let fused = self.fused_decode_attention(&step);
+        let mask = (!fused).then(|| self.attention_mask(&step));
         let writes = self.cache_writes(&step, c.kv_heads());
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_norm.forward(x.clone());
-            let h = self.attention(&layer.attention, h, &step, &cos, &sin, &mask, &writes, slot);
+            let h = self.attention(&layer.attention, h, &step, &cos, &sin, mask.as_ref(), &writes, slot);
             x = x + h;
             let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
@@ -772,6 +774,20 @@ impl Qwen2Model {
         (Tensor::from_data(TensorData::new(cos, shape), &self.device), Tensor::from_data(TensorData::new(sin, shape), &self.device))
     }
 
+    /// Whether this pass attends with the fused GPU decode kernel: one new position per row, on
+    /// a GPU, unless `GENPRM_GPU_ATTENTION=ops`.
+    fn fused_decode_attention(&self, step: &Step) -> bool {
+        #[cfg(feature = "wgpu")]
+        {
+            step.seq == 1 && self.device != Device::flex() && crate::gpu_attention::fused_enabled()
+        }
+        #[cfg(not(feature = "wgpu"))]
+        {
+            let _ = step;
+            false
+        }
+    }
+
     /// Additive mask `[rows, 1, 1, seq, capacity]`: new position `i` of a row sees the row's
     /// cached positions and its own new positions up to `i`; −∞ everywhere else (other rows'
     /// padding, unused capacity).
@@ -808,7 +824,7 @@ impl Qwen2Model {
         step: &Step,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        mask: &Tensor<5>,
+        mask: Option<&Tensor<5>>,
         writes: &Tensor<1, Int>,
         slot: &mut Option<(Tensor<2>, Tensor<2>)>,
     ) -> Tensor<2> {
@@ -825,6 +841,18 @@ impl Qwen2Model {
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
         let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
         let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+        let Some(mask) = mask else {
+            // The fused decode kernel (one new position per row).
+            #[cfg(feature = "wgpu")]
+            {
+                let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
+                let out = crate::gpu_attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, &lens, kvh, cap);
+                *slot = Some((ck, cv));
+                return a.o.forward(out.reshape([n, nh * d]));
+            }
+            #[cfg(not(feature = "wgpu"))]
+            unreachable!("the fused kernel is only chosen with GPU support");
+        };
         let span = step.first * kvh * cap..(step.first + n) * kvh * cap;
         let keys = ck.clone().slice([span.clone(), 0..d]).reshape([n, kvh, cap, d]);
         let values = cv.clone().slice([span, 0..d]).reshape([n, kvh, cap, d]);

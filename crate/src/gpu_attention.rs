@@ -1,0 +1,161 @@
+//! Decode attention on a GPU in one CubeCL kernel: for each new position (one per row of a
+//! batch) and each query head, `softmax(q·Kᵀ/√d)·V` over the row's cached positions, read in
+//! place from the preallocated KV cache. burn's generic ops need about eight launches per layer
+//! for the same (matmul, scale, mask, max, exp, sum, divide, matmul) plus a mask upload.
+
+use burn::backend::Cube;
+use burn::tensor::{DType, Int, Shape, Tensor, TensorData};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use cubecl::CubeDim;
+
+/// Units per cube: positions are split among them for the scores, head dimensions for the sum.
+const UNITS: u32 = 64;
+
+mod kernels {
+    use cubecl::prelude::*;
+
+    /// One cube per (row, query head). `keys`/`values` are the whole cache,
+    /// `[rows · kv_heads · capacity, d]`; `lens[i]` is how many positions row `first + i` holds
+    /// (the new one included); `probs` is scratch, `[n · heads · capacity]`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_attention_kernel(
+        q: &Tensor<f32>,
+        keys: &Tensor<f32>,
+        values: &Tensor<f32>,
+        lens: &Tensor<i32>,
+        probs: &mut Tensor<f32>,
+        out: &mut Tensor<f32>,
+        first: u32,
+        heads: u32,
+        kv_heads: u32,
+        capacity: u32,
+        d: u32,
+        scale: f32,
+        #[comptime] units: u32,
+    ) {
+        let cube = CUBE_POS as u32;
+        let i = cube / heads;
+        let h = cube % heads;
+        let kv = h / (heads / kv_heads);
+        let len = u32::cast_from(lens[i as usize]);
+        let qbase = (i * heads + h) * d;
+        let kbase = ((first + i) * kv_heads + kv) * capacity;
+        let pbase = (i * heads + h) * capacity;
+
+        // Scores: each unit a stripe of positions, keeping its largest.
+        let mut best = f32::new(-1.0e30);
+        let mut t = UNIT_POS;
+        while t < len {
+            let mut s = 0.0f32;
+            for j in 0..d {
+                s += q[(qbase + j) as usize] * keys[((kbase + t) * d + j) as usize];
+            }
+            s = s * scale;
+            probs[(pbase + t) as usize] = s;
+            if s > best {
+                best = s;
+            }
+            t += units;
+        }
+        let mut red = Shared::<[f32]>::new_slice(units as usize);
+        red[UNIT_POS as usize] = best;
+        sync_cube();
+        #[unroll]
+        for level_no in 0..comptime!(units.trailing_zeros()) {
+            let stride = comptime!(units >> (level_no + 1));
+            if UNIT_POS < stride {
+                let other = red[(UNIT_POS + stride) as usize];
+                if other > red[UNIT_POS as usize] {
+                    red[UNIT_POS as usize] = other;
+                }
+            }
+            sync_cube();
+        }
+        let max = red[0];
+        sync_cube();
+
+        // Unnormalised probabilities over the same stripes, and their sum.
+        let mut sum = 0.0f32;
+        let mut t = UNIT_POS;
+        while t < len {
+            let p = (probs[(pbase + t) as usize] - max).exp();
+            probs[(pbase + t) as usize] = p;
+            sum += p;
+            t += units;
+        }
+        red[UNIT_POS as usize] = sum;
+        sync_cube();
+        #[unroll]
+        for level_no in 0..comptime!(units.trailing_zeros()) {
+            let stride = comptime!(units >> (level_no + 1));
+            if UNIT_POS < stride {
+                let other = red[(UNIT_POS + stride) as usize];
+                red[UNIT_POS as usize] += other;
+            }
+            sync_cube();
+        }
+        let total = red[0];
+        // The probabilities other units wrote must be visible before they are read.
+        sync_storage();
+        sync_cube();
+
+        // The weighted sum of values: each unit a stripe of head dimensions.
+        let mut j = UNIT_POS;
+        while j < d {
+            let mut acc = 0.0f32;
+            for t in 0..len {
+                acc += probs[(pbase + t) as usize] * values[((kbase + t) * d + j) as usize];
+            }
+            out[(qbase + j) as usize] = acc / total;
+            j += units;
+        }
+    }
+}
+
+use kernels::decode_attention_kernel;
+
+/// Attention of one new position per row: `q` is `[n, heads, d]`; `keys`/`values` the whole
+/// cache `[rows · kv_heads · capacity, d]`; `lens[i]` the positions row `first + i` attends to.
+/// Returns `[n, heads, d]`.
+pub fn decode_attention(q: Tensor<3>, keys: &Tensor<2>, values: &Tensor<2>, first: usize, lens: &[usize], kv_heads: usize, capacity: usize) -> Tensor<3> {
+    let [n, heads, d] = q.dims();
+    let device = q.device();
+    let lens: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+    let lens = Tensor::<1, Int>::from_data(TensorData::new(lens, [n]), &device);
+    let q = into_contiguous(q.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+    let keys = into_contiguous(keys.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+    let values = into_contiguous(values.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+    let lens = into_contiguous(lens.try_into_primitive::<Cube>().expect("GPU tensor"));
+    let client = q.client.clone();
+    let probs = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([n * heads * capacity]), DType::F32);
+    let out = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([n, heads, d]), DType::F32);
+    let cubes = (n * heads) as u32;
+    decode_attention_kernel::launch(
+        &client,
+        cubecl::CubeCount::Static(cubes, 1, 1),
+        CubeDim::new_1d(UNITS),
+        q.into_tensor_arg(),
+        keys.into_tensor_arg(),
+        values.into_tensor_arg(),
+        lens.into_tensor_arg(),
+        probs.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        first as u32,
+        heads as u32,
+        kv_heads as u32,
+        capacity as u32,
+        d as u32,
+        1.0 / (d as f32).sqrt(),
+        UNITS,
+    );
+    Tensor::from_primitive::<Cube>(out)
+}
+
+/// Whether decode attention on a GPU uses the fused kernel (`GENPRM_GPU_ATTENTION=ops` keeps
+/// burn's generic ops, for comparisons).
+pub fn fused_enabled() -> bool {
+    static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| std::env::var("GENPRM_GPU_ATTENTION").as_deref() != Ok("ops"))
+}
