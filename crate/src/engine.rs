@@ -192,9 +192,11 @@ impl Batch<'_> {
         !self.stepping && live().all(|s| s.done.is_none()) && live().any(|s| s.prompt.is_some() || s.next.is_some())
     }
 
-    /// Ends every request in flight with an error (the pass failed or was cancelled).
-    fn fail_all(&mut self, error: &Error) {
-        for slot in self.slots.iter_mut().flatten() {
+    /// Ends every other request in flight with an error (the pass `row`'s caller ran failed or
+    /// was cancelled; that caller returns the error itself).
+    fn fail_others(&mut self, row: usize, error: &Error) {
+        for (r, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut().filter(|_| r != row) else { continue };
             if slot.done.is_none() {
                 slot.done = Some(Err(match error {
                     Error::Cancelled => Error::Cancelled,
@@ -512,8 +514,8 @@ impl Engine for LocalEngine<'_> {
             let ready = self.batch.borrow().ready();
             if ready {
                 if let Err(e) = self.step().await {
-                    self.batch.borrow_mut().fail_all(&e);
-                    continue;
+                    self.batch.borrow_mut().fail_others(row, &e);
+                    return Err(e);
                 }
                 let others = self.batch.borrow().slots.iter().flatten().count() > 1;
                 if others {

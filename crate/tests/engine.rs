@@ -105,3 +105,32 @@ fn concurrent_requests_decode_as_one_batch_with_their_own_stops() {
         assert!(b.decode_passes * 4 < a.decode_passes * 3, "{kind}: {} batched decode passes vs {} alone", b.decode_passes, a.decode_passes);
     }
 }
+
+/// Cancelling stops every request of the batch, whichever request's caller runs the pass.
+#[test]
+fn cancelling_stops_every_request_of_the_batch() {
+    let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
+    let loaded = LoadedModel::load(&model_dir("tiny-genprm"), &device, |_| {}).unwrap();
+    let tokenizer = loaded.tokenizer().unwrap();
+    let flag = genprm::CancelFlag::new();
+    let engine = LocalEngine::new(&loaded.model, tokenizer).unwrap().with_cancel(flag.clone());
+    let prompt = "<｜begin▁of▁sentence｜>You are a math teacher.<｜User｜>Question: What is 2 + 3?\n\n2 + 3 = 5.<｜Assistant｜><analyze>\n";
+    let (engine, flag) = (&engine, &flag);
+    let jobs = (0..3).map(|path| async move {
+        let request = CompletionRequest { prompt, max_tokens: 200, stop: &[], sampling: Sampling::Greedy, path };
+        let mut pieces = 0;
+        engine
+            .complete(&request, &mut |_| {
+                pieces += 1;
+                if path == 2 && pieces == 3 {
+                    flag.cancel();
+                }
+            })
+            .await
+    });
+    let results = block_on(futures_util::future::join_all(jobs));
+    for (path, r) in results.iter().enumerate() {
+        assert!(matches!(r, Err(genprm::Error::Cancelled)), "path {path}: {r:?}");
+    }
+    assert!(engine.stats().generated_tokens < 3 * 200, "{:?}", engine.stats());
+}
