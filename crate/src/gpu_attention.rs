@@ -61,18 +61,7 @@ mod kernels {
         }
         let mut red = Shared::<[f32]>::new_slice(units as usize);
         red[UNIT_POS as usize] = best;
-        sync_cube();
-        #[unroll]
-        for level_no in 0..comptime!(units.trailing_zeros()) {
-            let stride = comptime!(units >> (level_no + 1));
-            if UNIT_POS < stride {
-                let other = red[(UNIT_POS + stride) as usize];
-                if other > red[UNIT_POS as usize] {
-                    red[UNIT_POS as usize] = other;
-                }
-            }
-            sync_cube();
-        }
+        crate::gpu_reduce::tree_max(&mut red, units);
         let max = red[0];
         sync_cube();
 
@@ -86,16 +75,7 @@ mod kernels {
             t += units;
         }
         red[UNIT_POS as usize] = sum;
-        sync_cube();
-        #[unroll]
-        for level_no in 0..comptime!(units.trailing_zeros()) {
-            let stride = comptime!(units >> (level_no + 1));
-            if UNIT_POS < stride {
-                let other = red[(UNIT_POS + stride) as usize];
-                red[UNIT_POS as usize] += other;
-            }
-            sync_cube();
-        }
+        crate::gpu_reduce::tree_sum(&mut red, units);
         let total = red[0];
         // The probabilities other units wrote must be visible before they are read.
         sync_storage();

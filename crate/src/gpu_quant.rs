@@ -67,6 +67,23 @@ mod kernels {
         v
     }
 
+    /// Group `g` of weight row `r` against activation row `i`: `scale[r, g] · Σ_k level · x`.
+    #[cube]
+    fn group_dot(x: &Tensor<f32>, words: &Tensor<i32>, scales: &Tensor<f32>, i: u32, r: u32, g: u32, cols: u32, #[comptime] bits: u32) -> f32 {
+        let per_word = comptime!(32 / bits);
+        let words_per_group = comptime!(32 / (32 / bits));
+        let gi = r * (cols / 32) + g;
+        let xbase = i * cols + g * 32;
+        let mut acc = 0.0f32;
+        for w in 0..words_per_group {
+            let word = words[(gi * words_per_group + w) as usize];
+            for k in 0..per_word {
+                acc += f32::cast_from(level(word, k, bits)) * x[(xbase + w * per_word + k) as usize];
+            }
+        }
+        acc * scales[gi as usize]
+    }
+
     /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`.
     /// `bits` is 4 (eight levels per word, stored as level + 8) or 8 (four two's-complement bytes).
     #[cube(launch)]
@@ -80,25 +97,13 @@ mod kernels {
         cols: u32,
         #[comptime] bits: u32,
     ) {
-        let per_word = comptime!(32 / bits);
-        let words_per_group = comptime!(32 / (32 / bits));
         let pos = ABSOLUTE_POS as u32;
         if pos < n * rows {
             let i = pos / rows;
             let r = pos % rows;
-            let gpr = cols / 32;
             let mut total = 0.0f32;
-            for g in 0..gpr {
-                let gi = r * gpr + g;
-                let xbase = i * cols + g * 32;
-                let mut acc = 0.0f32;
-                for w in 0..words_per_group {
-                    let word = words[(gi * words_per_group + w) as usize];
-                    for k in 0..per_word {
-                        acc += f32::cast_from(level(word, k, bits)) * x[(xbase + w * per_word + k) as usize];
-                    }
-                }
-                total += acc * scales[gi as usize];
+            for g in 0..cols / 32 {
+                total += group_dot(x, words, scales, i, r, g, cols, bits);
             }
             out[pos as usize] = total;
         }
@@ -119,44 +124,21 @@ mod kernels {
         #[comptime] bits: u32,
         #[comptime] units: u32,
     ) {
-        let per_word = comptime!(32 / bits);
-        let words_per_group = comptime!(32 / (32 / bits));
         let cube = CUBE_POS as u32;
         let live = cube < n * rows;
         let mut total = 0.0f32;
         // Barriers must sit in control flow every unit of the cube reaches, so cubes past the
         // end run the reduction too, on zeros.
         if live {
-            let i = cube / rows;
-            let r = cube % rows;
-            let gpr = cols / 32;
             let mut g = UNIT_POS;
-            while g < gpr {
-                let gi = r * gpr + g;
-                let xbase = i * cols + g * 32;
-                let mut acc = 0.0f32;
-                for w in 0..words_per_group {
-                    let word = words[(gi * words_per_group + w) as usize];
-                    for k in 0..per_word {
-                        acc += f32::cast_from(level(word, k, bits)) * x[(xbase + w * per_word + k) as usize];
-                    }
-                }
-                total += acc * scales[gi as usize];
+            while g < cols / 32 {
+                total += group_dot(x, words, scales, cube / rows, cube % rows, g, cols, bits);
                 g += units;
             }
         }
         let mut partial = Shared::<[f32]>::new_slice(units as usize);
         partial[UNIT_POS as usize] = total;
-        sync_cube();
-        #[unroll]
-        for level_no in 0..comptime!(units.trailing_zeros()) {
-            let stride = comptime!(units >> (level_no + 1));
-            if UNIT_POS < stride {
-                let other = partial[(UNIT_POS + stride) as usize];
-                partial[UNIT_POS as usize] += other;
-            }
-            sync_cube();
-        }
+        crate::gpu_reduce::tree_sum(&mut partial, units);
         if live && UNIT_POS == 0 {
             out[cube as usize] = partial[0];
         }

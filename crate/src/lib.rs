@@ -20,6 +20,8 @@ pub mod jsonl;
 pub mod gpu_attention;
 #[cfg(feature = "wgpu")]
 pub mod gpu_quant;
+#[cfg(feature = "wgpu")]
+pub(crate) mod gpu_reduce;
 pub mod model;
 pub mod pack;
 pub mod prm;

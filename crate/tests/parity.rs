@@ -181,7 +181,7 @@ fn fused_gpu_decode_attention_equals_a_reference() {
         }
         let (rows, first, n, heads, kv_heads, d, cap) = (4usize, 1usize, 3usize, 4usize, 2usize, 16usize, 256usize);
         let lens = [1usize, 70, 200];
-        let val = |i: usize, salt: f32| ((i as f32 * 0.618 + salt).sin() * 1.7);
+        let val = |i: usize, salt: f32| (i as f32 * 0.618 + salt).sin() * 1.7;
         let q: Vec<f32> = (0..n * heads * d).map(|i| val(i, 0.3)).collect();
         let keys: Vec<f32> = (0..rows * kv_heads * cap * d).map(|i| val(i, 1.1)).collect();
         let values: Vec<f32> = (0..rows * kv_heads * cap * d).map(|i| val(i, 2.9)).collect();
