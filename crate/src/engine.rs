@@ -225,14 +225,12 @@ impl Batch<'_> {
         self.cache.truncate_row(row, keep);
         self.held[row].truncate(keep);
         self.stats.prefilled_tokens += prompt.len() - keep;
-
-
         Ok(prompt[keep..].to_vec())
     }
 }
 
-/// Removes a request's slot if its caller goes away early (an error elsewhere, a dropped
-/// future), and ends a pass its caller abandoned, so the batch never waits on it.
+/// Removes a request's slot however its call ends (returned, failed, or dropped early because
+/// another sample failed), so the batch never waits on it.
 struct SlotGuard<'a, 'm> {
     batch: &'a RefCell<Batch<'m>>,
     row: usize,
