@@ -334,9 +334,7 @@ impl<'m> LocalEngine<'m> {
     /// Runs one round of forward passes: each new request's prompt (alone, after taking what
     /// the cache already holds of it), then one token for every decoding request together.
     async fn step(&self) -> Result<()> {
-        let max_ctx = self.model.config().max_position_embeddings;
         let vocab = self.model.vocab_size();
-        let (yes, no) = (self.yes, self.no);
         let mut last_yield = {
             let mut b = self.batch.borrow_mut();
             b.stepping = true;
@@ -374,7 +372,7 @@ impl<'m> LocalEngine<'m> {
                 t
             };
             let logits = read_logits(t).await?;
-            self.take_logits(&[(row, &logits[..vocab])], max_ctx, yes, no);
+            self.take_logits(&[(row, &logits[..vocab])]);
         }
         // One decode pass over the contiguous rows that have a token to feed.
         let rows: Vec<(usize, u32)> = {
@@ -398,13 +396,14 @@ impl<'m> LocalEngine<'m> {
             };
             let logits = read_logits(t).await?;
             let outs: Vec<(usize, &[f32])> = rows.iter().map(|&(r, _)| (r, &logits[(r - first) * vocab..][..vocab])).collect();
-            self.take_logits(&outs, max_ctx, yes, no);
+            self.take_logits(&outs);
         }
         Ok(())
     }
 
     /// Hands each row's logits to its decoder: the next id to feed, or the finished generation.
-    fn take_logits(&self, rows: &[(usize, &[f32])], max_ctx: usize, yes: u32, no: u32) {
+    fn take_logits(&self, rows: &[(usize, &[f32])]) {
+        let (max_ctx, yes, no) = (self.model.config().max_position_embeddings, self.yes, self.no);
         let mut b = self.batch.borrow_mut();
         let b = &mut *b;
         for &(row, logits) in rows {

@@ -6,29 +6,30 @@ use cubecl::prelude::*;
 /// Leaves the sum of `partial[0..units]` in `partial[0]` (`units` a power of two).
 #[cube]
 pub(crate) fn tree_sum(partial: &mut Shared<[f32]>, #[comptime] units: u32) {
-    sync_cube();
-    #[unroll]
-    for level_no in 0..comptime!(units.trailing_zeros()) {
-        let stride = comptime!(units >> (level_no + 1));
-        if UNIT_POS < stride {
-            let other = partial[(UNIT_POS + stride) as usize];
-            partial[UNIT_POS as usize] += other;
-        }
-        sync_cube();
-    }
+    tree_reduce(partial, units, false);
 }
 
 /// Leaves the largest of `partial[0..units]` in `partial[0]` (`units` a power of two).
 #[cube]
 pub(crate) fn tree_max(partial: &mut Shared<[f32]>, #[comptime] units: u32) {
+    tree_reduce(partial, units, true);
+}
+
+/// Halves the live part of `partial` each round, combining pairs by sum or by max.
+#[cube]
+fn tree_reduce(partial: &mut Shared<[f32]>, #[comptime] units: u32, #[comptime] max: bool) {
     sync_cube();
     #[unroll]
     for level_no in 0..comptime!(units.trailing_zeros()) {
         let stride = comptime!(units >> (level_no + 1));
         if UNIT_POS < stride {
             let other = partial[(UNIT_POS + stride) as usize];
-            if other > partial[UNIT_POS as usize] {
-                partial[UNIT_POS as usize] = other;
+            if comptime!(max) {
+                if other > partial[UNIT_POS as usize] {
+                    partial[UNIT_POS as usize] = other;
+                }
+            } else {
+                partial[UNIT_POS as usize] += other;
             }
         }
         sync_cube();

@@ -362,7 +362,7 @@ impl KvCache {
     }
 }
 
-/// Where one forward pass writes and reads: rows `first..first + lens.len()` of the cache, each
+/// Where one forward pass writes and reads: rows `first..first + past.len()` of the cache, each
 /// starting at its own position, all padded to `seq` new positions.
 struct Step {
     first: usize,

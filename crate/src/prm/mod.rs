@@ -117,7 +117,8 @@ pub struct VerifyOptions {
     /// Chat template.
     pub template: TemplateChoice,
     /// Run the samples of a paragraph concurrently, so an engine that batches (the local one)
-    /// decodes them together. Off: one after another (same results, for comparisons).
+    /// decodes them together. Off: one after another (greedy results are the same; sampled ones
+    /// can differ in rare tokens, since rows computed together round differently).
     #[serde(default = "default_true")]
     pub batch: bool,
     /// Stop after the first paragraph whose mean reward is < 0.5: the ProcessBench prediction
@@ -487,7 +488,8 @@ impl<X: CodeExecutor> CodeExecutor for SharedExecutor<'_, X> {
 ///
 /// The samples of a paragraph run concurrently (with `options.batch`): an engine that batches
 /// (the local one) decodes them together, and a sample running its code leaves the others
-/// decoding. Each sample's text, code and reward are the same as when they run one after another.
+/// decoding. Greedy samples give the same texts, code and rewards as one after another; sampled
+/// ones can differ in rare tokens (rows computed together round differently in the last bits).
 pub async fn verify<E: Engine, X: CodeExecutor>(
     engine: &E,
     tokenizer: &Tokenizer,
@@ -552,21 +554,17 @@ pub async fn verify<E: Engine, X: CodeExecutor>(
                 }
             }
         } else {
-            let mut done = Vec::with_capacity(n);
-            let mut result = Ok(());
-            for sample in 0..n {
-                let path = if options.history == History::PerPath { sample } else { 0 };
-                on_event.borrow_mut()(Event::StepStarted { step, sample });
-                let mut emit = |e: Event<'_>| on_event.borrow_mut()(e);
-                match judge_once(engine, &mut executors[path], &prompts[path], step, sample, path, options, &mut emit).await {
-                    Ok(r) => done.push(r),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
+            async {
+                let mut done = Vec::with_capacity(n);
+                for sample in 0..n {
+                    let path = if options.history == History::PerPath { sample } else { 0 };
+                    on_event.borrow_mut()(Event::StepStarted { step, sample });
+                    let mut emit = |e: Event<'_>| on_event.borrow_mut()(e);
+                    done.push(judge_once(engine, &mut executors[path], &prompts[path], step, sample, path, options, &mut emit).await?);
                 }
+                Ok(done)
             }
-            result.map(|()| done)
+            .await
         };
         let samples = match samples {
             Ok(s) => s,
