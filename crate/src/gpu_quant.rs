@@ -172,6 +172,7 @@ impl GpuQuant {
         let bytes = q.values_bytes();
         let row_bytes = bytes.len() / q.rows();
         let groups_per_row = q.cols() / GROUP;
+        let all_scales = q.scales();
         let block_rows = (max_bytes / row_bytes.max(1)).max(1);
         let blocks = (0..q.rows())
             .step_by(block_rows)
@@ -181,7 +182,7 @@ impl GpuQuant {
                     .chunks_exact(4)
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                let scales = q.scales()[start * groups_per_row..(start + rows) * groups_per_row].to_vec();
+                let scales = all_scales[start * groups_per_row..(start + rows) * groups_per_row].to_vec();
                 let (nw, ns) = (words.len(), scales.len());
                 Block {
                     words: Tensor::from_data(TensorData::new(words, [nw]), device),

@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod config;
+pub(crate) mod cpu_attention;
 pub mod device;
 pub mod engine;
 pub mod error;

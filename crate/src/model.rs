@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
@@ -690,6 +691,17 @@ impl Qwen2Model {
     /// Returns logits `[rows, 1, vocab]` at each row's last new id for [`LogitsFor::Last`]
     /// (meaningless for an empty input), or `[rows, longest, vocab]` for [`LogitsFor::All`].
     pub fn forward_rows(&self, first: usize, inputs: &[&[u32]], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<3>> {
+        // On the CPU the pass runs on a worker of the thread pool, so the parallel kernels inside
+        // it start without waking a sleeping thread for each matrix product.
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.device == Device::flex() {
+            return rayon::scope(|_| self.forward_rows_in_place(first, inputs, cache, which));
+        }
+        self.forward_rows_in_place(first, inputs, cache, which)
+    }
+
+    /// [`Qwen2Model::forward_rows`] on the calling thread.
+    fn forward_rows_in_place(&self, first: usize, inputs: &[&[u32]], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<3>> {
         let c = &self.config;
         let n = inputs.len();
         let seq = inputs.iter().map(|t| t.len()).max().unwrap_or(0);
@@ -774,16 +786,22 @@ impl Qwen2Model {
         (Tensor::from_data(TensorData::new(cos, shape), &self.device), Tensor::from_data(TensorData::new(sin, shape), &self.device))
     }
 
-    /// Whether this pass attends with the fused GPU decode kernel: one new position per row, on
-    /// a GPU, unless `GENPRM_GPU_ATTENTION=ops`.
+    /// Whether this pass attends with a fused decode kernel, without a mask: one new position
+    /// per row, on the CPU ([`crate::cpu_attention`]) or on a GPU unless
+    /// `GENPRM_GPU_ATTENTION=ops` ([`crate::gpu_attention`]).
     fn fused_decode_attention(&self, step: &Step) -> bool {
+        if step.seq != 1 {
+            return false;
+        }
+        if self.device == Device::flex() {
+            return true;
+        }
         #[cfg(feature = "wgpu")]
         {
-            step.seq == 1 && self.device != Device::flex() && crate::gpu_attention::fused_enabled()
+            crate::gpu_attention::fused_enabled()
         }
         #[cfg(not(feature = "wgpu"))]
         {
-            let _ = step;
             false
         }
     }
@@ -842,22 +860,35 @@ impl Qwen2Model {
         let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
         let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
         let Some(mask) = mask else {
-            // The fused decode kernel (one new position per row).
+            // A fused decode kernel (one new position per row).
+            let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
+            if self.device == Device::flex() {
+                let (out, ck, cv) = crate::cpu_attention::decode_attention(q, ck, cv, step.first, &lens, kvh, cap);
+                *slot = Some((ck, cv));
+                return a.o.forward(out);
+            }
             #[cfg(feature = "wgpu")]
             {
-                let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
                 let out = crate::gpu_attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, &lens, kvh, cap);
                 *slot = Some((ck, cv));
                 return a.o.forward(out.reshape([n, nh * d]));
             }
             #[cfg(not(feature = "wgpu"))]
-            unreachable!("the fused kernel is only chosen with GPU support");
+            unreachable!("without GPU support only the CPU device exists");
         };
         let span = step.first * kvh * cap..(step.first + n) * kvh * cap;
         let keys = ck.clone().slice([span.clone(), 0..d]).reshape([n, kvh, cap, d]);
         let values = cv.clone().slice([span, 0..d]).reshape([n, kvh, cap, d]);
         *slot = Some((ck, cv));
 
+        if self.device == Device::flex() {
+            // Prefill on the CPU: burn's fused attention (grouped heads read their shared
+            // key/value head in place, the mask is broadcast over heads, keys are not transposed).
+            let bias = mask.clone().reshape([n, 1, seq, cap]);
+            let options = AttentionModuleOptions { scale: Some(1.0 / (d as f64).sqrt()), softcap: None, is_causal: false };
+            let out = burn::tensor::module::attention(q, keys, values, None, Some(bias), options); // [n, nh, seq, d]
+            return a.o.forward(out.swap_dims(1, 2).reshape([n * seq, nh * d]));
+        }
         // Grouped-query attention without copying keys: the `groups` query heads that share a
         // key/value head are stacked along the query axis, rows ordered (group, position).
         let q = q.reshape([n, kvh, groups * seq, d]);

@@ -89,12 +89,8 @@ pub fn processed_logprobs(logits: &[f32], temperature: f32, top_k: Option<usize>
     // vLLM's _apply_top_k_top_p sorts every logit ascending. Tokens below the k-th largest get
     // −∞ and zero mass, so they never move the top-p walk: only the survivors need sorting
     // (151,936 logits per token otherwise, for each sample of a batch).
-    let kth = top_k.filter(|&k| k > 0 && k < n).map(|k| {
-        // Keep values ≥ the k-th largest (ties with it survive, as in vLLM's gather/compare).
-        let mut values = scaled.clone();
-        let (_, kth, _) = values.select_nth_unstable_by(n - k, f32::total_cmp);
-        *kth
-    });
+    // Keep values ≥ the k-th largest (ties with it survive, as in vLLM's gather/compare).
+    let kth = top_k.filter(|&k| k > 0 && k < n).map(|k| kth_largest(&scaled, k));
     if let Some(kth) = kth {
         for v in scaled.iter_mut() {
             if v.total_cmp(&kth).is_lt() {
@@ -130,13 +126,32 @@ pub fn processed_logprobs(logits: &[f32], temperature: f32, top_k: Option<usize>
     log_softmax(&scaled)
 }
 
-/// Log-softmax in f64 accumulation; −∞ inputs stay −∞.
+/// The `k`-th largest of `values` in `f32::total_cmp` order, counting repeated values
+/// (`0 < k ≤ len`): one pass keeping the `k` largest seen so far, sorted (the top-k of a
+/// 151,936-token vocabulary with k = 20 touches the small array a few hundred times).
+fn kth_largest(values: &[f32], k: usize) -> f32 {
+    let mut top: Vec<f32> = Vec::with_capacity(k + 1);
+    for &v in values {
+        if top.len() == k {
+            if v.total_cmp(&top[0]).is_le() {
+                continue;
+            }
+            top.remove(0);
+        }
+        let at = top.partition_point(|t| t.total_cmp(&v).is_lt());
+        top.insert(at, v);
+    }
+    top[0]
+}
+
+/// Log-softmax in f64 accumulation; −∞ inputs stay −∞ (and cost no exponential: after top-k
+/// most of the vocabulary is −∞).
 pub fn log_softmax(x: &[f32]) -> Vec<f32> {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return x.to_vec();
     }
-    let sum: f64 = x.iter().map(|&v| f64::from(v - max).exp()).sum();
+    let sum: f64 = x.iter().filter(|&&v| v != f32::NEG_INFINITY).map(|&v| f64::from(v - max).exp()).sum();
     let log_sum = sum.ln() as f32;
     x.iter().map(|&v| v - max - log_sum).collect()
 }
@@ -224,6 +239,21 @@ mod tests {
             }
         }
         log_softmax(&scaled)
+    }
+
+    #[test]
+    fn the_kth_largest_counts_repeated_values() {
+        // Few distinct values, so ties straddle the k-th place; −∞, +∞ and NaN among them.
+        let values: Vec<f32> =
+            (0..200u32).map(|i| [1.5, -2.0, 7.25, 0.0, f32::NEG_INFINITY, 7.25, f32::INFINITY, 3.0][(i * 37 % 23 % 8) as usize]).collect();
+        let mut values = values;
+        values[101] = f32::NAN;
+        let mut sorted = values.clone();
+        sorted.sort_by(f32::total_cmp);
+        for k in 1..=values.len() {
+            let want = sorted[values.len() - k];
+            assert_eq!(kth_largest(&values, k).to_bits(), want.to_bits(), "k = {k}");
+        }
     }
 
     #[test]
