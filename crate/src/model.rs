@@ -740,7 +740,7 @@ impl Qwen2Model {
             x = x + h;
             let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
-            let h = m.down.forward(silu(m.gate.forward(h.clone())) * m.up.forward(h));
+            let h = m.down.forward(silu_times(m.gate.forward(h.clone()), m.up.forward(h)));
             x = x + h;
         }
         for (r, t) in inputs.iter().enumerate() {
@@ -898,6 +898,21 @@ impl Qwen2Model {
         let out = out.reshape([n, nh, seq, d]).swap_dims(1, 2).reshape([n * seq, nh * d]);
         a.o.forward(out)
     }
+}
+
+/// `silu(gate) · up`, the SwiGLU of the MLP. On the CPU in one pass over host memory (burn's
+/// `silu` allocates twice and multiplies separately); elsewhere with burn's ops.
+fn silu_times(gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
+    let device = gate.device();
+    if device != Device::flex() {
+        return silu(gate) * up;
+    }
+    let shape = gate.dims();
+    let (mut g, u) = (host_values(gate), host_values(up));
+    for (g, &u) in g.iter_mut().zip(&u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+    Tensor::from_data(TensorData::new(g, shape), &device)
 }
 
 /// Applies rotary embeddings to `[batch, heads, seq, d]` with `[batch, 1, seq, d]` tables

@@ -347,28 +347,57 @@ impl QuantMatrix {
         assert_eq!(x.len(), n * self.cols, "activation shape");
         assert!(kernel.available(), "this CPU cannot run the {kernel:?} kernel");
         let acts = QuantActs::new(x, n, self.cols, self.format);
-        // `[tiles, n, TILE_ROWS]`: each task writes its own tiles.
-        let mut yt = vec![0f32; self.rows.div_ceil(TILE_ROWS) * n * TILE_ROWS];
-        let work = |(task, out): (usize, &mut [f32])| kernel.tiles(self, &acts, task * TILES_PER_TASK, out);
+        let (rows, tiles) = (self.rows, self.rows.div_ceil(TILE_ROWS));
+        let mut y: Vec<f32> = Vec::with_capacity(n * rows);
+        let dst = Output(y.as_mut_ptr());
+        // Each task computes its tiles into its own small buffer (`[tiles, n, TILE_ROWS]`) and
+        // writes them to their places in `y` (`[n, rows]`); no two tasks write the same place.
+        let task = |buf: &mut Vec<f32>, t0: usize| {
+            let count = TILES_PER_TASK.min(tiles - t0);
+            buf.resize(count * n * TILE_ROWS, 0.0);
+            kernel.tiles(self, &acts, t0, buf);
+            for (dt, tile) in buf.chunks_exact(n * TILE_ROWS).enumerate() {
+                let r0 = (t0 + dt) * TILE_ROWS;
+                let len = TILE_ROWS.min(rows - r0);
+                for (i, out) in tile.chunks_exact(TILE_ROWS).enumerate() {
+                    // SAFETY: `i * rows + r0 + len ≤ n * rows`, within `y`'s capacity; rows
+                    // `r0..r0 + len` belong to this task's tile only.
+                    unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), dst.at(i * rows + r0), len) };
+                }
+            }
+        };
         #[cfg(not(target_arch = "wasm32"))]
         {
             use rayon::prelude::*;
-            yt.par_chunks_mut(TILES_PER_TASK * n * TILE_ROWS).enumerate().for_each(work);
+            (0..tiles).into_par_iter().step_by(TILES_PER_TASK).for_each_init(Vec::new, task);
         }
         #[cfg(target_arch = "wasm32")]
-        yt.chunks_mut(TILES_PER_TASK * n * TILE_ROWS).enumerate().for_each(work);
-        if n == 1 {
-            yt.truncate(self.rows);
-            return yt;
+        {
+            let mut buf = Vec::new();
+            (0..tiles).step_by(TILES_PER_TASK).for_each(|t0| task(&mut buf, t0));
         }
-        let mut y = vec![0f32; n * self.rows];
-        for (t, tile) in yt.chunks_exact(n * TILE_ROWS).enumerate() {
-            let (r0, len) = (t * TILE_ROWS, TILE_ROWS.min(self.rows - t * TILE_ROWS));
-            for (i, out) in tile.chunks_exact(TILE_ROWS).enumerate() {
-                y[i * self.rows + r0..i * self.rows + r0 + len].copy_from_slice(&out[..len]);
-            }
-        }
+        // SAFETY: the tasks wrote every one of the `n * rows` values.
+        unsafe { y.set_len(n * rows) };
         y
+    }
+}
+
+/// Where [`QuantMatrix::matmul_with`]'s tasks write their outputs.
+struct Output(*mut f32);
+
+// SAFETY: the tasks write disjoint places (see `matmul_with`).
+unsafe impl Send for Output {}
+// SAFETY: as above.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The address of value `k`.
+    ///
+    /// # Safety
+    /// `k` must be within the allocation.
+    unsafe fn at(&self, k: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `k` within the allocation.
+        unsafe { self.0.add(k) }
     }
 }
 
@@ -391,27 +420,69 @@ struct QuantActs {
 impl QuantActs {
     fn new(x: &[f32], n: usize, cols: usize, format: QuantFormat) -> Self {
         let groups = n * cols / GROUP;
-        let mut levels = vec![0i8; n * cols];
-        let mut scales = vec![0f32; groups];
-        let mut corrections = vec![0i32; groups];
-        for (((xg, lg), s), c) in x.chunks_exact(GROUP).zip(levels.chunks_exact_mut(GROUP)).zip(&mut scales).zip(&mut corrections) {
-            let amax = xg.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if xg.iter().all(|v| v.is_finite()) { amax / 127.0 } else { f32::NAN };
-            let mut sum = 0i32;
-            if scale > 0.0 {
-                for (l, &v) in lg.iter_mut().zip(xg) {
-                    let r = v / scale;
-                    // Round half away from zero; the kernels rely on −127..=127 (never −128).
-                    let q = ((r + 0.5f32.copysign(r)) as i32).clamp(-127, 127);
-                    sum += q;
-                    *l = q as i8;
-                }
-            }
+        let mut acts = QuantActs { n, levels: vec![0i8; n * cols], scales: vec![0f32; groups], corrections: vec![0i32; groups] };
+        #[cfg(target_arch = "x86_64")]
+        if Kernel::Avx2.available() {
+            // SAFETY: the CPU has AVX2 (checked).
+            unsafe { acts.fill_avx2(x, format) };
+            return acts;
+        }
+        acts.fill(x, format);
+        acts
+    }
+
+    /// [`QuantActs::fill`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, x: &[f32], format: QuantFormat) {
+        self.fill(x, format)
+    }
+
+    /// Quantizes `x` group by group.
+    #[inline(always)]
+    fn fill(&mut self, x: &[f32], format: QuantFormat) {
+        let groups = x.as_chunks::<GROUP>().0.iter().zip(self.levels.as_chunks_mut::<GROUP>().0);
+        for ((xg, lg), (s, c)) in groups.zip(self.scales.iter_mut().zip(&mut self.corrections)) {
+            let (scale, sum) = quantize_group(xg, lg);
             *s = scale;
             *c = -format.bias() * sum;
         }
-        QuantActs { n, levels, scales, corrections }
     }
+}
+
+/// One group of activations to levels in −127..=127 (round half away from zero; the kernels
+/// rely on never seeing −128): returns the scale, max|x| / 127 (NaN if the group holds a NaN
+/// or an infinity, its levels then 0), and the sum of the levels. Written lane-wise so that it
+/// compiles to vector instructions.
+#[inline(always)]
+fn quantize_group(xg: &[f32; GROUP], lg: &mut [i8; GROUP]) -> (f32, i32) {
+    let (mut amax, mut bad) = ([0f32; 8], [false; 8]);
+    for c in xg.as_chunks::<8>().0 {
+        for l in 0..8 {
+            let a = c[l].abs();
+            bad[l] |= !(a <= f32::MAX);
+            amax[l] = if a > amax[l] { a } else { amax[l] };
+        }
+    }
+    if bad.iter().any(|&b| b) {
+        return (f32::NAN, 0);
+    }
+    let scale = amax.iter().fold(0f32, |m, &a| if a > m { a } else { m }) / 127.0;
+    if scale <= 0.0 {
+        return (scale, 0);
+    }
+    let mut sum = 0i32;
+    for (l, &v) in lg.iter_mut().zip(xg) {
+        let r = v / scale;
+        // SAFETY: `v` and `scale > 0` are finite, so the clamped value is finite and in range.
+        let q: i32 = unsafe { (r + 0.5f32.copysign(r)).clamp(-127.0, 127.0).to_int_unchecked() };
+        sum += q;
+        *l = q as i8;
+    }
+    (scale, sum)
 }
 
 /// A CPU kernel for the quantized products; [`Kernel::best`] picks one at run time.
