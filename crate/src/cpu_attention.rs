@@ -76,12 +76,12 @@ unsafe fn attend_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, out
 fn attend<const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, out: &mut [f32]) {
     let (groups, len) = (q.len() / d, k.len() / d);
     let mut probs = vec![0f32; groups * len];
-    let mut done = 0;
+    // Positions already scored eight at a time (AVX2 builds, heads of a multiple of 8).
     #[cfg(target_arch = "x86_64")]
-    if FMA && d % 8 == 0 {
-        // SAFETY: `attend::<true>` only runs from `attend_avx2`, where the CPU has AVX2 and FMA.
-        done = unsafe { scores_by_eight(q, k, d, scale, &mut probs) };
-    }
+    // SAFETY: `attend::<true>` only runs from `attend_avx2`, where the CPU has AVX2 and FMA.
+    let done = if FMA && d % 8 == 0 { unsafe { scores_by_eight(q, k, d, scale, &mut probs) } } else { 0 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for (p, kp) in k.chunks_exact(d).enumerate().skip(done) {
         for (g, qg) in q.chunks_exact(d).enumerate() {
             probs[g * len + p] = dot::<FMA>(qg, kp) * scale;
