@@ -9,50 +9,106 @@ use burn::tensor::{Tensor, TensorData};
 
 /// Attention of `q` (`[n, heads, 1, d]`, rotary embeddings applied) over the cache `keys` and
 /// `values` (`[rows · kv_heads · capacity, d]`, the new position already written), where row
-/// `first + i` holds `lens[i]` positions. Returns the output `[n, heads · d]` and the cache
+/// `first + i` holds `lens[i]` positions, the first `shared[i].1` of them equal to cache row
+/// `shared[i].0`'s (Maj@N samples copied from one prompt): rows with the same source read those
+/// positions from its memory together, once. Returns the output `[n, heads · d]` and the cache
 /// tensors, handed back unchanged (their memory is borrowed in place, not copied, when nothing
-/// else holds them).
+/// else holds them). The numbers do not depend on the sharing: each score and each sum is
+/// computed in the same order either way.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_attention(
     q: Tensor<4>,
     keys: Tensor<2>,
     values: Tensor<2>,
     first: usize,
     lens: &[usize],
+    shared: &[Option<(usize, usize)>],
     kv_heads: usize,
     capacity: usize,
 ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let device = q.device();
     let [n, heads, _, d] = q.dims();
     let groups = heads / kv_heads;
+    // Rows that share their first positions with the same cache row attend as one team.
+    let mut teams: Vec<Team> = Vec::new();
+    for (i, share) in shared.iter().enumerate().take(n) {
+        match share.and_then(|(source, len)| teams.iter_mut().find(|t| t.source == Some(source)).map(|t| (t, len))) {
+            Some((team, len)) => {
+                team.shared = team.shared.min(len);
+                team.rows.push(i);
+            }
+            None => teams.push(Team { source: share.map(|s| s.0), shared: share.map_or(0, |s| s.1), rows: vec![i] }),
+        }
+    }
+    // A row the others copied from joins them: its first positions are the shared ones.
+    for i in 0..n {
+        let Some(t) = teams.iter().position(|t| t.source == Some(first + i)) else { continue };
+        if let Some(alone) = teams.iter().position(|u| u.source.is_none() && u.rows == [i]) {
+            teams[t].rows.push(i);
+            teams[t].shared = teams[t].shared.min(lens[i]);
+            teams.remove(alone);
+        }
+    }
     let (q, keys, values) = (q.into_data(), keys.into_data(), values.into_data());
     let mut out = vec![0f32; n * heads * d];
     {
         let (q, keys, values) = (f32s(&q), f32s(&keys), f32s(&values));
-        let scale = 1.0 / (d as f32).sqrt();
-        // One job per (row, key/value head): its `groups` query heads' outputs.
-        let job = |(j, out): (usize, &mut [f32])| {
-            let (i, h) = (j / kv_heads, j % kv_heads);
-            let len = lens[i];
-            let base = ((first + i) * kv_heads + h) * capacity * d;
-            let (k, v) = (&keys[base..base + len * d], &values[base..base + len * d]);
-            let q = &q[(i * heads + h * groups) * d..][..groups * d];
+        let jobs: Vec<(usize, usize)> = (0..teams.len()).flat_map(|t| (0..kv_heads).map(move |h| (t, h))).collect();
+        // One job per (team, key/value head): its rows' `groups` query heads' outputs.
+        let job = |&(t, h): &(usize, usize)| {
+            let team = &teams[t];
+            let at = |row: usize, from: usize, to: usize| ((row * kv_heads + h) * capacity + from) * d..((row * kv_heads + h) * capacity + to) * d;
+            let shared = team.source.map_or(0, |_| team.shared);
+            let common = team.source.map(|s| (&keys[at(s, 0, shared)], &values[at(s, 0, shared)]));
+            let own: Vec<Segment<'_>> = team
+                .rows
+                .iter()
+                .map(|&i| Segment {
+                    q: &q[(i * heads + h * groups) * d..][..groups * d],
+                    k: &keys[at(first + i, shared, lens[i])],
+                    v: &values[at(first + i, shared, lens[i])],
+                })
+                .collect();
+            let scale = 1.0 / (d as f32).sqrt();
             #[cfg(target_arch = "x86_64")]
             if *AVX2 {
                 // SAFETY: the CPU has AVX2 and FMA (checked).
-                return unsafe { attend_avx2(q, k, v, d, scale, out) };
+                return unsafe { attend_avx2(common, &own, d, scale) };
             }
-            attend::<false>(q, k, v, d, scale, out)
+            attend::<false>(common, &own, d, scale)
         };
         #[cfg(not(target_arch = "wasm32"))]
-        {
+        let results: Vec<Vec<f32>> = {
             use rayon::prelude::*;
-            out.par_chunks_mut(groups * d).enumerate().for_each(job);
-        }
+            jobs.par_iter().map(job).collect()
+        };
         #[cfg(target_arch = "wasm32")]
-        out.chunks_mut(groups * d).enumerate().for_each(job);
+        let results: Vec<Vec<f32>> = jobs.iter().map(job).collect();
+        for (&(t, h), result) in jobs.iter().zip(results) {
+            for (&i, part) in teams[t].rows.iter().zip(result.chunks_exact(groups * d)) {
+                out[(i * heads + h * groups) * d..][..groups * d].copy_from_slice(part);
+            }
+        }
     }
     let out = Tensor::from_data(TensorData::new(out, [n, heads * d]), &device);
     (out, Tensor::from_data(keys, &device), Tensor::from_data(values, &device))
+}
+
+/// Rows of a decode pass attending together.
+struct Team {
+    /// The cache row holding every member's first `shared` positions, if any.
+    source: Option<usize>,
+    shared: usize,
+    /// The members (rows of the pass).
+    rows: Vec<usize>,
+}
+
+/// One row's part of a team's job: its query heads for one key/value head, `[groups, d]`, and
+/// its own cached positions after the shared ones, `[len, d]` each.
+struct Segment<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
 }
 
 /// Whether this CPU has AVX2 and FMA (detected once).
@@ -65,29 +121,27 @@ static AVX2: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| is_x86_feat
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, out: &mut [f32]) {
-    attend::<true>(q, k, v, d, scale, out)
+unsafe fn attend_avx2(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
+    attend::<true>(common, rows, d, scale)
 }
 
-/// The query heads `q` (`[groups, d]`) that share one key/value head, over its positions `k`
-/// and `v` (`[len, d]` each), into `out` (`[groups, d]`). `FMA`: fused multiply-adds (only
-/// where the CPU has them; elsewhere `mul_add` would be a slow library call).
+/// A team's attention for one key/value head: every member's query heads over the `common`
+/// keys and values (the shared first positions, `[shared, d]` each), then over its own. Returns
+/// the members' outputs, `[members, groups, d]`. `FMA`: fused multiply-adds (only where the
+/// CPU has them; elsewhere `mul_add` would be a slow library call).
 #[inline(always)]
-fn attend<const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, out: &mut [f32]) {
-    let (groups, len) = (q.len() / d, k.len() / d);
-    let mut probs = vec![0f32; groups * len];
-    // Positions already scored eight at a time (AVX2 builds, heads of a multiple of 8).
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `attend::<true>` only runs from `attend_avx2`, where the CPU has AVX2 and FMA.
-    let done = if FMA && d % 8 == 0 { unsafe { scores_by_eight(q, k, d, scale, &mut probs) } } else { 0 };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for (p, kp) in k.chunks_exact(d).enumerate().skip(done) {
-        for (g, qg) in q.chunks_exact(d).enumerate() {
-            probs[g * len + p] = dot::<FMA>(qg, kp) * scale;
-        }
+fn attend<const FMA: bool>(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
+    let (ck, cv) = common.unwrap_or((&[], &[]));
+    let shared = ck.len() / d;
+    let queries: Vec<&[f32]> = rows.iter().flat_map(|r| r.q.chunks_exact(d)).collect();
+    let groups = queries.len() / rows.len().max(1);
+    // Per query: scores (then weights) over the shared positions and then its row's own.
+    let mut probs: Vec<Vec<f32>> = rows.iter().flat_map(|r| (0..groups).map(move |_| vec![0f32; shared + r.k.len() / d])).collect();
+    scores::<FMA>(&queries, ck, d, scale, &mut probs, 0);
+    for (r, row) in rows.iter().enumerate() {
+        scores::<FMA>(&queries[r * groups..(r + 1) * groups], row.k, d, scale, &mut probs[r * groups..(r + 1) * groups], shared);
     }
-    for row in probs.chunks_exact_mut(len.max(1)) {
+    for row in &mut probs {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut sum = 0.0;
         for s in row.iter_mut() {
@@ -96,53 +150,91 @@ fn attend<const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32
         }
         row.iter_mut().for_each(|s| *s /= sum);
     }
-    // Σ_p w_p · v_p: each cached value row is read once and added to every query head's output
-    // (held in L1 beside it), instead of once per head.
-    out.fill(0.0);
-    for (p, vp) in v.chunks_exact(d).enumerate() {
-        for (g, og) in out.chunks_exact_mut(d).enumerate() {
-            let w = probs[g * len + p];
-            og.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w, x, *o));
+    // Σ_p w_p · v_p: each value row is read once and added to every query head's output (held
+    // in L1 beside it), the shared positions once for the whole team.
+    let mut out = vec![0f32; queries.len() * d];
+    for (p, vp) in cv.chunks_exact(d).enumerate() {
+        for (o, w) in out.chunks_exact_mut(d).zip(&probs) {
+            o.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w[p], x, *o));
+        }
+    }
+    for (r, row) in rows.iter().enumerate() {
+        for (p, vp) in row.v.chunks_exact(d).enumerate() {
+            for (o, w) in out[r * groups * d..(r + 1) * groups * d].chunks_exact_mut(d).zip(&probs[r * groups..]) {
+                o.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w[shared + p], x, *o));
+            }
+        }
+    }
+    out
+}
+
+/// `probs[j][offset + p] = queries[j] · k[p] · scale` for every position `p` of `k` (`[len, d]`).
+/// Each score is computed the same way whatever the other queries and positions.
+#[inline(always)]
+fn scores<const FMA: bool>(queries: &[&[f32]], k: &[f32], d: usize, scale: f32, probs: &mut [Vec<f32>], offset: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA && d % 8 == 0 {
+        // SAFETY: `scores::<true>` only runs from `attend_avx2`, where the CPU has AVX2 and FMA.
+        return unsafe { scores_by_eight(queries, k, d, scale, probs, offset) };
+    }
+    for (p, kp) in k.chunks_exact(d).enumerate() {
+        for (qj, pj) in queries.iter().zip(probs.iter_mut()) {
+            pj[offset + p] = dot::<FMA>(qj, kp) * scale;
         }
     }
 }
 
-/// The scores of every query head against positions `0..8m` (the largest multiple of eight),
-/// eight positions at a time: eight independent sums per head and one transposing reduction
-/// (`vhaddps`) give eight scores at once instead of eight horizontal sums. Returns `8m`.
+/// [`scores`] with AVX2: eight positions at a time, eight independent sums per query and one
+/// transposing reduction (`vhaddps`) for eight scores at once instead of eight horizontal sums;
+/// the positions left over are summed in the same order one at a time, so every score is the
+/// same bits whichever way it was computed.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `d` must be a multiple of eight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scores_by_eight(q: &[f32], k: &[f32], d: usize, scale: f32, probs: &mut [f32]) -> usize {
+unsafe fn scores_by_eight(queries: &[&[f32]], k: &[f32], d: usize, scale: f32, probs: &mut [Vec<f32>], offset: usize) {
     use std::arch::x86_64::*;
     let len = k.len() / d;
     let blocks = len / 8;
+    // SAFETY (all blocks below): every load reads 8 floats at `c < d` of a row of `d` floats;
+    // stores write 8 floats at `offset + 8b + 8 ≤ offset + len ≤ probs[j].len()`.
     for b in 0..blocks {
         let kb = &k[b * 8 * d..(b + 1) * 8 * d];
-        for (g, qg) in q.chunks_exact(d).enumerate() {
-            // SAFETY: every load reads 8 floats at `c < d` of a row of `d` floats; the store
-            // writes 8 floats at `g * len + 8b ≤ groups * len − 8`.
+        for (qj, pj) in queries.iter().zip(probs.iter_mut()) {
             unsafe {
                 let mut acc = [_mm256_setzero_ps(); 8];
                 for c in (0..d).step_by(8) {
-                    let qv = _mm256_loadu_ps(qg.as_ptr().add(c));
+                    let qv = _mm256_loadu_ps(qj.as_ptr().add(c));
                     for (j, a) in acc.iter_mut().enumerate() {
                         *a = _mm256_fmadd_ps(_mm256_loadu_ps(kb.as_ptr().add(j * d + c)), qv, *a);
                     }
                 }
+                // Lane l of the result: ((a_l[0] + a_l[1]) + (a_l[2] + a_l[3])) + ((a_l[4] + a_l[5]) + (a_l[6] + a_l[7])).
                 let t0 = _mm256_hadd_ps(acc[0], acc[1]);
                 let t1 = _mm256_hadd_ps(acc[2], acc[3]);
                 let t2 = _mm256_hadd_ps(acc[4], acc[5]);
                 let t3 = _mm256_hadd_ps(acc[6], acc[7]);
                 let (u0, u1) = (_mm256_hadd_ps(t0, t1), _mm256_hadd_ps(t2, t3));
                 let sums = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-                _mm256_storeu_ps(probs.as_mut_ptr().add(g * len + b * 8), _mm256_mul_ps(sums, _mm256_set1_ps(scale)));
+                _mm256_storeu_ps(pj.as_mut_ptr().add(offset + b * 8), _mm256_mul_ps(sums, _mm256_set1_ps(scale)));
             }
         }
     }
-    blocks * 8
+    for p in blocks * 8..len {
+        let kp = &k[p * d..(p + 1) * d];
+        for (qj, pj) in queries.iter().zip(probs.iter_mut()) {
+            unsafe {
+                let mut a = _mm256_setzero_ps();
+                for c in (0..d).step_by(8) {
+                    a = _mm256_fmadd_ps(_mm256_loadu_ps(kp.as_ptr().add(c)), _mm256_loadu_ps(qj.as_ptr().add(c)), a);
+                }
+                let mut l = [0f32; 8];
+                _mm256_storeu_ps(l.as_mut_ptr(), a);
+                pj[offset + p] = (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))) * scale;
+            }
+        }
+    }
 }
 
 /// `a · b + c`, fused or not.
@@ -203,6 +295,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rows_sharing_a_prompt_read_it_once_and_get_the_same_bits() {
+        let device = Device::flex();
+        for d in [12, 128] {
+            // Cache row 0 holds a prompt of 11 positions and went on to 15; rows 1 and 2 copied
+            // the prompt and went on, to 20 and 29 positions; row 3 did not copy it. All four
+            // attend in this pass.
+            let (rows, kv_heads, heads, capacity, first) = (4, 2, 6, 32, 0);
+            let lens = [15usize, 20, 29, 13];
+            let noise = |seed: usize, len: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 250.0 - 2.0).collect() };
+            let (mut k, mut v) = (noise(4, rows * kv_heads * capacity * d), noise(5, rows * kv_heads * capacity * d));
+            for row in 1..3 {
+                for h in 0..kv_heads {
+                    let (src, dst) = ((h * capacity) * d, ((row * kv_heads + h) * capacity) * d);
+                    k.copy_within(src..src + 11 * d, dst);
+                    v.copy_within(src..src + 11 * d, dst);
+                }
+            }
+            let q = noise(6, lens.len() * heads * d);
+            let run = |shared: &[Option<(usize, usize)>]| {
+                let (out, _, _) = decode_attention(
+                    Tensor::from_data(TensorData::new(q.clone(), [lens.len(), heads, 1, d]), &device),
+                    Tensor::from_data(TensorData::new(k.clone(), [rows * kv_heads * capacity, d]), &device),
+                    Tensor::from_data(TensorData::new(v.clone(), [rows * kv_heads * capacity, d]), &device),
+                    first,
+                    &lens,
+                    shared,
+                    kv_heads,
+                    capacity,
+                );
+                out.into_data().try_to_vec::<f32>().unwrap()
+            };
+            let alone = run(&[None, None, None, None]);
+            let together = run(&[None, Some((0, 11)), Some((0, 11)), None]);
+            assert!(alone.iter().zip(&together).all(|(a, b)| a.to_bits() == b.to_bits()), "d {d}: sharing changed the numbers");
+            // A shorter claim for one row shortens the team's shared part; still the same bits.
+            assert!(run(&[None, Some((0, 11)), Some((0, 5)), None]).iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "d {d}");
+        }
+    }
+
     fn check(d: usize) {
         let device = Device::flex();
         // Three cache rows, two of them attended (rows 1 and 2) with different lengths; four
@@ -218,6 +350,7 @@ mod tests {
             Tensor::from_data(TensorData::new(v.clone(), [rows * kv_heads * capacity, d]), &device),
             first,
             &lens,
+            &[None, None],
             kv_heads,
             capacity,
         );

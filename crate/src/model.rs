@@ -213,6 +213,11 @@ pub struct KvCache {
     rows: usize,
     capacity: usize,
     lens: Vec<usize>,
+    /// Per row, `Some((source, n))` when its first `n` positions hold the same keys and values
+    /// as row `source`'s (it was copied from there by [`KvCache::copy_prefix`] and neither row
+    /// has been written below `n` since). Every row keeps its own copy; this only lets the CPU
+    /// attention read a prompt shared by many samples once for all of them.
+    same_as: Vec<Option<(usize, usize)>>,
 }
 
 impl KvCache {
@@ -297,7 +302,32 @@ impl KvCache {
             }
         }
         self.lens[to] = len;
+        self.written(to, 0);
+        self.same_as[to] = Some((from, len));
         Ok(())
+    }
+
+    /// Records that `row` is written from position `from` on: its own and every other row's
+    /// claim to equal it end there.
+    fn written(&mut self, row: usize, from: usize) {
+        for (r, same) in self.same_as.iter_mut().enumerate() {
+            if let Some((source, n)) = *same
+                && (r == row || source == row)
+            {
+                *same = (n.min(from) > 0).then_some((source, n.min(from)));
+            }
+        }
+    }
+
+    /// The row whose memory holds `row`'s first positions too, and how many (at most the row's
+    /// length), following copies of copies; `None` if no other row does.
+    pub(crate) fn shared_prefix(&self, row: usize) -> Option<(usize, usize)> {
+        let (mut source, mut n) = self.same_as.get(row).copied().flatten()?;
+        n = n.min(self.row_len(row));
+        while let Some((s, m)) = self.same_as.get(source).copied().flatten() {
+            (source, n) = (s, n.min(m));
+        }
+        (n > 0).then_some((source, n))
     }
 
     /// Key/value heads per row (from the allocated storage).
@@ -332,6 +362,7 @@ impl KvCache {
             self.rows = rows;
             self.capacity = capacity;
             self.lens = vec![0; rows];
+            self.same_as = vec![None; rows];
             return Ok(());
         }
         if capacity > self.capacity {
@@ -358,6 +389,7 @@ impl KvCache {
             }
             self.rows = rows;
             self.lens.resize(rows, 0);
+            self.same_as.resize(rows, None);
         }
         Ok(())
     }
@@ -371,6 +403,8 @@ struct Step {
     past: Vec<usize>,
     seq: usize,
     capacity: usize,
+    /// Per row, another cache row holding its first positions too ([`KvCache::shared_prefix`]).
+    shared: Vec<Option<(usize, usize)>>,
 }
 
 struct Attention {
@@ -724,7 +758,13 @@ impl Qwen2Model {
         let past: Vec<usize> = (0..n).map(|r| cache.row_len(first + r)).collect();
         let needed = past.iter().map(|p| p + seq).max().unwrap_or(seq);
         cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), &self.device)?;
-        let step = Step { first, past, seq, capacity: cache.capacity };
+        for (r, &p) in past.iter().enumerate() {
+            cache.written(first + r, p);
+        }
+        // Decoding on the CPU, rows whose first positions another row holds too attend over
+        // that row's memory for them (read once for all).
+        let shared: Vec<Option<(usize, usize)>> = (0..n).map(|r| cache.shared_prefix(first + r)).collect();
+        let step = Step { first, past, seq, capacity: cache.capacity, shared };
 
         // Padding repeats each row's last id (or id 0); its keys land past the row's length.
         let padded: Vec<u32> = inputs.iter().flat_map(|t| (0..seq).map(move |i| t.get(i).or(t.last()).copied().unwrap_or(0))).collect();
@@ -863,7 +903,7 @@ impl Qwen2Model {
             // A fused decode kernel (one new position per row).
             let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
             if self.device == Device::flex() {
-                let (out, ck, cv) = crate::cpu_attention::decode_attention(q, ck, cv, step.first, &lens, kvh, cap);
+                let (out, ck, cv) = crate::cpu_attention::decode_attention(q, ck, cv, step.first, &lens, &step.shared, kvh, cap);
                 *slot = Some((ck, cv));
                 return a.o.forward(out);
             }
@@ -929,6 +969,32 @@ fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_prefixes_are_tracked_until_either_row_is_rewritten() {
+        let mut c = KvCache::new();
+        c.reserve(1, 4, 16, 1, 2, &Device::flex()).unwrap();
+        c.lens[0] = 10;
+        c.copy_prefix(0, 1, 8).unwrap();
+        assert_eq!(c.shared_prefix(1), Some((0, 8)));
+        // A copy of a copy leads to the first row.
+        c.copy_prefix(1, 2, 6).unwrap();
+        assert_eq!(c.shared_prefix(2), Some((0, 6)));
+        // The source written from position 4 on: both claims end there.
+        c.written(0, 4);
+        assert_eq!((c.shared_prefix(1), c.shared_prefix(2)), (Some((0, 4)), Some((0, 4))));
+        // Never beyond a row's own length.
+        c.truncate_row(2, 3);
+        assert_eq!(c.shared_prefix(2), Some((0, 3)));
+        // Row 0 overwritten by a copy from row 3: row 1 no longer equals it, row 2 still equals
+        // row 1.
+        c.lens[3] = 5;
+        c.copy_prefix(3, 0, 5).unwrap();
+        assert_eq!((c.shared_prefix(0), c.shared_prefix(1), c.shared_prefix(2)), (Some((3, 5)), None, Some((1, 3))));
+        // A row's own writes end its claim too.
+        c.written(0, 0);
+        assert_eq!(c.shared_prefix(0), None);
+    }
     use crate::weights::BytesCheckpoint;
 
     fn fixture(name: &str) -> (Qwen2Config, BytesCheckpoint) {

@@ -775,6 +775,20 @@ mod x86 {
             }
         }
 
+        /// `correction + Σ stored · x` for each row, the tile's stored levels unsigned
+        /// (`stored[c]` holding every row's levels `4c..4c + 4`).
+        #[inline(always)]
+        unsafe fn stored_dot(stored: &[__m256i], x: &[i8; GROUP], correction: i32) -> __m256i {
+            // SAFETY: see the type's documentation.
+            unsafe {
+                let mut d = _mm256_set1_epi32(correction);
+                for (c, &w) in stored[..8].iter().enumerate() {
+                    d = Self::dot(d, w, Self::broadcast(x, c));
+                }
+                d
+            }
+        }
+
         /// Four activation levels `4c..4c + 4` in every lane.
         #[inline(always)]
         unsafe fn broadcast(x: &[i8; GROUP], c: usize) -> __m256i {
@@ -836,13 +850,7 @@ mod x86 {
         #[inline(always)]
         unsafe fn dot_q4(w: &Self::W4, x: &[i8; GROUP], correction: i32) -> __m256i {
             // SAFETY: instructions as documented; stored q4 levels are ≤ 15.
-            unsafe {
-                let mut d = _mm256_set1_epi32(correction);
-                for c in 0..8 {
-                    d = Self::dot(d, w[c], Self::broadcast(x, c));
-                }
-                d
-            }
+            unsafe { Self::stored_dot(w, x, correction) }
         }
 
         #[inline(always)]
@@ -851,11 +859,7 @@ mod x86 {
             // levels; the others the sign trick: |w| · (x · sign w), never above 128 · 127.
             unsafe {
                 if VNNI {
-                    let mut d = _mm256_set1_epi32(correction);
-                    for c in 0..8 {
-                        d = Self::dot(d, w[c], Self::broadcast(x, c));
-                    }
-                    d
+                    Self::stored_dot(w, x, correction)
                 } else {
                     let mut d = _mm256_setzero_si256();
                     for c in 0..8 {
