@@ -239,11 +239,14 @@ async function openJob(j: Job, parsed?: GradeRow[]): Promise<void> {
   if (running()) return;
   const bytes = new Uint8Array(await j.input.arrayBuffer());
   const r = parsed ?? await parseGradingInput(bytes, j.fileName);
+  // Everything read before anything is shown: the page never exposes the job without its
+  // saved results (a reload mid-run used to, for a moment).
+  const saved = await results(j.key);
   job = j;
   rows = r;
   picked = null;
   stored.clear();
-  for (const s of await results(j.key)) stored.set(s.line, s);
+  for (const s of saved) stored.set(s.line, s);
   tableBody.replaceChildren();
   for (const s of stored.values()) addRow(s);
   resultsCard.hidden = false;
