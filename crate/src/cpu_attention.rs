@@ -71,7 +71,7 @@ pub(crate) fn decode_attention(
                 .collect();
             let scale = 1.0 / (d as f32).sqrt();
             #[cfg(target_arch = "x86_64")]
-            if *AVX2 {
+            if crate::quant::Kernel::Avx2.available() {
                 // SAFETY: the CPU has AVX2 and FMA (checked).
                 return unsafe { attend_avx2(common, &own, d, scale) };
             }
@@ -110,10 +110,6 @@ struct Segment<'a> {
     k: &'a [f32],
     v: &'a [f32],
 }
-
-/// Whether this CPU has AVX2 and FMA (detected once).
-#[cfg(target_arch = "x86_64")]
-static AVX2: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
 
 /// [`attend`] compiled for AVX2 (eight-lane vectors instead of the baseline's four).
 ///
@@ -276,6 +272,32 @@ mod tests {
     use super::*;
     use burn::tensor::Device;
 
+    /// A deterministic stream in [−2, 2).
+    fn noise(seed: usize, len: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 250.0 - 2.0).collect()
+    }
+
+    /// [`decode_attention`] on host vectors (`q` `[lens.len(), heads, 1, d]`; `k`, `v` the whole
+    /// cache of `capacity` positions per row and key/value head); returns the output.
+    #[allow(clippy::too_many_arguments)]
+    fn run(q: &[f32], k: &[f32], v: &[f32], heads: usize, kv_heads: usize, d: usize, capacity: usize, first: usize, lens: &[usize], shared: &[Option<(usize, usize)>]) -> Vec<f32> {
+        let device = Device::flex();
+        let cache_rows = k.len() / d;
+        let (out, k2, v2) = decode_attention(
+            Tensor::from_data(TensorData::new(q.to_vec(), [lens.len(), heads, 1, d]), &device),
+            Tensor::from_data(TensorData::new(k.to_vec(), [cache_rows, d]), &device),
+            Tensor::from_data(TensorData::new(v.to_vec(), [cache_rows, d]), &device),
+            first,
+            lens,
+            shared,
+            kv_heads,
+            capacity,
+        );
+        assert_eq!(k2.into_data().try_to_vec::<f32>().unwrap(), k, "the keys come back unchanged");
+        assert_eq!(v2.into_data().try_to_vec::<f32>().unwrap(), v);
+        out.into_data().try_to_vec::<f32>().unwrap()
+    }
+
     /// Plain f64 attention of one query head over `len` positions.
     fn reference(q: &[f32], k: &[f32], v: &[f32], len: usize, d: usize) -> Vec<f64> {
         let scores: Vec<f64> =
@@ -297,14 +319,12 @@ mod tests {
 
     #[test]
     fn rows_sharing_a_prompt_read_it_once_and_get_the_same_bits() {
-        let device = Device::flex();
         for d in [12, 128] {
             // Cache row 0 holds a prompt of 11 positions and went on to 15; rows 1 and 2 copied
             // the prompt and went on, to 20 and 29 positions; row 3 did not copy it. All four
             // attend in this pass.
             let (rows, kv_heads, heads, capacity, first) = (4, 2, 6, 32, 0);
             let lens = [15usize, 20, 29, 13];
-            let noise = |seed: usize, len: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 250.0 - 2.0).collect() };
             let (mut k, mut v) = (noise(4, rows * kv_heads * capacity * d), noise(5, rows * kv_heads * capacity * d));
             for row in 1..3 {
                 for h in 0..kv_heads {
@@ -314,19 +334,7 @@ mod tests {
                 }
             }
             let q = noise(6, lens.len() * heads * d);
-            let run = |shared: &[Option<(usize, usize)>]| {
-                let (out, _, _) = decode_attention(
-                    Tensor::from_data(TensorData::new(q.clone(), [lens.len(), heads, 1, d]), &device),
-                    Tensor::from_data(TensorData::new(k.clone(), [rows * kv_heads * capacity, d]), &device),
-                    Tensor::from_data(TensorData::new(v.clone(), [rows * kv_heads * capacity, d]), &device),
-                    first,
-                    &lens,
-                    shared,
-                    kv_heads,
-                    capacity,
-                );
-                out.into_data().try_to_vec::<f32>().unwrap()
-            };
+            let run = |shared: &[Option<(usize, usize)>]| run(&q, &k, &v, heads, kv_heads, d, capacity, first, &lens, shared);
             let alone = run(&[None, None, None, None]);
             let together = run(&[None, Some((0, 11)), Some((0, 11)), None]);
             assert!(alone.iter().zip(&together).all(|(a, b)| a.to_bits() == b.to_bits()), "d {d}: sharing changed the numbers");
@@ -336,27 +344,13 @@ mod tests {
     }
 
     fn check(d: usize) {
-        let device = Device::flex();
         // Three cache rows, two of them attended (rows 1 and 2) with different lengths; four
         // query heads on two key/value heads.
         let (rows, kv_heads, heads, capacity, first) = (3, 2, 4, 32, 1);
         let lens = [5usize, 29];
-        let noise = |seed: usize, len: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 250.0 - 2.0).collect() };
         let (k, v) = (noise(1, rows * kv_heads * capacity * d), noise(2, rows * kv_heads * capacity * d));
         let q: Vec<f32> = noise(3, lens.len() * heads * d).iter().map(|x| x / (d as f32).sqrt()).collect();
-        let (out, k2, v2) = decode_attention(
-            Tensor::from_data(TensorData::new(q.clone(), [lens.len(), heads, 1, d]), &device),
-            Tensor::from_data(TensorData::new(k.clone(), [rows * kv_heads * capacity, d]), &device),
-            Tensor::from_data(TensorData::new(v.clone(), [rows * kv_heads * capacity, d]), &device),
-            first,
-            &lens,
-            &[None, None],
-            kv_heads,
-            capacity,
-        );
-        assert_eq!(k2.into_data().try_to_vec::<f32>().unwrap(), k, "the keys come back unchanged");
-        assert_eq!(v2.into_data().try_to_vec::<f32>().unwrap(), v);
-        let out = out.into_data().try_to_vec::<f32>().unwrap();
+        let out = run(&q, &k, &v, heads, kv_heads, d, capacity, first, &lens, &[None, None]);
         for (i, &len) in lens.iter().enumerate() {
             for h in 0..heads {
                 let base = ((first + i) * kv_heads + h / (heads / kv_heads)) * capacity * d;
