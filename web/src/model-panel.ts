@@ -204,7 +204,12 @@ export class ModelPanel {
     this.alerts.error('The model could not be loaded', detail, hint);
   }
 
+  /** Counts cache reads so that only the newest one writes the cache line: a read that began
+   *  before "Clear cached models" (after a load, say) may finish after the clear's own read. */
+  private cacheReads = 0;
+
   private async refreshCache(): Promise<void> {
+    const read = ++this.cacheReads;
     if (!cacheAvailable()) {
       this.cacheLine.textContent = 'This browser gives the page no Cache API (private mode or not HTTPS): downloads are not kept.';
       this.clearButton.hidden = true;
@@ -212,15 +217,22 @@ export class ModelPanel {
     }
     try {
       const u = await cacheUsage();
+      if (read !== this.cacheReads) return;
       this.cacheLine.textContent = u.files === 0 ? 'No models cached in this browser.' : `Cached model files: ${u.files}, ${bytes(u.bytes)}.`;
       this.clearButton.disabled = u.files === 0;
     } catch (e) {
+      if (read !== this.cacheReads) return;
       this.cacheLine.textContent = `Could not read the cache: ${errorMessage(e)}`;
     }
   }
 
   private async clear(): Promise<void> {
-    await clearCache();
+    this.clearButton.disabled = true;
+    try {
+      await clearCache();
+    } catch (e) {
+      this.alerts.error('The cached models could not be cleared', errorMessage(e));
+    }
     await this.refreshCache();
   }
 }
