@@ -850,7 +850,20 @@ mod x86 {
         #[inline(always)]
         unsafe fn dot_q4(w: &Self::W4, x: &[i8; GROUP], correction: i32) -> __m256i {
             // SAFETY: instructions as documented; stored q4 levels are ≤ 15.
-            unsafe { Self::stored_dot(w, x, correction) }
+            unsafe {
+                if VNNI {
+                    return Self::stored_dot(w, x, correction);
+                }
+                // Without VNNI the whole group is summed in i16 lanes before one widening
+                // `vpmaddwd` (two instructions per four columns instead of three): each i16
+                // lane sums 16 products of a stored level ≤ 15 and |x| ≤ 127, at most
+                // 16 · 15 · 127 = 30,480 < 32,767, so neither the pairs nor the sum saturate.
+                let mut s = _mm256_setzero_si256();
+                for (c, &wc) in w.iter().enumerate() {
+                    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(wc, Self::broadcast(x, c)));
+                }
+                _mm256_add_epi32(_mm256_set1_epi32(correction), _mm256_madd_epi16(s, _mm256_set1_epi16(1)))
+            }
         }
 
         #[inline(always)]
