@@ -182,3 +182,11 @@ impl Error {
         Error::Json { path: path.into(), message: err.to_string() }
     }
 }
+
+impl From<genprm_quant::Error> for Error {
+    fn from(e: genprm_quant::Error) -> Self {
+        match e {
+            genprm_quant::Error::InvalidArgument { name, message } => Error::InvalidArgument { name, message },
+        }
+    }
+}

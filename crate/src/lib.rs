@@ -26,7 +26,8 @@ pub(crate) mod gpu_reduce;
 pub mod model;
 pub mod pack;
 pub mod prm;
-pub mod quant;
+/// The quantized weight format and its CPU kernels (the `genprm-quant` crate).
+pub use genprm_quant as quant;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod remote;
 pub mod sampling;

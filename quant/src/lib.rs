@@ -1,8 +1,11 @@
 //! Weight-only quantization: int8 (`q8`) and int4 (`q4`), symmetric, one f32 scale per group of
 //! 32 weights along the input dimension, and the CPU kernels that multiply by such weights
 //! without expanding them: the activations are quantized to 8 bits per group of 32 for each
-//! product, and each group's dot product is computed in integers (AVX2 or AVX-512 VNNI where
-//! the CPU has them, portable Rust elsewhere).
+//! product, and each group's dot product is computed in integers: AVX2 or AVX-512 VNNI where
+//! the x86-64 CPU has them, NEON on AArch64, SIMD128 in WebAssembly, portable Rust elsewhere.
+//! Every kernel computes the same integer sums; the tests check each against a plain reference
+//! on its own target (`scripts/test-kernels` runs them on AArch64 under QEMU and on WebAssembly
+//! under Node).
 //!
 //! Layout of an `[rows, cols]` matrix (`rows` = output features) in packs and on GPUs
 //! ([`QuantMatrix::values_bytes`], [`QuantMatrix::scales`]): row-major; in `q8` one `i8` per
@@ -20,7 +23,21 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+/// What can go wrong when quantizing or assembling a matrix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument (a format name, a shape, a tensor's bytes) is invalid.
+    #[error("invalid argument `{name}`: {message}")]
+    InvalidArgument {
+        /// The argument.
+        name: &'static str,
+        /// Why, naming the tensor where there is one.
+        message: String,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Weights per scale.
 pub const GROUP: usize = 32;
@@ -343,7 +360,7 @@ impl QuantMatrix {
     /// [`QuantMatrix::matmul`] with a given kernel. Every kernel computes the same integer sums;
     /// only the f32 rounding of their scaled sum differs. Panics if this CPU lacks the kernel's
     /// instructions.
-    pub(crate) fn matmul_with(&self, kernel: Kernel, x: &[f32], n: usize) -> Vec<f32> {
+    pub fn matmul_with(&self, kernel: Kernel, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activation shape");
         assert!(kernel.available(), "this CPU cannot run the {kernel:?} kernel");
         let acts = QuantActs::new(x, n, self.cols, self.format);
@@ -427,8 +444,27 @@ impl QuantActs {
             unsafe { acts.fill_avx2(x, format) };
             return acts;
         }
-        acts.fill(x, format);
-        acts
+        #[cfg(target_arch = "wasm32")]
+        {
+            // SAFETY: the module loaded, so the engine has SIMD128.
+            unsafe { acts.fill_simd128(x, format) };
+            return acts;
+        }
+        #[allow(unreachable_code)]
+        {
+            acts.fill(x, format);
+            acts
+        }
+    }
+
+    /// [`QuantActs::fill`] compiled for WebAssembly SIMD128.
+    ///
+    /// # Safety
+    /// The engine must have SIMD128 (it does if the module loaded).
+    #[cfg(target_arch = "wasm32")]
+    #[target_feature(enable = "simd128")]
+    unsafe fn fill_simd128(&mut self, x: &[f32], format: QuantFormat) {
+        self.fill(x, format)
     }
 
     /// [`QuantActs::fill`] compiled for AVX2.
@@ -487,7 +523,7 @@ fn quantize_group(xg: &[f32; GROUP], lg: &mut [i8; GROUP]) -> (f32, i32) {
 
 /// A CPU kernel for the quantized products; [`Kernel::best`] picks one at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kernel {
+pub enum Kernel {
     /// Portable Rust, on every target.
     Scalar,
     /// AVX2 and FMA: `vpmaddubsw` and `vpmaddwd` on 256-bit vectors.
@@ -496,6 +532,13 @@ pub(crate) enum Kernel {
     /// As `Avx2`, with AVX-512 VNNI's `vpdpbusd` (on 256-bit vectors) for the multiply-adds.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// AArch64's NEON (every AArch64 CPU): `smull`/`smlal` and pairwise adds on 128-bit vectors.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    /// WebAssembly SIMD128: `i16x8.extmul_*_i8x16` and pairwise adds on 128-bit vectors. Every
+    /// browser with WebGPU has it; an engine without it would refuse the whole module.
+    #[cfg(target_arch = "wasm32")]
+    Simd128,
 }
 
 impl Kernel {
@@ -506,10 +549,14 @@ impl Kernel {
         Kernel::Avx2,
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni,
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon,
+        #[cfg(target_arch = "wasm32")]
+        Kernel::Simd128,
     ];
 
     /// Whether this CPU has the kernel's instructions.
-    pub(crate) fn available(self) -> bool {
+    pub fn available(self) -> bool {
         match self {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -521,17 +568,23 @@ impl Kernel {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512bw")
             }
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            // A module holding SIMD128 instructions only loads where the engine has them.
+            #[cfg(target_arch = "wasm32")]
+            Kernel::Simd128 => true,
         }
     }
 
     /// The kernels this CPU can run.
-    pub(crate) fn available_kernels() -> Vec<Kernel> {
+    pub fn available_kernels() -> Vec<Kernel> {
         Kernel::ALL.iter().copied().filter(|k| k.available()).collect()
     }
 
     /// The fastest kernel this CPU has (detected once). The environment variable
-    /// `GENPRM_CPU_KERNEL` (`scalar`, `avx2`, `avx512vnni`) picks a slower one, for comparisons.
-    pub(crate) fn best() -> Kernel {
+    /// `GENPRM_CPU_KERNEL` (`scalar`, `avx2`, `avx512vnni`, `neon`, `simd128`) picks a slower one,
+    /// for comparisons.
+    pub fn best() -> Kernel {
         static BEST: std::sync::LazyLock<Kernel> = std::sync::LazyLock::new(|| {
             let wanted = std::env::var("GENPRM_CPU_KERNEL").ok().map(|v| v.to_ascii_lowercase());
             let available = Kernel::available_kernels();
@@ -555,6 +608,12 @@ impl Kernel {
             // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and AVX-512 VNNI, VL, BW.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => unsafe { x86::tiles_vnni(m, acts, t0, out) },
+            // SAFETY: `matmul_with` checked that the CPU has NEON.
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => unsafe { neon::tiles_neon(m, acts, t0, out) },
+            // SAFETY: the module loaded, so the engine has SIMD128.
+            #[cfg(target_arch = "wasm32")]
+            Kernel::Simd128 => unsafe { simd128::tiles_simd128(m, acts, t0, out) },
         }
     }
 }
@@ -904,6 +963,275 @@ mod x86 {
     }
 }
 
+/// The AArch64 kernel: NEON, which every AArch64 CPU has.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{GROUP, QuantActs, QuantMatrix, TILE_ROWS, TileDot, row_tiles};
+
+    /// The driver with NEON multiply-adds.
+    ///
+    /// # Safety
+    /// The CPU must have NEON.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn tiles_neon(m: &QuantMatrix, a: &QuantActs, t0: usize, out: &mut [f32]) {
+        // SAFETY: this function only runs where the CPU has NEON.
+        unsafe { row_tiles::<Neon>(m, a, t0, out) }
+    }
+
+    /// 128-bit kernels: a tile's 32-byte vector of four columns (see [`super::QuantFormat::slot`])
+    /// is two NEON vectors, rows 0..4 and rows 4..8, each row's four bytes in one 32-bit lane.
+    /// Bytes are multiplied as signed: q4 stored levels (0..=15) as they are, q8 levels with
+    /// their bias taken off when loaded (so the q8 correction is not needed). Every method is
+    /// inlined into [`tiles_neon`]; that is the safety contract of each `unsafe` block.
+    pub(super) struct Neon;
+
+    impl Neon {
+        /// Four activation levels `4c..4c + 4` in every 32-bit lane.
+        #[inline(always)]
+        unsafe fn broadcast(x: &[i8; GROUP], c: usize) -> int8x16_t {
+            // SAFETY: `c < 8`, so four readable bytes.
+            unsafe { vreinterpretq_s8_s32(vdupq_n_s32(x.as_ptr().add(4 * c).cast::<i32>().read_unaligned())) }
+        }
+
+        /// Each row's sum of four adjacent i32 lanes of `p` (rows 0..2 of `p[0]`, 2..4 of
+        /// `p[1]`, …, two lanes per row), as rows 0..4 and 4..8.
+        #[inline(always)]
+        unsafe fn rows(p: [int32x4_t; 4]) -> [int32x4_t; 2] {
+            // SAFETY: see the type's documentation.
+            unsafe { [vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])] }
+        }
+
+        /// Two 16-byte halves of each of the `N` 32-byte vectors at `bytes`.
+        #[inline(always)]
+        unsafe fn load<const N: usize>(bytes: *const u8) -> [[int8x16_t; 2]; N] {
+            // SAFETY: the caller's `32 * N` readable bytes.
+            std::array::from_fn(|v| unsafe { [vld1q_s8(bytes.add(32 * v).cast()), vld1q_s8(bytes.add(32 * v + 16).cast())] })
+        }
+    }
+
+    impl TileDot for Neon {
+        /// Column quad `c`'s stored levels, rows 0..4 and 4..8.
+        type W4 = [[int8x16_t; 2]; 8];
+        /// Column quad `c`'s signed levels, rows 0..4 and 4..8.
+        type W8 = [[int8x16_t; 2]; 8];
+        /// Rows 0..4 and 4..8.
+        type Sums = [int32x4_t; 2];
+        type Acc = [float32x4_t; 2];
+
+        #[inline(always)]
+        unsafe fn zero() -> Self::Acc {
+            // SAFETY: see the type's documentation.
+            unsafe { [vdupq_n_f32(0.0); 2] }
+        }
+
+        #[inline(always)]
+        unsafe fn load_q4(tile: &[u8; TILE_ROWS * GROUP / 2]) -> Self::W4 {
+            // SAFETY: 128 readable bytes; instructions as documented.
+            unsafe {
+                let bytes = Self::load::<4>(tile.as_ptr());
+                let mask = vdupq_n_s8(0x0F);
+                std::array::from_fn(|c| {
+                    bytes[c % 4].map(|b| if c < 4 { vandq_s8(b, mask) } else { vreinterpretq_s8_u8(vshrq_n_u8::<4>(vreinterpretq_u8_s8(b))) })
+                })
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn load_q8(tile: &[u8; TILE_ROWS * GROUP]) -> Self::W8 {
+            // SAFETY: 256 readable bytes; instructions as documented.
+            unsafe {
+                let bias = vdupq_n_s8(-128);
+                Self::load::<8>(tile.as_ptr()).map(|halves| halves.map(|b| veorq_s8(b, bias)))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q4(w: &Self::W4, x: &[i8; GROUP], correction: i32) -> Self::Sums {
+            // SAFETY: instructions as documented. Each i16 lane sums eight products of a stored
+            // level ≤ 15 and |x| ≤ 127: at most 8 · 15 · 127 = 15,240, no overflow.
+            unsafe {
+                let mut s = [vdupq_n_s16(0); 4];
+                for (c, [lo, hi]) in w.iter().enumerate() {
+                    let xb = Self::broadcast(x, c);
+                    s[0] = vmlal_s8(s[0], vget_low_s8(*lo), vget_low_s8(xb));
+                    s[1] = vmlal_high_s8(s[1], *lo, xb);
+                    s[2] = vmlal_s8(s[2], vget_low_s8(*hi), vget_low_s8(xb));
+                    s[3] = vmlal_high_s8(s[3], *hi, xb);
+                }
+                let corr = vdupq_n_s32(correction);
+                Self::rows(s.map(|v| vpaddlq_s16(v))).map(|r| vaddq_s32(r, corr))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q8(w: &Self::W8, x: &[i8; GROUP], _correction: i32) -> Self::Sums {
+            // SAFETY: instructions as documented. Two column quads' products share an i16 lane
+            // before widening: |−128 · 127| · 2 = 32,512 ≤ 32,767.
+            unsafe {
+                let mut s = [vdupq_n_s32(0); 4];
+                for c in (0..8).step_by(2) {
+                    let (x0, x1) = (Self::broadcast(x, c), Self::broadcast(x, c + 1));
+                    for (h, (a, b)) in w[c].iter().zip(&w[c + 1]).enumerate() {
+                        let low = vmlal_s8(vmull_s8(vget_low_s8(*a), vget_low_s8(x0)), vget_low_s8(*b), vget_low_s8(x1));
+                        let high = vmlal_high_s8(vmull_high_s8(*a, x0), *b, x1);
+                        s[2 * h] = vpadalq_s16(s[2 * h], low);
+                        s[2 * h + 1] = vpadalq_s16(s[2 * h + 1], high);
+                    }
+                }
+                Self::rows(s)
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn fma(acc: Self::Acc, sums: Self::Sums, ws: &[f32; TILE_ROWS], xs: f32) -> Self::Acc {
+            // SAFETY: eight readable scales; instructions as documented.
+            unsafe {
+                let s = [vmulq_n_f32(vld1q_f32(ws.as_ptr()), xs), vmulq_n_f32(vld1q_f32(ws.as_ptr().add(4)), xs)];
+                [vfmaq_f32(acc[0], vcvtq_f32_s32(sums[0]), s[0]), vfmaq_f32(acc[1], vcvtq_f32_s32(sums[1]), s[1])]
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn store(acc: Self::Acc, out: &mut [f32]) {
+            assert_eq!(out.len(), TILE_ROWS);
+            // SAFETY: eight writable floats (checked).
+            unsafe {
+                vst1q_f32(out.as_mut_ptr(), acc[0]);
+                vst1q_f32(out.as_mut_ptr().add(4), acc[1]);
+            }
+        }
+    }
+}
+
+/// The WebAssembly kernel: SIMD128.
+#[cfg(target_arch = "wasm32")]
+mod simd128 {
+    use std::arch::wasm32::*;
+
+    use super::{GROUP, QuantActs, QuantMatrix, TILE_ROWS, TileDot, row_tiles};
+
+    /// The driver with SIMD128 multiply-adds.
+    ///
+    /// # Safety
+    /// The engine must have SIMD128 (it does if the module loaded).
+    #[target_feature(enable = "simd128")]
+    pub(super) unsafe fn tiles_simd128(m: &QuantMatrix, a: &QuantActs, t0: usize, out: &mut [f32]) {
+        // SAFETY: this function only runs where the engine has SIMD128.
+        unsafe { row_tiles::<Simd128>(m, a, t0, out) }
+    }
+
+    /// 128-bit kernels laid out as [`super::neon::Neon`]'s: a tile's 32-byte vector of four
+    /// columns is two vectors, rows 0..4 and rows 4..8, each row's four bytes in one 32-bit
+    /// lane; q4 stored levels multiplied as they are, q8 levels with the bias taken off when
+    /// loaded. Every method is inlined into [`tiles_simd128`].
+    pub(super) struct Simd128;
+
+    impl Simd128 {
+        /// Four activation levels `4c..4c + 4` in every 32-bit lane.
+        #[inline(always)]
+        fn broadcast(x: &[i8; GROUP], c: usize) -> v128 {
+            i32x4_splat(i32::from_le_bytes([x[4 * c], x[4 * c + 1], x[4 * c + 2], x[4 * c + 3]].map(|b| b as u8)))
+        }
+
+        /// Each row's sum of two adjacent i32 lanes: `p[0]` holds rows 0 and 1, `p[1]` rows 2
+        /// and 3, …; returns rows 0..4 and 4..8.
+        #[inline(always)]
+        fn rows(p: [v128; 4]) -> [v128; 2] {
+            let pair = |a: v128, b: v128| i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(a, b), i32x4_shuffle::<1, 3, 5, 7>(a, b));
+            [pair(p[0], p[1]), pair(p[2], p[3])]
+        }
+
+        /// Two 16-byte halves of each of the `N` 32-byte vectors in `bytes`.
+        #[inline(always)]
+        fn load<const N: usize>(bytes: &[u8]) -> [[v128; 2]; N] {
+            assert!(bytes.len() >= 32 * N);
+            // SAFETY: `32 * N` readable bytes (checked); `read_unaligned` needs no alignment.
+            std::array::from_fn(|v| std::array::from_fn(|h| unsafe { bytes.as_ptr().add(32 * v + 16 * h).cast::<v128>().read_unaligned() }))
+        }
+    }
+
+    impl TileDot for Simd128 {
+        /// Column quad `c`'s stored levels, rows 0..4 and 4..8.
+        type W4 = [[v128; 2]; 8];
+        /// Column quad `c`'s signed levels, rows 0..4 and 4..8.
+        type W8 = [[v128; 2]; 8];
+        /// Rows 0..4 and 4..8.
+        type Sums = [v128; 2];
+        type Acc = [v128; 2];
+
+        #[inline(always)]
+        unsafe fn zero() -> Self::Acc {
+            [f32x4_splat(0.0); 2]
+        }
+
+        #[inline(always)]
+        unsafe fn load_q4(tile: &[u8; TILE_ROWS * GROUP / 2]) -> Self::W4 {
+            let bytes = Self::load::<4>(tile);
+            let mask = u8x16_splat(0x0F);
+            std::array::from_fn(|c| bytes[c % 4].map(|b| if c < 4 { v128_and(b, mask) } else { u8x16_shr(b, 4) }))
+        }
+
+        #[inline(always)]
+        unsafe fn load_q8(tile: &[u8; TILE_ROWS * GROUP]) -> Self::W8 {
+            let bias = u8x16_splat(0x80);
+            Self::load::<8>(tile).map(|halves| halves.map(|b| v128_xor(b, bias)))
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q4(w: &Self::W4, x: &[i8; GROUP], correction: i32) -> Self::Sums {
+            // Each i16 lane sums eight products of a stored level ≤ 15 and |x| ≤ 127: at most
+            // 8 · 15 · 127 = 15,240, no overflow.
+            let mut s = [i16x8_splat(0); 4];
+            for (c, [lo, hi]) in w.iter().enumerate() {
+                let xb = Self::broadcast(x, c);
+                s[0] = i16x8_add(s[0], i16x8_extmul_low_i8x16(*lo, xb));
+                s[1] = i16x8_add(s[1], i16x8_extmul_high_i8x16(*lo, xb));
+                s[2] = i16x8_add(s[2], i16x8_extmul_low_i8x16(*hi, xb));
+                s[3] = i16x8_add(s[3], i16x8_extmul_high_i8x16(*hi, xb));
+            }
+            let corr = i32x4_splat(correction);
+            Self::rows(s.map(|v| i32x4_extadd_pairwise_i16x8(v))).map(|r| i32x4_add(r, corr))
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q8(w: &Self::W8, x: &[i8; GROUP], _correction: i32) -> Self::Sums {
+            // Two column quads' products share an i16 lane before widening:
+            // |−128 · 127| · 2 = 32,512 ≤ 32,767.
+            let mut s = [i32x4_splat(0); 4];
+            for c in (0..8).step_by(2) {
+                let (x0, x1) = (Self::broadcast(x, c), Self::broadcast(x, c + 1));
+                for (h, (a, b)) in w[c].iter().zip(&w[c + 1]).enumerate() {
+                    let low = i16x8_add(i16x8_extmul_low_i8x16(*a, x0), i16x8_extmul_low_i8x16(*b, x1));
+                    let high = i16x8_add(i16x8_extmul_high_i8x16(*a, x0), i16x8_extmul_high_i8x16(*b, x1));
+                    s[2 * h] = i32x4_add(s[2 * h], i32x4_extadd_pairwise_i16x8(low));
+                    s[2 * h + 1] = i32x4_add(s[2 * h + 1], i32x4_extadd_pairwise_i16x8(high));
+                }
+            }
+            Self::rows(s)
+        }
+
+        #[inline(always)]
+        unsafe fn fma(acc: Self::Acc, sums: Self::Sums, ws: &[f32; TILE_ROWS], xs: f32) -> Self::Acc {
+            let x = f32x4_splat(xs);
+            std::array::from_fn(|h| {
+                let s = f32x4_mul(f32x4(ws[4 * h], ws[4 * h + 1], ws[4 * h + 2], ws[4 * h + 3]), x);
+                f32x4_add(acc[h], f32x4_mul(f32x4_convert_i32x4(sums[h]), s))
+            })
+        }
+
+        #[inline(always)]
+        unsafe fn store(acc: Self::Acc, out: &mut [f32]) {
+            assert_eq!(out.len(), TILE_ROWS);
+            for (h, a) in acc.iter().enumerate() {
+                let v = [f32x4_extract_lane::<0>(*a), f32x4_extract_lane::<1>(*a), f32x4_extract_lane::<2>(*a), f32x4_extract_lane::<3>(*a)];
+                out[4 * h..4 * h + 4].copy_from_slice(&v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,7 +1408,14 @@ mod tests {
 
     #[test]
     fn every_kernel_matches_the_integer_reference() {
-        assert!(Kernel::available_kernels().contains(&Kernel::Scalar));
+        let kernels = Kernel::available_kernels();
+        assert!(kernels.contains(&Kernel::Scalar));
+        // Each target's own kernel is tested on it (scripts/test runs these tests on AArch64
+        // under QEMU and on WebAssembly under Node).
+        #[cfg(target_arch = "aarch64")]
+        assert!(kernels.contains(&Kernel::Neon));
+        #[cfg(target_arch = "wasm32")]
+        assert!(kernels.contains(&Kernel::Simd128));
         for format in [QuantFormat::Q8, QuantFormat::Q4] {
             for (rows, cols) in [(1, 32), (37, 96), (64, 256), (33, 1536)] {
                 let mut w = noise(rows as u64 * 7 + cols as u64, rows * cols);
