@@ -75,7 +75,12 @@ pub(crate) fn decode_attention(
                 // SAFETY: the CPU has AVX2 and FMA (checked).
                 return unsafe { attend_avx2(common, &own, d, scale) };
             }
-            attend::<false>(common, &own, d, scale)
+            // SAFETY: the module loaded, so the engine has SIMD128.
+            #[cfg(target_arch = "wasm32")]
+            let result = unsafe { attend_simd128(common, &own, d, scale) };
+            #[cfg(not(target_arch = "wasm32"))]
+            let result = attend::<false>(common, &own, d, scale);
+            result
         };
         #[cfg(not(target_arch = "wasm32"))]
         let results: Vec<Vec<f32>> = {
@@ -119,6 +124,17 @@ struct Segment<'a> {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
     attend::<true>(common, rows, d, scale)
+}
+
+/// [`attend`] compiled for WebAssembly SIMD128 (four-lane vectors instead of scalar code; the
+/// same operations in the same order, so the same results).
+///
+/// # Safety
+/// The engine must have SIMD128 (it does if the module loaded: genprm-quant's kernels use it).
+#[cfg(target_arch = "wasm32")]
+#[target_feature(enable = "simd128")]
+unsafe fn attend_simd128(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
+    attend::<false>(common, rows, d, scale)
 }
 
 /// A team's attention for one key/value head: every member's query heads over the `common`

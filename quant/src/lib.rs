@@ -444,17 +444,14 @@ impl QuantActs {
             unsafe { acts.fill_avx2(x, format) };
             return acts;
         }
+        // SAFETY: the module loaded, so the engine has SIMD128.
         #[cfg(target_arch = "wasm32")]
-        {
-            // SAFETY: the module loaded, so the engine has SIMD128.
-            unsafe { acts.fill_simd128(x, format) };
-            return acts;
-        }
-        #[allow(unreachable_code)]
-        {
-            acts.fill(x, format);
-            acts
-        }
+        unsafe {
+            acts.fill_simd128(x, format)
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        acts.fill(x, format);
+        acts
     }
 
     /// [`QuantActs::fill`] compiled for WebAssembly SIMD128.
