@@ -299,7 +299,7 @@ impl Manifest {
             [r, c] => (r, c),
             _ => return Err(Error::Config { path: dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),
         };
-        QuantMatrix::from_parts(rows, cols, format, values, scales, &t.name)
+        Ok(QuantMatrix::from_parts(rows, cols, format, values, scales, &t.name)?)
     }
 
     /// Any tensor in f32 (a quantized one expanded).
