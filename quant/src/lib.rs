@@ -1522,7 +1522,7 @@ mod tests {
     }
 
     /// Kernel speed at the 1.5B model's shapes (a measurement, not a test):
-    /// `cargo test --lib quant::tests::kernel_speed -- --ignored --nocapture`.
+    /// `cargo test -p genprm-quant kernel_speed -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement; run it with --ignored --nocapture"]
     fn kernel_speed() {
