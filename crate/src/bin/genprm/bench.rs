@@ -98,12 +98,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "model": label, "quant": quant, "device": args.device.to_string(), "batch": args.batch,
+                "model": label, "quant": quant, "device": args.device.to_string(), "cpu_kernel": cpu_kernel(), "batch": args.batch,
                 "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "result": result,
             })
         );
     } else {
         println!("model {label}, {quant}, device {}, batch {}, prompt {} tokens, {} new tokens", args.device, args.batch, args.prompt_tokens, args.new_tokens);
+        println!("  CPU kernel (quantized products)    {:>9}", cpu_kernel());
         println!("  load (incl. quantization)          {:>9.2} s", result.load_s);
         println!("  first call (kernel compilation)    {:>9.2} s", result.first_call_s);
         println!("  prefill                            {:>9.1} tokens/s", result.prefill_tok_s);
@@ -147,12 +148,19 @@ fn run_maj(args: &BenchArgs, samples: usize, device: &genprm::burn::tensor::Devi
     let r = bench::run_maj(&model, &tokenizer, samples, args.prompt_tokens, args.new_tokens)?;
     let quant = options.quant.map_or("f32".to_string(), |q| q.to_string());
     if args.json {
-        println!("{}", serde_json::json!({ "model": label, "quant": quant, "device": args.device.to_string(), "result": r }));
+        println!("{}", serde_json::json!({ "model": label, "quant": quant, "device": args.device.to_string(), "cpu_kernel": cpu_kernel(), "result": r }));
     } else {
         println!("model {label}, {quant}, device {}, prompt {} tokens, {} new tokens per sample", args.device, r.prompt_tokens, r.new_tokens);
+        println!("  CPU kernel (quantized products)    {:>9}", cpu_kernel());
         println!("  Pass@1                             {:>9.2} s", r.pass1_s);
         println!("  Maj@{:<3} (one batch)               {:>9.2} s  ({} decode passes)", r.samples, r.maj_s, r.maj_decode_passes);
         println!("  Maj@{}/Pass@1                       {:>9.2}×", r.samples, r.ratio);
     }
     Ok(())
+}
+
+/// The CPU kernel the quantized products run with on this machine (`GENPRM_CPU_KERNEL` picks
+/// another), for the benchmark's record: rows from different machines compare only with it.
+fn cpu_kernel() -> String {
+    format!("{:?}", genprm::quant::Kernel::best()).to_ascii_lowercase()
 }
