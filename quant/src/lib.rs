@@ -1122,14 +1122,17 @@ mod simd128 {
     /// 128-bit kernels laid out as [`super::neon::Neon`]'s: a tile's 32-byte vector of four
     /// columns is two vectors, rows 0..4 and rows 4..8, each row's four bytes in one 32-bit
     /// lane; q4 stored levels multiplied as they are, q8 levels with the bias taken off when
-    /// loaded. Every method is inlined into [`tiles_simd128`].
+    /// loaded. Every method is inlined into [`tiles_simd128`], and written with plain loops
+    /// only: a generic helper such as `array::map` that the compiler leaves out of line is
+    /// compiled without SIMD128, and every vector operation in it becomes a call (q8 ran 10×
+    /// slower so).
     pub(super) struct Simd128;
 
     impl Simd128 {
         /// Four activation levels `4c..4c + 4` in every 32-bit lane.
         #[inline(always)]
         fn broadcast(x: &[i8; GROUP], c: usize) -> v128 {
-            i32x4_splat(i32::from_le_bytes([x[4 * c], x[4 * c + 1], x[4 * c + 2], x[4 * c + 3]].map(|b| b as u8)))
+            i32x4_splat(i32::from_le_bytes([x[4 * c] as u8, x[4 * c + 1] as u8, x[4 * c + 2] as u8, x[4 * c + 3] as u8]))
         }
 
         /// Each row's sum of two adjacent i32 lanes: `p[0]` holds rows 0 and 1, `p[1]` rows 2
@@ -1140,12 +1143,12 @@ mod simd128 {
             [pair(p[0], p[1]), pair(p[2], p[3])]
         }
 
-        /// Two 16-byte halves of each of the `N` 32-byte vectors in `bytes`.
+        /// The 16 bytes at `bytes[at..]`.
         #[inline(always)]
-        fn load<const N: usize>(bytes: &[u8]) -> [[v128; 2]; N] {
-            assert!(bytes.len() >= 32 * N);
-            // SAFETY: `32 * N` readable bytes (checked); `read_unaligned` needs no alignment.
-            std::array::from_fn(|v| std::array::from_fn(|h| unsafe { bytes.as_ptr().add(32 * v + 16 * h).cast::<v128>().read_unaligned() }))
+        fn load(bytes: &[u8], at: usize) -> v128 {
+            assert!(at + 16 <= bytes.len());
+            // SAFETY: 16 readable bytes (checked); `read_unaligned` needs no alignment.
+            unsafe { bytes.as_ptr().add(at).cast::<v128>().read_unaligned() }
         }
     }
 
@@ -1165,15 +1168,28 @@ mod simd128 {
 
         #[inline(always)]
         unsafe fn load_q4(tile: &[u8; TILE_ROWS * GROUP / 2]) -> Self::W4 {
-            let bytes = Self::load::<4>(tile);
             let mask = u8x16_splat(0x0F);
-            std::array::from_fn(|c| bytes[c % 4].map(|b| if c < 4 { v128_and(b, mask) } else { u8x16_shr(b, 4) }))
+            let mut w = [[mask; 2]; 8];
+            for v in 0..4 {
+                for h in 0..2 {
+                    let b = Self::load(tile, 32 * v + 16 * h);
+                    w[v][h] = v128_and(b, mask);
+                    w[v + 4][h] = u8x16_shr(b, 4);
+                }
+            }
+            w
         }
 
         #[inline(always)]
         unsafe fn load_q8(tile: &[u8; TILE_ROWS * GROUP]) -> Self::W8 {
             let bias = u8x16_splat(0x80);
-            Self::load::<8>(tile).map(|halves| halves.map(|b| v128_xor(b, bias)))
+            let mut w = [[bias; 2]; 8];
+            for (c, wc) in w.iter_mut().enumerate() {
+                for (h, half) in wc.iter_mut().enumerate() {
+                    *half = v128_xor(Self::load(tile, 32 * c + 16 * h), bias);
+                }
+            }
+            w
         }
 
         #[inline(always)]
@@ -1189,7 +1205,9 @@ mod simd128 {
                 s[3] = i16x8_add(s[3], i16x8_extmul_high_i8x16(*hi, xb));
             }
             let corr = i32x4_splat(correction);
-            Self::rows(s.map(|v| i32x4_extadd_pairwise_i16x8(v))).map(|r| i32x4_add(r, corr))
+            let wide = [i32x4_extadd_pairwise_i16x8(s[0]), i32x4_extadd_pairwise_i16x8(s[1]), i32x4_extadd_pairwise_i16x8(s[2]), i32x4_extadd_pairwise_i16x8(s[3])];
+            let [lo, hi] = Self::rows(wide);
+            [i32x4_add(lo, corr), i32x4_add(hi, corr)]
         }
 
         #[inline(always)]
@@ -1199,12 +1217,19 @@ mod simd128 {
             let mut s = [i32x4_splat(0); 4];
             for c in (0..8).step_by(2) {
                 let (x0, x1) = (Self::broadcast(x, c), Self::broadcast(x, c + 1));
-                for (h, (a, b)) in w[c].iter().zip(&w[c + 1]).enumerate() {
-                    let low = i16x8_add(i16x8_extmul_low_i8x16(*a, x0), i16x8_extmul_low_i8x16(*b, x1));
-                    let high = i16x8_add(i16x8_extmul_high_i8x16(*a, x0), i16x8_extmul_high_i8x16(*b, x1));
-                    s[2 * h] = i32x4_add(s[2 * h], i32x4_extadd_pairwise_i16x8(low));
-                    s[2 * h + 1] = i32x4_add(s[2 * h + 1], i32x4_extadd_pairwise_i16x8(high));
-                }
+                let ([a0, a1], [b0, b1]) = (w[c], w[c + 1]);
+                let pairs = |a: v128, b: v128, high: bool| {
+                    let p = if high {
+                        i16x8_add(i16x8_extmul_high_i8x16(a, x0), i16x8_extmul_high_i8x16(b, x1))
+                    } else {
+                        i16x8_add(i16x8_extmul_low_i8x16(a, x0), i16x8_extmul_low_i8x16(b, x1))
+                    };
+                    i32x4_extadd_pairwise_i16x8(p)
+                };
+                s[0] = i32x4_add(s[0], pairs(a0, b0, false));
+                s[1] = i32x4_add(s[1], pairs(a0, b0, true));
+                s[2] = i32x4_add(s[2], pairs(a1, b1, false));
+                s[3] = i32x4_add(s[3], pairs(a1, b1, true));
             }
             Self::rows(s)
         }
@@ -1212,10 +1237,12 @@ mod simd128 {
         #[inline(always)]
         unsafe fn fma(acc: Self::Acc, sums: Self::Sums, ws: &[f32; TILE_ROWS], xs: f32) -> Self::Acc {
             let x = f32x4_splat(xs);
-            std::array::from_fn(|h| {
+            let mut out = acc;
+            for (h, o) in out.iter_mut().enumerate() {
                 let s = f32x4_mul(f32x4(ws[4 * h], ws[4 * h + 1], ws[4 * h + 2], ws[4 * h + 3]), x);
-                f32x4_add(acc[h], f32x4_mul(f32x4_convert_i32x4(sums[h]), s))
-            })
+                *o = f32x4_add(*o, f32x4_mul(f32x4_convert_i32x4(sums[h]), s));
+            }
+            out
         }
 
         #[inline(always)]
