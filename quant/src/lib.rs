@@ -981,7 +981,9 @@ mod neon {
     /// is two NEON vectors, rows 0..4 and rows 4..8, each row's four bytes in one 32-bit lane.
     /// Bytes are multiplied as signed: q4 stored levels (0..=15) as they are, q8 levels with
     /// their bias taken off when loaded (so the q8 correction is not needed). Every method is
-    /// inlined into [`tiles_neon`]; that is the safety contract of each `unsafe` block.
+    /// inlined into [`tiles_neon`]; that is the safety contract of each `unsafe` block. Plain
+    /// loops, as in the SIMD128 kernel, so nothing depends on the compiler inlining a generic
+    /// helper.
     pub(super) struct Neon;
 
     impl Neon {
@@ -1000,11 +1002,12 @@ mod neon {
             unsafe { [vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3])] }
         }
 
-        /// Two 16-byte halves of each of the `N` 32-byte vectors at `bytes`.
+        /// The 16 bytes at `bytes[at..]`.
         #[inline(always)]
-        unsafe fn load<const N: usize>(bytes: *const u8) -> [[int8x16_t; 2]; N] {
-            // SAFETY: the caller's `32 * N` readable bytes.
-            std::array::from_fn(|v| unsafe { [vld1q_s8(bytes.add(32 * v).cast()), vld1q_s8(bytes.add(32 * v + 16).cast())] })
+        unsafe fn load(bytes: &[u8], at: usize) -> int8x16_t {
+            assert!(at + 16 <= bytes.len());
+            // SAFETY: 16 readable bytes (checked).
+            unsafe { vld1q_s8(bytes.as_ptr().add(at).cast()) }
         }
     }
 
@@ -1027,11 +1030,16 @@ mod neon {
         unsafe fn load_q4(tile: &[u8; TILE_ROWS * GROUP / 2]) -> Self::W4 {
             // SAFETY: 128 readable bytes; instructions as documented.
             unsafe {
-                let bytes = Self::load::<4>(tile.as_ptr());
                 let mask = vdupq_n_s8(0x0F);
-                std::array::from_fn(|c| {
-                    bytes[c % 4].map(|b| if c < 4 { vandq_s8(b, mask) } else { vreinterpretq_s8_u8(vshrq_n_u8::<4>(vreinterpretq_u8_s8(b))) })
-                })
+                let mut w = [[mask; 2]; 8];
+                for v in 0..4 {
+                    for h in 0..2 {
+                        let b = Self::load(tile, 32 * v + 16 * h);
+                        w[v][h] = vandq_s8(b, mask);
+                        w[v + 4][h] = vreinterpretq_s8_u8(vshrq_n_u8::<4>(vreinterpretq_u8_s8(b)));
+                    }
+                }
+                w
             }
         }
 
@@ -1040,7 +1048,13 @@ mod neon {
             // SAFETY: 256 readable bytes; instructions as documented.
             unsafe {
                 let bias = vdupq_n_s8(-128);
-                Self::load::<8>(tile.as_ptr()).map(|halves| halves.map(|b| veorq_s8(b, bias)))
+                let mut w = [[bias; 2]; 8];
+                for (c, wc) in w.iter_mut().enumerate() {
+                    for (h, half) in wc.iter_mut().enumerate() {
+                        *half = veorq_s8(Self::load(tile, 32 * c + 16 * h), bias);
+                    }
+                }
+                w
             }
         }
 
@@ -1058,7 +1072,8 @@ mod neon {
                     s[3] = vmlal_high_s8(s[3], *hi, xb);
                 }
                 let corr = vdupq_n_s32(correction);
-                Self::rows(s.map(|v| vpaddlq_s16(v))).map(|r| vaddq_s32(r, corr))
+                let [lo, hi] = Self::rows([vpaddlq_s16(s[0]), vpaddlq_s16(s[1]), vpaddlq_s16(s[2]), vpaddlq_s16(s[3])]);
+                [vaddq_s32(lo, corr), vaddq_s32(hi, corr)]
             }
         }
 
