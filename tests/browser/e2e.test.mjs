@@ -3,7 +3,9 @@
 // page shows — the streamed rationale, the Python outputs (from Pyodide), the rewards, the first
 // wrong step — equals what the native CLI computes for the same input. Then a hostile code block
 // (`while True: pass`) inside a verification is stopped at 5 s and the next step still runs. One
-// solution runs with two samples (Maj@2), decoded as one batch in the page as on the CLI.
+// solution runs with two samples (Maj@2), decoded as one batch in the page as on the CLI. Last,
+// a q4 pack of the same model verified on the page's CPU device (WebAssembly, the SIMD128
+// integer kernels) equals the native CLI on the same pack (AVX2 / VNNI kernels).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -12,6 +14,7 @@ import { join } from 'node:path';
 import { close, equal, ok } from './lib/assert.mjs';
 import { REPO } from './lib/paths.mjs';
 import { wasmMissing } from './lib/wasm.mjs';
+import { TINY } from './lib/fixtures.mjs';
 
 const DEVICE = process.env.GENPRM_BROWSER_DEVICE || 'gpu';
 const REWARD_TOL = 1e-3; // WebGPU (f32, another summation order) against the CPU
@@ -26,11 +29,11 @@ function genprmBinary() {
   return join(target, 'debug', 'genprm');
 }
 
-async function cli(record, samples = 1) {
+async function cli(record, samples = 1, model = join(REPO, 'tests/fixtures/models/tiny-genprm')) {
   const dir = await mkdtemp(join(tmpdir(), 'genprm-e2e-'));
   const input = join(dir, `${record.id}.json`);
   await writeFile(input, JSON.stringify(record));
-  const out = execFileSync(genprmBinary(), ['verify', '--model', join(REPO, 'tests/fixtures/models/tiny-genprm'), '--input', input, '--json', '--greedy', '--samples', String(samples)],
+  const out = execFileSync(genprmBinary(), ['verify', '--model', model, '--input', input, '--json', '--greedy', '--samples', String(samples)],
     { encoding: 'utf8', maxBuffer: 64 << 20 });
   const result = JSON.parse(out.trim().split('\n').pop());
   delete result.id;
@@ -192,6 +195,29 @@ export const tests = [
       for (const r of later) ok(r.outcome.outcome !== 'timeout', `a later run did not time out: ${JSON.stringify(r)}`);
       const step2 = result.steps[1].samples[0].code_runs;
       ok(step2.length > 0 && step2.every((r) => !/time out/.test(r.output)), `step 2 ran its code: ${JSON.stringify(step2)}`);
+    },
+  },
+  {
+    name: '"apples" as a q4 pack on the CPU device (WebAssembly SIMD128 kernels) equals the native CLI on the same pack',
+    fn: async ({ artifacts, fixtures, server }) => {
+      const pack = join(fixtures, 'models', 'e2e-q4');
+      execFileSync(genprmBinary(), ['quantize', '--model', TINY, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
+      const record = records.find((r) => r.id === 'apples');
+      const expected = await cli(record, 1, pack);
+      await page.getByTestId('device').selectOption('cpu');
+      await page.getByTestId('source-url').check();
+      await page.getByTestId('model-url').fill(server.url + '__test__/models/e2e-q4/');
+      await page.getByTestId('load-model').click();
+      // The demo model is loaded already: wait for the page to show the pack's q4 weights.
+      await page.waitForFunction(() => {
+        const info = document.querySelector('[data-testid=model-info]');
+        return info?.dataset.loaded === 'true' && /q4/i.test(info.textContent) && !document.querySelector('[data-testid=load-model]').disabled;
+      }, null, { timeout: 5 * 60_000 }).catch(async (e) => {
+        throw new Error(`the q4 pack did not load on the CPU: ${await page.getByTestId('alerts').textContent()} (${e.message})`);
+      });
+      const got = await verifyInPage('apples');
+      await page.screenshot({ path: join(artifacts, 'e2e-q4-cpu.png'), fullPage: true });
+      compare(got, expected, 'apples (q4 pack, CPU)');
     },
   },
   {
