@@ -1,8 +1,8 @@
 //! Weight-only quantization: int8 (`q8`) and int4 (`q4`), symmetric, one f32 scale per group of
 //! 32 weights along the input dimension, and the CPU kernels that multiply by such weights
 //! without expanding them: the activations are quantized to 8 bits per group of 32 for each
-//! product, and each group's dot product is computed in integers: AVX2 or AVX-512 VNNI where
-//! the x86-64 CPU has them, NEON on AArch64, SIMD128 in WebAssembly, portable Rust elsewhere.
+//! product, and each group's dot product is computed in integers: AVX2, AVX-VNNI or AVX-512
+//! VNNI where the x86-64 CPU has them, NEON on AArch64, SIMD128 in WebAssembly, portable Rust elsewhere.
 //! Every kernel computes the same integer sums; the tests check each against a plain reference
 //! on its own target (`scripts/test-kernels` runs them on AArch64 under QEMU and on WebAssembly
 //! under Node).
@@ -526,6 +526,10 @@ pub enum Kernel {
     /// AVX2 and FMA: `vpmaddubsw` and `vpmaddwd` on 256-bit vectors.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// As `Avx2`, with AVX-VNNI's `vpdpbusd` (VEX-encoded: Intel's client CPUs from Alder Lake
+    /// on, which have no AVX-512) for the multiply-adds.
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
     /// As `Avx2`, with AVX-512 VNNI's `vpdpbusd` (on 256-bit vectors) for the multiply-adds.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
@@ -545,6 +549,8 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2,
         #[cfg(target_arch = "x86_64")]
+        Kernel::AvxVnni,
+        #[cfg(target_arch = "x86_64")]
         Kernel::Avx512Vnni,
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon,
@@ -558,6 +564,8 @@ impl Kernel {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => Kernel::Avx2.available() && is_x86_feature_detected!("avxvnni"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => {
                 Kernel::Avx2.available()
@@ -579,7 +587,8 @@ impl Kernel {
     }
 
     /// The fastest kernel this CPU has (detected once). The environment variable
-    /// `GENPRM_CPU_KERNEL` (`scalar`, `avx2`, `avx512vnni`, `neon`, `simd128`) picks a slower one,
+    /// `GENPRM_CPU_KERNEL` (`scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neon`, `simd128`) picks a
+    /// slower one,
     /// for comparisons.
     pub fn best() -> Kernel {
         static BEST: std::sync::LazyLock<Kernel> = std::sync::LazyLock::new(|| {
@@ -602,6 +611,9 @@ impl Kernel {
             // SAFETY: `matmul_with` checked that the CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { x86::tiles_avx2(m, acts, t0, out) },
+            // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and AVX-VNNI.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => unsafe { x86::tiles_avx_vnni(m, acts, t0, out) },
             // SAFETY: `matmul_with` checked that the CPU has AVX2, FMA and AVX-512 VNNI, VL, BW.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => unsafe { x86::tiles_vnni(m, acts, t0, out) },
@@ -796,7 +808,17 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tiles_avx2(m: &QuantMatrix, a: &QuantActs, t0: usize, out: &mut [f32]) {
         // SAFETY: this function only runs where the CPU has AVX2 and FMA.
-        unsafe { row_tiles::<Avx2<false>>(m, a, t0, out) }
+        unsafe { row_tiles::<Avx2<false, false>>(m, a, t0, out) }
+    }
+
+    /// The driver with AVX-VNNI multiply-adds.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and AVX-VNNI.
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    pub(super) unsafe fn tiles_avx_vnni(m: &QuantMatrix, a: &QuantActs, t0: usize, out: &mut [f32]) {
+        // SAFETY: this function only runs where the CPU has all of them.
+        unsafe { row_tiles::<Avx2<true, true>>(m, a, t0, out) }
     }
 
     /// The driver with VNNI multiply-adds.
@@ -806,16 +828,16 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl,avx512bw")]
     pub(super) unsafe fn tiles_vnni(m: &QuantMatrix, a: &QuantActs, t0: usize, out: &mut [f32]) {
         // SAFETY: this function only runs where the CPU has all of them.
-        unsafe { row_tiles::<Avx2<true>>(m, a, t0, out) }
+        unsafe { row_tiles::<Avx2<true, false>>(m, a, t0, out) }
     }
 
     /// 256-bit kernels, one weight row per 32-bit lane; `VNNI` selects `vpdpbusd` over
-    /// `vpmaddubsw` + `vpmaddwd`. Every method is inlined into one of the `#[target_feature]`
+    /// `vpmaddubsw` + `vpmaddwd`, `VEX` its AVX-VNNI encoding over AVX-512 VNNI's. Every method is inlined into one of the `#[target_feature]`
     /// drivers above, which are only called where the CPU has the instructions; that is the
     /// safety contract of each `unsafe` block.
-    pub(super) struct Avx2<const VNNI: bool>;
+    pub(super) struct Avx2<const VNNI: bool, const VEX: bool>;
 
-    impl<const VNNI: bool> Avx2<VNNI> {
+    impl<const VNNI: bool, const VEX: bool> Avx2<VNNI, VEX> {
         /// `acc` plus eight i32 lanes, each the sum of four products of an unsigned byte of `u`
         /// and a signed byte of `x`. Without VNNI the pairs are summed in i16 first, so `u`
         /// must stay ≤ 128 (2 · 128 · 127 < 32767).
@@ -823,7 +845,9 @@ mod x86 {
         unsafe fn dot(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
             // SAFETY: see the type's documentation.
             unsafe {
-                if VNNI {
+                if VNNI && VEX {
+                    _mm256_dpbusd_avx_epi32(acc, u, x)
+                } else if VNNI {
                     _mm256_dpbusd_epi32(acc, u, x)
                 } else {
                     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)))
@@ -853,7 +877,7 @@ mod x86 {
         }
     }
 
-    impl<const VNNI: bool> TileDot for Avx2<VNNI> {
+    impl<const VNNI: bool, const VEX: bool> TileDot for Avx2<VNNI, VEX> {
         /// Vector `c` holds every row's stored levels `4c..4c + 4`.
         type W4 = [__m256i; 8];
         /// With VNNI as `W4`. Without: each row's |level| (vectors 0..8) and level (8..16),
