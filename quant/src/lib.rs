@@ -2,8 +2,8 @@
 //! 32 weights along the input dimension, and the CPU kernels that multiply by such weights
 //! without expanding them: the activations are quantized to 8 bits per group of 32 for each
 //! product, and each group's dot product is computed in integers: AVX2, AVX-VNNI or AVX-512
-//! VNNI where the x86-64 CPU has them, NEON on AArch64, SIMD128 in WebAssembly, portable Rust elsewhere.
-//! Every kernel computes the same integer sums; the tests check each against a plain reference
+//! VNNI where the x86-64 CPU has them, NEON on AArch64, SIMD128 in WebAssembly, portable Rust
+//! elsewhere. Every kernel computes the same integer sums; the tests check each against a plain reference
 //! on its own target (`scripts/test-kernels` runs them on AArch64 under QEMU and on WebAssembly
 //! under Node).
 //!
@@ -588,8 +588,7 @@ impl Kernel {
 
     /// The fastest kernel this CPU has (detected once). The environment variable
     /// `GENPRM_CPU_KERNEL` (`scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neon`, `simd128`) picks a
-    /// slower one,
-    /// for comparisons.
+    /// slower one, for comparisons.
     pub fn best() -> Kernel {
         static BEST: std::sync::LazyLock<Kernel> = std::sync::LazyLock::new(|| {
             let wanted = std::env::var("GENPRM_CPU_KERNEL").ok().map(|v| v.to_ascii_lowercase());
@@ -832,9 +831,9 @@ mod x86 {
     }
 
     /// 256-bit kernels, one weight row per 32-bit lane; `VNNI` selects `vpdpbusd` over
-    /// `vpmaddubsw` + `vpmaddwd`, `VEX` its AVX-VNNI encoding over AVX-512 VNNI's. Every method is inlined into one of the `#[target_feature]`
-    /// drivers above, which are only called where the CPU has the instructions; that is the
-    /// safety contract of each `unsafe` block.
+    /// `vpmaddubsw` + `vpmaddwd`, `VEX` its AVX-VNNI encoding over AVX-512 VNNI's. Every method
+    /// is inlined into one of the `#[target_feature]` drivers above, which are only called where
+    /// the CPU has the instructions; that is the safety contract of each `unsafe` block.
     pub(super) struct Avx2<const VNNI: bool, const VEX: bool>;
 
     impl<const VNNI: bool, const VEX: bool> Avx2<VNNI, VEX> {
