@@ -131,6 +131,9 @@ pub struct BenchResult {
     /// Peak GPU memory genprm reserved (weights, KV cache, activations, scratch), sampled after
     /// loading, prefill and decode; `None` on the CPU device.
     pub peak_device_mib: Option<f64>,
+    /// The arithmetic of prefill's products of quantized weights on a GPU (`"f16"` where the
+    /// GPU has it, else `"f32"`); `None` on the CPU device and for f32 weights.
+    pub gpu_prefill: Option<String>,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -220,7 +223,18 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         decode_tok_s: (batch * new_tokens) as f64 / decode_s.max(1e-9),
         peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
         peak_device_mib,
+        gpu_prefill: gpu_prefill(&model),
     })
+}
+
+fn gpu_prefill(model: &Qwen2Model) -> Option<String> {
+    #[cfg(feature = "wgpu")]
+    return model.prefill_precision().map(|p| p.to_string());
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = model;
+        None
+    }
 }
 
 /// Memory the GPU pools reserved, in MiB (`None` on the CPU device or without GPU support).

@@ -1,10 +1,16 @@
 //! GPU kernels (CubeCL, so WGSL/SPIR-V/Metal alike) for packed quantized weights: the weights
 //! stay packed on the device — 4 bits per weight plus a scale per group of 32 — and are
 //! expanded inside the matrix product, never in memory.
+//!
+//! Prefill (from [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows on) expands one
+//! row block at a time for a dense product instead. Where the device runs f16 arithmetic
+//! (WebGPU's `shader-f16`, Vulkan's `shaderFloat16`), that product takes f16 operands with f32
+//! accumulation and an f32 result ([`PrefillPrecision`]); activations stay f32 everywhere else.
 
 use burn::backend::Cube;
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
@@ -33,6 +39,45 @@ pub fn matvec_kernel() -> MatvecKernel {
     })
 }
 
+/// The arithmetic of prefill's dense products over expanded quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefillPrecision {
+    /// f32 weights and activations.
+    F32,
+    /// f16 weights and activations (each activation row scaled to at most 1 in magnitude
+    /// first, so no activation overflows f16's range), f32 accumulation and result: half the
+    /// memory traffic of the expanded block, and the GPU's f16 matrix units where it has them.
+    F16,
+}
+
+impl std::fmt::Display for PrefillPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PrefillPrecision::F32 => "f32",
+            PrefillPrecision::F16 => "f16",
+        })
+    }
+}
+
+/// Whether the GPU behind `device` runs f16 arithmetic in its shaders (WebGPU's `shader-f16`,
+/// Vulkan's `shaderFloat16`); `false` on the CPU device.
+pub fn supports_f16(device: &Device) -> bool {
+    use cubecl::ir::{ElemType, FloatKind};
+    if *device == Device::flex() {
+        return false;
+    }
+    let Ok(probe) = Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>() else { return false };
+    probe.client.properties().supports_type(ElemType::Float(FloatKind::F16))
+}
+
+/// The precision prefill uses on `device`, chosen at run time: f16 where the device supports
+/// it, unless `GENPRM_GPU_F16=off` (or `0`) asks for f32 everywhere.
+pub fn prefill_precision(device: &Device) -> PrefillPrecision {
+    let off = matches!(std::env::var("GENPRM_GPU_F16").as_deref(), Ok("off" | "0" | "false"));
+    if !off && supports_f16(device) { PrefillPrecision::F16 } else { PrefillPrecision::F32 }
+}
+
 /// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales, in row
 /// blocks whose words fit one buffer binding (the q8 embedding of the 1.5B model is 222 MiB).
 #[derive(Debug, Clone)]
@@ -41,6 +86,7 @@ pub struct GpuQuant {
     rows: usize,
     cols: usize,
     format: QuantFormat,
+    precision: PrefillPrecision,
 }
 
 #[derive(Debug, Clone)]
@@ -144,16 +190,17 @@ mod kernels {
         }
     }
 
-    /// Expands packed levels to f32 weights, one weight per unit (for prefill, where a dense
-    /// matrix product over many rows beats re-reading packed groups per row).
+    /// Expands packed levels to float weights (f32 or f16), one weight per unit (for prefill,
+    /// where a dense matrix product over many rows beats re-reading packed groups per row).
+    /// The product is formed in f32 and rounded once.
     #[cube(launch)]
-    pub fn dequant_kernel(words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<f32>, total: u32, #[comptime] bits: u32) {
+    pub fn dequant_kernel<F: Float>(words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<F>, total: u32, #[comptime] bits: u32) {
         let per_word = comptime!(32 / bits);
         let pos = ABSOLUTE_POS as u32;
         if pos < total {
             let word = words[(pos / per_word) as usize];
             let k = pos % per_word;
-            out[pos as usize] = f32::cast_from(level(word, k, bits)) * scales[(pos / 32) as usize];
+            out[pos as usize] = F::cast_from(f32::cast_from(level(word, k, bits)) * scales[(pos / 32) as usize]);
         }
     }
 }
@@ -191,7 +238,22 @@ impl GpuQuant {
                 }
             })
             .collect();
-        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format() }
+        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision: prefill_precision(device) }
+    }
+
+    /// The same weights with prefill in `precision` (the default is [`prefill_precision`]);
+    /// f16 on a device without f16 arithmetic is an error.
+    pub fn with_precision(mut self, precision: PrefillPrecision) -> crate::error::Result<Self> {
+        if precision == PrefillPrecision::F16 && !supports_f16(&self.blocks[0].words.device()) {
+            return Err(crate::error::Error::Device("f16 prefill needs a GPU with f16 arithmetic (shader-f16); this one has none".into()));
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// The precision of this matrix's prefill products.
+    pub fn precision(&self) -> PrefillPrecision {
+        self.precision
     }
 
     /// Number of row blocks.
@@ -216,31 +278,31 @@ impl GpuQuant {
         }
     }
 
-    /// One block's weights expanded to f32 `[rows, cols]` on the GPU.
-    fn dequantize_block(&self, block: &Block) -> Tensor<2> {
+    /// One block's weights expanded to `[rows, cols]` of `dtype` (F32 or F16) on the GPU.
+    fn dequantize_block(&self, block: &Block, dtype: DType) -> Tensor<2> {
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let client = words.client.clone();
         let total = block.rows * self.cols;
-        let out = empty_device_contiguous_dtype(client.clone(), words.device.clone(), Shape::new([block.rows, self.cols]), DType::F32);
+        let out = empty_device_contiguous_dtype(client.clone(), words.device.clone(), Shape::new([block.rows, self.cols]), dtype);
         let cube_dim = CubeDim::new(&client, total);
         let cube_count = calculate_cube_count_elemwise(&client, total, cube_dim);
-        dequant_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            words.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            total as u32,
-            self.bits(),
-        );
+        let (words, scales, out_arg) = (words.into_tensor_arg(), scales.into_tensor_arg(), out.clone().into_tensor_arg());
+        match dtype {
+            DType::F16 => dequant_kernel::launch::<half::f16>(&client, cube_count, cube_dim, words, scales, out_arg, total as u32, self.bits()),
+            _ => dequant_kernel::launch::<f32>(&client, cube_count, cube_dim, words, scales, out_arg, total as u32, self.bits()),
+        }
         Tensor::from_primitive::<Cube>(out)
     }
 
     /// The whole matrix expanded to f32 on the GPU.
     pub fn dequantize(&self) -> Tensor<2> {
-        let parts: Vec<Tensor<2>> = self.blocks.iter().map(|b| self.dequantize_block(b)).collect();
+        self.dequantize_as(DType::F32)
+    }
+
+    /// The whole matrix expanded to `dtype` (F32, or F16 on a device with f16 arithmetic).
+    pub fn dequantize_as(&self, dtype: DType) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> = self.blocks.iter().map(|b| self.dequantize_block(b, dtype)).collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 0) }
     }
 
@@ -265,7 +327,21 @@ impl GpuQuant {
         let rows = block.rows;
         let bits = self.bits();
         if n >= crate::model::PREFILL_ROWS {
-            return x.matmul(self.dequantize_block(block).transpose());
+            return match self.precision {
+                PrefillPrecision::F32 => x.matmul(self.dequantize_block(block, DType::F32).transpose()),
+                PrefillPrecision::F16 => {
+                    // Each row scaled into [-1, 1] before rounding to f16 (whose largest value
+                    // is 65,504: residual-stream outliers must not become infinities), and the
+                    // f32 result scaled back.
+                    let scale = x.clone().abs().max_dim(1).clamp_min(f32::MIN_POSITIVE);
+                    let x16 = (x / scale.clone()).cast(DType::F16);
+                    let w16 = self.dequantize_block(block, DType::F16).transpose();
+                    let lhs = x16.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
+                    let rhs = w16.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
+                    let y = matmul(lhs, rhs, None, MatmulStrategy::default(), DType::F32).expect("an f16 matrix product with an f32 result");
+                    Tensor::<2>::from_primitive::<Cube>(y) * scale
+                }
+            };
         }
         let x = into_contiguous(x.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));

@@ -137,6 +137,17 @@ fn gather_rows(q: &QuantMatrix, ids: &[u32], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(out, [ids.len(), cols]), device)
 }
 
+/// Whether `device` is a GPU with f16 arithmetic.
+fn gpu_has_f16(device: &Device) -> bool {
+    #[cfg(feature = "wgpu")]
+    return crate::gpu_quant::supports_f16(device);
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Values of an activation on the CPU device (a copy in host memory; no GPU is involved).
 fn host_values(x: Tensor<2>) -> Vec<f32> {
     x.into_data().try_into_vec::<f32>().unwrap_or_else(|e| panic!("activations are f32 on the CPU device: {e:?}"))
@@ -179,6 +190,10 @@ pub struct LoadOptions {
     pub quant: Option<QuantFormat>,
     /// A different format for the embedding and lm_head (e.g. q8 with a q4 model).
     pub head_quant: Option<QuantFormat>,
+    /// f16 arithmetic in the prefill products of quantized weights on a GPU: `None` where the
+    /// device has it (unless `GENPRM_GPU_F16=off`), `Some(false)` never, `Some(true)` always
+    /// (loading fails on a device without f16 arithmetic). Decode and f32 weights stay f32.
+    pub gpu_f16: Option<bool>,
 }
 
 /// Root-mean-square normalisation over the last dimension, as Qwen2 computes it in f32.
@@ -479,6 +494,8 @@ struct Loader<'a, S: ?Sized, P> {
     total: usize,
     /// Matrices larger than this in f32 are read in row blocks where the source allows.
     piece_bytes: usize,
+    /// [`LoadOptions::gpu_f16`].
+    gpu_f16: Option<bool>,
 }
 
 impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P> {
@@ -500,19 +517,23 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
     /// A quantized matrix where the device keeps it: packed in host memory for the CPU kernels,
     /// packed in GPU buffers for the GPU kernels (the embedding also keeps a host copy for row
     /// gathers).
-    fn stored(&self, q: QuantMatrix, keep_host: bool) -> Weight {
+    fn stored(&self, q: QuantMatrix, keep_host: bool) -> Result<Weight> {
         if *self.device == Device::flex() {
-            return Weight::Quant(Arc::new(q));
+            return Ok(Weight::Quant(Arc::new(q)));
         }
         #[cfg(feature = "wgpu")]
         {
-            let g = crate::gpu_quant::GpuQuant::upload(&q, self.device);
-            Weight::GpuQuant(Arc::new(g), keep_host.then(|| Arc::new(q)))
+            use crate::gpu_quant::{GpuQuant, PrefillPrecision};
+            let mut g = GpuQuant::upload(&q, self.device);
+            if let Some(f16) = self.gpu_f16 {
+                g = g.with_precision(if f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 })?;
+            }
+            Ok(Weight::GpuQuant(Arc::new(g), keep_host.then(|| Arc::new(q))))
         }
         #[cfg(not(feature = "wgpu"))]
         {
             let _ = keep_host;
-            Weight::float(q.dequantize(), q.rows(), q.cols(), self.device)
+            Ok(Weight::float(q.dequantize(), q.rows(), q.cols(), self.device))
         }
     }
 
@@ -520,7 +541,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         self.check(name, expected)?;
         let keep_host = name == "model.embed_tokens.weight";
         if let Some(q) = self.source.read_quantized(name).await? {
-            return Ok(self.stored(q, keep_host));
+            return self.stored(q, keep_host);
         }
         let (rows, cols) = (expected[0], expected[1]);
         if rows * cols * 4 > self.piece_bytes && self.source.reads_rows(name) {
@@ -533,7 +554,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
             Some(f) => {
                 let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
                 drop(t);
-                self.stored(q, keep_host)
+                self.stored(q, keep_host)?
             }
         })
     }
@@ -569,7 +590,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
             }
         }
         Ok(match packed {
-            Some(q) => self.stored(q, keep_host),
+            Some(q) => self.stored(q, keep_host)?,
             None => Weight::Float(blocks),
         })
     }
@@ -652,7 +673,10 @@ impl Qwen2Model {
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
-        let mut l = Loader { source, device, progress, done: 0, total, piece_bytes };
+        if options.gpu_f16 == Some(true) && !gpu_has_f16(device) {
+            return Err(Error::Device("f16 prefill was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()));
+        }
+        let mut l = Loader { source, device, progress, done: 0, total, piece_bytes, gpu_f16: options.gpu_f16 };
         let head_format = options.head_quant.or(options.quant);
 
         let embed = l.weight("model.embed_tokens.weight", &[vocab, h], head_format).await?;
@@ -679,6 +703,16 @@ impl Qwen2Model {
         let lm_head =
             if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
         Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
+    }
+
+    /// The arithmetic of prefill's products on a GPU with quantized weights (`None` on the CPU
+    /// device and for f32 weights, whose products are always f32).
+    #[cfg(feature = "wgpu")]
+    pub fn prefill_precision(&self) -> Option<crate::gpu_quant::PrefillPrecision> {
+        match &self.layers.first()?.mlp.gate.weight {
+            Weight::GpuQuant(g, _) => Some(g.precision()),
+            _ => None,
+        }
     }
 
     /// The model's configuration.
@@ -1018,7 +1052,7 @@ mod tests {
         let (config, source) = fixture("tiny-genprm");
         let device = Device::flex();
         for quant in [None, Some(QuantFormat::Q4)] {
-            let options = LoadOptions { quant, head_quant: None };
+            let options = LoadOptions { quant, ..Default::default() };
             let whole =
                 crate::weights::ready(Qwen2Model::load_in_pieces(config.clone(), &source, &device, options, |_| {}, usize::MAX)).unwrap();
             // 256 bytes: every matrix is split into blocks of a row or two.

@@ -324,6 +324,10 @@ struct WebLoadOptions {
     quant: Option<String>,
     #[serde(default)]
     head_quant: Option<String>,
+    /// f16 arithmetic in prefill on WebGPU: absent where the adapter has `shader-f16`,
+    /// `true` always (an error without it), `false` never.
+    #[serde(default)]
+    gpu_f16: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -367,6 +371,7 @@ async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -
     let load_options = LoadOptions {
         quant: parse_format(options.quant.as_deref(), "quant")?,
         head_quant: parse_format(options.head_quant.as_deref(), "headQuant")?,
+        gpu_f16: options.gpu_f16,
     };
     report("config", 0, 1, None);
     let cpath = Path::new("config.json");
@@ -549,6 +554,7 @@ impl Model {
             "parameters": parameters,
             "quant": self.inner.quant,
             "device": self.inner.device,
+            "gpuPrefill": self.inner.model.prefill_precision(),
         }))
     }
 
@@ -644,7 +650,7 @@ pub fn bench_random(options: JsValue, on_progress: Function) -> Promise {
             let _ = on_progress.call1(&JsValue::NULL, &to_js(&serde_json::json!({ "stage": s })));
         };
         let shape = crate::bench::BenchShape { batch: o.batch, prompt_tokens: o.prompt_tokens, new_tokens: o.new_tokens };
-        let result = crate::bench::run_async(config, &source, &device, LoadOptions { quant, head_quant: None }, shape, now, stage)
+        let result = crate::bench::run_async(config, &source, &device, LoadOptions { quant, ..Default::default() }, shape, now, stage)
             .await
             .map_err(js_error)?;
         Ok(to_js(&result))

@@ -67,7 +67,7 @@ fn differing_samples_each_finish_their_own_protocol() {
     let model = genprm::LoadedModel::load_with(
         &model_dir("tiny-genprm"),
         &device,
-        genprm::LoadOptions { quant: Some(genprm::quant::QuantFormat::Q8), head_quant: None },
+        genprm::LoadOptions { quant: Some(genprm::quant::QuantFormat::Q8), ..Default::default() },
         |_| {},
     )
     .unwrap();

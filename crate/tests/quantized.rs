@@ -8,7 +8,7 @@ use genprm::generate::block_on;
 use genprm::{LoadOptions, LoadedModel, QuantFormat};
 
 fn load_q(name: &str, device: &genprm::burn::tensor::Device, quant: Option<QuantFormat>) -> LoadedModel {
-    LoadedModel::load_with(&model_dir(name), device, LoadOptions { quant, head_quant: None }, |_| {}).unwrap()
+    LoadedModel::load_with(&model_dir(name), device, LoadOptions { quant, ..Default::default() }, |_| {}).unwrap()
 }
 
 /// (max |Δlogit|, share of positions whose argmax agrees) between two sets of logits rows.
@@ -87,7 +87,7 @@ fn cpu_and_gpu_packed_kernels_agree_on_a_whole_model() {
 #[test]
 fn group_size_that_does_not_divide_is_a_clear_error() {
     let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
-    let e = match LoadedModel::load_with(&model_dir("tiny-gqa-f32"), &device, LoadOptions { quant: Some(QuantFormat::Q4), head_quant: None }, |_| {}) {
+    let e = match LoadedModel::load_with(&model_dir("tiny-gqa-f32"), &device, LoadOptions { quant: Some(QuantFormat::Q4), ..Default::default() }, |_| {}) {
         Ok(_) => panic!("hidden 48 is not a multiple of 32"),
         Err(e) => e.to_string(),
     };
@@ -153,7 +153,7 @@ fn packs_round_trip_and_refuse_corruption() {
     // The pack loads to the same numbers as quantizing on the fly, on every device.
     let ids = prompt("tiny-genprm");
     for (kind, device) in devices() {
-        let on_the_fly = LoadedModel::load_with(&model, &device, LoadOptions { quant: Some(QuantFormat::Q4), head_quant: Some(QuantFormat::Q8) }, |_| {}).unwrap();
+        let on_the_fly = LoadedModel::load_with(&model, &device, LoadOptions { quant: Some(QuantFormat::Q4), head_quant: Some(QuantFormat::Q8), ..Default::default() }, |_| {}).unwrap();
         let packed = LoadedModel::load(&pack, &device, |_| {}).unwrap();
         let a = block_on(genprm::score(&on_the_fly.model, &ids)).unwrap();
         let b = block_on(genprm::score(&packed.model, &ids)).unwrap();
@@ -210,7 +210,9 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                 let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.31).cos()).collect();
                 // Whole, and split into blocks of 7 rows (as matrices over the binding limit are).
                 let row_bytes = q.values_bytes().len() / rows;
-                for g in [genprm::gpu_quant::GpuQuant::upload(&q, &device), genprm::gpu_quant::GpuQuant::upload_in_blocks(&q, &device, 7 * row_bytes)] {
+                // f32 prefill (this test's tolerances are f32's; the f16 one has its own test).
+                let f32_prefill = |g: genprm::gpu_quant::GpuQuant| g.with_precision(genprm::gpu_quant::PrefillPrecision::F32).unwrap();
+                for g in [genprm::gpu_quant::GpuQuant::upload(&q, &device), genprm::gpu_quant::GpuQuant::upload_in_blocks(&q, &device, 7 * row_bytes)].map(f32_prefill) {
                     assert_eq!(g.blocks(), if g.blocks() == 1 { 1 } else { rows.div_ceil(7) });
                     let expanded: Vec<f32> = g.dequantize().into_data().try_into_vec().unwrap();
                     assert!(expanded.iter().zip(&d).all(|(a, b)| (a - b).abs() < 1e-6), "{format}: GPU expansion");
@@ -228,6 +230,94 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// f16 prefill: chosen where the GPU has f16 arithmetic (lavapipe, the GPU of these tests,
+/// reports `shaderFloat16`), refused where it has none, and close to the f32 product, with
+/// activations far beyond f16's range (the rows are scaled before rounding).
+#[test]
+fn gpu_prefill_runs_in_f16_where_the_device_has_it() {
+    use genprm::burn::tensor::{DType, Tensor, TensorData};
+    use genprm::gpu_quant::{GpuQuant, PrefillPrecision, prefill_precision, supports_f16};
+    use genprm::quant::QuantMatrix;
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            assert!(!supports_f16(&device));
+            let e = match LoadedModel::load_with(&model_dir("tiny-genprm"), &device, LoadOptions { quant: Some(QuantFormat::Q8), gpu_f16: Some(true), ..Default::default() }, |_| {}) {
+                Ok(_) => panic!("f16 prefill on the CPU device"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("f16"), "{e}");
+            continue;
+        }
+        // GENPRM_EXPECT_GPU_F16=0 waives this on a GPU without f16 arithmetic.
+        let f16 = supports_f16(&device);
+        if std::env::var("GENPRM_EXPECT_GPU_F16").as_deref() != Ok("0") {
+            assert!(f16, "the test GPU (lavapipe) reports shaderFloat16, but genprm sees no f16 support");
+        }
+        if std::env::var_os("GENPRM_GPU_F16").is_none() {
+            assert_eq!(prefill_precision(&device), if f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 });
+        }
+        let q = QuantMatrix::quantize(&[0.5; 64], 2, 32, QuantFormat::Q8, "w").unwrap();
+        if !f16 {
+            assert!(GpuQuant::upload(&q, &device).with_precision(PrefillPrecision::F16).is_err());
+            continue;
+        }
+        for format in [QuantFormat::Q8, QuantFormat::Q4] {
+            // 16 and 17 rows: the prefill path; 1536 and 8960 columns: the 1.5B widths.
+            for (rows, cols, n) in [(41usize, 64usize, 20usize), (300, 1536, 16), (7, 8960, 17)] {
+                let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.7123).sin() * 1.3) + if i % 97 == 0 { 4.0 } else { 0.0 }).collect();
+                let q = QuantMatrix::quantize(&w, rows, cols, format, "w").unwrap();
+                let d = q.dequantize();
+                // Row 0 holds values up to 3e5 (f16 ends at 65,504), row 1 values down to 1e-3.
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| (i as f32 * 0.31).cos() * match i / cols { 0 => 3e5, 1 => 1e-3, _ => 1.0 })
+                    .collect();
+                let row_bytes = q.values_bytes().len() / rows;
+                for g in [GpuQuant::upload(&q, &device), GpuQuant::upload_in_blocks(&q, &device, 7 * row_bytes)] {
+                    let g16 = g.clone().with_precision(PrefillPrecision::F16).unwrap();
+                    assert_eq!(g16.precision(), PrefillPrecision::F16);
+                    // The f16 expansion is the f32 one rounded once.
+                    let e16: Vec<f32> = g16.dequantize_as(DType::F16).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+                    assert!(e16.iter().zip(&d).all(|(a, b)| *a == half::f16::from_f32(*b).to_f32()), "{format}: f16 expansion");
+                    let run = |g: &GpuQuant| -> Vec<f32> {
+                        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device);
+                        g.matmul_t(xt).into_data().try_into_vec().unwrap()
+                    };
+                    let y16 = run(&g16);
+                    let y32 = run(&g.clone().with_precision(PrefillPrecision::F32).unwrap());
+                    for i in 0..n {
+                        for r in 0..rows {
+                            let (xs, ws) = (&x[i * cols..(i + 1) * cols], &d[r * cols..(r + 1) * cols]);
+                            let expect: f64 = xs.iter().zip(ws).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                            let magnitude: f64 = xs.iter().zip(ws).map(|(a, b)| f64::from(a.abs()) * f64::from(b.abs())).sum();
+                            let (got, got32) = (f64::from(y16[i * rows + r]), f64::from(y32[i * rows + r]));
+                            // f16 rounds x and w to 11 significant bits each: ≤ 2·2⁻¹¹ of Σ|x·w|.
+                            assert!(got.is_finite() && (got - expect).abs() <= 1.5e-3 * magnitude, "{format} f16 {rows}x{cols} n={n} [{i},{r}]: {got} vs {expect} (Σ|x·w| {magnitude})");
+                            assert!((got32 - expect).abs() <= 1e-5 * magnitude, "{format} f32 {rows}x{cols} n={n} [{i},{r}]: {got32} vs {expect}");
+                        }
+                    }
+                    // The two paths really differ: the f16 one was taken.
+                    assert!(y16.iter().zip(&y32).any(|(a, b)| a != b), "{format}: f16 and f32 prefill gave identical results");
+                }
+            }
+        }
+        // A whole model: f16 prefill keeps tiny-genprm's logits close to f32 prefill.
+        let ids = prompt("tiny-genprm");
+        assert!(ids.len() >= genprm::model::PREFILL_ROWS);
+        for format in [QuantFormat::Q8, QuantFormat::Q4] {
+            let load = |gpu_f16| LoadedModel::load_with(&model_dir("tiny-genprm"), &device, LoadOptions { quant: Some(format), gpu_f16: Some(gpu_f16), ..Default::default() }, |_| {}).unwrap();
+            let (m16, m32) = (load(true), load(false));
+            assert_eq!(m16.model.prefill_precision(), Some(PrefillPrecision::F16));
+            assert_eq!(m32.model.prefill_precision(), Some(PrefillPrecision::F32));
+            let a = block_on(genprm::score(&m16.model, &ids)).unwrap();
+            let b = block_on(genprm::score(&m32.model, &ids)).unwrap();
+            let (err, agree) = compare(&a, &b);
+            let range = b.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+            println!("tiny-genprm {format} on gpu: f16 vs f32 prefill: max |Δlogit| {err:.4} (logit range {range:.2}), top-1 agreement {agree:.3}");
+            assert!(err <= 0.01 * range && agree >= 0.97, "{format}: f16 prefill differs by {err} (range {range}), top-1 agreement {agree}");
         }
     }
 }

@@ -14,6 +14,9 @@ export interface LoadOptions {
   device?: 'gpu' | 'cpu';
   quant?: 'q4' | 'q8' | null;
   headQuant?: 'q8' | null;
+  /** f16 arithmetic in prefill on WebGPU: absent = where the adapter has shader-f16, true =
+   *  always (an error without it), false = never. */
+  gpuF16?: boolean;
 }
 
 export interface LoadProgress {
@@ -31,6 +34,9 @@ export interface ModelInfo {
   parameters: number;
   quant: string | null;
   device: string;
+  /** Prefill's arithmetic for quantized weights on WebGPU ('f16' where the adapter has
+   *  shader-f16); null on the CPU and for f32 weights. */
+  gpuPrefill: 'f16' | 'f32' | null;
 }
 
 /** The outcome of running one code block, before it is turned into the official message. */
@@ -166,6 +172,9 @@ export interface BenchResult {
   ttft_s: number;
   decode_tok_s: number;
   peak_host_mib?: number | null;
+  peak_device_mib?: number | null;
+  /** Prefill's arithmetic for quantized weights on WebGPU; null on the CPU and for f32. */
+  gpu_prefill?: 'f16' | 'f32' | null;
 }
 
 /** A model loaded by the wasm module (its `Model` class). */

@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Where to compute.
     #[arg(long, default_value = "cpu", value_name = "cpu|gpu")]
     device: DeviceKind,
+    /// f16 arithmetic in prefill's products of quantized weights on a GPU: `auto` where the GPU
+    /// has it (shader-f16), `on` (an error on a GPU without it), or `off`.
+    #[arg(long, value_enum, default_value = "auto")]
+    gpu_f16: crate::GpuF16,
     /// Sequences decoded together.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -72,7 +76,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Quant::Q8 => Some(QuantFormat::Q8),
         Quant::Q4 => Some(QuantFormat::Q4),
     };
-    let options = LoadOptions { quant, head_quant: None };
+    let options = LoadOptions { quant, gpu_f16: args.gpu_f16.option(), ..Default::default() };
     if let Some(samples) = args.maj {
         return run_maj(&args, samples, &device, options);
     }
@@ -116,6 +120,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         if let Some(m) = result.peak_device_mib {
             println!("  peak device memory (GPU pools)     {m:>9.0} MiB");
+        }
+        if let Some(p) = &result.gpu_prefill {
+            println!("  GPU prefill arithmetic             {p:>9}");
         }
     }
     Ok(())

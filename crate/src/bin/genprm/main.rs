@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use genprm::generate::block_on;
@@ -55,6 +55,32 @@ pub(crate) struct ModelArgs {
     /// Format of the embedding and lm_head when quantizing (default: as --quant).
     #[arg(long, value_name = "q4|q8", requires = "quant")]
     head_quant: Option<genprm::QuantFormat>,
+    /// f16 arithmetic in the prompt's (prefill's) products of quantized weights on a GPU: `auto`
+    /// where the GPU has it (shader-f16), `on` (an error on a GPU without it), or `off`.
+    #[arg(long, value_enum, default_value = "auto")]
+    gpu_f16: GpuF16,
+}
+
+/// The `--gpu-f16` choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum GpuF16 {
+    /// f16 where the GPU has f16 arithmetic.
+    Auto,
+    /// Always f16 (an error on a device without it).
+    On,
+    /// Always f32.
+    Off,
+}
+
+impl GpuF16 {
+    /// The choice as [`genprm::LoadOptions::gpu_f16`].
+    pub(crate) fn option(self) -> Option<bool> {
+        match self {
+            GpuF16::Auto => None,
+            GpuF16::On => Some(true),
+            GpuF16::Off => Some(false),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -153,7 +179,7 @@ pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
             .context("progress bar template")?
             .progress_chars("=> "),
     );
-    let options = genprm::LoadOptions { quant: args.quant, head_quant: args.head_quant };
+    let options = genprm::LoadOptions { quant: args.quant, head_quant: args.head_quant, gpu_f16: args.gpu_f16.option() };
     let model = LoadedModel::load_with(&args.model, &device, options, |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
