@@ -131,9 +131,9 @@ pub struct BenchResult {
     /// Peak GPU memory genprm reserved (weights, KV cache, activations, scratch), sampled after
     /// loading, prefill and decode; `None` on the CPU device.
     pub peak_device_mib: Option<f64>,
-    /// The arithmetic of prefill's products of quantized weights on a GPU (`"f16"` where the
-    /// GPU has it, else `"f32"`); `None` on the CPU device and for f32 weights.
-    pub gpu_prefill: Option<String>,
+    /// Whether the model ran in f16 mode on the GPU (f16 prefill products and KV cache, for
+    /// quantized weights where the GPU has f16 arithmetic); `None` on the CPU device.
+    pub gpu_f16: Option<bool>,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -223,18 +223,8 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         decode_tok_s: (batch * new_tokens) as f64 / decode_s.max(1e-9),
         peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
         peak_device_mib,
-        gpu_prefill: gpu_prefill(&model),
+        gpu_f16: (*device != burn::tensor::Device::flex()).then(|| model.gpu_f16()),
     })
-}
-
-fn gpu_prefill(model: &Qwen2Model) -> Option<String> {
-    #[cfg(feature = "wgpu")]
-    return model.prefill_precision().map(|p| p.to_string());
-    #[cfg(not(feature = "wgpu"))]
-    {
-        let _ = model;
-        None
-    }
 }
 
 /// Memory the GPU pools reserved, in MiB (`None` on the CPU device or without GPU support).

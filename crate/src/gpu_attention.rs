@@ -16,14 +16,15 @@ mod kernels {
     use cubecl::prelude::*;
 
     /// One cube per (row, query head). `keys`/`values` are the whole cache,
-    /// `[rows · kv_heads · capacity, d]`; `lens[i]` is how many positions row `first + i` holds
-    /// (the new one included); `probs` is scratch, `[n · heads · capacity]`.
+    /// `[rows · kv_heads · capacity, d]`, in f32 or f16 (`KV`; read into f32 arithmetic);
+    /// `lens[i]` is how many positions row `first + i` holds (the new one included); `probs` is
+    /// scratch, `[n · heads · capacity]`.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
-    pub fn decode_attention_kernel(
+    pub fn decode_attention_kernel<KV: Float>(
         q: &Tensor<f32>,
-        keys: &Tensor<f32>,
-        values: &Tensor<f32>,
+        keys: &Tensor<KV>,
+        values: &Tensor<KV>,
         lens: &Tensor<i32>,
         probs: &mut Tensor<f32>,
         out: &mut Tensor<f32>,
@@ -50,7 +51,7 @@ mod kernels {
         while t < len {
             let mut s = 0.0f32;
             for j in 0..d {
-                s += q[(qbase + j) as usize] * keys[((kbase + t) * d + j) as usize];
+                s += q[(qbase + j) as usize] * f32::cast_from(keys[((kbase + t) * d + j) as usize]);
             }
             s = s * scale;
             probs[(pbase + t) as usize] = s;
@@ -86,7 +87,7 @@ mod kernels {
         while j < d {
             let mut acc = 0.0f32;
             for t in 0..len {
-                acc += probs[(pbase + t) as usize] * values[((kbase + t) * d + j) as usize];
+                acc += probs[(pbase + t) as usize] * f32::cast_from(values[((kbase + t) * d + j) as usize]);
             }
             out[(qbase + j) as usize] = acc / total;
             j += units;
@@ -97,8 +98,8 @@ mod kernels {
 use kernels::decode_attention_kernel;
 
 /// Attention of one new position per row: `q` is `[n, heads, d]`; `keys`/`values` the whole
-/// cache `[rows · kv_heads · capacity, d]`; `lens[i]` the positions row `first + i` attends to.
-/// Returns `[n, heads, d]`.
+/// cache `[rows · kv_heads · capacity, d]`, f32 or f16; `lens[i]` the positions row `first + i`
+/// attends to. Returns `[n, heads, d]` in f32.
 pub fn decode_attention(q: Tensor<3>, keys: &Tensor<2>, values: &Tensor<2>, first: usize, lens: &[usize], kv_heads: usize, capacity: usize) -> Tensor<3> {
     let [n, heads, d] = q.dims();
     let device = q.device();
@@ -111,25 +112,21 @@ pub fn decode_attention(q: Tensor<3>, keys: &Tensor<2>, values: &Tensor<2>, firs
     let client = q.client.clone();
     let probs = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([n * heads * capacity]), DType::F32);
     let out = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([n, heads, d]), DType::F32);
-    let cubes = (n * heads) as u32;
-    decode_attention_kernel::launch(
-        &client,
-        cubecl::CubeCount::Static(cubes, 1, 1),
-        CubeDim::new_1d(UNITS),
-        q.into_tensor_arg(),
-        keys.into_tensor_arg(),
-        values.into_tensor_arg(),
-        lens.into_tensor_arg(),
-        probs.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        first as u32,
-        heads as u32,
-        kv_heads as u32,
-        capacity as u32,
-        d as u32,
-        1.0 / (d as f32).sqrt(),
-        UNITS,
-    );
+    let kv_dtype = keys.dtype;
+    let cube_count = cubecl::CubeCount::Static((n * heads) as u32, 1, 1);
+    let (q, keys, values, lens, probs) = (q.into_tensor_arg(), keys.into_tensor_arg(), values.into_tensor_arg(), lens.into_tensor_arg(), probs.into_tensor_arg());
+    let out_arg = out.clone().into_tensor_arg();
+    let scale = 1.0 / (d as f32).sqrt();
+    let (first, heads, kv_heads, capacity, d) = (first as u32, heads as u32, kv_heads as u32, capacity as u32, d as u32);
+    let dim = CubeDim::new_1d(UNITS);
+    match kv_dtype {
+        DType::F16 => decode_attention_kernel::launch::<half::f16>(
+            &client, cube_count, dim, q, keys, values, lens, probs, out_arg, first, heads, kv_heads, capacity, d, scale, UNITS,
+        ),
+        _ => decode_attention_kernel::launch::<f32>(
+            &client, cube_count, dim, q, keys, values, lens, probs, out_arg, first, heads, kv_heads, capacity, d, scale, UNITS,
+        ),
+    }
     Tensor::from_primitive::<Cube>(out)
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
 use crate::error::{Error, Result};
@@ -190,9 +190,11 @@ pub struct LoadOptions {
     pub quant: Option<QuantFormat>,
     /// A different format for the embedding and lm_head (e.g. q8 with a q4 model).
     pub head_quant: Option<QuantFormat>,
-    /// f16 arithmetic in the prefill products of quantized weights on a GPU: `None` where the
-    /// device has it (unless `GENPRM_GPU_F16=off`), `Some(false)` never, `Some(true)` always
-    /// (loading fails on a device without f16 arithmetic). Decode and f32 weights stay f32.
+    /// f16 on a GPU with quantized weights, for the prefill products (f16 operands, f32 sums)
+    /// and the KV cache (stored in f16, attended to in f32): `None` where the device has f16
+    /// arithmetic (unless `GENPRM_GPU_F16=off`), `Some(false)` never, `Some(true)` always
+    /// (loading fails on a device without it). Activations, decode products and f32 weights
+    /// stay f32.
     pub gpu_f16: Option<bool>,
 }
 
@@ -223,7 +225,7 @@ pub const KV_CACHE_STEP: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     /// Per layer, keys and values `[rows * kv_heads * capacity, head_dim]`, ordered by
-    /// (row, head, position).
+    /// (row, head, position); f32, or f16 on a GPU in f16 mode ([`Qwen2Model::kv_dtype`]).
     layers: Vec<Option<(Tensor<2>, Tensor<2>)>>,
     rows: usize,
     capacity: usize,
@@ -266,6 +268,11 @@ impl KvCache {
         self.capacity
     }
 
+    /// The element type keys and values are stored in (`None` before the first forward pass).
+    pub fn dtype(&self) -> Option<DType> {
+        self.layers.iter().flatten().next().map(|(k, _)| k.dtype())
+    }
+
     /// Keeps only the first `len` positions of every row (a later forward continues from there).
     pub fn truncate(&mut self, len: usize) {
         for l in &mut self.lens {
@@ -298,7 +305,8 @@ impl KvCache {
             return Ok(());
         };
         let (heads, head_dim) = (self.heads(), self.layers.iter().flatten().next().map_or(0, |(k, _)| k.dims()[1]));
-        self.reserve(self.layers.len(), to + 1, self.capacity, heads, head_dim, &device)?;
+        let dtype = self.dtype().unwrap_or(DType::F32);
+        self.reserve(self.layers.len(), to + 1, self.capacity, heads, head_dim, dtype, &device)?;
         let capacity = self.capacity;
         let index = |row: usize| -> Vec<i64> {
             (0..heads).flat_map(|h| (0..len).map(move |p| ((row * heads + h) * capacity + p) as i64)).collect()
@@ -353,12 +361,13 @@ impl KvCache {
         }
     }
 
-    /// Grows the storage to at least `rows` rows of `positions` positions (zero-filled, so the
-    /// masked-out positions attention multiplies by zero are finite).
-    fn reserve(&mut self, layers: usize, rows: usize, positions: usize, heads: usize, head_dim: usize, device: &Device) -> Result<()> {
+    /// Grows the storage to at least `rows` rows of `positions` positions of `dtype`
+    /// (zero-filled, so the masked-out positions attention multiplies by zero are finite).
+    #[allow(clippy::too_many_arguments)]
+    fn reserve(&mut self, layers: usize, rows: usize, positions: usize, heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Result<()> {
         let capacity = positions.div_ceil(KV_CACHE_STEP) * KV_CACHE_STEP;
         // One layer's keys are one tensor: on a GPU it must fit one buffer binding.
-        let bytes = rows.max(self.rows) * heads * capacity.max(self.capacity).max(KV_CACHE_STEP) * head_dim * 4;
+        let bytes = rows.max(self.rows) * heads * capacity.max(self.capacity).max(KV_CACHE_STEP) * head_dim * dtype.size();
         if *device != Device::flex() && bytes > MAX_BINDING_BYTES {
             return Err(Error::KvCacheTooLarge {
                 rows: rows.max(self.rows),
@@ -367,12 +376,12 @@ impl KvCache {
                 limit_mib: MAX_BINDING_BYTES >> 20,
             });
         }
-        if self.layers.len() != layers || self.heads() != heads && self.rows * self.capacity > 0 {
+        if self.layers.len() != layers || self.heads() != heads && self.rows * self.capacity > 0 || self.dtype().is_some_and(|d| d != dtype) {
             self.clear();
         }
         if self.layers.is_empty() {
             let (rows, capacity) = (rows.max(1), capacity.max(KV_CACHE_STEP));
-            let zeros = || Tensor::<2>::zeros([rows * heads * capacity, head_dim], device);
+            let zeros = || Tensor::<2>::zeros([rows * heads * capacity, head_dim], (device, dtype));
             self.layers = (0..layers).map(|_| Some((zeros(), zeros()))).collect();
             self.rows = rows;
             self.capacity = capacity;
@@ -385,7 +394,7 @@ impl KvCache {
             let r = self.rows * heads;
             let grow = |t: Tensor<2>| {
                 let t = t.reshape([r, old, head_dim]);
-                Tensor::cat(vec![t, Tensor::<3>::zeros([r, extra, head_dim], device)], 1).reshape([r * capacity, head_dim])
+                Tensor::cat(vec![t, Tensor::<3>::zeros([r, extra, head_dim], (device, dtype))], 1).reshape([r * capacity, head_dim])
             };
             for slot in &mut self.layers {
                 if let Some((k, v)) = slot.take() {
@@ -396,7 +405,7 @@ impl KvCache {
         }
         if rows > self.rows {
             let extra = (rows - self.rows) * heads * self.capacity;
-            let grow = |t: Tensor<2>| Tensor::cat(vec![t, Tensor::<2>::zeros([extra, head_dim], device)], 0);
+            let grow = |t: Tensor<2>| Tensor::cat(vec![t, Tensor::<2>::zeros([extra, head_dim], (device, dtype))], 0);
             for slot in &mut self.layers {
                 if let Some((k, v)) = slot.take() {
                     *slot = Some((grow(k), grow(v)));
@@ -626,6 +635,8 @@ pub struct Qwen2Model {
     norm: RmsNorm,
     /// `None` when the head is tied to the embedding.
     lm_head: Option<Linear>,
+    /// What the KV cache stores keys and values in.
+    kv_dtype: DType,
 }
 
 impl Qwen2Model {
@@ -702,7 +713,26 @@ impl Qwen2Model {
         let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
         let lm_head =
             if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
-        Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
+        let mut model = Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head, kv_dtype: DType::F32 };
+        if model.gpu_f16() {
+            model.kv_dtype = DType::F16;
+        }
+        Ok(model)
+    }
+
+    /// Whether the model runs in f16 mode ([`LoadOptions::gpu_f16`]: f16 prefill products and
+    /// KV cache): quantized weights on a GPU with f16 arithmetic, unless turned off.
+    pub fn gpu_f16(&self) -> bool {
+        #[cfg(feature = "wgpu")]
+        return self.prefill_precision() == Some(crate::gpu_quant::PrefillPrecision::F16);
+        #[cfg(not(feature = "wgpu"))]
+        false
+    }
+
+    /// The element type of the KV cache's keys and values: f16 in f16 mode
+    /// ([`LoadOptions::gpu_f16`]), else f32.
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
     }
 
     /// The arithmetic of prefill's products on a GPU with quantized weights (`None` on the CPU
@@ -791,7 +821,7 @@ impl Qwen2Model {
         }
         let past: Vec<usize> = (0..n).map(|r| cache.row_len(first + r)).collect();
         let needed = past.iter().map(|p| p + seq).max().unwrap_or(seq);
-        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), &self.device)?;
+        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), self.kv_dtype, &self.device)?;
         for (r, &p) in past.iter().enumerate() {
             cache.written(first + r, p);
         }
@@ -931,8 +961,8 @@ impl Qwen2Model {
 
         // Write the new keys and values in place, then attend over the rows' whole storage.
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
-        let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
-        let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+        let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]).cast(self.kv_dtype), IndexingUpdateOp::Assign);
+        let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]).cast(self.kv_dtype), IndexingUpdateOp::Assign);
         let Some(mask) = mask else {
             // A fused decode kernel (one new position per row).
             let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
@@ -965,6 +995,8 @@ impl Qwen2Model {
         }
         // Grouped-query attention without copying keys: the `groups` query heads that share a
         // key/value head are stacked along the query axis, rows ordered (group, position).
+        // An f16 cache is read in f32.
+        let (keys, values) = (keys.cast(DType::F32), values.cast(DType::F32));
         let q = q.reshape([n, kvh, groups * seq, d]);
         let scores = q.matmul(keys.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()); // [n, kvh, g*seq, cap]
         let scores = (scores.reshape([n, kvh, groups, seq, cap]) + mask.clone()).reshape([n, kvh, groups * seq, cap]);
@@ -1007,7 +1039,7 @@ mod tests {
     #[test]
     fn copied_prefixes_are_tracked_until_either_row_is_rewritten() {
         let mut c = KvCache::new();
-        c.reserve(1, 4, 16, 1, 2, &Device::flex()).unwrap();
+        c.reserve(1, 4, 16, 1, 2, DType::F32, &Device::flex()).unwrap();
         c.lens[0] = 10;
         c.copy_prefix(0, 1, 8).unwrap();
         assert_eq!(c.shared_prefix(1), Some((0, 8)));

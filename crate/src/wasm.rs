@@ -324,8 +324,9 @@ struct WebLoadOptions {
     quant: Option<String>,
     #[serde(default)]
     head_quant: Option<String>,
-    /// f16 arithmetic in prefill on WebGPU: absent where the adapter has `shader-f16`,
-    /// `true` always (an error without it), `false` never.
+    /// f16 mode on WebGPU (prefill products and KV cache in f16, for quantized weights):
+    /// absent where the adapter has `shader-f16`, `true` always (an error without it), `false`
+    /// never.
     #[serde(default)]
     gpu_f16: Option<bool>,
 }
@@ -554,7 +555,7 @@ impl Model {
             "parameters": parameters,
             "quant": self.inner.quant,
             "device": self.inner.device,
-            "gpuPrefill": self.inner.model.prefill_precision(),
+            "gpuF16": self.inner.model.gpu_f16(),
         }))
     }
 

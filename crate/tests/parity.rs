@@ -171,46 +171,54 @@ fn sampling_is_reproducible_for_a_seed_and_varies_across_seeds() {
 }
 
 /// The fused GPU decode-attention kernel against plain Rust: rows at different lengths, grouped
-/// heads, a cache row offset, lengths past the kernel's unit count.
+/// heads, a cache row offset, lengths past the kernel's unit count; with an f32 cache and, where
+/// the GPU has f16 arithmetic, an f16 one (against the same values rounded to f16).
 #[test]
 fn fused_gpu_decode_attention_equals_a_reference() {
-    use genprm::burn::tensor::{Tensor, TensorData};
+    use genprm::burn::tensor::{DType, Tensor, TensorData};
     for (kind, device) in devices() {
         if kind == genprm::DeviceKind::Cpu {
             continue;
         }
-        let (rows, first, n, heads, kv_heads, d, cap) = (4usize, 1usize, 3usize, 4usize, 2usize, 16usize, 256usize);
-        let lens = [1usize, 70, 200];
-        let val = |i: usize, salt: f32| (i as f32 * 0.618 + salt).sin() * 1.7;
-        let q: Vec<f32> = (0..n * heads * d).map(|i| val(i, 0.3)).collect();
-        let keys: Vec<f32> = (0..rows * kv_heads * cap * d).map(|i| val(i, 1.1)).collect();
-        let values: Vec<f32> = (0..rows * kv_heads * cap * d).map(|i| val(i, 2.9)).collect();
-        let got: Vec<f32> = genprm::gpu_attention::decode_attention(
-            Tensor::<3>::from_data(TensorData::new(q.clone(), [n, heads, d]), &device),
-            &Tensor::<2>::from_data(TensorData::new(keys.clone(), [rows * kv_heads * cap, d]), &device),
-            &Tensor::<2>::from_data(TensorData::new(values.clone(), [rows * kv_heads * cap, d]), &device),
-            first,
-            &lens,
-            kv_heads,
-            cap,
-        )
-        .into_data()
-        .try_into_vec()
-        .unwrap();
-        for i in 0..n {
-            for h in 0..heads {
-                let kv = h / (heads / kv_heads);
-                let base = ((first + i) * kv_heads + kv) * cap;
-                let qv = &q[(i * heads + h) * d..][..d];
-                let scores: Vec<f64> = (0..lens[i])
-                    .map(|t| qv.iter().zip(&keys[(base + t) * d..][..d]).map(|(a, b)| f64::from(a * b)).sum::<f64>() / (d as f64).sqrt())
-                    .collect();
-                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
-                for j in 0..d {
-                    let want: f64 = scores.iter().enumerate().map(|(t, s)| (s - max).exp() / total * f64::from(values[(base + t) * d + j])).sum();
-                    let g = f64::from(got[(i * heads + h) * d + j]);
-                    assert!((g - want).abs() < 1e-4, "row {i} head {h} dim {j}: {g} vs {want}");
+        let kv_types = if genprm::gpu_quant::supports_f16(&device) { vec![DType::F32, DType::F16] } else { vec![DType::F32] };
+        for kv_dtype in kv_types {
+            let (rows, first, n, heads, kv_heads, d, cap) = (4usize, 1usize, 3usize, 4usize, 2usize, 16usize, 256usize);
+            let lens = [1usize, 70, 200];
+            let val = |i: usize, salt: f32| (i as f32 * 0.618 + salt).sin() * 1.7;
+            let stored = |x: f32| if kv_dtype == DType::F16 { half::f16::from_f32(x).to_f32() } else { x };
+            let q: Vec<f32> = (0..n * heads * d).map(|i| val(i, 0.3)).collect();
+            let keys: Vec<f32> = (0..rows * kv_heads * cap * d).map(|i| stored(val(i, 1.1))).collect();
+            let values: Vec<f32> = (0..rows * kv_heads * cap * d).map(|i| stored(val(i, 2.9))).collect();
+            let cache = |x: &[f32]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), [rows * kv_heads * cap, d]), &device).cast(kv_dtype);
+            let (kt, vt) = (cache(&keys), cache(&values));
+            assert_eq!(kt.dtype(), kv_dtype);
+            let got: Vec<f32> = genprm::gpu_attention::decode_attention(
+                Tensor::<3>::from_data(TensorData::new(q.clone(), [n, heads, d]), &device),
+                &kt,
+                &vt,
+                first,
+                &lens,
+                kv_heads,
+                cap,
+            )
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+            for i in 0..n {
+                for h in 0..heads {
+                    let kv = h / (heads / kv_heads);
+                    let base = ((first + i) * kv_heads + kv) * cap;
+                    let qv = &q[(i * heads + h) * d..][..d];
+                    let scores: Vec<f64> = (0..lens[i])
+                        .map(|t| qv.iter().zip(&keys[(base + t) * d..][..d]).map(|(a, b)| f64::from(a * b)).sum::<f64>() / (d as f64).sqrt())
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                    for j in 0..d {
+                        let want: f64 = scores.iter().enumerate().map(|(t, s)| (s - max).exp() / total * f64::from(values[(base + t) * d + j])).sum();
+                        let g = f64::from(got[(i * heads + h) * d + j]);
+                        assert!((g - want).abs() < 1e-4, "{kv_dtype:?} cache: row {i} head {h} dim {j}: {g} vs {want}");
+                    }
                 }
             }
         }

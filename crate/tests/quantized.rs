@@ -234,11 +234,12 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
     }
 }
 
-/// f16 prefill: chosen where the GPU has f16 arithmetic (lavapipe, the GPU of these tests,
-/// reports `shaderFloat16`), refused where it has none, and close to the f32 product, with
-/// activations far beyond f16's range (the rows are scaled before rounding).
+/// f16 mode: chosen where the GPU has f16 arithmetic (lavapipe, the GPU of these tests, reports
+/// `shaderFloat16`), refused where it has none; the f16 prefill product is close to the f32 one
+/// with activations far beyond f16's range (the rows are scaled before rounding), and a whole
+/// model with an f16 KV cache stays close to f32 mode.
 #[test]
-fn gpu_prefill_runs_in_f16_where_the_device_has_it() {
+fn gpu_f16_mode_where_the_device_has_it() {
     use genprm::burn::tensor::{DType, Tensor, TensorData};
     use genprm::gpu_quant::{GpuQuant, PrefillPrecision, prefill_precision, supports_f16};
     use genprm::quant::QuantMatrix;
@@ -304,20 +305,39 @@ fn gpu_prefill_runs_in_f16_where_the_device_has_it() {
                 }
             }
         }
-        // A whole model: f16 prefill keeps tiny-genprm's logits close to f32 prefill.
+        // A whole model in f16 mode (f16 prefill products, f16 KV cache) against f32 mode:
+        // tiny-genprm's logits for a prompt prefilled in one pass, then for every position of
+        // a prefill of 16 followed by one-token decode steps (the fused kernel over the cache).
         let ids = prompt("tiny-genprm");
-        assert!(ids.len() >= genprm::model::PREFILL_ROWS);
+        assert!(ids.len() >= genprm::model::PREFILL_ROWS + 8);
         for format in [QuantFormat::Q8, QuantFormat::Q4] {
             let load = |gpu_f16| LoadedModel::load_with(&model_dir("tiny-genprm"), &device, LoadOptions { quant: Some(format), gpu_f16: Some(gpu_f16), ..Default::default() }, |_| {}).unwrap();
             let (m16, m32) = (load(true), load(false));
-            assert_eq!(m16.model.prefill_precision(), Some(PrefillPrecision::F16));
-            assert_eq!(m32.model.prefill_precision(), Some(PrefillPrecision::F32));
-            let a = block_on(genprm::score(&m16.model, &ids)).unwrap();
-            let b = block_on(genprm::score(&m32.model, &ids)).unwrap();
-            let (err, agree) = compare(&a, &b);
-            let range = b.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-            println!("tiny-genprm {format} on gpu: f16 vs f32 prefill: max |Δlogit| {err:.4} (logit range {range:.2}), top-1 agreement {agree:.3}");
-            assert!(err <= 0.01 * range && agree >= 0.97, "{format}: f16 prefill differs by {err} (range {range}), top-1 agreement {agree}");
+            assert_eq!((m16.model.prefill_precision(), m16.model.kv_dtype()), (Some(PrefillPrecision::F16), DType::F16));
+            assert_eq!((m32.model.prefill_precision(), m32.model.kv_dtype()), (Some(PrefillPrecision::F32), DType::F32));
+            let stepwise = |m: &LoadedModel| -> Vec<Vec<f32>> {
+                let mut cache = genprm::KvCache::new();
+                let v = m.model.vocab_size();
+                let mut rows = Vec::new();
+                let mut pos = 0;
+                while pos < ids.len() {
+                    let chunk = if pos == 0 { genprm::model::PREFILL_ROWS } else { 1 };
+                    let t = m.model.forward(&ids[pos..pos + chunk], 1, &mut cache, genprm::LogitsFor::All).unwrap();
+                    rows.extend(t.into_data().try_into_vec::<f32>().unwrap().chunks(v).map(<[f32]>::to_vec));
+                    pos += chunk;
+                }
+                assert_eq!(cache.dtype(), Some(m.model.kv_dtype()));
+                rows
+            };
+            for (what, a, b) in [
+                ("one prefill", block_on(genprm::score(&m16.model, &ids)).unwrap(), block_on(genprm::score(&m32.model, &ids)).unwrap()),
+                ("prefill then decode", stepwise(&m16), stepwise(&m32)),
+            ] {
+                let (err, agree) = compare(&a, &b);
+                let range = b.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+                println!("tiny-genprm {format} on gpu, {what}: f16 vs f32 mode: max |Δlogit| {err:.4} (logit range {range:.2}), top-1 agreement {agree:.3}");
+                assert!(err <= 0.01 * range && agree >= 0.97, "{format}, {what}: f16 mode differs by {err} (range {range}), top-1 agreement {agree}");
+            }
         }
     }
 }

@@ -14,8 +14,8 @@ export interface LoadOptions {
   device?: 'gpu' | 'cpu';
   quant?: 'q4' | 'q8' | null;
   headQuant?: 'q8' | null;
-  /** f16 arithmetic in prefill on WebGPU: absent = where the adapter has shader-f16, true =
-   *  always (an error without it), false = never. */
+  /** f16 mode on WebGPU with quantized weights (prompt products and KV cache in f16): absent =
+   *  where the adapter has shader-f16, true = always (an error without it), false = never. */
   gpuF16?: boolean;
 }
 
@@ -34,9 +34,9 @@ export interface ModelInfo {
   parameters: number;
   quant: string | null;
   device: string;
-  /** Prefill's arithmetic for quantized weights on WebGPU ('f16' where the adapter has
-   *  shader-f16); null on the CPU and for f32 weights. */
-  gpuPrefill: 'f16' | 'f32' | null;
+  /** Whether the model runs in f16 mode: prompt products and KV cache in f16 (quantized
+   *  weights on a WebGPU adapter with shader-f16, unless turned off with gpuF16: false). */
+  gpuF16: boolean;
 }
 
 /** The outcome of running one code block, before it is turned into the official message. */
@@ -173,8 +173,8 @@ export interface BenchResult {
   decode_tok_s: number;
   peak_host_mib?: number | null;
   peak_device_mib?: number | null;
-  /** Prefill's arithmetic for quantized weights on WebGPU; null on the CPU and for f32. */
-  gpu_prefill?: 'f16' | 'f32' | null;
+  /** Whether the model ran in f16 mode on WebGPU; null on the CPU. */
+  gpu_f16?: boolean | null;
 }
 
 /** A model loaded by the wasm module (its `Model` class). */

@@ -114,7 +114,7 @@ async function run(): Promise<void> {
       h('td', { text: f(result.load_s) }), h('td', { text: f(result.first_call_s) }), h('td', { text: f(result.ttft_s, 3) }),
       h('td', { text: f(result.prefill_tok_s, 1) }), h('td', { text: f(result.decode_tok_s, 1) })));
     copyButton.disabled = false;
-    status.textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s: decode ${f(result.decode_tok_s, 1)} tokens/s, prefill ${f(result.prefill_tok_s, 1)} tokens/s${result.gpu_prefill ? ` (prefill products in ${result.gpu_prefill})` : ''}.`;
+    status.textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s: decode ${f(result.decode_tok_s, 1)} tokens/s, prefill ${f(result.prefill_tok_s, 1)} tokens/s${result.gpu_f16 ? ' (f16 mode)' : ''}.`;
     status.dataset.state = 'done';
   } catch (e) {
     status.textContent = 'The benchmark failed.';

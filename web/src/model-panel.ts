@@ -158,7 +158,7 @@ export class ModelPanel {
       const i = this.info!;
       this.weightsBar.done('loaded');
       if (this.downloadBar.el.hidden === false) this.downloadBar.done(this.downloadSummary());
-      this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? 'the CPU' : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}${i.gpuPrefill === 'f16' ? ', prompts multiplied in f16 (shader-f16)' : ''}.`;
+      this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? 'the CPU' : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}${i.gpuF16 ? ', in f16 mode (shader-f16: prompt products and KV cache in f16)' : ''}.`;
       this.infoLine.dataset.loaded = 'true';
       this.onModel(model);
     } catch (e) {

@@ -121,8 +121,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(m) = result.peak_device_mib {
             println!("  peak device memory (GPU pools)     {m:>9.0} MiB");
         }
-        if let Some(p) = &result.gpu_prefill {
-            println!("  GPU prefill arithmetic             {p:>9}");
+        if let Some(f16) = result.gpu_f16 {
+            println!("  GPU f16 mode (prefill, KV cache)   {:>9}", if f16 { "on" } else { "off" });
         }
     }
     Ok(())
