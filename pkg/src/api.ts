@@ -28,6 +28,9 @@ export interface LoadModelOptions {
   /** Weights in memory: q4 (default for downloaded models), q8, or null (as stored, in f32; the demo model's default). */
   quant?: 'q4' | 'q8' | null;
   headQuant?: 'q8' | null;
+  /** f16 mode on WebGPU for quantized weights (prompt products and KV cache in f16): by default
+   *  where the adapter has shader-f16; true requires it, false keeps f32. */
+  gpuF16?: boolean;
   /** Keep downloads in the browser's Cache API for offline reloads (default true). */
   cache?: boolean;
   signal?: AbortSignal;
@@ -80,6 +83,7 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
     device,
     quant: options.quant !== undefined ? options.quant : isDemo ? null : 'q4',
     headQuant: options.headQuant ?? null,
+    ...(options.gpuF16 === undefined ? {} : { gpuF16: options.gpuF16 }),
   };
   let model: WasmModel;
   try {

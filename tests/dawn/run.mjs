@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+// f16 mode of the browser build under Dawn, Chrome's WebGPU implementation: headless Chromium
+// here has only SwiftShader, which lacks `shader-f16`, so the browser tests cannot reach the f16
+// shaders. Dawn's Node binding (npm `webgpu`) with its null backend offers `shader-f16` and runs
+// Tint, Chrome's WGSL compiler, on every shader genprm's wasm module creates (results are not
+// computed; native lavapipe tests check the numbers). Each case runs in its own process.
+// Prints `dawn tests: P passed, F failed, S skipped`; exit status 1 when a case fails.
+//   node tests/dawn/run.mjs [--require-all]   (after scripts/build-wasm and npm ci --prefix web)
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const here = fileURLToPath(new URL('.', import.meta.url));
+let passed = 0, failed = 0, skipped = 0;
+const summary = () => console.log(`dawn tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+
+// Why the cases cannot run, and whether that fails the run under --require-all (a missing build
+// does; a Dawn binary that does not load on this platform is a skip, as the kernel tests' tools).
+function dawnMissing() {
+  if (!existsSync(join(REPO, 'pkg', 'wasm', 'genprm_bg.wasm'))) return { why: 'pkg/wasm is missing (scripts/build-wasm)', fatal: true };
+  try {
+    const require = createRequire(join(REPO, 'web', 'package.json'));
+    const { create } = require('webgpu');
+    create(['backend=null']);
+  } catch (e) {
+    return { why: `Dawn's Node binding (npm webgpu) does not load here: ${String(e?.message ?? e).split('\n')[0]}`, fatal: false };
+  }
+  return null;
+}
+
+function run(spec) {
+  const p = spawnSync(process.execPath, [join(here, 'case.mjs'), JSON.stringify(spec)], { encoding: 'utf8', timeout: 600_000 });
+  const line = (p.stdout ?? '').split('\n').find((l) => l.startsWith('RESULT '));
+  const output = `${p.stdout ?? ''}${p.stderr ?? ''}`;
+  return { result: line ? JSON.parse(line.slice(7)) : null, status: p.status, output };
+}
+
+const cases = [
+  {
+    name: 'q8 prefill and decode in f16 mode (default where the adapter has shader-f16): every shader valid',
+    spec: { kind: 'bench', quant: 'q8' },
+    check: ({ result }) => result?.ok && result.shaderF16 === true && result.gpu_f16 === true,
+  },
+  {
+    name: 'q4 prefill and decode in f16 mode: every shader valid',
+    spec: { kind: 'bench', quant: 'q4' },
+    check: ({ result }) => result?.ok && result.gpu_f16 === true,
+  },
+  {
+    name: 'Model.load of tiny-genprm (q4) reports f16 mode; gpuF16: false turns it off',
+    spec: { kind: 'load', quant: 'q4' },
+    check: ({ result }) => result?.ok && result.info.gpuF16 === true,
+    then: { spec: { kind: 'load', quant: 'q4', gpuF16: false }, check: ({ result }) => result?.ok && result.info.gpuF16 === false },
+  },
+  {
+    name: 'control: a device without shader-f16 rejects the f16 shaders (so a Tint error would fail the cases above)',
+    spec: { kind: 'bench', quant: 'q8', stripF16: true },
+    check: ({ result, status, output }) => !result?.ok && (status !== 0 || result) && /ShaderModule|f16/.test(output),
+  },
+];
+
+const missing = dawnMissing();
+if (missing) {
+  console.log(`SKIP dawn: ${missing.why}`);
+  skipped = cases.length;
+  summary();
+  process.exit(missing.fatal && process.argv.includes('--require-all') ? 1 : 0);
+}
+for (const c of cases) {
+  const t0 = Date.now();
+  let ok = true, last;
+  for (const step of [c, c.then].filter(Boolean)) {
+    last = run(step.spec);
+    if (!step.check(last)) { ok = false; break; }
+  }
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  if (ok) {
+    passed++;
+    console.log(`ok   dawn › ${c.name} (${secs} s)`);
+  } else {
+    failed++;
+    console.log(`FAIL dawn › ${c.name} (${secs} s)\n${last.output.split('\n').filter((l) => !l.includes('XDG_RUNTIME_DIR')).slice(0, 40).join('\n')}`);
+  }
+}
+summary();
+process.exit(failed ? 1 : 0);
