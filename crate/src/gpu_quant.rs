@@ -190,6 +190,33 @@ mod kernels {
         }
     }
 
+    /// The embedding lookup from the packed table: `out[i, c]` is column `c` of row `ids[i]`,
+    /// expanded, for the ids this block holds (rows `start..start + rows`; the other blocks
+    /// write the other ids). Only the looked-up rows are read.
+    #[cube(launch)]
+    pub fn gather_kernel(
+        words: &Tensor<i32>,
+        scales: &Tensor<f32>,
+        ids: &Tensor<i32>,
+        out: &mut Tensor<f32>,
+        n: u32,
+        start: u32,
+        rows: u32,
+        cols: u32,
+        #[comptime] bits: u32,
+    ) {
+        let per_word = comptime!(32 / bits);
+        let pos = ABSOLUTE_POS as u32;
+        if pos < n * cols {
+            let id = u32::cast_from(ids[(pos / cols) as usize]);
+            if id >= start && id < start + rows {
+                let at = (id - start) * cols + pos % cols;
+                let word = words[(at / per_word) as usize];
+                out[pos as usize] = f32::cast_from(level(word, at % per_word, bits)) * scales[(at / 32) as usize];
+            }
+        }
+    }
+
     /// Expands packed levels to float weights (f32 or f16), one weight per unit (for prefill,
     /// where a dense matrix product over many rows beats re-reading packed groups per row).
     /// The product is formed in f32 and rounded once.
@@ -205,7 +232,7 @@ mod kernels {
     }
 }
 
-use kernels::{dequant_kernel, quant_matmul_kernel, quant_matvec_kernel};
+use kernels::{dequant_kernel, gather_kernel, quant_matmul_kernel, quant_matvec_kernel};
 
 impl GpuQuant {
     /// Uploads a quantized matrix, still packed, in blocks of at most
@@ -291,6 +318,46 @@ impl GpuQuant {
         match dtype {
             DType::F16 => dequant_kernel::launch::<half::f16>(&client, cube_count, cube_dim, words, scales, out_arg, total as u32, self.bits()),
             _ => dequant_kernel::launch::<f32>(&client, cube_count, cube_dim, words, scales, out_arg, total as u32, self.bits()),
+        }
+        Tensor::from_primitive::<Cube>(out)
+    }
+
+    /// Rows `ids` expanded to f32, `[ids.len(), cols]` (the embedding lookup), read from the
+    /// packed blocks on the GPU: the table is never expanded and no host copy is needed.
+    /// Every id must be below [`GpuQuant::rows`].
+    pub fn gather(&self, ids: &[u32]) -> Tensor<2> {
+        let device = self.blocks[0].words.device();
+        let n = ids.len();
+        let ids_host: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        let id_tensor = Tensor::<1, Int>::from_data(TensorData::new(ids_host, [n]), &device);
+        let id_tensor = into_contiguous(id_tensor.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+        let client = id_tensor.client.clone();
+        let out = empty_device_contiguous_dtype(client.clone(), id_tensor.device.clone(), Shape::new([n, self.cols]), DType::F32);
+        let units = n * self.cols;
+        let cube_dim = CubeDim::new(&client, units);
+        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+        let mut start = 0usize;
+        for block in &self.blocks {
+            let range = start..start + block.rows;
+            if ids.iter().any(|&i| range.contains(&(i as usize))) {
+                let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+                let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+                gather_kernel::launch(
+                    &client,
+                    cube_count.clone(),
+                    cube_dim,
+                    words.into_tensor_arg(),
+                    scales.into_tensor_arg(),
+                    id_tensor.clone().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    n as u32,
+                    start as u32,
+                    block.rows as u32,
+                    self.cols as u32,
+                    self.bits(),
+                );
+            }
+            start += block.rows;
         }
         Tensor::from_primitive::<Cube>(out)
     }

@@ -24,10 +24,10 @@ pub enum Weight {
     Float(Vec<Tensor<2>>),
     /// Packed integers with per-group scales, on the CPU device.
     Quant(Arc<QuantMatrix>),
-    /// Packed integers with per-group scales, on a GPU (multiplied by the CubeCL kernels);
-    /// the host copy is kept for the embedding's row lookups only.
+    /// Packed integers with per-group scales, on a GPU (multiplied, and the embedding's rows
+    /// looked up, by the CubeCL kernels).
     #[cfg(feature = "wgpu")]
-    GpuQuant(Arc<crate::gpu_quant::GpuQuant>, Option<Arc<QuantMatrix>>),
+    GpuQuant(Arc<crate::gpu_quant::GpuQuant>),
 }
 
 /// From this many activation rows on, quantized weights on a GPU are expanded for one dense
@@ -64,7 +64,7 @@ impl Weight {
             Weight::Float(w) => w.iter().map(|t| t.dims()[0]).sum(),
             Weight::Quant(q) => q.rows(),
             #[cfg(feature = "wgpu")]
-            Weight::GpuQuant(g, _) => g.rows(),
+            Weight::GpuQuant(g) => g.rows(),
         }
     }
 
@@ -83,7 +83,7 @@ impl Weight {
                 Tensor::from_data(TensorData::new(q.matmul(&data, n), [n, q.rows()]), &device)
             }
             #[cfg(feature = "wgpu")]
-            Weight::GpuQuant(g, _) => g.matmul_t(x),
+            Weight::GpuQuant(g) => g.matmul_t(x),
         }
     }
 
@@ -119,9 +119,7 @@ impl Weight {
                 out.expect("a weight has at least one block")
             }
             #[cfg(feature = "wgpu")]
-            Weight::GpuQuant(_, host) => {
-                gather_rows(host.as_ref().expect("row lookups need the host copy the embedding keeps"), ids, device)
-            }
+            Weight::GpuQuant(g) => g.gather(ids),
             Weight::Quant(q) => gather_rows(q, ids, device),
         }
     }
@@ -524,9 +522,8 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
     }
 
     /// A quantized matrix where the device keeps it: packed in host memory for the CPU kernels,
-    /// packed in GPU buffers for the GPU kernels (the embedding also keeps a host copy for row
-    /// gathers).
-    fn stored(&self, q: QuantMatrix, keep_host: bool) -> Result<Weight> {
+    /// packed in GPU buffers for the GPU kernels (the host copy is dropped once uploaded).
+    fn stored(&self, q: QuantMatrix) -> Result<Weight> {
         if *self.device == Device::flex() {
             return Ok(Weight::Quant(Arc::new(q)));
         }
@@ -537,24 +534,22 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
             if let Some(f16) = self.gpu_f16 {
                 g = g.with_precision(if f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 })?;
             }
-            Ok(Weight::GpuQuant(Arc::new(g), keep_host.then(|| Arc::new(q))))
+            Ok(Weight::GpuQuant(Arc::new(g)))
         }
         #[cfg(not(feature = "wgpu"))]
         {
-            let _ = keep_host;
             Ok(Weight::float(q.dequantize(), q.rows(), q.cols(), self.device))
         }
     }
 
     async fn weight(&mut self, name: &str, expected: &[usize], format: Option<QuantFormat>) -> Result<Weight> {
         self.check(name, expected)?;
-        let keep_host = name == "model.embed_tokens.weight";
         if let Some(q) = self.source.read_quantized(name).await? {
-            return self.stored(q, keep_host);
+            return self.stored(q);
         }
         let (rows, cols) = (expected[0], expected[1]);
         if rows * cols * 4 > self.piece_bytes && self.source.reads_rows(name) {
-            return self.weight_in_pieces(name, rows, cols, format, keep_host).await;
+            return self.weight_in_pieces(name, rows, cols, format).await;
         }
         let t = self.source.read_f32(name).await?;
         let (rows, cols) = (t.shape[0], t.shape[1]);
@@ -563,7 +558,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
             Some(f) => {
                 let q = QuantMatrix::quantize(&t.data, rows, cols, f, name)?;
                 drop(t);
-                self.stored(q, keep_host)?
+                self.stored(q)?
             }
         })
     }
@@ -576,7 +571,6 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         rows: usize,
         cols: usize,
         format: Option<QuantFormat>,
-        keep_host: bool,
     ) -> Result<Weight> {
         let piece = match format {
             // One piece per device block, so each block is uploaded once.
@@ -599,7 +593,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
             }
         }
         Ok(match packed {
-            Some(q) => self.stored(q, keep_host)?,
+            Some(q) => self.stored(q)?,
             None => Weight::Float(blocks),
         })
     }
@@ -740,7 +734,7 @@ impl Qwen2Model {
     #[cfg(feature = "wgpu")]
     pub fn prefill_precision(&self) -> Option<crate::gpu_quant::PrefillPrecision> {
         match &self.layers.first()?.mlp.gate.weight {
-            Weight::GpuQuant(g, _) => Some(g.precision()),
+            Weight::GpuQuant(g) => Some(g.precision()),
             _ => None,
         }
     }

@@ -193,6 +193,7 @@ fn packs_round_trip_and_refuse_corruption() {
 
 #[test]
 fn gpu_packed_kernels_equal_the_dequantized_reference() {
+    // Products (decode and prefill kernels), the expansion and the row lookup.
     use genprm::burn::tensor::{Tensor, TensorData};
     use genprm::gpu_quant::MatvecKernel;
     use genprm::quant::QuantMatrix;
@@ -216,6 +217,12 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                     assert_eq!(g.blocks(), if g.blocks() == 1 { 1 } else { rows.div_ceil(7) });
                     let expanded: Vec<f32> = g.dequantize().into_data().try_into_vec().unwrap();
                     assert!(expanded.iter().zip(&d).all(|(a, b)| (a - b).abs() < 1e-6), "{format}: GPU expansion");
+                    // The embedding lookup from the packed blocks: first and last rows, block
+                    // edges, repeats, out of order.
+                    let ids: Vec<u32> = [0, rows - 1, 6, 7, rows / 2, 0, rows - 1].iter().map(|&r| r.min(rows - 1) as u32).collect();
+                    let rows_got: Vec<f32> = g.gather(&ids).into_data().try_into_vec().unwrap();
+                    let rows_want: Vec<f32> = ids.iter().flat_map(|&r| d[r as usize * cols..][..cols].to_vec()).collect();
+                    assert_eq!(rows_got, rows_want, "{format} {rows}x{cols} blocks {}: GPU gather", g.blocks());
                     for kernel in [MatvecKernel::Cooperative, MatvecKernel::PerUnit] {
                         let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device);
                         let y: Vec<f32> = g.matmul_t_with(xt, kernel).into_data().try_into_vec().unwrap();
