@@ -33,8 +33,31 @@ pub struct PackedTensor {
     pub offset: u64,
     /// Bytes of values.
     pub values_bytes: u64,
-    /// Bytes of f32 scales (0 for f32 tensors).
+    /// Bytes of scales, in the manifest's `scale_dtype` (0 for f32 tensors).
     pub scales_bytes: u64,
+}
+
+/// How a pack stores the per-group scales of its quantized tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleDtype {
+    /// 4 bytes per group (packs without the field are f32).
+    #[default]
+    F32,
+    /// 2 bytes per group: the levels are computed against the f16-rounded scale, so the stored
+    /// pair is exact; about 10% smaller q4 packs and 5% smaller q8 ones.
+    F16,
+}
+
+impl std::str::FromStr for ScaleDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(ScaleDtype::F32),
+            "f16" => Ok(ScaleDtype::F16),
+            other => Err(Error::InvalidArgument { name: "scales", message: format!("`{other}` is not one of f32, f16") }),
+        }
+    }
 }
 
 /// One shard file.
@@ -60,6 +83,9 @@ pub struct Manifest {
     pub quant: QuantFormat,
     /// Weights per scale.
     pub group_size: usize,
+    /// The type of the stored scales.
+    #[serde(default)]
+    pub scale_dtype: ScaleDtype,
     /// SHA-256 of the `config.json` the pack was made from.
     pub config_sha256: String,
     /// Shards in stream order.
@@ -73,13 +99,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Writes a pack for the tensors of `source` (in `names` order), quantizing every 2-D tensor
-/// (an input width the group size does not divide is an error), and returns its manifest. `progress` sees each
-/// tensor name.
+/// (an input width the group size does not divide is an error) with scales stored as
+/// `scale_dtype`, and returns its manifest. `progress` sees each tensor name.
+#[allow(clippy::too_many_arguments)]
 pub fn write_pack(
     source: &dyn TensorSource,
     names: &[String],
     quant: QuantFormat,
     head_quant: Option<QuantFormat>,
+    scale_dtype: ScaleDtype,
     src_dir: &Path,
     out: &Path,
     mut progress: impl FnMut(&str),
@@ -108,10 +136,26 @@ pub fn write_pack(
         let format = if is_head { head_quant.unwrap_or(quant) } else { quant };
         let offset = writer.offset;
         if t.shape.len() == 2 {
-            let q = QuantMatrix::quantize(&t.data, t.shape[0], t.shape[1], format, name)?;
+            let q = match scale_dtype {
+                ScaleDtype::F32 => QuantMatrix::quantize(&t.data, t.shape[0], t.shape[1], format, name)?,
+                ScaleDtype::F16 => {
+                    QuantMatrix::quantize_rounding_scales(&t.data, t.shape[0], t.shape[1], format, name, |s| half::f16::from_f32(s).to_f32())?
+                }
+            };
             drop(t);
             let values = q.values_bytes();
-            let scales: Vec<u8> = q.scales().iter().flat_map(|s| s.to_le_bytes()).collect();
+            let scales: Vec<u8> = match scale_dtype {
+                ScaleDtype::F32 => q.scales().iter().flat_map(|s| s.to_le_bytes()).collect(),
+                ScaleDtype::F16 => {
+                    if let Some(s) = q.scales().iter().find(|s| !s.is_finite()) {
+                        return Err(Error::InvalidArgument {
+                            name: "scales",
+                            message: format!("tensor `{name}` has a weight too large for an f16 scale ({s}); write the pack with f32 scales"),
+                        });
+                    }
+                    q.scales().iter().flat_map(|s| half::f16::from_f32(*s).to_le_bytes()).collect()
+                }
+            };
             writer.write(&values)?;
             writer.write(&scales)?;
             tensors.push(PackedTensor {
@@ -129,7 +173,7 @@ pub fn write_pack(
         }
     }
     let shards = writer.finish()?;
-    let manifest = Manifest { format: "genprm-pack".into(), version: 1, quant, group_size: GROUP, config_sha256, shards, tensors };
+    let manifest = Manifest { format: "genprm-pack".into(), version: 1, quant, group_size: GROUP, scale_dtype, config_sha256, shards, tensors };
     let path = out.join(MANIFEST);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::json(&path, &e))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
@@ -294,7 +338,10 @@ impl Manifest {
     /// A quantized tensor from its value and scale bytes.
     pub fn decode_quantized(&self, dir: &Path, t: &PackedTensor, values: &[u8], scales: &[u8]) -> Result<QuantMatrix> {
         let format = t.kind.parse::<QuantFormat>()?;
-        let scales = to_f32(scales, WeightDtype::F32);
+        let scales = to_f32(scales, match self.scale_dtype {
+            ScaleDtype::F32 => WeightDtype::F32,
+            ScaleDtype::F16 => WeightDtype::F16,
+        });
         let (rows, cols) = match t.shape[..] {
             [r, c] => (r, c),
             _ => return Err(Error::Config { path: dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),

@@ -160,6 +160,36 @@ fn packs_round_trip_and_refuse_corruption() {
         let (err, agree) = compare(&a, &b);
         assert!(err < 1e-4 && agree == 1.0, "{kind}: pack differs by {err}");
     }
+    // f16 scales: every scale takes 2 bytes instead of 4, the logits stay close to the f32-scale
+    // pack's; a manifest without `scale_dtype` (packs written before it existed) reads as f32.
+    let pack16 = tmp.path().join("pack16");
+    let out = run_cli(&["quantize", "--model", model.to_str().unwrap(), "--to", "q4", "--head", "q8", "--scales", "f16", "--out", pack16.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = |dir: &std::path::Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.join("genprm-pack.json")).unwrap()).unwrap() };
+    let (m32, m16) = (manifest(&pack), manifest(&pack16));
+    assert_eq!((m32["scale_dtype"].as_str(), m16["scale_dtype"].as_str()), (Some("f32"), Some("f16")));
+    let sum = |m: &serde_json::Value, key: &str, list: &str| -> u64 { m[list].as_array().unwrap().iter().map(|t| t[key].as_u64().unwrap()).sum() };
+    let scales32 = sum(&m32, "scales_bytes", "tensors");
+    assert!(scales32 > 0);
+    assert_eq!(sum(&m16, "scales_bytes", "tensors") * 2, scales32);
+    assert_eq!(sum(&m16, "bytes", "shards"), sum(&m32, "bytes", "shards") - scales32 / 2);
+    let device = genprm::device(genprm::DeviceKind::Cpu).unwrap();
+    let score_of = |dir: &std::path::Path| block_on(genprm::score(&LoadedModel::load(dir, &device, |_| {}).unwrap().model, &ids)).unwrap();
+    let (a, b) = (score_of(&pack), score_of(&pack16));
+    let (err, agree) = compare(&a, &b);
+    let range = a.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    println!("q4 pack, f16 against f32 scales: max |Δlogit| {err:.4} (range {range:.2}), top-1 agreement {agree:.3}");
+    assert!(err <= 0.02 * range && agree >= 0.95, "f16 scales differ by {err} (range {range}), top-1 agreement {agree}");
+    let text = std::fs::read_to_string(pack.join("genprm-pack.json")).unwrap();
+    let old: String = text.lines().filter(|l| !l.contains("\"scale_dtype\"")).collect::<Vec<_>>().join("\n");
+    assert_ne!(old, text);
+    std::fs::write(pack.join("genprm-pack.json"), &old).unwrap();
+    assert_eq!(score_of(&pack), a, "a manifest without scale_dtype reads as f32 scales");
+    std::fs::write(pack.join("genprm-pack.json"), &text).unwrap();
+    let e = run_cli(&["quantize", "--model", model.to_str().unwrap(), "--to", "q4", "--scales", "bf16", "--out", tmp.path().join("x").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("bf16") && err.contains("f16"), "{err}");
+
     // A pack verifies end to end through the CLI.
     let input = fixtures().join("protocol/e2e.json");
     let out = run_cli(&["verify", "--model", pack.to_str().unwrap(), "--input", input.to_str().unwrap(), "--greedy", "--json"]);

@@ -153,6 +153,13 @@ impl QuantMatrix {
     /// Quantizes a row-major `[rows, cols]` matrix. `cols` must be a multiple of [`GROUP`];
     /// `name` labels errors.
     pub fn quantize(w: &[f32], rows: usize, cols: usize, format: QuantFormat, name: &str) -> Result<Self> {
+        Self::quantize_rounding_scales(w, rows, cols, format, name, |s| s)
+    }
+
+    /// [`QuantMatrix::quantize`] with each scale passed through `round` before the levels are
+    /// computed from it (to store scales in a narrower type, e.g. f16, without the levels
+    /// disagreeing with the stored scale).
+    pub fn quantize_rounding_scales(w: &[f32], rows: usize, cols: usize, format: QuantFormat, name: &str, round: impl Fn(f32) -> f32) -> Result<Self> {
         if cols % GROUP != 0 {
             return Err(Error::InvalidArgument {
                 name: "quant",
@@ -167,7 +174,7 @@ impl QuantMatrix {
         let mut levels = vec![0i8; w.len()];
         for (chunk, q) in w.chunks_exact(GROUP).zip(levels.chunks_exact_mut(GROUP)) {
             let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if amax > 0.0 && amax.is_finite() { amax / max_level } else { 0.0 };
+            let scale = if amax > 0.0 && amax.is_finite() { round(amax / max_level) } else { 0.0 };
             scales.push(scale);
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             for (dst, &v) in q.iter_mut().zip(chunk) {

@@ -23,6 +23,10 @@ pub struct QuantizeArgs {
     /// The pack directory to write.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// How the per-group scales are stored: f32, or f16 (a q4 pack about 10% smaller, a q8 one
+    /// 5%; the levels are computed against the rounded scales). Loaded scales are f32 either way.
+    #[arg(long, default_value = "f32", value_name = "f32|f16")]
+    scales: genprm::pack::ScaleDtype,
 }
 
 /// Runs `genprm quantize`.
@@ -32,7 +36,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let names = genprm::model::tensor_names(&config);
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(names.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{spinner} quantizing {msg} [{bar:30}] {pos}/{len}").context("progress template")?.progress_chars("=> "));
-    let manifest = genprm::pack::write_pack(&source, &names, args.to, args.head, &args.model, &args.out, |name| {
+    let manifest = genprm::pack::write_pack(&source, &names, args.to, args.head, args.scales, &args.model, &args.out, |name| {
         bar.inc(1);
         bar.set_message(name.to_string());
     })
