@@ -393,3 +393,34 @@ impl TensorSource for Pack {
         self.dir.join(MANIFEST)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One 1×32 matrix whose q8 scale (1e9 / 127) f16 cannot hold.
+    struct Huge;
+
+    impl TensorSource for Huge {
+        fn shape(&self, _name: &str) -> Result<Vec<usize>> {
+            Ok(vec![1, 32])
+        }
+        fn read_f32(&self, _name: &str) -> Result<HostTensor> {
+            Ok(HostTensor { shape: vec![1, 32], data: vec![1e9; 32] })
+        }
+        fn file_of(&self, _name: &str) -> PathBuf {
+            PathBuf::from("huge")
+        }
+    }
+
+    #[test]
+    fn a_scale_f16_cannot_hold_is_an_error_naming_the_tensor() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("config.json"), "{}").unwrap();
+        let names = vec!["w".to_string()];
+        let write = |dtype| write_pack(&Huge, &names, QuantFormat::Q8, None, dtype, tmp.path(), &tmp.path().join("out"), |_| {});
+        let e = write(ScaleDtype::F16).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("f32 scales"), "{e}");
+        assert!(write(ScaleDtype::F32).is_ok());
+    }
+}
