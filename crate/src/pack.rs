@@ -49,6 +49,12 @@ pub enum ScaleDtype {
     F16,
 }
 
+impl ScaleDtype {
+    fn is_f32(&self) -> bool {
+        *self == ScaleDtype::F32
+    }
+}
+
 impl std::str::FromStr for ScaleDtype {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -83,8 +89,9 @@ pub struct Manifest {
     pub quant: QuantFormat,
     /// Weights per scale.
     pub group_size: usize,
-    /// The type of the stored scales.
-    #[serde(default)]
+    /// The type of the stored scales (written only when f16, so f32 packs stay readable by
+    /// earlier versions, which know no such field).
+    #[serde(default, skip_serializing_if = "ScaleDtype::is_f32")]
     pub scale_dtype: ScaleDtype,
     /// SHA-256 of the `config.json` the pack was made from.
     pub config_sha256: String,
