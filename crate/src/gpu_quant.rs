@@ -87,6 +87,8 @@ pub struct GpuQuant {
     cols: usize,
     format: QuantFormat,
     precision: PrefillPrecision,
+    /// The most bytes one buffer holds: the blocks' words, and each expanded piece in prefill.
+    max_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -221,13 +223,15 @@ mod kernels {
     /// where a dense matrix product over many rows beats re-reading packed groups per row).
     /// The product is formed in f32 and rounded once.
     #[cube(launch)]
-    pub fn dequant_kernel<F: Float>(words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<F>, total: u32, #[comptime] bits: u32) {
+    /// `offset` is the first weight expanded (a row times the width): `out` holds `total`
+    /// weights from there.
+    pub fn dequant_kernel<F: Float>(words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<F>, offset: u32, total: u32, #[comptime] bits: u32) {
         let per_word = comptime!(32 / bits);
         let pos = ABSOLUTE_POS as u32;
         if pos < total {
-            let word = words[(pos / per_word) as usize];
-            let k = pos % per_word;
-            out[pos as usize] = F::cast_from(f32::cast_from(level(word, k, bits)) * scales[(pos / 32) as usize]);
+            let at = offset + pos;
+            let word = words[(at / per_word) as usize];
+            out[pos as usize] = F::cast_from(f32::cast_from(level(word, at % per_word, bits)) * scales[(at / 32) as usize]);
         }
     }
 }
@@ -265,7 +269,7 @@ impl GpuQuant {
                 }
             })
             .collect();
-        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision: prefill_precision(device) }
+        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision: prefill_precision(device), max_bytes }
     }
 
     /// The same weights with prefill in `precision` (the default is [`prefill_precision`]);
@@ -305,19 +309,20 @@ impl GpuQuant {
         }
     }
 
-    /// One block's weights expanded to `[rows, cols]` of `dtype` (F32 or F16) on the GPU.
-    fn dequantize_block(&self, block: &Block, dtype: DType) -> Tensor<2> {
+    /// Rows `first..first + rows` of one block expanded to `[rows, cols]` of `dtype` (F32 or
+    /// F16) on the GPU.
+    fn dequantize_rows(&self, block: &Block, first: usize, rows: usize, dtype: DType) -> Tensor<2> {
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let client = words.client.clone();
-        let total = block.rows * self.cols;
-        let out = empty_device_contiguous_dtype(client.clone(), words.device.clone(), Shape::new([block.rows, self.cols]), dtype);
+        let (offset, total) = ((first * self.cols) as u32, rows * self.cols);
+        let out = empty_device_contiguous_dtype(client.clone(), words.device.clone(), Shape::new([rows, self.cols]), dtype);
         let cube_dim = CubeDim::new(&client, total);
         let cube_count = calculate_cube_count_elemwise(&client, total, cube_dim);
         let (words, scales, out_arg) = (words.into_tensor_arg(), scales.into_tensor_arg(), out.clone().into_tensor_arg());
         match dtype {
-            DType::F16 => dequant_kernel::launch::<half::f16>(&client, cube_count, cube_dim, words, scales, out_arg, total as u32, self.bits()),
-            _ => dequant_kernel::launch::<f32>(&client, cube_count, cube_dim, words, scales, out_arg, total as u32, self.bits()),
+            DType::F16 => dequant_kernel::launch::<half::f16>(&client, cube_count, cube_dim, words, scales, out_arg, offset, total as u32, self.bits()),
+            _ => dequant_kernel::launch::<f32>(&client, cube_count, cube_dim, words, scales, out_arg, offset, total as u32, self.bits()),
         }
         Tensor::from_primitive::<Cube>(out)
     }
@@ -369,7 +374,7 @@ impl GpuQuant {
 
     /// The whole matrix expanded to `dtype` (F32, or F16 on a device with f16 arithmetic).
     pub fn dequantize_as(&self, dtype: DType) -> Tensor<2> {
-        let parts: Vec<Tensor<2>> = self.blocks.iter().map(|b| self.dequantize_block(b, dtype)).collect();
+        let parts: Vec<Tensor<2>> = self.blocks.iter().map(|b| self.dequantize_rows(b, 0, b.rows, dtype)).collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 0) }
     }
 
@@ -381,35 +386,64 @@ impl GpuQuant {
     /// [`GpuQuant::matmul_t`] with a chosen matrix-vector kernel (for fewer than
     /// [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows).
     pub fn matmul_t_with(&self, x: Tensor<2>, kernel: MatvecKernel) -> Tensor<2> {
+        if x.dims()[0] >= crate::model::PREFILL_ROWS {
+            return self.dense_matmul_t(x);
+        }
         if self.blocks.len() == 1 {
             return self.block_matmul_t(&self.blocks[0], x, kernel);
         }
         Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), kernel)).collect(), 1)
     }
 
+    /// Prefill: `x Wᵀ` through dense products, the weights expanded on the GPU a piece at a time
+    /// (each piece at most `max_bytes`, so no buffer outgrows a binding: the 1.5B lm_head
+    /// expanded whole would be 890 MiB), in f16 or f32 as [`PrefillPrecision`] says.
+    fn dense_matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+        let dtype = match self.precision {
+            PrefillPrecision::F32 => DType::F32,
+            PrefillPrecision::F16 => DType::F16,
+        };
+        // In f16, each row is scaled into [-1, 1] before rounding (f16's largest value is
+        // 65,504: residual-stream outliers must not become infinities), and the f32 result is
+        // scaled back.
+        let (x, scale) = match self.precision {
+            PrefillPrecision::F32 => (x, None),
+            PrefillPrecision::F16 => {
+                let scale = x.clone().abs().max_dim(1).clamp_min(f32::MIN_POSITIVE);
+                ((x / scale.clone()).cast(DType::F16), Some(scale))
+            }
+        };
+        let piece = (self.max_bytes / (self.cols * dtype.size())).max(1);
+        let mut parts = Vec::new();
+        for block in &self.blocks {
+            for first in (0..block.rows).step_by(piece) {
+                let w = self.dequantize_rows(block, first, piece.min(block.rows - first), dtype).transpose();
+                parts.push(match scale {
+                    None => x.clone().matmul(w),
+                    Some(_) => {
+                        let lhs = x.clone().try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
+                        let rhs = w.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
+                        let y = matmul(lhs, rhs, None, MatmulStrategy::default(), DType::F32).expect("an f16 matrix product with an f32 result");
+                        Tensor::<2>::from_primitive::<Cube>(y)
+                    }
+                });
+            }
+        }
+        let y = if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(parts, 1) };
+        match scale {
+            Some(scale) => y * scale,
+            None => y,
+        }
+    }
+
+    /// Decode: `x Wᵀ` for fewer than [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) rows with
+    /// the packed-weight kernels, which expand the levels inside the product.
     fn block_matmul_t(&self, block: &Block, x: Tensor<2>, kernel: MatvecKernel) -> Tensor<2> {
         let [n, cols] = x.dims();
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
         let rows = block.rows;
         let bits = self.bits();
-        if n >= crate::model::PREFILL_ROWS {
-            return match self.precision {
-                PrefillPrecision::F32 => x.matmul(self.dequantize_block(block, DType::F32).transpose()),
-                PrefillPrecision::F16 => {
-                    // Each row scaled into [-1, 1] before rounding to f16 (whose largest value
-                    // is 65,504: residual-stream outliers must not become infinities), and the
-                    // f32 result scaled back.
-                    let scale = x.clone().abs().max_dim(1).clamp_min(f32::MIN_POSITIVE);
-                    let x16 = (x / scale.clone()).cast(DType::F16);
-                    let w16 = self.dequantize_block(block, DType::F16).transpose();
-                    let lhs = x16.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
-                    let rhs = w16.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
-                    let y = matmul(lhs, rhs, None, MatmulStrategy::default(), DType::F32).expect("an f16 matrix product with an f32 result");
-                    Tensor::<2>::from_primitive::<Cube>(y) * scale
-                }
-            };
-        }
         let x = into_contiguous(x.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
         let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
