@@ -2,8 +2,8 @@
 //! stay packed on the device — 4 bits per weight plus a scale per group of 32 — and are
 //! expanded inside the matrix product, never in memory.
 //!
-//! Prefill (from [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows on) expands one
-//! row block at a time for a dense product instead. Where the device runs f16 arithmetic
+//! Prefill (from [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows on) expands a
+//! piece of rows at a time (at most one binding's worth) for a dense product instead. Where the device runs f16 arithmetic
 //! (WebGPU's `shader-f16`, Vulkan's `shaderFloat16`), that product takes f16 operands with f32
 //! accumulation and an f32 result ([`PrefillPrecision`]); activations stay f32 everywhere else.
 
@@ -221,10 +221,9 @@ mod kernels {
 
     /// Expands packed levels to float weights (f32 or f16), one weight per unit (for prefill,
     /// where a dense matrix product over many rows beats re-reading packed groups per row).
-    /// The product is formed in f32 and rounded once.
+    /// The product is formed in f32 and rounded once. `offset` is the first weight expanded (a
+    /// row times the width): `out` holds `total` weights from there.
     #[cube(launch)]
-    /// `offset` is the first weight expanded (a row times the width): `out` holds `total`
-    /// weights from there.
     pub fn dequant_kernel<F: Float>(words: &Tensor<i32>, scales: &Tensor<f32>, out: &mut Tensor<F>, offset: u32, total: u32, #[comptime] bits: u32) {
         let per_word = comptime!(32 / bits);
         let pos = ABSOLUTE_POS as u32;

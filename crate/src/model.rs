@@ -679,7 +679,7 @@ impl Qwen2Model {
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
         if options.gpu_f16 == Some(true) && !gpu_has_f16(device) {
-            return Err(Error::Device("f16 prefill was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()));
+            return Err(Error::Device("f16 mode (--gpu-f16 on, gpuF16: true) was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()));
         }
         let mut l = Loader { source, device, progress, done: 0, total, piece_bytes, gpu_f16: options.gpu_f16 };
         let head_format = options.head_quant.or(options.quant);
