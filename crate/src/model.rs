@@ -501,7 +501,8 @@ struct Loader<'a, S: ?Sized, P> {
     total: usize,
     /// Matrices larger than this in f32 are read in row blocks where the source allows.
     piece_bytes: usize,
-    /// [`LoadOptions::gpu_f16`].
+    /// [`LoadOptions::gpu_f16`] (only GPUs read it).
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     gpu_f16: Option<bool>,
 }
 
