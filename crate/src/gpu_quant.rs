@@ -74,8 +74,12 @@ pub fn supports_f16(device: &Device) -> bool {
 /// The precision prefill uses on `device`, chosen at run time: f16 where the device supports
 /// it, unless `GENPRM_GPU_F16=off` (or `0`) asks for f32 everywhere.
 pub fn prefill_precision(device: &Device) -> PrefillPrecision {
-    let off = matches!(std::env::var("GENPRM_GPU_F16").as_deref(), Ok("off" | "0" | "false"));
-    if !off && supports_f16(device) { PrefillPrecision::F16 } else { PrefillPrecision::F32 }
+    if !f16_turned_off() && supports_f16(device) { PrefillPrecision::F16 } else { PrefillPrecision::F32 }
+}
+
+/// Whether `GENPRM_GPU_F16=off` (or `0`, `false`) turns the default f16 mode off.
+pub fn f16_turned_off() -> bool {
+    matches!(std::env::var("GENPRM_GPU_F16").as_deref(), Ok("off" | "0" | "false"))
 }
 
 /// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales, in row
@@ -246,6 +250,12 @@ impl GpuQuant {
 
     /// [`GpuQuant::upload`] with an explicit block size in bytes.
     pub fn upload_in_blocks(q: &QuantMatrix, device: &Device, max_bytes: usize) -> Self {
+        Self::upload_with(q, device, max_bytes, prefill_precision(device))
+    }
+
+    /// The upload, with a prefill precision the caller has already checked against the device
+    /// (the model loader decides once per load, not once per matrix).
+    pub(crate) fn upload_with(q: &QuantMatrix, device: &Device, max_bytes: usize, precision: PrefillPrecision) -> Self {
         let bytes = q.values_bytes();
         let row_bytes = bytes.len() / q.rows();
         let groups_per_row = q.cols() / GROUP;
@@ -268,7 +278,7 @@ impl GpuQuant {
                 }
             })
             .collect();
-        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision: prefill_precision(device), max_bytes }
+        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision, max_bytes }
     }
 
     /// The same weights with prefill in `precision` (the default is [`prefill_precision`]);

@@ -135,14 +135,23 @@ fn gather_rows(q: &QuantMatrix, ids: &[u32], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(out, [ids.len(), cols]), device)
 }
 
-/// Whether `device` is a GPU with f16 arithmetic.
-fn gpu_has_f16(device: &Device) -> bool {
+/// [`LoadOptions::gpu_f16`] decided for `device`, once per load: whether quantized weights
+/// uploaded to it run in f16 mode. Asking for f16 on a device without f16 arithmetic is an
+/// error.
+fn resolve_gpu_f16(choice: Option<bool>, device: &Device) -> Result<bool> {
     #[cfg(feature = "wgpu")]
-    return crate::gpu_quant::supports_f16(device);
+    let (has_f16, turned_off) = (crate::gpu_quant::supports_f16(device), crate::gpu_quant::f16_turned_off());
     #[cfg(not(feature = "wgpu"))]
-    {
+    let (has_f16, turned_off) = {
         let _ = device;
-        false
+        (false, true)
+    };
+    match choice {
+        Some(true) if !has_f16 => {
+            Err(Error::Device("f16 mode (--gpu-f16 on, gpuF16: true) was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()))
+        }
+        Some(f16) => Ok(f16),
+        None => Ok(has_f16 && !turned_off),
     }
 }
 
@@ -501,9 +510,9 @@ struct Loader<'a, S: ?Sized, P> {
     total: usize,
     /// Matrices larger than this in f32 are read in row blocks where the source allows.
     piece_bytes: usize,
-    /// [`LoadOptions::gpu_f16`] (only GPUs read it).
+    /// Whether quantized weights go to the GPU in f16 mode ([`resolve_gpu_f16`]; only GPUs read it).
     #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
-    gpu_f16: Option<bool>,
+    gpu_f16: bool,
 }
 
 impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P> {
@@ -531,11 +540,8 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         #[cfg(feature = "wgpu")]
         {
             use crate::gpu_quant::{GpuQuant, PrefillPrecision};
-            let mut g = GpuQuant::upload(&q, self.device);
-            if let Some(f16) = self.gpu_f16 {
-                g = g.with_precision(if f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 })?;
-            }
-            Ok(Weight::GpuQuant(Arc::new(g)))
+            let precision = if self.gpu_f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 };
+            Ok(Weight::GpuQuant(Arc::new(GpuQuant::upload_with(&q, self.device, MAX_BINDING_BYTES, precision))))
         }
         #[cfg(not(feature = "wgpu"))]
         {
@@ -630,8 +636,6 @@ pub struct Qwen2Model {
     norm: RmsNorm,
     /// `None` when the head is tied to the embedding.
     lm_head: Option<Linear>,
-    /// What the KV cache stores keys and values in.
-    kv_dtype: DType,
 }
 
 impl Qwen2Model {
@@ -679,10 +683,8 @@ impl Qwen2Model {
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
-        if options.gpu_f16 == Some(true) && !gpu_has_f16(device) {
-            return Err(Error::Device("f16 mode (--gpu-f16 on, gpuF16: true) was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()));
-        }
-        let mut l = Loader { source, device, progress, done: 0, total, piece_bytes, gpu_f16: options.gpu_f16 };
+        let gpu_f16 = resolve_gpu_f16(options.gpu_f16, device)?;
+        let mut l = Loader { source, device, progress, done: 0, total, piece_bytes, gpu_f16 };
         let head_format = options.head_quant.or(options.quant);
 
         let embed = l.weight("model.embed_tokens.weight", &[vocab, h], head_format).await?;
@@ -708,11 +710,7 @@ impl Qwen2Model {
         let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
         let lm_head =
             if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
-        let mut model = Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head, kv_dtype: DType::F32 };
-        if model.gpu_f16() {
-            model.kv_dtype = DType::F16;
-        }
-        Ok(model)
+        Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
     }
 
     /// Whether the model runs in f16 mode ([`LoadOptions::gpu_f16`]: f16 prefill products and
@@ -727,7 +725,7 @@ impl Qwen2Model {
     /// The element type of the KV cache's keys and values: f16 in f16 mode
     /// ([`LoadOptions::gpu_f16`]), else f32.
     pub fn kv_dtype(&self) -> DType {
-        self.kv_dtype
+        if self.gpu_f16() { DType::F16 } else { DType::F32 }
     }
 
     /// The arithmetic of prefill's products on a GPU with quantized weights (`None` on the CPU
@@ -816,7 +814,7 @@ impl Qwen2Model {
         }
         let past: Vec<usize> = (0..n).map(|r| cache.row_len(first + r)).collect();
         let needed = past.iter().map(|p| p + seq).max().unwrap_or(seq);
-        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), self.kv_dtype, &self.device)?;
+        cache.reserve(self.layers.len(), first + n, needed, c.kv_heads(), c.head_dim(), self.kv_dtype(), &self.device)?;
         for (r, &p) in past.iter().enumerate() {
             cache.written(first + r, p);
         }
@@ -956,8 +954,10 @@ impl Qwen2Model {
 
         // Write the new keys and values in place, then attend over the rows' whole storage.
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
-        let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]).cast(self.kv_dtype), IndexingUpdateOp::Assign);
-        let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]).cast(self.kv_dtype), IndexingUpdateOp::Assign);
+        // Cast to what the cache stores (f16 in f16 mode).
+        let kv_dtype = ck.dtype();
+        let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]).cast(kv_dtype), IndexingUpdateOp::Assign);
+        let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]).cast(kv_dtype), IndexingUpdateOp::Assign);
         let Some(mask) = mask else {
             // A fused decode kernel (one new position per row).
             let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
