@@ -3,9 +3,10 @@
 //! expanded inside the matrix product, never in memory.
 //!
 //! Prefill (from [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows on) expands a
-//! piece of rows at a time (at most one binding's worth) for a dense product instead. Where the device runs f16 arithmetic
-//! (WebGPU's `shader-f16`, Vulkan's `shaderFloat16`), that product takes f16 operands with f32
-//! accumulation and an f32 result ([`PrefillPrecision`]); activations stay f32 everywhere else.
+//! piece of rows at a time (at most one binding's worth) for a dense product instead. Where the
+//! device runs f16 arithmetic (WebGPU's `shader-f16`, Vulkan's `shaderFloat16`), that product
+//! takes f16 operands with f32 accumulation and an f32 result ([`PrefillPrecision`]);
+//! activations stay f32 everywhere else.
 
 use burn::backend::Cube;
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
