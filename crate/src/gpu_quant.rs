@@ -15,6 +15,8 @@ use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
+use crate::gpu_layer::cube;
+use crate::model::Epilogue;
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 
 /// Units per cube of the cooperative matrix-vector kernel.
@@ -137,18 +139,44 @@ mod kernels {
         acc * scales[gi as usize]
     }
 
-    /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`.
-    /// `bits` is 4 (eight levels per word, stored as level + 8) or 8 (four two's-complement bytes).
+    /// What a product does with its sum `total` for output `pos` (row `r` of the weights) before
+    /// storing it: adds `bias[r]` when `has_bias`, then per `then` ([`Epilogue::code`](crate::model::Epilogue)):
+    /// nothing (0), adds `extra[pos]` (1, a residual), or multiplies by `silu(extra[pos])` (2,
+    /// SwiGLU's gate).
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn finish(total: f32, bias: &Tensor<f32>, extra: &Tensor<f32>, pos: u32, r: u32, #[comptime] has_bias: bool, #[comptime] then: u32) -> f32 {
+        let mut y = total;
+        if comptime!(has_bias) {
+            y += bias[r as usize];
+        }
+        if comptime!(then == 1) {
+            y = extra[pos as usize] + y;
+        } else if comptime!(then == 2) {
+            let g = extra[pos as usize];
+            y = g / (1.0f32 + (-g).exp()) * y;
+        }
+        y
+    }
+
+    /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`,
+    /// finished by [`finish`]. `bits` is 4 (eight levels per word, stored as level + 8) or 8
+    /// (four two's-complement bytes).
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn quant_matmul_kernel(
         x: &Tensor<f32>,
         words: &Tensor<i32>,
         scales: &Tensor<f32>,
+        bias: &Tensor<f32>,
+        extra: &Tensor<f32>,
         out: &mut Tensor<f32>,
         n: u32,
         rows: u32,
         cols: u32,
         #[comptime] bits: u32,
+        #[comptime] has_bias: bool,
+        #[comptime] then: u32,
     ) {
         let pos = ABSOLUTE_POS as u32;
         if pos < n * rows {
@@ -158,24 +186,29 @@ mod kernels {
             for g in 0..cols / 32 {
                 total += group_dot(x, words, scales, i, r, g, cols, bits);
             }
-            out[pos as usize] = total;
+            out[pos as usize] = finish(total, bias, extra, pos, r, has_bias, then);
         }
     }
 
     /// One cube per output element `(i, r)`, its `units` units striding over the row's groups
     /// (neighbouring units read neighbouring groups, so a cube's loads are contiguous), then a
-    /// tree sum in shared memory. Needs no subgroup instructions.
+    /// tree sum in shared memory and [`finish`]. Needs no subgroup instructions.
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn quant_matvec_kernel(
         x: &Tensor<f32>,
         words: &Tensor<i32>,
         scales: &Tensor<f32>,
+        bias: &Tensor<f32>,
+        extra: &Tensor<f32>,
         out: &mut Tensor<f32>,
         n: u32,
         rows: u32,
         cols: u32,
         #[comptime] bits: u32,
         #[comptime] units: u32,
+        #[comptime] has_bias: bool,
+        #[comptime] then: u32,
     ) {
         let cube = CUBE_POS as u32;
         let live = cube < n * rows;
@@ -193,7 +226,7 @@ mod kernels {
         partial[UNIT_POS as usize] = total;
         crate::gpu_reduce::tree_sum(&mut partial, units);
         if live && UNIT_POS == 0 {
-            out[cube as usize] = partial[0];
+            out[cube as usize] = finish(partial[0], bias, extra, cube, cube % rows, has_bias, then);
         }
     }
 
@@ -390,19 +423,32 @@ impl GpuQuant {
 
     /// `x Wᵀ` for `[n, cols]` activations on the same GPU.
     pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
-        self.matmul_t_with(x, matvec_kernel())
+        self.matmul_t_then(x, None, Epilogue::Plain)
     }
 
-    /// [`GpuQuant::matmul_t`] with a chosen matrix-vector kernel (for fewer than
+    /// `x Wᵀ + bias`, finished by `then`: in the product's own launch when the packed kernels
+    /// run it on a single block (decode), with burn's ops otherwise.
+    pub fn matmul_t_then(&self, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue) -> Tensor<2> {
+        self.matmul_t_with(x, bias, then, matvec_kernel())
+    }
+
+    /// [`GpuQuant::matmul_t_then`] with a chosen matrix-vector kernel (for fewer than
     /// [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows).
-    pub fn matmul_t_with(&self, x: Tensor<2>, kernel: MatvecKernel) -> Tensor<2> {
-        if x.dims()[0] >= crate::model::PREFILL_ROWS {
-            return self.dense_matmul_t(x);
+    pub fn matmul_t_with(&self, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
+        let n = x.dims()[0];
+        if n < crate::model::PREFILL_ROWS && self.blocks.len() == 1 {
+            return self.block_matmul_t(&self.blocks[0], x, bias, then, kernel);
         }
-        if self.blocks.len() == 1 {
-            return self.block_matmul_t(&self.blocks[0], x, kernel);
-        }
-        Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), kernel)).collect(), 1)
+        let y = if n >= crate::model::PREFILL_ROWS {
+            self.dense_matmul_t(x)
+        } else {
+            Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), None, Epilogue::Plain, kernel)).collect(), 1)
+        };
+        let y = match bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        };
+        then.apply(y)
     }
 
     /// Prefill: `x Wᵀ` through dense products, the weights expanded on the GPU a piece at a time
@@ -446,57 +492,52 @@ impl GpuQuant {
         }
     }
 
-    /// Decode: `x Wᵀ` for fewer than [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) rows with
-    /// the packed-weight kernels, which expand the levels inside the product.
-    fn block_matmul_t(&self, block: &Block, x: Tensor<2>, kernel: MatvecKernel) -> Tensor<2> {
+    /// Decode: `x Wᵀ + bias` for fewer than [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) rows
+    /// with the packed-weight kernels, which expand the levels inside the product and apply
+    /// `then` before storing.
+    fn block_matmul_t(&self, block: &Block, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
         let [n, cols] = x.dims();
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
         let rows = block.rows;
         let bits = self.bits();
-        let x = into_contiguous(x.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+        let x = cube(x);
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
-        let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+        let scales = cube(block.scales.clone());
         let client = x.client.clone();
         let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([n, rows]), DType::F32);
+        // A launch binds every argument: what this one does not read is a one-element stand-in.
+        let unused = || empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([1]), DType::F32);
+        let has_bias = bias.is_some();
+        let bias = bias.map_or_else(unused, |b| cube(b.clone()));
+        let code = then.code();
+        let extra = match then {
+            Epilogue::Plain => unused(),
+            Epilogue::Add(t) | Epilogue::SiluGate(t) => {
+                debug_assert_eq!(t.dims(), [n, rows]);
+                cube(t)
+            }
+        };
         let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
+        let args = (x.into_tensor_arg(), words.into_tensor_arg(), scales.into_tensor_arg(), bias.into_tensor_arg(), extra.into_tensor_arg());
+        let out_arg = out.clone().into_tensor_arg();
         if kernel == MatvecKernel::Cooperative {
             // One cube per output element, laid out over two axes (one axis holds at most 65,535).
             let cubes = (n * rows) as u32;
             let x_count = cubes.min(65_535);
             let cube_count = cubecl::CubeCount::Static(x_count, cubes.div_ceil(x_count), 1);
+            let dim = CubeDim::new_1d(MATVEC_UNITS);
             quant_matvec_kernel::launch(
-                &client,
-                cube_count,
-                CubeDim::new_1d(MATVEC_UNITS),
-                x.into_tensor_arg(),
-                words.into_tensor_arg(),
-                scales.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                n32,
-                rows32,
-                cols32,
-                bits,
-                MATVEC_UNITS,
+                &client, cube_count, dim, args.0, args.1, args.2, args.3, args.4, out_arg, n32, rows32, cols32, bits, MATVEC_UNITS, has_bias, code,
             );
-            return Tensor::from_primitive::<Cube>(out);
+        } else {
+            let units = n * rows;
+            let cube_dim = CubeDim::new(&client, units);
+            let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+            quant_matmul_kernel::launch(
+                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, out_arg, n32, rows32, cols32, bits, has_bias, code,
+            );
         }
-        let units = n * rows;
-        let cube_dim = CubeDim::new(&client, units);
-        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
-        quant_matmul_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            x.into_tensor_arg(),
-            words.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            n32,
-            rows32,
-            cols32,
-            bits,
-        );
         Tensor::from_primitive::<Cube>(out)
     }
 }

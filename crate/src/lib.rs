@@ -20,6 +20,8 @@ pub mod jsonl;
 #[cfg(feature = "wgpu")]
 pub mod gpu_attention;
 #[cfg(feature = "wgpu")]
+pub mod gpu_layer;
+#[cfg(feature = "wgpu")]
 pub mod gpu_quant;
 #[cfg(feature = "wgpu")]
 pub(crate) mod gpu_reduce;

@@ -177,16 +177,61 @@ impl Linear {
 
     /// Applies the layer to `[rows, in]` activations, giving `[rows, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward_then(x, Epilogue::Plain)
+    }
+
+    /// [`Linear::forward`], its result finished by `then` (in the product's own launch on a
+    /// GPU's packed-weight kernels).
+    pub fn forward_then(&self, x: Tensor<2>, then: Epilogue) -> Tensor<2> {
+        #[cfg(feature = "wgpu")]
+        if let Weight::GpuQuant(g) = &self.weight {
+            return g.matmul_t_then(x, self.bias.as_ref(), then);
+        }
         let y = self.weight.matmul_t(x);
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
-        }
+        };
+        then.apply(y)
     }
 
     /// Output width.
     pub fn out_features(&self) -> usize {
         self.weight.rows()
+    }
+}
+
+/// What a linear layer's product `y` (bias included) is combined with before it is handed on.
+/// The packed-weight kernels on a GPU do it in the product's own launch; elsewhere burn's ops
+/// (or one pass over host memory) do.
+#[derive(Debug, Clone)]
+pub enum Epilogue {
+    /// `y` as it is.
+    Plain,
+    /// `residual + y`: the residual stream's add after attention and after the MLP.
+    Add(Tensor<2>),
+    /// `silu(gate) · y`: SwiGLU, the up projection times the activated gate projection.
+    SiluGate(Tensor<2>),
+}
+
+impl Epilogue {
+    /// Which one it is, as the GPU kernels take it at compile time.
+    #[cfg(feature = "wgpu")]
+    pub(crate) fn code(&self) -> u32 {
+        match self {
+            Epilogue::Plain => 0,
+            Epilogue::Add(_) => 1,
+            Epilogue::SiluGate(_) => 2,
+        }
+    }
+
+    /// Combines `y` with it (outside a product's launch).
+    pub fn apply(self, y: Tensor<2>) -> Tensor<2> {
+        match self {
+            Epilogue::Plain => y,
+            Epilogue::Add(residual) => residual + y,
+            Epilogue::SiluGate(gate) => silu_times(gate, y),
+        }
     }
 }
 
@@ -215,6 +260,10 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Normalises `[rows, hidden]` activations.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        #[cfg(feature = "wgpu")]
+        if x.device() != Device::flex() {
+            return crate::gpu_layer::rms_norm(x, &self.weight, self.eps);
+        }
         let variance = x.clone().square().mean_dim(1);
         let x = x * (variance + self.eps).sqrt().recip();
         x * self.weight.clone().unsqueeze_dim(0)
@@ -833,12 +882,13 @@ impl Qwen2Model {
         let writes = self.cache_writes(&step, c.kv_heads());
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_norm.forward(x.clone());
-            let h = self.attention(&layer.attention, h, &step, &cos, &sin, mask.as_ref(), &writes, slot);
-            x = x + h;
+            let heads = self.attention(&layer.attention, h, &step, (&cos, &sin), mask.as_ref(), &writes, slot);
+            x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
             let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
-            let h = m.down.forward(silu_times(m.gate.forward(h.clone()), m.up.forward(h)));
-            x = x + h;
+            let gate = m.gate.forward(h.clone());
+            let h = m.up.forward_then(h, Epilogue::SiluGate(gate));
+            x = m.down.forward_then(h, Epilogue::Add(x));
         }
         for (r, t) in inputs.iter().enumerate() {
             cache.lens[first + r] += t.len();
@@ -918,7 +968,8 @@ impl Qwen2Model {
         Tensor::from_data(TensorData::new(m, [step.past.len(), 1, 1, seq, cap]), &self.device)
     }
 
-    /// Cache rows the new keys and values go to, in the order of `[rows, kv_heads, seq, d]`.
+    /// Cache rows the new keys and values go to, in the order of `[rows, kv_heads, seq, d]`
+    /// (i64 for burn's `select_assign` on the CPU device, i32 for the GPU kernel).
     fn cache_writes(&self, step: &Step, heads: usize) -> Tensor<1, Int> {
         let mut idx = Vec::with_capacity(step.past.len() * heads * step.seq);
         for (r, &past) in step.past.iter().enumerate() {
@@ -928,17 +979,24 @@ impl Qwen2Model {
             }
         }
         let n = idx.len();
+        if self.device == Device::flex() {
+            return Tensor::from_data(TensorData::new(idx, [n]), &self.device);
+        }
+        // The GPU kernel that writes the cache reads 32-bit indices.
+        let idx: Vec<i32> = idx.into_iter().map(|i| i32::try_from(i).expect("a KV cache of fewer than 2³¹ rows")).collect();
         Tensor::from_data(TensorData::new(idx, [n]), &self.device)
     }
 
+    /// Self-attention of one layer up to the output projection: the new queries, keys and
+    /// values, rotated, the keys and values written to the cache, and each head's attention over
+    /// its row's cache, `[rows · seq, heads · d]`.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         a: &Attention,
         x: Tensor<2>,
         step: &Step,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
+        (cos, sin): (&Tensor<4>, &Tensor<4>),
         mask: Option<&Tensor<5>>,
         writes: &Tensor<1, Int>,
         slot: &mut Option<(Tensor<2>, Tensor<2>)>,
@@ -947,30 +1005,42 @@ impl Qwen2Model {
         let (nh, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let (n, seq, cap) = (step.past.len(), step.seq, step.capacity);
         let groups = nh / kvh;
-        let heads = |t: Tensor<2>, h: usize| t.reshape([n, seq, h, d]).swap_dims(1, 2); // [n, h, seq, d]
-        let q = rotate(heads(a.q.forward(x.clone()), nh), cos, sin);
-        let k = rotate(heads(a.k.forward(x.clone()), kvh), cos, sin);
-        let v = heads(a.v.forward(x), kvh);
-
-        // Write the new keys and values in place, then attend over the rows' whole storage.
+        let (q, k, v) = (a.q.forward(x.clone()), a.k.forward(x.clone()), a.v.forward(x));
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
-        // Cast to what the cache stores (f16 in f16 mode).
-        let kv_dtype = ck.dtype();
-        let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]).cast(kv_dtype), IndexingUpdateOp::Assign);
-        let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]).cast(kv_dtype), IndexingUpdateOp::Assign);
+        // Rotate the new queries and keys, and write the new keys and values in place; then
+        // attend over the rows' whole storage.
+        let (q, ck, cv) = if self.device == Device::flex() {
+            let heads = |t: Tensor<2>, h: usize| t.reshape([n, seq, h, d]).swap_dims(1, 2); // [n, h, seq, d]
+            let q = rotate(heads(q, nh), cos, sin);
+            let k = rotate(heads(k, kvh), cos, sin);
+            let v = heads(v, kvh);
+            let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+            let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+            (q, ck, cv)
+        } else {
+            #[cfg(feature = "wgpu")]
+            {
+                // One launch; an f16 cache (f16 mode) is written in f16.
+                let tables = (cos.clone().reshape([n * seq, d]), sin.clone().reshape([n * seq, d]));
+                let shape = crate::gpu_layer::NewPositions { rows: n, seq, heads: nh, kv_heads: kvh, head_dim: d };
+                crate::gpu_layer::rotary_and_cache_write(q, k, v, tables, writes, (ck, cv), shape)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            unreachable!("without GPU support only the CPU device exists")
+        };
         let Some(mask) = mask else {
             // A fused decode kernel (one new position per row).
             let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
             if self.device == Device::flex() {
                 let (out, ck, cv) = crate::cpu_attention::decode_attention(q, ck, cv, step.first, &lens, &step.shared, kvh, cap);
                 *slot = Some((ck, cv));
-                return a.o.forward(out);
+                return out;
             }
             #[cfg(feature = "wgpu")]
             {
                 let out = crate::gpu_attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, &lens, kvh, cap);
                 *slot = Some((ck, cv));
-                return a.o.forward(out.reshape([n, nh * d]));
+                return out.reshape([n, nh * d]);
             }
             #[cfg(not(feature = "wgpu"))]
             unreachable!("without GPU support only the CPU device exists");
@@ -986,7 +1056,7 @@ impl Qwen2Model {
             let bias = mask.clone().reshape([n, 1, seq, cap]);
             let options = AttentionModuleOptions { scale: Some(1.0 / (d as f64).sqrt()), softcap: None, is_causal: false };
             let out = burn::tensor::module::attention(q, keys, values, None, Some(bias), options); // [n, nh, seq, d]
-            return a.o.forward(out.swap_dims(1, 2).reshape([n * seq, nh * d]));
+            return out.swap_dims(1, 2).reshape([n * seq, nh * d]);
         }
         // Grouped-query attention without copying keys: the `groups` query heads that share a
         // key/value head are stacked along the query axis, rows ordered (group, position).
@@ -996,8 +1066,7 @@ impl Qwen2Model {
         let scores = q.matmul(keys.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()); // [n, kvh, g*seq, cap]
         let scores = (scores.reshape([n, kvh, groups, seq, cap]) + mask.clone()).reshape([n, kvh, groups * seq, cap]);
         let out = softmax(scores, 3).matmul(values); // [n, kvh, g*seq, d]
-        let out = out.reshape([n, nh, seq, d]).swap_dims(1, 2).reshape([n * seq, nh * d]);
-        a.o.forward(out)
+        out.reshape([n, nh, seq, d]).swap_dims(1, 2).reshape([n * seq, nh * d])
     }
 }
 

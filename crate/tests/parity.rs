@@ -224,3 +224,127 @@ fn fused_gpu_decode_attention_equals_a_reference() {
         }
     }
 }
+
+/// The GPU's RMSNorm kernel (one launch for burn's seven ops) against a plain f64 reference:
+/// widths below, at and above the units of its cube, and one row and many.
+#[test]
+fn gpu_rms_norm_equals_a_reference() {
+    use genprm::burn::tensor::{Tensor, TensorData};
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            continue;
+        }
+        for (rows, cols) in [(1usize, 32usize), (3, 128), (20, 1536), (2, 200)] {
+            let x: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.377).sin() * if i % 53 == 0 { 40.0 } else { 1.5 }).collect();
+            let w: Vec<f32> = (0..cols).map(|i| 0.5 + (i as f32 * 0.11).cos()).collect();
+            let eps = 1e-6;
+            let got: Vec<f32> = genprm::gpu_layer::rms_norm(
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, cols]), &device),
+                &Tensor::<1>::from_data(TensorData::new(w.clone(), [cols]), &device),
+                eps,
+            )
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+            for r in 0..rows {
+                let row = &x[r * cols..][..cols];
+                let mean: f64 = row.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / cols as f64;
+                let inv = 1.0 / (mean + eps).sqrt();
+                for c in 0..cols {
+                    let want = f64::from(row[c]) * inv * f64::from(w[c]);
+                    let g = f64::from(got[r * cols + c]);
+                    assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "{rows}x{cols} [{r},{c}]: {g} vs {want}");
+                }
+            }
+        }
+    }
+}
+
+/// The GPU's rotary-embedding kernel, which also writes the new keys and values into the KV
+/// cache (f32, and f16 where the GPU has it), against the "rotate half" formula: the rotated
+/// queries in `[rows, heads, seq, d]` order, every written cache row, and every other cache row
+/// untouched. A cache another tensor still holds is copied, not overwritten.
+#[test]
+fn gpu_rotary_and_cache_write_equal_a_reference() {
+    use genprm::burn::tensor::{DType, Int, Tensor, TensorData};
+    use genprm::gpu_layer::{NewPositions, rotary_and_cache_write};
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            continue;
+        }
+        let kv_types = if genprm::gpu_quant::supports_f16(&device) { vec![DType::F32, DType::F16] } else { vec![DType::F32] };
+        for kv_dtype in kv_types {
+            let (rows, seq, heads, kv_heads, d, cap) = (2usize, 3usize, 4usize, 2usize, 8usize, 8usize);
+            let m = rows * seq;
+            let val = |i: usize, salt: f32| (i as f32 * 0.618 + salt).sin() * 1.7;
+            let stored = |x: f32| if kv_dtype == DType::F16 { half::f16::from_f32(x).to_f32() } else { x };
+            let q: Vec<f32> = (0..m * heads * d).map(|i| val(i, 0.1)).collect();
+            let k: Vec<f32> = (0..m * kv_heads * d).map(|i| val(i, 0.7)).collect();
+            let v: Vec<f32> = (0..m * kv_heads * d).map(|i| val(i, 1.3)).collect();
+            let cos: Vec<f32> = (0..m * d).map(|i| (i as f32 * 0.21).cos()).collect();
+            let sin: Vec<f32> = (0..m * d).map(|i| (i as f32 * 0.21).sin()).collect();
+            // Row r's new positions start at 2 + r; the cache has 3 rows (the batch is rows 1 and 2).
+            let first = 1;
+            let mut writes = Vec::new();
+            for r in 0..rows {
+                for h in 0..kv_heads {
+                    writes.extend((0..seq).map(|s| (((first + r) * kv_heads + h) * cap + 2 + r + s) as i32));
+                }
+            }
+            let cache_rows = (first + rows) * kv_heads * cap;
+            let old: Vec<f32> = (0..cache_rows * d).map(|i| stored(val(i, 2.2))).collect();
+            let t2 = |x: &[f32], shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), shape), &device);
+            let keys = t2(&old, [cache_rows, d]).cast(kv_dtype);
+            let values = t2(&old, [cache_rows, d]).cast(kv_dtype);
+            let held = keys.clone();
+            let shape = NewPositions { rows, seq, heads, kv_heads, head_dim: d };
+            let writes_t = Tensor::<1, Int>::from_data(TensorData::new(writes.clone(), [writes.len()]), &device);
+            let (q_out, keys, values) = rotary_and_cache_write(
+                t2(&q, [m, heads * d]),
+                t2(&k, [m, kv_heads * d]),
+                t2(&v, [m, kv_heads * d]),
+                (t2(&cos, [m, d]), t2(&sin, [m, d])),
+                &writes_t,
+                (keys, values),
+                shape,
+            );
+            let host = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_into_vec().unwrap() };
+            let q_out: Vec<f32> = q_out.into_data().try_into_vec().unwrap();
+            let (keys, values, held) = (host(keys), host(values), host(held));
+            assert_eq!(held, old, "{kv_dtype:?}: a cache another tensor holds was overwritten");
+            let rot = |src: &[f32], base: usize, j: usize, c: f32, s: f32| {
+                let other = if j < d / 2 { -src[base + j + d / 2] } else { src[base + j - d / 2] };
+                src[base + j] * c + other * s
+            };
+            let mut written = vec![false; cache_rows];
+            for r in 0..rows {
+                for s in 0..seq {
+                    let p = r * seq + s;
+                    for j in 0..d {
+                        let (c, sn) = (cos[p * d + j], sin[p * d + j]);
+                        for h in 0..heads {
+                            let want = rot(&q, (p * heads + h) * d, j, c, sn);
+                            let g = q_out[((r * heads + h) * seq + s) * d + j];
+                            assert!((g - want).abs() < 1e-5, "{kv_dtype:?}: q row {r} pos {s} head {h} dim {j}: {g} vs {want}");
+                        }
+                        for h in 0..kv_heads {
+                            let at = writes[(r * kv_heads + h) * seq + s] as usize;
+                            written[at] = true;
+                            let want_k = stored(rot(&k, (p * kv_heads + h) * d, j, c, sn));
+                            let want_v = stored(v[(p * kv_heads + h) * d + j]);
+                            let tol = if kv_dtype == DType::F16 { 2e-3 } else { 1e-5 };
+                            assert!((keys[at * d + j] - want_k).abs() < tol, "{kv_dtype:?}: key row {r} pos {s} head {h} dim {j}");
+                            assert_eq!(values[at * d + j], want_v, "{kv_dtype:?}: value row {r} pos {s} head {h} dim {j}");
+                        }
+                    }
+                }
+            }
+            for (row, w) in written.iter().enumerate() {
+                if !w {
+                    assert_eq!(&keys[row * d..][..d], &old[row * d..][..d], "{kv_dtype:?}: cache row {row} was not to be written");
+                    assert_eq!(&values[row * d..][..d], &old[row * d..][..d], "{kv_dtype:?}: cache row {row} was not to be written");
+                }
+            }
+        }
+    }
+}

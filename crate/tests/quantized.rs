@@ -227,6 +227,7 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
     // Products (decode and prefill kernels), the expansion and the row lookup.
     use genprm::burn::tensor::{Tensor, TensorData};
     use genprm::gpu_quant::MatvecKernel;
+    use genprm::model::Epilogue;
     use genprm::quant::QuantMatrix;
     for (kind, device) in devices() {
         if kind == genprm::DeviceKind::Cpu {
@@ -254,15 +255,34 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                     let rows_got: Vec<f32> = g.gather(&ids).into_data().try_into_vec().unwrap();
                     let rows_want: Vec<f32> = ids.iter().flat_map(|&r| d[r as usize * cols..][..cols].to_vec()).collect();
                     assert_eq!(rows_got, rows_want, "{format} {rows}x{cols} blocks {}: GPU gather", g.blocks());
+                    // The product alone, and with a bias and each epilogue (in the kernels'
+                    // launch for one block and few rows, with burn's ops otherwise).
+                    let bias: Vec<f32> = (0..rows).map(|r| (r as f32 * 0.9).sin()).collect();
+                    let extra: Vec<f32> = (0..n * rows).map(|i| (i as f32 * 0.43).cos() * 3.0).collect();
+                    let tensor = |v: &[f32], shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), &device);
+                    let bias_t = Tensor::<1>::from_data(TensorData::new(bias.clone(), [rows]), &device);
                     for kernel in [MatvecKernel::Cooperative, MatvecKernel::PerUnit] {
-                        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &device);
-                        let y: Vec<f32> = g.matmul_t_with(xt, kernel).into_data().try_into_vec().unwrap();
-                        for i in 0..n {
-                            for r in 0..rows {
-                                let expect: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum();
-                                let tol = 1e-3 * (cols as f32 / 128.0).max(1.0);
-                                let got = y[i * rows + r];
-                                assert!((got - expect).abs() < tol, "{format} {kernel:?} {rows}x{cols} n={n} blocks {} [{i},{r}]: {got} vs {expect}", g.blocks());
+                        for then in 0..4 {
+                            let epilogue = match then {
+                                2 => Epilogue::Add(tensor(&extra, [n, rows])),
+                                3 => Epilogue::SiluGate(tensor(&extra, [n, rows])),
+                                _ => Epilogue::Plain,
+                            };
+                            let with_bias = (then > 0).then_some(&bias_t);
+                            let y: Vec<f32> = g.matmul_t_with(tensor(&x, [n, cols]), with_bias, epilogue, kernel).into_data().try_into_vec().unwrap();
+                            for i in 0..n {
+                                for r in 0..rows {
+                                    let sum: f32 = (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum::<f32>() + if then > 0 { bias[r] } else { 0.0 };
+                                    let e = extra[i * rows + r];
+                                    let expect = match then {
+                                        2 => e + sum,
+                                        3 => e / (1.0 + (-e).exp()) * sum,
+                                        _ => sum,
+                                    };
+                                    let tol = 1e-3 * (cols as f32 / 128.0).max(1.0) * if then == 3 { 3.0 } else { 1.0 };
+                                    let got = y[i * rows + r];
+                                    assert!((got - expect).abs() < tol, "{format} {kernel:?} epilogue {then} {rows}x{cols} n={n} blocks {} [{i},{r}]: {got} vs {expect}", g.blocks());
+                                }
                             }
                         }
                     }

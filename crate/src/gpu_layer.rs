@@ -1,0 +1,208 @@
+//! A decoder layer's small operations on a GPU, one CubeCL kernel each where burn's generic ops
+//! take several: RMSNorm (seven launches with burn's ops), and the rotary embedding of the new
+//! queries and keys together with the write of keys and values into the KV cache (about
+//! eighteen). With the epilogues of the packed products ([`crate::model::Epilogue`]: bias,
+//! residual add, SwiGLU gate), a decode step launches 11 kernels per layer instead of about 51.
+//! At batch 1 each launch costs the host a few microseconds of driver and validation work, about
+//! as long as a small layer's reads from memory take on a real GPU, so launches, not bandwidth,
+//! bounded decode there.
+
+use burn::backend::Cube;
+use burn::tensor::{DType, Int, Shape, Tensor};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::{CubeDim, calculate_cube_count_elemwise};
+
+/// Units per cube of the RMSNorm kernel (one cube per row; the 1.5B model's 1536 columns are
+/// 12 per unit).
+const NORM_UNITS: u32 = 128;
+
+mod kernels {
+    use cubecl::prelude::*;
+
+    /// One cube per row of `x` (`[rows, cols]`): `out = x / √(mean(x²) + eps) · weight`, the
+    /// mean summed in shared memory (no subgroup instructions).
+    #[cube(launch)]
+    pub fn rms_norm_kernel(x: &Tensor<f32>, weight: &Tensor<f32>, out: &mut Tensor<f32>, rows: u32, cols: u32, eps: f32, #[comptime] units: u32) {
+        let row = CUBE_POS as u32;
+        // Cubes past the last row take part in the barriers too, on zeros.
+        let live = row < rows;
+        let base = row * cols;
+        let mut sum = 0.0f32;
+        if live {
+            let mut c = UNIT_POS;
+            while c < cols {
+                let v = x[(base + c) as usize];
+                sum += v * v;
+                c += units;
+            }
+        }
+        let mut partial = Shared::<[f32]>::new_slice(units as usize);
+        partial[UNIT_POS as usize] = sum;
+        crate::gpu_reduce::tree_sum(&mut partial, units);
+        if live {
+            let variance = partial[0] / f32::cast_from(cols);
+            let inv = 1.0f32 / (variance + eps).sqrt();
+            let mut c = UNIT_POS;
+            while c < cols {
+                out[(base + c) as usize] = x[(base + c) as usize] * inv * weight[c as usize];
+                c += units;
+            }
+        }
+    }
+
+    /// Element `j` of a head starting at `base`, rotated ("rotate half": the first half paired
+    /// with the negated second half).
+    #[cube]
+    fn rotated(src: &Tensor<f32>, base: u32, j: u32, d: u32, c: f32, s: f32) -> f32 {
+        // The partner of element j is j + d/2 (negated) in the first half, j − d/2 in the second.
+        let mut other = src[(base + (j + d / 2) % d) as usize];
+        if j < d / 2 {
+            other = -other;
+        }
+        src[(base + j) as usize] * c + other * s
+    }
+
+    /// One unit per (new position, head, head dimension), query heads first, then key/value
+    /// heads. `q` is `[positions, heads · d]`, `k` and `v` `[positions, kv_heads · d]`, positions
+    /// ordered by row and then by position within the row (`seq` per row); `cos`/`sin` are
+    /// `[positions, d]`. Rotated queries go to `q_out`, `[rows, heads, seq, d]`; rotated keys
+    /// and the values go to cache row `writes[(row · kv_heads + kv head) · seq + position]` of
+    /// `keys` and `values` (`[cache rows, d]`, f32 or f16).
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn rotary_cache_kernel<KV: Float>(
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        cos: &Tensor<f32>,
+        sin: &Tensor<f32>,
+        writes: &Tensor<i32>,
+        q_out: &mut Tensor<f32>,
+        keys: &mut Tensor<KV>,
+        values: &mut Tensor<KV>,
+        positions: u32,
+        seq: u32,
+        heads: u32,
+        kv_heads: u32,
+        d: u32,
+    ) {
+        let pos = ABSOLUTE_POS as u32;
+        let all = heads + kv_heads;
+        if pos < positions * all * d {
+            let j = pos % d;
+            let h = (pos / d) % all;
+            let m = pos / (d * all);
+            let (row, s) = (m / seq, m % seq);
+            let c = cos[(m * d + j) as usize];
+            let sn = sin[(m * d + j) as usize];
+            if h < heads {
+                let value = rotated(q, (m * heads + h) * d, j, d, c, sn);
+                q_out[(((row * heads + h) * seq + s) * d + j) as usize] = value;
+            } else {
+                let kh = h - heads;
+                let base = (m * kv_heads + kh) * d;
+                let at = u32::cast_from(writes[((row * kv_heads + kh) * seq + s) as usize]) * d + j;
+                keys[at as usize] = KV::cast_from(rotated(k, base, j, d, c, sn));
+                values[at as usize] = KV::cast_from(v[(base + j) as usize]);
+            }
+        }
+    }
+}
+
+use kernels::{rms_norm_kernel, rotary_cache_kernel};
+
+/// A float tensor's CubeCL primitive (a GPU tensor), contiguous, for a kernel launch.
+pub(crate) fn cube<const D: usize>(t: Tensor<D>) -> CubeTensor {
+    into_contiguous(t.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"))
+}
+
+/// RMSNorm of `[rows, cols]` activations on a GPU in one launch: `x / √(mean(x²) + eps) ·
+/// weight`, in f32 as Qwen2 computes it.
+pub fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
+    let [rows, cols] = x.dims();
+    let x = cube(x);
+    let weight = cube(weight.clone());
+    let client = x.client.clone();
+    let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([rows, cols]), DType::F32);
+    // One cube per row, over two axes (one axis holds at most 65,535 cubes).
+    let x_count = (rows as u32).clamp(1, 65_535);
+    let cube_count = cubecl::CubeCount::Static(x_count, (rows as u32).div_ceil(x_count).max(1), 1);
+    rms_norm_kernel::launch(
+        &client,
+        cube_count,
+        CubeDim::new_1d(NORM_UNITS),
+        x.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows as u32,
+        cols as u32,
+        eps as f32,
+        NORM_UNITS,
+    );
+    Tensor::from_primitive::<Cube>(out)
+}
+
+/// The shape of one pass's new positions for [`rotary_and_cache_write`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewPositions {
+    /// Sequences (batch rows) in the pass.
+    pub rows: usize,
+    /// New positions per row.
+    pub seq: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+}
+
+/// Qwen2's rotary embedding of a pass's new queries and keys, and the write of the rotated keys
+/// and of the values into the KV cache, in one launch. `q` is `[rows · seq, heads · d]`, `k`
+/// and `v` are `[rows · seq, kv_heads · d]` (the projections' outputs); `cos`/`sin` hold one
+/// `d`-wide row per new position, in the same order; `writes` (i32) is the cache row of each
+/// (row, key/value head, position). `keys`/`values` (`[cache rows, d]`, f32 or f16) are written
+/// in place when nothing else holds them, copied first otherwise. Returns the rotated queries,
+/// `[rows, heads, seq, d]`, and the caches.
+pub fn rotary_and_cache_write(
+    q: Tensor<2>,
+    k: Tensor<2>,
+    v: Tensor<2>,
+    (cos, sin): (Tensor<2>, Tensor<2>),
+    writes: &Tensor<1, Int>,
+    (keys, values): (Tensor<2>, Tensor<2>),
+    p: NewPositions,
+) -> (Tensor<4>, Tensor<2>, Tensor<2>) {
+    let NewPositions { rows, seq, heads, kv_heads, head_dim: d } = p;
+    let writable = |t: Tensor<2>| {
+        let t = t.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
+        into_contiguous(if t.can_mut() { t } else { t.copy() })
+    };
+    let (keys, values) = (writable(keys), writable(values));
+    let (q, k, v, cos, sin) = (cube(q), cube(k), cube(v), cube(cos), cube(sin));
+    let writes = into_contiguous(writes.clone().try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+    let client = q.client.clone();
+    let q_out = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([rows, heads, seq, d]), DType::F32);
+    let units = rows * seq * (heads + kv_heads) * d;
+    let cube_dim = CubeDim::new(&client, units);
+    let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+    let kv_dtype = keys.dtype;
+    let args = (q.into_tensor_arg(), k.into_tensor_arg(), v.into_tensor_arg(), cos.into_tensor_arg(), sin.into_tensor_arg(), writes.into_tensor_arg());
+    let (out_arg, keys_arg, values_arg) = (q_out.clone().into_tensor_arg(), keys.clone().into_tensor_arg(), values.clone().into_tensor_arg());
+    let dims = ((rows * seq) as u32, seq as u32, heads as u32, kv_heads as u32, d as u32);
+    macro_rules! launch {
+        ($kv:ty) => {
+            rotary_cache_kernel::launch::<$kv>(
+                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, args.5, out_arg, keys_arg, values_arg, dims.0, dims.1, dims.2, dims.3,
+                dims.4,
+            )
+        };
+    }
+    match kv_dtype {
+        DType::F16 => launch!(half::f16),
+        _ => launch!(f32),
+    }
+    (Tensor::from_primitive::<Cube>(q_out), Tensor::from_primitive::<Cube>(keys), Tensor::from_primitive::<Cube>(values))
+}
