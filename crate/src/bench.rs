@@ -134,6 +134,9 @@ pub struct BenchResult {
     /// Whether the model ran in f16 mode on the GPU (f16 prefill products and KV cache, for
     /// quantized weights where the GPU has f16 arithmetic); `None` on the CPU device.
     pub gpu_f16: Option<bool>,
+    /// The packed matrix-vector kernel of decode on the GPU (`per-unit` or `cooperative`);
+    /// `None` on the CPU device and for f32 weights.
+    pub gpu_matvec: Option<String>,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -224,7 +227,19 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
         peak_device_mib,
         gpu_f16: (*device != burn::tensor::Device::flex()).then(|| model.gpu_f16()),
+        gpu_matvec: gpu_matvec(&model),
     })
+}
+
+/// The decode kernel of a model's quantized weights on a GPU.
+fn gpu_matvec(model: &Qwen2Model) -> Option<String> {
+    #[cfg(feature = "wgpu")]
+    return model.matvec_kernel().map(|k| k.to_string());
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = model;
+        None
+    }
 }
 
 /// Memory the GPU pools reserved, in MiB (`None` on the CPU device or without GPU support).

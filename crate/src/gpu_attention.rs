@@ -4,7 +4,7 @@
 //! for the same (matmul, scale, mask, max, exp, sum, divide, matmul) plus a mask upload.
 
 use burn::backend::Cube;
-use burn::tensor::{DType, Int, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::CubeDim;
@@ -97,14 +97,20 @@ mod kernels {
 
 use kernels::decode_attention_kernel;
 
+/// Each row's number of positions as [`decode_attention`] reads them (i32 on the device):
+/// uploaded once per pass, not once per layer.
+pub fn row_lens(lens: &[usize], device: &Device) -> Tensor<1, Int> {
+    let lens: Vec<i32> = lens.iter().map(|&l| i32::try_from(l).expect("fewer than 2³¹ positions")).collect();
+    let n = lens.len();
+    Tensor::<1, Int>::from_data(TensorData::new(lens, [n]), device)
+}
+
 /// Attention of one new position per row: `q` is `[n, heads, d]`; `keys`/`values` the whole
-/// cache `[rows · kv_heads · capacity, d]`, f32 or f16; `lens[i]` the positions row `first + i`
-/// attends to. Returns `[n, heads, d]` in f32.
-pub fn decode_attention(q: Tensor<3>, keys: &Tensor<2>, values: &Tensor<2>, first: usize, lens: &[usize], kv_heads: usize, capacity: usize) -> Tensor<3> {
+/// cache `[rows · kv_heads · capacity, d]`, f32 or f16; `lens[i]` ([`row_lens`]) the positions
+/// row `first + i` attends to. Returns `[n, heads, d]` in f32.
+pub fn decode_attention(q: Tensor<3>, keys: &Tensor<2>, values: &Tensor<2>, first: usize, lens: &Tensor<1, Int>, kv_heads: usize, capacity: usize) -> Tensor<3> {
     let [n, heads, d] = q.dims();
-    let device = q.device();
-    let lens: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
-    let lens = Tensor::<1, Int>::from_data(TensorData::new(lens, [n]), &device);
+    let lens = lens.clone();
     let q = into_contiguous(q.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
     let keys = into_contiguous(keys.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
     let values = into_contiguous(values.clone().try_into_primitive::<Cube>().expect("GPU tensor"));

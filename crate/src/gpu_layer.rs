@@ -52,34 +52,22 @@ mod kernels {
         }
     }
 
-    /// Element `j` of a head starting at `base`, rotated ("rotate half": the first half paired
-    /// with the negated second half).
-    #[cube]
-    fn rotated(src: &Tensor<f32>, base: u32, j: u32, d: u32, c: f32, s: f32) -> f32 {
-        // The partner of element j is j + d/2 (negated) in the first half, j − d/2 in the second.
-        let mut other = src[(base + (j + d / 2) % d) as usize];
-        if j < d / 2 {
-            other = -other;
-        }
-        src[(base + j) as usize] * c + other * s
-    }
-
-    /// One unit per (new position, head, head dimension), query heads first, then key/value
-    /// heads. `q` is `[positions, heads · d]`, `k` and `v` `[positions, kv_heads · d]`, positions
-    /// ordered by row and then by position within the row (`seq` per row); `cos`/`sin` are
-    /// `[positions, d]`. Rotated queries go to `q_out`, `[rows, heads, seq, d]`; rotated keys
-    /// and the values go to cache row `writes[(row · kv_heads + kv head) · seq + position]` of
-    /// `keys` and `values` (`[cache rows, d]`, f32 or f16).
+    /// One unit per (new position, head, pair of head dimensions `i` and `i + d/2`), query
+    /// heads first, then key/value heads. `q` is `[positions, heads · d]` and is rotated in place;
+    /// `k` and `v` are `[positions, kv_heads · d]`, positions ordered by row and then by
+    /// position within the row (`seq` per row); `table` holds `cos` of the pair's angle in
+    /// its first `d/2` columns and `sin` in the last, `[positions, d]`. Rotated keys and the
+    /// values go to cache row `writes[(row · kv_heads + kv head) · seq + position]` of `keys`
+    /// and `values` (`[cache rows, d]`, f32 or f16). Seven bindings: WebGPU guarantees eight
+    /// storage buffers per stage, and CubeCL's metadata takes one.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn rotary_cache_kernel<KV: Float>(
-        q: &Tensor<f32>,
+        q: &mut Tensor<f32>,
         k: &Tensor<f32>,
         v: &Tensor<f32>,
-        cos: &Tensor<f32>,
-        sin: &Tensor<f32>,
+        table: &Tensor<f32>,
         writes: &Tensor<i32>,
-        q_out: &mut Tensor<f32>,
         keys: &mut Tensor<KV>,
         values: &mut Tensor<KV>,
         positions: u32,
@@ -89,23 +77,30 @@ mod kernels {
         d: u32,
     ) {
         let pos = ABSOLUTE_POS as u32;
+        let half = d / 2;
         let all = heads + kv_heads;
-        if pos < positions * all * d {
-            let j = pos % d;
-            let h = (pos / d) % all;
-            let m = pos / (d * all);
-            let (row, s) = (m / seq, m % seq);
-            let c = cos[(m * d + j) as usize];
-            let sn = sin[(m * d + j) as usize];
+        if pos < positions * all * half {
+            let i = pos % half;
+            let h = (pos / half) % all;
+            let m = pos / (half * all);
+            let c = table[(m * d + i) as usize];
+            let s = table[(m * d + half + i) as usize];
+            // "Rotate half": (x₁, x₂) ↦ (x₁·cos − x₂·sin, x₂·cos + x₁·sin), as transformers
+            // computes x·cos + rotate_half(x)·sin.
             if h < heads {
-                let value = rotated(q, (m * heads + h) * d, j, d, c, sn);
-                q_out[(((row * heads + h) * seq + s) * d + j) as usize] = value;
+                let base = (m * heads + h) * d;
+                let (x1, x2) = (q[(base + i) as usize], q[(base + i + half) as usize]);
+                q[(base + i) as usize] = x1 * c + -x2 * s;
+                q[(base + i + half) as usize] = x2 * c + x1 * s;
             } else {
                 let kh = h - heads;
                 let base = (m * kv_heads + kh) * d;
-                let at = u32::cast_from(writes[((row * kv_heads + kh) * seq + s) as usize]) * d + j;
-                keys[at as usize] = KV::cast_from(rotated(k, base, j, d, c, sn));
-                values[at as usize] = KV::cast_from(v[(base + j) as usize]);
+                let (x1, x2) = (k[(base + i) as usize], k[(base + i + half) as usize]);
+                let at = u32::cast_from(writes[((m / seq * kv_heads + kh) * seq + m % seq) as usize]) * d;
+                keys[(at + i) as usize] = KV::cast_from(x1 * c + -x2 * s);
+                keys[(at + i + half) as usize] = KV::cast_from(x2 * c + x1 * s);
+                values[(at + i) as usize] = KV::cast_from(v[(base + i) as usize]);
+                values[(at + i + half) as usize] = KV::cast_from(v[(base + i + half) as usize]);
             }
         }
     }
@@ -161,42 +156,41 @@ pub struct NewPositions {
 
 /// Qwen2's rotary embedding of a pass's new queries and keys, and the write of the rotated keys
 /// and of the values into the KV cache, in one launch. `q` is `[rows · seq, heads · d]`, `k`
-/// and `v` are `[rows · seq, kv_heads · d]` (the projections' outputs); `cos`/`sin` hold one
-/// `d`-wide row per new position, in the same order; `writes` (i32) is the cache row of each
-/// (row, key/value head, position). `keys`/`values` (`[cache rows, d]`, f32 or f16) are written
-/// in place when nothing else holds them, copied first otherwise. Returns the rotated queries,
-/// `[rows, heads, seq, d]`, and the caches.
+/// and `v` are `[rows · seq, kv_heads · d]` (the projections' outputs); `table` holds one row
+/// per new position, in the same order: the cosines of its `d/2` angles, then their sines
+/// (`[rows · seq, d]`); `writes` (i32) is the cache row of each (row, key/value head,
+/// position). `q`, `keys` and `values` (`[cache rows, d]`, f32 or f16) are written in place
+/// when nothing else holds them, copied first otherwise. Returns the rotated queries (`[rows ·
+/// seq, heads · d]`, like `q`) and the caches.
 pub fn rotary_and_cache_write(
     q: Tensor<2>,
     k: Tensor<2>,
     v: Tensor<2>,
-    (cos, sin): (Tensor<2>, Tensor<2>),
+    table: Tensor<2>,
     writes: &Tensor<1, Int>,
     (keys, values): (Tensor<2>, Tensor<2>),
     p: NewPositions,
-) -> (Tensor<4>, Tensor<2>, Tensor<2>) {
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let NewPositions { rows, seq, heads, kv_heads, head_dim: d } = p;
     let writable = |t: Tensor<2>| {
         let t = t.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
         into_contiguous(if t.can_mut() { t } else { t.copy() })
     };
-    let (keys, values) = (writable(keys), writable(values));
-    let (q, k, v, cos, sin) = (cube(q), cube(k), cube(v), cube(cos), cube(sin));
+    let (q, keys, values) = (writable(q), writable(keys), writable(values));
+    let (k, v, table) = (cube(k), cube(v), cube(table));
     let writes = into_contiguous(writes.clone().try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
     let client = q.client.clone();
-    let q_out = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([rows, heads, seq, d]), DType::F32);
-    let units = rows * seq * (heads + kv_heads) * d;
+    let units = rows * seq * (heads + kv_heads) * (d / 2);
     let cube_dim = CubeDim::new(&client, units);
     let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
     let kv_dtype = keys.dtype;
-    let args = (q.into_tensor_arg(), k.into_tensor_arg(), v.into_tensor_arg(), cos.into_tensor_arg(), sin.into_tensor_arg(), writes.into_tensor_arg());
-    let (out_arg, keys_arg, values_arg) = (q_out.clone().into_tensor_arg(), keys.clone().into_tensor_arg(), values.clone().into_tensor_arg());
+    let args = (q.clone().into_tensor_arg(), k.into_tensor_arg(), v.into_tensor_arg(), table.into_tensor_arg(), writes.into_tensor_arg());
+    let (keys_arg, values_arg) = (keys.clone().into_tensor_arg(), values.clone().into_tensor_arg());
     let dims = ((rows * seq) as u32, seq as u32, heads as u32, kv_heads as u32, d as u32);
     macro_rules! launch {
         ($kv:ty) => {
             rotary_cache_kernel::launch::<$kv>(
-                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, args.5, out_arg, keys_arg, values_arg, dims.0, dims.1, dims.2, dims.3,
-                dims.4,
+                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, keys_arg, values_arg, dims.0, dims.1, dims.2, dims.3, dims.4,
             )
         };
     }
@@ -204,5 +198,5 @@ pub fn rotary_and_cache_write(
         DType::F16 => launch!(half::f16),
         _ => launch!(f32),
     }
-    (Tensor::from_primitive::<Cube>(q_out), Tensor::from_primitive::<Cube>(keys), Tensor::from_primitive::<Cube>(values))
+    (Tensor::from_primitive::<Cube>(q), Tensor::from_primitive::<Cube>(keys), Tensor::from_primitive::<Cube>(values))
 }

@@ -22,24 +22,50 @@ use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 /// Units per cube of the cooperative matrix-vector kernel.
 const MATVEC_UNITS: u32 = 32;
 
-/// Which kernel multiplies packed weights by a few activation rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which kernel multiplies packed weights by a few activation rows (decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MatvecKernel {
-    /// One unit per output element, reading the whole row (the default: the faster of the two
-    /// on every device measured so far — lavapipe and SwiftShader, where barriers are costly).
+    /// One unit per output element, reading the whole row: the faster of the two on software
+    /// adapters (lavapipe, SwiftShader), which run a cube's units as CPU loops and pay for
+    /// every barrier.
     PerUnit,
     /// One cube per output element, its units sharing the row with contiguous loads and a
-    /// shared-memory sum: the usual shape on real GPUs, waiting to be measured on one.
+    /// shared-memory sum: the usual shape on hardware GPUs, where one unit per row leaves most
+    /// of the GPU idle (the k and v projections have 256 rows) and neighbouring units read
+    /// memory a row apart.
     Cooperative,
 }
 
-/// The kernel in use: `GENPRM_GPU_MATVEC=cooperative` selects the cooperative one.
-pub fn matvec_kernel() -> MatvecKernel {
-    static CHOICE: std::sync::OnceLock<MatvecKernel> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| match std::env::var("GENPRM_GPU_MATVEC").as_deref() {
+impl std::fmt::Display for MatvecKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MatvecKernel::PerUnit => "per-unit",
+            MatvecKernel::Cooperative => "cooperative",
+        })
+    }
+}
+
+/// The decode kernel for `device`: `GENPRM_GPU_MATVEC=cooperative` or `per-unit` when set;
+/// otherwise the cooperative kernel on a hardware GPU and the per-unit one on a software
+/// adapter ([`is_software_adapter`]).
+pub fn matvec_kernel(device: &Device) -> MatvecKernel {
+    match std::env::var("GENPRM_GPU_MATVEC").as_deref() {
         Ok("cooperative") => MatvecKernel::Cooperative,
-        _ => MatvecKernel::PerUnit,
-    })
+        Ok("per-unit") => MatvecKernel::PerUnit,
+        _ if is_software_adapter(device) => MatvecKernel::PerUnit,
+        _ => MatvecKernel::Cooperative,
+    }
+}
+
+/// Whether `device` is the CPU device or a GPU adapter that runs on the CPU (Vulkan's
+/// lavapipe, SwiftShader, WebGPU's fallback adapter): CubeCL names no physical card for it.
+pub fn is_software_adapter(device: &Device) -> bool {
+    if *device == Device::flex() {
+        return true;
+    }
+    let Ok(probe) = Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>() else { return true };
+    probe.client.properties().identity.physical.is_none()
 }
 
 /// The arithmetic of prefill's dense products over expanded quantized weights.
@@ -94,6 +120,8 @@ pub struct GpuQuant {
     cols: usize,
     format: QuantFormat,
     precision: PrefillPrecision,
+    /// The decode kernel.
+    matvec: MatvecKernel,
     /// The most bytes one buffer holds: the blocks' words, and each expanded piece in prefill.
     max_bytes: usize,
 }
@@ -284,12 +312,12 @@ impl GpuQuant {
 
     /// [`GpuQuant::upload`] with an explicit block size in bytes.
     pub fn upload_in_blocks(q: &QuantMatrix, device: &Device, max_bytes: usize) -> Self {
-        Self::upload_with(q, device, max_bytes, prefill_precision(device))
+        Self::upload_with(q, device, max_bytes, prefill_precision(device), matvec_kernel(device))
     }
 
     /// The upload, with a prefill precision the caller has already checked against the device
-    /// (the model loader decides once per load, not once per matrix).
-    pub(crate) fn upload_with(q: &QuantMatrix, device: &Device, max_bytes: usize, precision: PrefillPrecision) -> Self {
+    /// and a decode kernel (the model loader decides both once per load, not once per matrix).
+    pub(crate) fn upload_with(q: &QuantMatrix, device: &Device, max_bytes: usize, precision: PrefillPrecision, matvec: MatvecKernel) -> Self {
         let bytes = q.values_bytes();
         let row_bytes = bytes.len() / q.rows();
         let groups_per_row = q.cols() / GROUP;
@@ -312,7 +340,7 @@ impl GpuQuant {
                 }
             })
             .collect();
-        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision, max_bytes }
+        GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision, matvec, max_bytes }
     }
 
     /// The same weights with prefill in `precision` (the default is [`prefill_precision`]);
@@ -328,6 +356,11 @@ impl GpuQuant {
     /// The precision of this matrix's prefill products.
     pub fn precision(&self) -> PrefillPrecision {
         self.precision
+    }
+
+    /// The kernel of this matrix's decode products ([`matvec_kernel`]).
+    pub fn matvec(&self) -> MatvecKernel {
+        self.matvec
     }
 
     /// Number of row blocks.
@@ -429,7 +462,7 @@ impl GpuQuant {
     /// `x Wᵀ + bias`, finished by `then`: in the product's own launch when the packed kernels
     /// run it on a single block (decode), with burn's ops otherwise.
     pub fn matmul_t_then(&self, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue) -> Tensor<2> {
-        self.matmul_t_with(x, bias, then, matvec_kernel())
+        self.matmul_t_with(x, bias, then, self.matvec)
     }
 
     /// [`GpuQuant::matmul_t_then`] with a chosen matrix-vector kernel (for fewer than

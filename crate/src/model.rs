@@ -485,6 +485,20 @@ struct Step {
     capacity: usize,
     /// Per row, another cache row holding its first positions too ([`KvCache::shared_prefix`]).
     shared: Vec<Option<(usize, usize)>>,
+    /// Decoding on a GPU: each row's length after this pass, on the device for the fused
+    /// attention kernel (uploaded once for all layers).
+    #[cfg(feature = "wgpu")]
+    gpu_lens: Option<Tensor<1, Int>>,
+}
+
+/// The rotary angles of one pass's new positions, on the device.
+enum Rope {
+    /// Cosines and sines `[rows, 1, seq, head_dim]`, halves repeated, for burn's ops (CPU device).
+    Tables(Tensor<4>, Tensor<4>),
+    /// `[rows · seq, head_dim]`: each position's `head_dim/2` cosines, then its sines, for the
+    /// GPU kernel ([`crate::gpu_layer::rotary_and_cache_write`]).
+    #[cfg(feature = "wgpu")]
+    Packed(Tensor<2>),
 }
 
 struct Attention {
@@ -562,6 +576,9 @@ struct Loader<'a, S: ?Sized, P> {
     /// Whether quantized weights go to the GPU in f16 mode ([`resolve_gpu_f16`]; only GPUs read it).
     #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     gpu_f16: bool,
+    /// The decode kernel of quantized weights on a GPU, chosen once per load.
+    #[cfg(feature = "wgpu")]
+    matvec: crate::gpu_quant::MatvecKernel,
 }
 
 impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P> {
@@ -590,7 +607,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         {
             use crate::gpu_quant::{GpuQuant, PrefillPrecision};
             let precision = if self.gpu_f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 };
-            Ok(Weight::GpuQuant(Arc::new(GpuQuant::upload_with(&q, self.device, MAX_BINDING_BYTES, precision))))
+            Ok(Weight::GpuQuant(Arc::new(GpuQuant::upload_with(&q, self.device, MAX_BINDING_BYTES, precision, self.matvec))))
         }
         #[cfg(not(feature = "wgpu"))]
         {
@@ -733,7 +750,17 @@ impl Qwen2Model {
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
         let gpu_f16 = resolve_gpu_f16(options.gpu_f16, device)?;
-        let mut l = Loader { source, device, progress, done: 0, total, piece_bytes, gpu_f16 };
+        let mut l = Loader {
+            source,
+            device,
+            progress,
+            done: 0,
+            total,
+            piece_bytes,
+            gpu_f16,
+            #[cfg(feature = "wgpu")]
+            matvec: crate::gpu_quant::matvec_kernel(device),
+        };
         let head_format = options.head_quant.or(options.quant);
 
         let embed = l.weight("model.embed_tokens.weight", &[vocab, h], head_format).await?;
@@ -783,6 +810,16 @@ impl Qwen2Model {
     pub fn prefill_precision(&self) -> Option<crate::gpu_quant::PrefillPrecision> {
         match &self.layers.first()?.mlp.gate.weight {
             Weight::GpuQuant(g) => Some(g.precision()),
+            _ => None,
+        }
+    }
+
+    /// The kernel of decode's products on a GPU with quantized weights (`None` on the CPU
+    /// device and for f32 weights).
+    #[cfg(feature = "wgpu")]
+    pub fn matvec_kernel(&self) -> Option<crate::gpu_quant::MatvecKernel> {
+        match &self.layers.first()?.mlp.gate.weight {
+            Weight::GpuQuant(g) => Some(g.matvec()),
             _ => None,
         }
     }
@@ -870,19 +907,33 @@ impl Qwen2Model {
         // Decoding on the CPU, rows whose first positions another row holds too attend over
         // that row's memory for them (read once for all).
         let shared: Vec<Option<(usize, usize)>> = (0..n).map(|r| cache.shared_prefix(first + r)).collect();
-        let step = Step { first, past, seq, capacity: cache.capacity, shared };
+        #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))]
+        let mut step = Step {
+            first,
+            past,
+            seq,
+            capacity: cache.capacity,
+            shared,
+            #[cfg(feature = "wgpu")]
+            gpu_lens: None,
+        };
 
         // Padding repeats each row's last id (or id 0); its keys land past the row's length.
         let padded: Vec<u32> = inputs.iter().flat_map(|t| (0..seq).map(move |i| t.get(i).or(t.last()).copied().unwrap_or(0))).collect();
         let mut x = self.embed.gather(&padded, &self.device); // [n * seq, hidden]
-        let (cos, sin) = self.rope_tables(&step);
+        let rope = self.rope(&step);
         // Decoding on a GPU: one fused kernel per layer attends without a mask.
         let fused = self.fused_decode_attention(&step);
+        #[cfg(feature = "wgpu")]
+        if fused && self.device != Device::flex() {
+            let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
+            step.gpu_lens = Some(crate::gpu_attention::row_lens(&lens, &self.device));
+        }
         let mask = (!fused).then(|| self.attention_mask(&step));
         let writes = self.cache_writes(&step, c.kv_heads());
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_norm.forward(x.clone());
-            let heads = self.attention(&layer.attention, h, &step, (&cos, &sin), mask.as_ref(), &writes, slot);
+            let heads = self.attention(&layer.attention, h, &step, &rope, mask.as_ref(), &writes, slot);
             x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
             let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
@@ -910,27 +961,30 @@ impl Qwen2Model {
         Ok(logits.reshape([n, rows / n, c.vocab_size]))
     }
 
-    /// Rotary tables `[rows, 1, seq, head_dim]` for each row's new positions, computed in f32
-    /// exactly as transformers does (inverse frequencies, outer product, then cos/sin, halves
-    /// repeated).
-    fn rope_tables(&self, step: &Step) -> (Tensor<4>, Tensor<4>) {
+    /// The rotary angles of each row's new positions, computed in f32 exactly as transformers
+    /// does (inverse frequencies, outer product, then cos/sin), in the form the device's
+    /// attention reads them.
+    fn rope(&self, step: &Step) -> Rope {
         let d = self.config.head_dim();
         let base = self.config.rope_theta as f32;
         let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
         let n = step.past.len();
+        let angles = step.past.iter().flat_map(|&past| past..past + step.seq).map(|p| inv.iter().map(move |f| p as f32 * f));
+        #[cfg(feature = "wgpu")]
+        if self.device != Device::flex() {
+            let table: Vec<f32> = angles.flat_map(|a| a.clone().map(f32::cos).chain(a.map(f32::sin))).collect();
+            return Rope::Packed(Tensor::from_data(TensorData::new(table, [n * step.seq, d]), &self.device));
+        }
         let mut cos = Vec::with_capacity(n * step.seq * d);
         let mut sin = Vec::with_capacity(n * step.seq * d);
-        for &past in &step.past {
-            for p in past..past + step.seq {
-                let angles: Vec<f32> = inv.iter().map(|f| p as f32 * f).collect();
-                for _ in 0..2 {
-                    cos.extend(angles.iter().map(|a| a.cos()));
-                    sin.extend(angles.iter().map(|a| a.sin()));
-                }
+        for a in angles {
+            for _ in 0..2 {
+                cos.extend(a.clone().map(f32::cos));
+                sin.extend(a.clone().map(f32::sin));
             }
         }
         let shape = [n, 1, step.seq, d];
-        (Tensor::from_data(TensorData::new(cos, shape), &self.device), Tensor::from_data(TensorData::new(sin, shape), &self.device))
+        Rope::Tables(Tensor::from_data(TensorData::new(cos, shape), &self.device), Tensor::from_data(TensorData::new(sin, shape), &self.device))
     }
 
     /// Whether this pass attends with a fused decode kernel, without a mask: one new position
@@ -996,7 +1050,7 @@ impl Qwen2Model {
         a: &Attention,
         x: Tensor<2>,
         step: &Step,
-        (cos, sin): (&Tensor<4>, &Tensor<4>),
+        rope: &Rope,
         mask: Option<&Tensor<5>>,
         writes: &Tensor<1, Int>,
         slot: &mut Option<(Tensor<2>, Tensor<2>)>,
@@ -1009,36 +1063,36 @@ impl Qwen2Model {
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
         // Rotate the new queries and keys, and write the new keys and values in place; then
         // attend over the rows' whole storage.
-        let (q, ck, cv) = if self.device == Device::flex() {
-            let heads = |t: Tensor<2>, h: usize| t.reshape([n, seq, h, d]).swap_dims(1, 2); // [n, h, seq, d]
-            let q = rotate(heads(q, nh), cos, sin);
-            let k = rotate(heads(k, kvh), cos, sin);
-            let v = heads(v, kvh);
-            let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
-            let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
-            (q, ck, cv)
-        } else {
-            #[cfg(feature = "wgpu")]
-            {
-                // One launch; an f16 cache (f16 mode) is written in f16.
-                let tables = (cos.clone().reshape([n * seq, d]), sin.clone().reshape([n * seq, d]));
-                let shape = crate::gpu_layer::NewPositions { rows: n, seq, heads: nh, kv_heads: kvh, head_dim: d };
-                crate::gpu_layer::rotary_and_cache_write(q, k, v, tables, writes, (ck, cv), shape)
+        let (q, ck, cv) = match rope {
+            Rope::Tables(cos, sin) => {
+                let heads = |t: Tensor<2>, h: usize| t.reshape([n, seq, h, d]).swap_dims(1, 2); // [n, h, seq, d]
+                let q = rotate(heads(q, nh), cos, sin);
+                let k = rotate(heads(k, kvh), cos, sin);
+                let v = heads(v, kvh);
+                let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+                let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+                (q, ck, cv)
             }
-            #[cfg(not(feature = "wgpu"))]
-            unreachable!("without GPU support only the CPU device exists")
+            #[cfg(feature = "wgpu")]
+            Rope::Packed(table) => {
+                // One launch; an f16 cache (f16 mode) is written in f16.
+                let shape = crate::gpu_layer::NewPositions { rows: n, seq, heads: nh, kv_heads: kvh, head_dim: d };
+                let (q, ck, cv) = crate::gpu_layer::rotary_and_cache_write(q, k, v, table.clone(), writes, (ck, cv), shape);
+                (q.reshape([n, seq, nh, d]).swap_dims(1, 2), ck, cv)
+            }
         };
         let Some(mask) = mask else {
             // A fused decode kernel (one new position per row).
-            let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
             if self.device == Device::flex() {
+                let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
                 let (out, ck, cv) = crate::cpu_attention::decode_attention(q, ck, cv, step.first, &lens, &step.shared, kvh, cap);
                 *slot = Some((ck, cv));
                 return out;
             }
             #[cfg(feature = "wgpu")]
             {
-                let out = crate::gpu_attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, &lens, kvh, cap);
+                let lens = step.gpu_lens.as_ref().expect("a fused GPU decode pass has its row lengths on the device");
+                let out = crate::gpu_attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, lens, kvh, cap);
                 *slot = Some((ck, cv));
                 return out.reshape([n, nh * d]);
             }

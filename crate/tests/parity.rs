@@ -197,7 +197,7 @@ fn fused_gpu_decode_attention_equals_a_reference() {
                 &kt,
                 &vt,
                 first,
-                &lens,
+                &genprm::gpu_attention::row_lens(&lens, &device),
                 kv_heads,
                 cap,
             )
@@ -261,9 +261,9 @@ fn gpu_rms_norm_equals_a_reference() {
 }
 
 /// The GPU's rotary-embedding kernel, which also writes the new keys and values into the KV
-/// cache (f32, and f16 where the GPU has it), against the "rotate half" formula: the rotated
-/// queries in `[rows, heads, seq, d]` order, every written cache row, and every other cache row
-/// untouched. A cache another tensor still holds is copied, not overwritten.
+/// cache (f32, and f16 where the GPU has it), against the "rotate half" formula: the queries
+/// rotated in place, every written cache row, and every other cache row untouched. Tensors
+/// another handle still holds (the queries, the cache) are copied, not overwritten.
 #[test]
 fn gpu_rotary_and_cache_write_equal_a_reference() {
     use genprm::burn::tensor::{DType, Int, Tensor, TensorData};
@@ -275,14 +275,15 @@ fn gpu_rotary_and_cache_write_equal_a_reference() {
         let kv_types = if genprm::gpu_quant::supports_f16(&device) { vec![DType::F32, DType::F16] } else { vec![DType::F32] };
         for kv_dtype in kv_types {
             let (rows, seq, heads, kv_heads, d, cap) = (2usize, 3usize, 4usize, 2usize, 8usize, 8usize);
-            let m = rows * seq;
+            let (m, half) = (rows * seq, d / 2);
             let val = |i: usize, salt: f32| (i as f32 * 0.618 + salt).sin() * 1.7;
             let stored = |x: f32| if kv_dtype == DType::F16 { half::f16::from_f32(x).to_f32() } else { x };
             let q: Vec<f32> = (0..m * heads * d).map(|i| val(i, 0.1)).collect();
             let k: Vec<f32> = (0..m * kv_heads * d).map(|i| val(i, 0.7)).collect();
             let v: Vec<f32> = (0..m * kv_heads * d).map(|i| val(i, 1.3)).collect();
-            let cos: Vec<f32> = (0..m * d).map(|i| (i as f32 * 0.21).cos()).collect();
-            let sin: Vec<f32> = (0..m * d).map(|i| (i as f32 * 0.21).sin()).collect();
+            // Per position: the cosines of its d/2 angles, then their sines.
+            let angle = |p: usize, i: usize| (p * half + i) as f32 * 0.21;
+            let table: Vec<f32> = (0..m).flat_map(|p| (0..half).map(move |i| angle(p, i).cos()).chain((0..half).map(move |i| angle(p, i).sin()))).collect();
             // Row r's new positions start at 2 + r; the cache has 3 rows (the batch is rows 1 and 2).
             let first = 1;
             let mut writes = Vec::new();
@@ -296,24 +297,20 @@ fn gpu_rotary_and_cache_write_equal_a_reference() {
             let t2 = |x: &[f32], shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), shape), &device);
             let keys = t2(&old, [cache_rows, d]).cast(kv_dtype);
             let values = t2(&old, [cache_rows, d]).cast(kv_dtype);
-            let held = keys.clone();
+            let q_t = t2(&q, [m, heads * d]);
+            let (held_keys, held_q) = (keys.clone(), q_t.clone());
             let shape = NewPositions { rows, seq, heads, kv_heads, head_dim: d };
             let writes_t = Tensor::<1, Int>::from_data(TensorData::new(writes.clone(), [writes.len()]), &device);
-            let (q_out, keys, values) = rotary_and_cache_write(
-                t2(&q, [m, heads * d]),
-                t2(&k, [m, kv_heads * d]),
-                t2(&v, [m, kv_heads * d]),
-                (t2(&cos, [m, d]), t2(&sin, [m, d])),
-                &writes_t,
-                (keys, values),
-                shape,
-            );
+            let (q_out, keys, values) =
+                rotary_and_cache_write(q_t, t2(&k, [m, kv_heads * d]), t2(&v, [m, kv_heads * d]), t2(&table, [m, d]), &writes_t, (keys, values), shape);
             let host = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_into_vec().unwrap() };
-            let q_out: Vec<f32> = q_out.into_data().try_into_vec().unwrap();
-            let (keys, values, held) = (host(keys), host(values), host(held));
-            assert_eq!(held, old, "{kv_dtype:?}: a cache another tensor holds was overwritten");
-            let rot = |src: &[f32], base: usize, j: usize, c: f32, s: f32| {
-                let other = if j < d / 2 { -src[base + j + d / 2] } else { src[base + j - d / 2] };
+            let (q_out, keys, values) = (host(q_out), host(keys), host(values));
+            assert_eq!(host(held_keys), old, "{kv_dtype:?}: a cache another tensor holds was overwritten");
+            assert_eq!(host(held_q), q, "{kv_dtype:?}: queries another tensor holds were overwritten");
+            // transformers: x·cos + rotate_half(x)·sin, cos and sin repeated over the halves.
+            let rot = |src: &[f32], base: usize, j: usize, p: usize| {
+                let (c, s) = (angle(p, j % half).cos(), angle(p, j % half).sin());
+                let other = if j < half { -src[base + j + half] } else { src[base + j - half] };
                 src[base + j] * c + other * s
             };
             let mut written = vec![false; cache_rows];
@@ -321,16 +318,15 @@ fn gpu_rotary_and_cache_write_equal_a_reference() {
                 for s in 0..seq {
                     let p = r * seq + s;
                     for j in 0..d {
-                        let (c, sn) = (cos[p * d + j], sin[p * d + j]);
                         for h in 0..heads {
-                            let want = rot(&q, (p * heads + h) * d, j, c, sn);
-                            let g = q_out[((r * heads + h) * seq + s) * d + j];
-                            assert!((g - want).abs() < 1e-5, "{kv_dtype:?}: q row {r} pos {s} head {h} dim {j}: {g} vs {want}");
+                            let at = (p * heads + h) * d + j;
+                            let want = rot(&q, (p * heads + h) * d, j, p);
+                            assert!((q_out[at] - want).abs() < 1e-5, "{kv_dtype:?}: q row {r} pos {s} head {h} dim {j}: {} vs {want}", q_out[at]);
                         }
                         for h in 0..kv_heads {
                             let at = writes[(r * kv_heads + h) * seq + s] as usize;
                             written[at] = true;
-                            let want_k = stored(rot(&k, (p * kv_heads + h) * d, j, c, sn));
+                            let want_k = stored(rot(&k, (p * kv_heads + h) * d, j, p));
                             let want_v = stored(v[(p * kv_heads + h) * d + j]);
                             let tol = if kv_dtype == DType::F16 { 2e-3 } else { 1e-5 };
                             assert!((keys[at * d + j] - want_k).abs() < tol, "{kv_dtype:?}: key row {r} pos {s} head {h} dim {j}");

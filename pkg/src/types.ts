@@ -175,6 +175,9 @@ export interface BenchResult {
   peak_device_mib?: number | null;
   /** Whether the model ran in f16 mode on WebGPU; null on the CPU. */
   gpu_f16?: boolean | null;
+  /** The packed matrix-vector kernel of decode on WebGPU (`per-unit` on a software adapter,
+   *  `cooperative` on a hardware GPU); null on the CPU and for f32 weights. */
+  gpu_matvec?: string | null;
 }
 
 /** A model loaded by the wasm module (its `Model` class). */

@@ -40,7 +40,7 @@ const info = await wasm.gpuInfo();
 try {
   if (spec.kind === 'bench') {
     const r = await wasm.benchRandom({ shape: 'qwen2-small', device: 'gpu', quant: spec.quant, batch: 1, promptTokens: 20, newTokens: 3 }, () => {});
-    print({ ok: true, shaderF16: info.shaderF16, gpu_f16: r.gpu_f16 });
+    print({ ok: true, shaderF16: info.shaderF16, gpu_f16: r.gpu_f16, gpu_matvec: r.gpu_matvec });
   } else if (spec.kind === 'load') {
     const dir = join(REPO, 'tests', 'fixtures', 'models', 'tiny-genprm');
     const files = new Set(readdirSync(dir));

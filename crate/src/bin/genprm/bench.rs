@@ -124,6 +124,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(f16) = result.gpu_f16 {
             println!("  GPU f16 mode (prefill, KV cache)   {:>9}", if f16 { "on" } else { "off" });
         }
+        if let Some(k) = &result.gpu_matvec {
+            println!("  GPU decode kernel                  {k:>9}");
+        }
     }
     Ok(())
 }
