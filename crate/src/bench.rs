@@ -134,6 +134,16 @@ pub struct BenchResult {
     /// Whether the model ran in f16 mode on the GPU (f16 prefill products and KV cache, for
     /// quantized weights where the GPU has f16 arithmetic); `None` on the CPU device.
     pub gpu_f16: Option<bool>,
+    /// Bytes of parameters one decode step reads ([`Qwen2Model::decode_weight_bytes`]).
+    pub weight_bytes_per_step: u64,
+    /// The device's memory read bandwidth in GB/s, measured after the run
+    /// ([`crate::bandwidth::read_gb_s`]); `None` where it is not measured (the browser's CPU).
+    pub read_gb_s: Option<f64>,
+    /// Decode's memory-bandwidth bound: batch × bandwidth ÷ weight bytes per step, tokens per
+    /// second (the KV cache's reads left out: small at short contexts).
+    pub decode_bound_tok_s: Option<f64>,
+    /// The GPU adapter as its driver names it; `None` on the CPU device.
+    pub gpu_adapter: Option<String>,
     /// The packed matrix-vector kernel of decode on the GPU (`per-unit` or `cooperative`);
     /// `None` on the CPU device and for f32 weights.
     pub gpu_matvec: Option<String>,
@@ -169,7 +179,7 @@ pub fn run(config: Qwen2Config, source: &dyn TensorSource, device: &burn::tensor
 
 /// [`run`] for any source and clock (`now()` in seconds; the browser's `performance.now`),
 /// reading logits back asynchronously as a browser must. `stage` hears "load", "compile",
-/// "prefill" and "decode" as each begins.
+/// "prefill", "decode" and "bandwidth" (the memory probe) as each begins.
 pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     config: Qwen2Config,
     source: &S,
@@ -218,17 +228,37 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     let decode_s = now() - t2;
     let after_decode = device_reserved_mib(device);
     let peak_device_mib = [after_load, after_prefill, after_decode].into_iter().flatten().reduce(f64::max);
+    // Host memory's high-water mark before the bandwidth probe's buffer raises it.
+    let peak_host_mib = if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() };
+    stage("bandwidth");
+    let weight_bytes_per_step = model.decode_weight_bytes();
+    let read_gb_s = crate::bandwidth::read_gb_s(device, &now).await?;
     Ok(BenchResult {
         load_s,
         first_call_s,
         prefill_tok_s: (batch * prompt_tokens) as f64 / prefill_s.max(1e-9),
         ttft_s,
         decode_tok_s: (batch * new_tokens) as f64 / decode_s.max(1e-9),
-        peak_host_mib: if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() },
+        peak_host_mib,
         peak_device_mib,
+        weight_bytes_per_step,
+        read_gb_s,
+        decode_bound_tok_s: read_gb_s.map(|gb| batch as f64 * gb * 1e9 / weight_bytes_per_step.max(1) as f64),
         gpu_f16: (*device != burn::tensor::Device::flex()).then(|| model.gpu_f16()),
         gpu_matvec: gpu_matvec(&model),
+        gpu_adapter: gpu_adapter(device),
     })
+}
+
+/// The GPU adapter's name.
+fn gpu_adapter(device: &burn::tensor::Device) -> Option<String> {
+    #[cfg(feature = "wgpu")]
+    return crate::device::adapter_name(device);
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        None
+    }
 }
 
 /// The decode kernel of a model's quantized weights on a GPU.

@@ -62,3 +62,15 @@ fn gpu() -> Result<Device> {
 fn gpu() -> Result<Device> {
     Err(Error::Device("this build has no native GPU support (built without the `wgpu` feature)".into()))
 }
+
+/// The name of the GPU adapter behind `device` as its driver reports it (e.g. "NVIDIA H200",
+/// "llvmpipe (LLVM 15.0.6, 256 bits)"); `None` on the CPU device.
+#[cfg(feature = "wgpu")]
+pub fn adapter_name(device: &Device) -> Option<String> {
+    use burn::backend::Cube;
+    if *device == Device::flex() {
+        return None;
+    }
+    let probe = burn::tensor::Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>().ok()?;
+    Some(probe.client.properties().identity.name.clone())
+}

@@ -378,6 +378,12 @@ impl GpuQuant {
         self.cols
     }
 
+    /// Bytes on the device: packed levels and f32 scales.
+    pub fn bytes(&self) -> u64 {
+        let weights = (self.rows * self.cols) as u64;
+        weights * u64::from(self.bits()) / 8 + weights / GROUP as u64 * 4
+    }
+
     fn bits(&self) -> u32 {
         match self.format {
             QuantFormat::Q4 => 4,

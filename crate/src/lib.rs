@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bandwidth;
 pub mod bench;
 pub mod config;
 pub(crate) mod cpu_attention;

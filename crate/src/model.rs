@@ -68,6 +68,16 @@ impl Weight {
         }
     }
 
+    /// Bytes a product with this weight reads: its f32 values, or its packed levels and scales.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Weight::Float(w) => w.iter().map(|t| (t.dims()[0] * t.dims()[1] * 4) as u64).sum(),
+            Weight::Quant(q) => (q.values_bytes().len() + q.scales().len() * 4) as u64,
+            #[cfg(feature = "wgpu")]
+            Weight::GpuQuant(g) => g.bytes(),
+        }
+    }
+
     /// `x Wᵀ` for `[n, in]` activations.
     pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
@@ -198,6 +208,11 @@ impl Linear {
     /// Output width.
     pub fn out_features(&self) -> usize {
         self.weight.rows()
+    }
+
+    /// Bytes one application reads: the weight ([`Weight::bytes`]) and the bias.
+    pub fn bytes(&self) -> u64 {
+        self.weight.bytes() + self.bias.as_ref().map_or(0, |b| (b.dims()[0] * 4) as u64)
     }
 }
 
@@ -822,6 +837,27 @@ impl Qwen2Model {
             Weight::GpuQuant(g) => Some(g.matvec()),
             _ => None,
         }
+    }
+
+    /// Bytes of parameters one decode step reads, whatever the batch: every layer's matrices,
+    /// biases and norms, the final norm and the lm_head (the tied embedding, read whole as the
+    /// head); of the embedding as a lookup table only a row per sequence, left out. Decode can
+    /// be no faster than the device's memory bandwidth divided by this.
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let norm = |n: &RmsNorm| (n.weight.dims()[0] * 4) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                let (a, m) = (&l.attention, &l.mlp);
+                [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down].iter().map(|x| x.bytes()).sum::<u64>() + norm(&l.input_norm) + norm(&l.post_norm)
+            })
+            .sum();
+        let head = match &self.lm_head {
+            Some(h) => h.bytes(),
+            None => self.embed.bytes(),
+        };
+        layers + norm(&self.norm) + head
     }
 
     /// The model's configuration.

@@ -146,7 +146,8 @@ fn bench_maj_decodes_the_samples_as_one_batch() {
 }
 
 /// `genprm bench` reports the GPU memory genprm reserved (CubeCL's memory report) and whether
-/// it ran in f16 mode (`--gpu-f16`) on the GPU, and neither on the CPU.
+/// it ran in f16 mode (`--gpu-f16`) on the GPU, and neither on the CPU; on both, the device's
+/// memory bandwidth and the decode bound it gives.
 #[test]
 fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
     let model = model_dir("tiny-genprm");
@@ -155,6 +156,11 @@ fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
         // 20 prompt tokens: the prefill path (from 16 rows on).
         let args = ["bench", "--model", model.to_str().unwrap(), "--quant", "q4", "--device", &kind, "--prompt-tokens", "20", "--new-tokens", "2", "--json"];
         let r = &ok_json(&args)["result"];
+        // The decode bound: the device's measured read bandwidth over the weight bytes of a step.
+        let bytes = r["weight_bytes_per_step"].as_f64().unwrap_or_else(|| panic!("no weight bytes: {r}"));
+        let gb = r["read_gb_s"].as_f64().unwrap_or_else(|| panic!("no bandwidth on {kind}: {r}"));
+        let bound = r["decode_bound_tok_s"].as_f64().unwrap_or_else(|| panic!("no bound on {kind}: {r}"));
+        assert!(bytes > 0.0 && gb > 0.0 && (bound - gb * 1e9 / bytes).abs() <= 1e-6 * bound, "{r}");
         match kind.as_str() {
             "gpu" => {
                 // At least the packed weights: 4 bits per weight plus a scale per 32.

@@ -419,3 +419,22 @@ fn gpu_f16_mode_where_the_device_has_it() {
         }
     }
 }
+
+/// The bytes a decode step reads, the denominator of the memory-bandwidth bound: every layer's
+/// matrices (f32, or packed levels plus an f32 scale per 32), biases and norms, the final norm
+/// and the head, whatever the device keeps them on.
+#[test]
+fn decode_weight_bytes_count_every_matrix_and_vector_read() {
+    let name = "tiny-genprm";
+    let c = genprm::Qwen2Config::from_file(&model_dir(name).join("config.json")).unwrap();
+    let (h, hd, nh, kvh, inter, vocab) = (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
+    let per_layer = h * nh * hd + 2 * h * kvh * hd + nh * hd * h + 3 * h * inter;
+    let weights = (c.num_hidden_layers * per_layer + vocab * h) as f64;
+    let vectors = (c.num_hidden_layers * (nh * hd + 2 * kvh * hd + 2 * h) + h) as f64 * 4.0;
+    for (kind, device) in devices() {
+        for (quant, bytes_per_weight) in [(None, 4.0), (Some(QuantFormat::Q8), 1.0 + 4.0 / 32.0), (Some(QuantFormat::Q4), 0.5 + 4.0 / 32.0)] {
+            let got = load_q(name, &device, quant).model.decode_weight_bytes();
+            assert_eq!(got as f64, weights * bytes_per_weight + vectors, "{kind} {quant:?}");
+        }
+    }
+}

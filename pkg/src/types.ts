@@ -162,7 +162,7 @@ export interface BenchOptions {
 }
 
 export interface BenchProgress {
-  stage: 'load' | 'compile' | 'prefill' | 'decode';
+  stage: 'load' | 'compile' | 'prefill' | 'decode' | 'bandwidth';
 }
 
 export interface BenchResult {
@@ -178,6 +178,14 @@ export interface BenchResult {
   /** The packed matrix-vector kernel of decode on WebGPU (`per-unit` on a software adapter,
    *  `cooperative` on a hardware GPU); null on the CPU and for f32 weights. */
   gpu_matvec?: string | null;
+  /** The GPU adapter's name as its driver reports it (WebGPU's description, often empty); null on the CPU. */
+  gpu_adapter?: string | null;
+  /** Bytes of parameters one decode step reads (every matrix but the embedding's lookup). */
+  weight_bytes_per_step?: number;
+  /** The device's memory read bandwidth in GB/s, measured after the run; null on the CPU. */
+  read_gb_s?: number | null;
+  /** Decode's memory-bandwidth bound (bandwidth ÷ weight bytes per step), tokens/s. */
+  decode_bound_tok_s?: number | null;
 }
 
 /** A model loaded by the wasm module (its `Model` class). */

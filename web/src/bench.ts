@@ -34,7 +34,7 @@ const stageList = h('ol', { class: 'bench-stages', 'data-testid': 'bench-stages'
 const status = h('p', { role: 'status', 'aria-live': 'polite', 'data-testid': 'bench-status' });
 const resultsBody = h('tbody', {});
 const resultsTable = h('table', { class: 'grades', 'data-testid': 'bench-results' },
-  h('thead', {}, h('tr', {}, ...['Shape', 'Weights', 'Device', 'Prompt', 'New', 'Load (s)', 'First call (s)', 'TTFT (s)', 'Prefill tok/s', 'Decode tok/s'].map((t) => h('th', { scope: 'col', text: t })))),
+  h('thead', {}, h('tr', {}, ...['Shape', 'Weights', 'Device', 'Prompt', 'New', 'Load (s)', 'First call (s)', 'TTFT (s)', 'Prefill tok/s', 'Decode tok/s', 'Bound tok/s'].map((t) => h('th', { scope: 'col', text: t })))),
   resultsBody);
 const copyButton = h('button', { type: 'button', class: 'small', text: 'Copy the results as JSON', disabled: true });
 const runs: (BenchOptions & BenchResult & { adapter: string | null })[] = [];
@@ -44,6 +44,7 @@ const STAGES: Record<BenchProgress['stage'], string> = {
   compile: 'first call: compiling the shaders',
   prefill: 'prefill: the prompt in one pass',
   decode: 'decoding, one token at a time',
+  bandwidth: 'measuring the memory bandwidth (the bound of decode)',
 };
 
 document.getElementById('app')!.append(
@@ -112,9 +113,10 @@ async function run(): Promise<void> {
       h('td', { text: opts.shape ?? 'qwen2-1.5b' }), h('td', { text: opts.quant ?? 'f32' }), h('td', { text: opts.device === 'gpu' ? 'WebGPU' : 'CPU' }),
       h('td', { text: String(opts.promptTokens) }), h('td', { text: String(opts.newTokens) }),
       h('td', { text: f(result.load_s) }), h('td', { text: f(result.first_call_s) }), h('td', { text: f(result.ttft_s, 3) }),
-      h('td', { text: f(result.prefill_tok_s, 1) }), h('td', { text: f(result.decode_tok_s, 1) })));
+      h('td', { text: f(result.prefill_tok_s, 1) }), h('td', { text: f(result.decode_tok_s, 1) }),
+      h('td', { text: f(result.decode_bound_tok_s ?? NaN, 1), title: 'Memory bandwidth ÷ bytes of weights per decode step: no implementation decodes faster' })));
     copyButton.disabled = false;
-    status.textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s: decode ${f(result.decode_tok_s, 1)} tokens/s, prefill ${f(result.prefill_tok_s, 1)} tokens/s${result.gpu_f16 ? ' (f16 mode)' : ''}.`;
+    status.textContent = `Done in ${((performance.now() - t0) / 1000).toFixed(1)} s: decode ${f(result.decode_tok_s, 1)} tokens/s, prefill ${f(result.prefill_tok_s, 1)} tokens/s${result.gpu_f16 ? ' (f16 mode)' : ''}${result.decode_bound_tok_s ? `; decode at ${Math.round((100 * result.decode_tok_s) / result.decode_bound_tok_s)}% of this device's memory-bandwidth bound (${f(result.read_gb_s ?? NaN, 0)} GB/s)` : ''}.`;
     status.dataset.state = 'done';
   } catch (e) {
     status.textContent = 'The benchmark failed.';

@@ -109,6 +109,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         println!("model {label}, {quant}, device {}, batch {}, prompt {} tokens, {} new tokens", args.device, args.batch, args.prompt_tokens, args.new_tokens);
         println!("  CPU kernel (quantized products)    {:>9}", cpu_kernel());
+        if let Some(name) = &result.gpu_adapter {
+            println!("  GPU adapter                        {name}");
+        }
         println!("  load (incl. quantization)          {:>9.2} s", result.load_s);
         println!("  first call (kernel compilation)    {:>9.2} s", result.first_call_s);
         println!("  prefill                            {:>9.1} tokens/s", result.prefill_tok_s);
@@ -123,6 +126,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         if let Some(f16) = result.gpu_f16 {
             println!("  GPU f16 mode (prefill, KV cache)   {:>9}", if f16 { "on" } else { "off" });
+        }
+        println!("  weights read per decode step       {:>9.0} MiB", result.weight_bytes_per_step as f64 / (1 << 20) as f64);
+        if let (Some(gb), Some(bound)) = (result.read_gb_s, result.decode_bound_tok_s) {
+            println!("  memory read bandwidth (probe)      {gb:>9.1} GB/s");
+            println!("  decode bound (bandwidth / weights) {bound:>9.2} tokens/s ({:.0}% reached)", 100.0 * result.decode_tok_s / bound);
         }
         if let Some(k) = &result.gpu_matvec {
             println!("  GPU decode kernel                  {k:>9}");
