@@ -150,21 +150,46 @@ mod kernels {
         v
     }
 
-    /// Group `g` of weight row `r` against activation row `i`: `scale[r, g] · Σ_k level · x`.
+    /// Group `g` of weight row `r` against each of the `n` activation rows, added to `acc[i]`:
+    /// `scale[r, g] · Σ_k level · x[i, 32g + k]`. The group's words and scale are read once for
+    /// all rows (the rows of a batch share every weight read).
     #[cube]
-    fn group_dot(x: &Tensor<f32>, words: &Tensor<i32>, scales: &Tensor<f32>, i: u32, r: u32, g: u32, cols: u32, #[comptime] bits: u32) -> f32 {
+    #[allow(clippy::too_many_arguments)]
+    fn group_dot_rows(
+        x: &Tensor<f32>,
+        words: &Tensor<i32>,
+        scales: &Tensor<f32>,
+        r: u32,
+        g: u32,
+        cols: u32,
+        acc: &mut Array<f32>,
+        #[comptime] n: u32,
+        #[comptime] bits: u32,
+    ) {
         let per_word = comptime!(32 / bits);
         let words_per_group = comptime!(32 / (32 / bits));
         let gi = r * (cols / 32) + g;
-        let xbase = i * cols + g * 32;
-        let mut acc = 0.0f32;
+        let mut part = Array::<f32>::new(n as usize);
+        #[unroll]
+        for i in 0..n {
+            part[i as usize] = 0.0f32;
+        }
         for w in 0..words_per_group {
             let word = words[(gi * words_per_group + w) as usize];
             for k in 0..per_word {
-                acc += f32::cast_from(level(word, k, bits)) * x[(xbase + w * per_word + k) as usize];
+                let l = f32::cast_from(level(word, k, bits));
+                let col = g * 32 + w * per_word + k;
+                #[unroll]
+                for i in 0..n {
+                    part[i as usize] += l * x[(i * cols + col) as usize];
+                }
             }
         }
-        acc * scales[gi as usize]
+        let scale = scales[gi as usize];
+        #[unroll]
+        for i in 0..n {
+            acc[i as usize] += part[i as usize] * scale;
+        }
     }
 
     /// What a product does with its sum `total` for output `pos` (row `r` of the weights) before
@@ -187,9 +212,9 @@ mod kernels {
         y
     }
 
-    /// One output element per unit: `out[i, r] = Σ_g scale[r, g] · Σ_k level(r, g, k) · x[i, 32g + k]`,
-    /// finished by [`finish`]. `bits` is 4 (eight levels per word, stored as level + 8) or 8
-    /// (four two's-complement bytes).
+    /// One unit per weight row `r`, for all `n` activation rows: `out[i, r] = Σ_g scale[r, g] ·
+    /// Σ_k level(r, g, k) · x[i, 32g + k]`, finished by [`finish`]. `bits` is 4 (eight levels
+    /// per word, stored as level + 8) or 8 (four two's-complement bytes).
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn quant_matmul_kernel(
@@ -199,28 +224,35 @@ mod kernels {
         bias: &Tensor<f32>,
         extra: &Tensor<f32>,
         out: &mut Tensor<f32>,
-        n: u32,
         rows: u32,
         cols: u32,
+        #[comptime] n: u32,
         #[comptime] bits: u32,
         #[comptime] has_bias: bool,
         #[comptime] then: u32,
     ) {
-        let pos = ABSOLUTE_POS as u32;
-        if pos < n * rows {
-            let i = pos / rows;
-            let r = pos % rows;
-            let mut total = 0.0f32;
-            for g in 0..cols / 32 {
-                total += group_dot(x, words, scales, i, r, g, cols, bits);
+        let r = ABSOLUTE_POS as u32;
+        if r < rows {
+            let mut acc = Array::<f32>::new(n as usize);
+            #[unroll]
+            for i in 0..n {
+                acc[i as usize] = 0.0f32;
             }
-            out[pos as usize] = finish(total, bias, extra, pos, r, has_bias, then);
+            for g in 0..cols / 32 {
+                group_dot_rows(x, words, scales, r, g, cols, &mut acc, n, bits);
+            }
+            #[unroll]
+            for i in 0..n {
+                let pos = i * rows + r;
+                out[pos as usize] = finish(acc[i as usize], bias, extra, pos, r, has_bias, then);
+            }
         }
     }
 
-    /// One cube per output element `(i, r)`, its `units` units striding over the row's groups
-    /// (neighbouring units read neighbouring groups, so a cube's loads are contiguous), then a
-    /// tree sum in shared memory and [`finish`]. Needs no subgroup instructions.
+    /// One cube per weight row `r`, for all `n` activation rows: its `units` units stride over
+    /// the row's groups (neighbouring units read neighbouring groups, so a cube's loads are
+    /// contiguous), then a tree sum in shared memory per activation row and [`finish`]. Needs
+    /// no subgroup instructions.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn quant_matvec_kernel(
@@ -230,31 +262,41 @@ mod kernels {
         bias: &Tensor<f32>,
         extra: &Tensor<f32>,
         out: &mut Tensor<f32>,
-        n: u32,
         rows: u32,
         cols: u32,
+        #[comptime] n: u32,
         #[comptime] bits: u32,
         #[comptime] units: u32,
         #[comptime] has_bias: bool,
         #[comptime] then: u32,
     ) {
-        let cube = CUBE_POS as u32;
-        let live = cube < n * rows;
-        let mut total = 0.0f32;
+        let r = CUBE_POS as u32;
+        let live = r < rows;
+        let mut acc = Array::<f32>::new(n as usize);
+        #[unroll]
+        for i in 0..n {
+            acc[i as usize] = 0.0f32;
+        }
         // Barriers must sit in control flow every unit of the cube reaches, so cubes past the
-        // end run the reduction too, on zeros.
+        // end run the reductions too, on zeros.
         if live {
             let mut g = UNIT_POS;
             while g < cols / 32 {
-                total += group_dot(x, words, scales, cube / rows, cube % rows, g, cols, bits);
+                group_dot_rows(x, words, scales, r, g, cols, &mut acc, n, bits);
                 g += units;
             }
         }
         let mut partial = Shared::<[f32]>::new_slice(units as usize);
-        partial[UNIT_POS as usize] = total;
-        crate::gpu_reduce::tree_sum(&mut partial, units);
-        if live && UNIT_POS == 0 {
-            out[cube as usize] = finish(partial[0], bias, extra, cube, cube % rows, has_bias, then);
+        #[unroll]
+        for i in 0..n {
+            // The last barrier of the previous sum has passed: only unit 0 still reads (slot 0,
+            // its own), so the slots can be refilled.
+            partial[UNIT_POS as usize] = acc[i as usize];
+            crate::gpu_reduce::tree_sum(&mut partial, units);
+            if live && UNIT_POS == 0 {
+                let pos = i * rows + r;
+                out[pos as usize] = finish(partial[0], bias, extra, pos, r, has_bias, then);
+            }
         }
     }
 
@@ -560,21 +602,22 @@ impl GpuQuant {
         let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
         let args = (x.into_tensor_arg(), words.into_tensor_arg(), scales.into_tensor_arg(), bias.into_tensor_arg(), extra.into_tensor_arg());
         let out_arg = out.clone().into_tensor_arg();
+        // Both kernels take every activation row per weight row (the row count is part of the
+        // compiled kernel), so a batch reads each weight once.
         if kernel == MatvecKernel::Cooperative {
-            // One cube per output element, laid out over two axes (one axis holds at most 65,535).
-            let cubes = (n * rows) as u32;
+            // One cube per weight row, laid out over two axes (one axis holds at most 65,535).
+            let cubes = rows as u32;
             let x_count = cubes.min(65_535);
             let cube_count = cubecl::CubeCount::Static(x_count, cubes.div_ceil(x_count), 1);
             let dim = CubeDim::new_1d(MATVEC_UNITS);
             quant_matvec_kernel::launch(
-                &client, cube_count, dim, args.0, args.1, args.2, args.3, args.4, out_arg, n32, rows32, cols32, bits, MATVEC_UNITS, has_bias, code,
+                &client, cube_count, dim, args.0, args.1, args.2, args.3, args.4, out_arg, rows32, cols32, n32, bits, MATVEC_UNITS, has_bias, code,
             );
         } else {
-            let units = n * rows;
-            let cube_dim = CubeDim::new(&client, units);
-            let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+            let cube_dim = CubeDim::new(&client, rows);
+            let cube_count = calculate_cube_count_elemwise(&client, rows, cube_dim);
             quant_matmul_kernel::launch(
-                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, out_arg, n32, rows32, cols32, bits, has_bias, code,
+                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, out_arg, rows32, cols32, n32, bits, has_bias, code,
             );
         }
         Tensor::from_primitive::<Cube>(out)

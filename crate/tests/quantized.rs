@@ -234,9 +234,10 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
             continue;
         }
         for format in [QuantFormat::Q8, QuantFormat::Q4] {
-            // n = 20 rows takes the prefill path (expand on the GPU, then a dense product).
+            // n = 20 rows takes the prefill path (expand on the GPU, then a dense product); 8 and
+            // 15 rows (a Maj@8 batch, the most below it) share each weight read.
             // 1536 and 8960 columns: more groups than the cooperative kernel has units per cube.
-            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2), (41, 64, 20), (5, 1536, 3), (2, 8960, 1)] {
+            for (rows, cols, n) in [(1usize, 32usize, 1usize), (37, 96, 1), (65, 64, 5), (300, 128, 2), (41, 64, 20), (5, 1536, 3), (2, 8960, 1), (19, 64, 8), (7, 128, 15)] {
                 let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.7123).sin() * 1.3) + if i % 97 == 0 { 4.0 } else { 0.0 }).collect();
                 let q = QuantMatrix::quantize(&w, rows, cols, format, "w").unwrap();
                 let d = q.dequantize();

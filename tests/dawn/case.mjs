@@ -39,7 +39,7 @@ await wasm.default({ module_or_path: readFileSync(join(REPO, 'pkg', 'wasm', 'gen
 const info = await wasm.gpuInfo();
 try {
   if (spec.kind === 'bench') {
-    const r = await wasm.benchRandom({ shape: 'qwen2-small', device: 'gpu', quant: spec.quant, batch: 1, promptTokens: 20, newTokens: 3 }, () => {});
+    const r = await wasm.benchRandom({ shape: 'qwen2-small', device: 'gpu', quant: spec.quant, batch: spec.batch ?? 1, promptTokens: 20, newTokens: 3 }, () => {});
     print({ ok: true, shaderF16: info.shaderF16, gpu_f16: r.gpu_f16, gpu_matvec: r.gpu_matvec });
   } else if (spec.kind === 'load') {
     const dir = join(REPO, 'tests', 'fixtures', 'models', 'tiny-genprm');

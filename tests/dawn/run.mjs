@@ -45,8 +45,8 @@ const cases = [
     check: ({ result }) => result?.ok && result.shaderF16 === true && result.gpu_f16 === true,
   },
   {
-    name: 'q4 prefill and decode in f16 mode: every shader valid',
-    spec: { kind: 'bench', quant: 'q4' },
+    name: 'q4 prefill and decode of a batch of 3 in f16 mode: every shader valid',
+    spec: { kind: 'bench', quant: 'q4', batch: 3 },
     check: ({ result }) => result?.ok && result.gpu_f16 === true,
   },
   {
