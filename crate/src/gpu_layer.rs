@@ -53,21 +53,21 @@ mod kernels {
     }
 
     /// One unit per (new position, head, pair of head dimensions `i` and `i + d/2`), query
-    /// heads first, then key/value heads. `q` is `[positions, heads · d]` and is rotated in place;
-    /// `k` and `v` are `[positions, kv_heads · d]`, positions ordered by row and then by
-    /// position within the row (`seq` per row); `table` holds `cos` of the pair's angle in
-    /// its first `d/2` columns and `sin` in the last, `[positions, d]`. Rotated keys and the
-    /// values go to cache row `writes[(row · kv_heads + kv head) · seq + position]` of `keys`
-    /// and `values` (`[cache rows, d]`, f32 or f16). Seven bindings: WebGPU guarantees eight
-    /// storage buffers per stage, and CubeCL's metadata takes one.
+    /// heads first, then key/value heads. `qkv` is the q/k/v projection's output, `[positions,
+    /// (heads + 2 · kv_heads) · d]`: queries, then keys, then values; positions ordered by row
+    /// and then by position within the row (`seq` per row). `table` holds `cos` of the pair's
+    /// angle in its first `d/2` columns and `sin` in the last, `[positions, d]`. Rotated
+    /// queries go to `q_out` (`[positions, heads · d]`); rotated keys and the values go to cache
+    /// row `writes[(row · kv_heads + kv head) · seq + position]` of `keys` and `values`
+    /// (`[cache rows, d]`, f32 or f16). Six bindings: WebGPU guarantees eight storage buffers
+    /// per stage, and CubeCL's metadata takes one.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn rotary_cache_kernel<KV: Float>(
-        q: &mut Tensor<f32>,
-        k: &Tensor<f32>,
-        v: &Tensor<f32>,
+        qkv: &Tensor<f32>,
         table: &Tensor<f32>,
         writes: &Tensor<i32>,
+        q_out: &mut Tensor<f32>,
         keys: &mut Tensor<KV>,
         values: &mut Tensor<KV>,
         positions: u32,
@@ -85,22 +85,25 @@ mod kernels {
             let m = pos / (half * all);
             let c = table[(m * d + i) as usize];
             let s = table[(m * d + half + i) as usize];
+            let row = m * (heads + 2 * kv_heads) * d;
             // "Rotate half": (x₁, x₂) ↦ (x₁·cos − x₂·sin, x₂·cos + x₁·sin), as transformers
             // computes x·cos + rotate_half(x)·sin.
             if h < heads {
-                let base = (m * heads + h) * d;
-                let (x1, x2) = (q[(base + i) as usize], q[(base + i + half) as usize]);
-                q[(base + i) as usize] = x1 * c + -x2 * s;
-                q[(base + i + half) as usize] = x2 * c + x1 * s;
+                let base = row + h * d;
+                let (x1, x2) = (qkv[(base + i) as usize], qkv[(base + i + half) as usize]);
+                let at = (m * heads + h) * d;
+                q_out[(at + i) as usize] = x1 * c + -x2 * s;
+                q_out[(at + i + half) as usize] = x2 * c + x1 * s;
             } else {
                 let kh = h - heads;
-                let base = (m * kv_heads + kh) * d;
-                let (x1, x2) = (k[(base + i) as usize], k[(base + i + half) as usize]);
+                let kbase = row + (heads + kh) * d;
+                let vbase = row + (heads + kv_heads + kh) * d;
+                let (x1, x2) = (qkv[(kbase + i) as usize], qkv[(kbase + i + half) as usize]);
                 let at = u32::cast_from(writes[((m / seq * kv_heads + kh) * seq + m % seq) as usize]) * d;
                 keys[(at + i) as usize] = KV::cast_from(x1 * c + -x2 * s);
                 keys[(at + i + half) as usize] = KV::cast_from(x2 * c + x1 * s);
-                values[(at + i) as usize] = KV::cast_from(v[(base + i) as usize]);
-                values[(at + i + half) as usize] = KV::cast_from(v[(base + i + half) as usize]);
+                values[(at + i) as usize] = KV::cast_from(qkv[(vbase + i) as usize]);
+                values[(at + i + half) as usize] = KV::cast_from(qkv[(vbase + i + half) as usize]);
             }
         }
     }
@@ -155,17 +158,15 @@ pub struct NewPositions {
 }
 
 /// Qwen2's rotary embedding of a pass's new queries and keys, and the write of the rotated keys
-/// and of the values into the KV cache, in one launch. `q` is `[rows · seq, heads · d]`, `k`
-/// and `v` are `[rows · seq, kv_heads · d]` (the projections' outputs); `table` holds one row
-/// per new position, in the same order: the cosines of its `d/2` angles, then their sines
-/// (`[rows · seq, d]`); `writes` (i32) is the cache row of each (row, key/value head,
-/// position). `q`, `keys` and `values` (`[cache rows, d]`, f32 or f16) are written in place
-/// when nothing else holds them, copied first otherwise. Returns the rotated queries (`[rows ·
-/// seq, heads · d]`, like `q`) and the caches.
+/// and of the values into the KV cache, in one launch. `qkv` is the q/k/v projection's output,
+/// `[rows · seq, (heads + 2 · kv_heads) · d]` (queries, keys, values side by side); `table`
+/// holds one row per new position, in the same order: the cosines of its `d/2` angles, then
+/// their sines (`[rows · seq, d]`); `writes` (i32) is the cache row of each (row, key/value
+/// head, position). `keys` and `values` (`[cache rows, d]`, f32 or f16) are written in place
+/// when nothing else holds them, copied first otherwise. Returns the rotated queries, `[rows ·
+/// seq, heads · d]`, and the caches.
 pub fn rotary_and_cache_write(
-    q: Tensor<2>,
-    k: Tensor<2>,
-    v: Tensor<2>,
+    qkv: Tensor<2>,
     table: Tensor<2>,
     writes: &Tensor<1, Int>,
     (keys, values): (Tensor<2>, Tensor<2>),
@@ -176,21 +177,22 @@ pub fn rotary_and_cache_write(
         let t = t.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend");
         into_contiguous(if t.can_mut() { t } else { t.copy() })
     };
-    let (q, keys, values) = (writable(q), writable(keys), writable(values));
-    let (k, v, table) = (cube(k), cube(v), cube(table));
+    let (keys, values) = (writable(keys), writable(values));
+    let (qkv, table) = (cube(qkv), cube(table));
     let writes = into_contiguous(writes.clone().try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
-    let client = q.client.clone();
+    let client = qkv.client.clone();
+    let q_out = empty_device_contiguous_dtype(client.clone(), qkv.device.clone(), Shape::new([rows * seq, heads * d]), DType::F32);
     let units = rows * seq * (heads + kv_heads) * (d / 2);
     let cube_dim = CubeDim::new(&client, units);
     let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
     let kv_dtype = keys.dtype;
-    let args = (q.clone().into_tensor_arg(), k.into_tensor_arg(), v.into_tensor_arg(), table.into_tensor_arg(), writes.into_tensor_arg());
+    let args = (qkv.into_tensor_arg(), table.into_tensor_arg(), writes.into_tensor_arg(), q_out.clone().into_tensor_arg());
     let (keys_arg, values_arg) = (keys.clone().into_tensor_arg(), values.clone().into_tensor_arg());
     let dims = ((rows * seq) as u32, seq as u32, heads as u32, kv_heads as u32, d as u32);
     macro_rules! launch {
         ($kv:ty) => {
             rotary_cache_kernel::launch::<$kv>(
-                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, keys_arg, values_arg, dims.0, dims.1, dims.2, dims.3, dims.4,
+                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, keys_arg, values_arg, dims.0, dims.1, dims.2, dims.3, dims.4,
             )
         };
     }
@@ -198,5 +200,5 @@ pub fn rotary_and_cache_write(
         DType::F16 => launch!(half::f16),
         _ => launch!(f32),
     }
-    (Tensor::from_primitive::<Cube>(q), Tensor::from_primitive::<Cube>(keys), Tensor::from_primitive::<Cube>(values))
+    (Tensor::from_primitive::<Cube>(q_out), Tensor::from_primitive::<Cube>(keys), Tensor::from_primitive::<Cube>(values))
 }

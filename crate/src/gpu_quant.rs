@@ -385,6 +385,24 @@ impl GpuQuant {
         GpuQuant { blocks, rows: q.rows(), cols: q.cols(), format: q.format(), precision, matvec, max_bytes }
     }
 
+    /// The rows of `parts` stacked in order (same columns, format, precision and kernel): one
+    /// block when they fit one binding together, otherwise their blocks in sequence.
+    pub(crate) fn concat_rows(parts: &[&GpuQuant]) -> crate::error::Result<Self> {
+        let first = parts.first().ok_or(crate::error::Error::InvalidArgument { name: "weights", message: "nothing to stack".into() })?;
+        if parts.iter().any(|p| p.cols != first.cols || p.format != first.format) {
+            return Err(crate::error::Error::InvalidArgument { name: "weights", message: "matrices stacked into one must share columns and format".into() });
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut blocks: Vec<Block> = parts.iter().flat_map(|p| p.blocks.iter().cloned()).collect();
+        let words_bytes: usize = blocks.iter().map(|b| b.words.dims()[0] * 4).sum();
+        if blocks.len() > 1 && words_bytes <= first.max_bytes {
+            let words = Tensor::cat(blocks.iter().map(|b| b.words.clone()).collect(), 0);
+            let scales = Tensor::cat(blocks.iter().map(|b| b.scales.clone()).collect(), 0);
+            blocks = vec![Block { words, scales, rows }];
+        }
+        Ok(GpuQuant { blocks, rows, ..(*first).clone() })
+    }
+
     /// The same weights with prefill in `precision` (the default is [`prefill_precision`]);
     /// f16 on a device without f16 arithmetic is an error.
     pub fn with_precision(mut self, precision: PrefillPrecision) -> crate::error::Result<Self> {
@@ -422,8 +440,7 @@ impl GpuQuant {
 
     /// Bytes on the device: packed levels and f32 scales.
     pub fn bytes(&self) -> u64 {
-        let weights = (self.rows * self.cols) as u64;
-        weights * u64::from(self.bits()) / 8 + weights / GROUP as u64 * 4
+        ((self.rows * self.cols) as f64 * self.format.bytes_per_weight()) as u64
     }
 
     fn bits(&self) -> u32 {

@@ -68,11 +68,53 @@ impl Weight {
         }
     }
 
+    /// The rows of `parts` stacked in order, one matrix (the q, k and v projections, so one
+    /// product computes all three). The parts share their columns and their kind (f32, or one
+    /// quantized format on one device).
+    pub fn concat_rows(parts: Vec<Weight>) -> Result<Weight> {
+        let mismatch = || Error::InvalidArgument { name: "weights", message: "matrices stacked into one must be stored alike".into() };
+        let mut parts = parts.into_iter();
+        match parts.next().ok_or_else(mismatch)? {
+            Weight::Float(mut blocks) => {
+                for p in parts {
+                    let Weight::Float(b) = p else { return Err(mismatch()) };
+                    blocks.extend(b);
+                }
+                // One block (one product) when they fit one binding together.
+                let bytes: usize = blocks.iter().map(|t| t.dims()[0] * t.dims()[1] * 4).sum();
+                if blocks.len() > 1 && bytes <= MAX_BINDING_BYTES {
+                    blocks = vec![Tensor::cat(blocks, 0)];
+                }
+                Ok(Weight::Float(blocks))
+            }
+            Weight::Quant(q) => {
+                let owned = |q: Arc<QuantMatrix>| Arc::try_unwrap(q).unwrap_or_else(|shared| (*shared).clone());
+                let mut all = owned(q);
+                for p in parts {
+                    let Weight::Quant(q) = p else { return Err(mismatch()) };
+                    all.append_rows(owned(q))?;
+                }
+                Ok(Weight::Quant(Arc::new(all)))
+            }
+            #[cfg(feature = "wgpu")]
+            Weight::GpuQuant(g) => {
+                let mut all = vec![g];
+                for p in parts {
+                    let Weight::GpuQuant(g) = p else { return Err(mismatch()) };
+                    all.push(g);
+                }
+                let refs: Vec<&crate::gpu_quant::GpuQuant> = all.iter().map(|g| g.as_ref()).collect();
+                Ok(Weight::GpuQuant(Arc::new(crate::gpu_quant::GpuQuant::concat_rows(&refs)?)))
+            }
+        }
+    }
+
     /// Bytes a product with this weight reads: its f32 values, or its packed levels and scales.
     pub fn bytes(&self) -> u64 {
         match self {
             Weight::Float(w) => w.iter().map(|t| (t.dims()[0] * t.dims()[1] * 4) as u64).sum(),
-            Weight::Quant(q) => (q.values_bytes().len() + q.scales().len() * 4) as u64,
+            // Counted, not copied out (`values_bytes` would copy the whole matrix).
+            Weight::Quant(q) => ((q.rows() * q.cols()) as f64 * q.format().bytes_per_weight()) as u64,
             #[cfg(feature = "wgpu")]
             Weight::GpuQuant(g) => g.bytes(),
         }
@@ -208,6 +250,23 @@ impl Linear {
     /// Output width.
     pub fn out_features(&self) -> usize {
         self.weight.rows()
+    }
+
+    /// The layers of `parts` as one, their outputs side by side in order (Qwen2's q, k and v
+    /// projections: one product instead of three). A part without a bias gets zeros there.
+    pub fn concat_rows(parts: Vec<Linear>) -> Result<Linear> {
+        let device = parts.iter().find_map(|l| l.bias.as_ref().map(|b| b.device()));
+        let mut weights = Vec::with_capacity(parts.len());
+        let mut biases = Vec::with_capacity(parts.len());
+        for l in parts {
+            if let Some(device) = &device {
+                let rows = l.weight.rows();
+                biases.push(l.bias.unwrap_or_else(|| Tensor::zeros([rows], device)));
+            }
+            weights.push(l.weight);
+        }
+        let bias = device.is_some().then(|| Tensor::cat(biases, 0));
+        Ok(Linear { weight: Weight::concat_rows(weights)?, bias })
     }
 
     /// Bytes one application reads: the weight ([`Weight::bytes`]) and the bias.
@@ -517,9 +576,9 @@ enum Rope {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// The q, k and v projections as one layer: outputs `[q (heads · d) | k (kv heads · d) |
+    /// v (kv heads · d)]`.
+    qkv: Linear,
     o: Linear,
 }
 
@@ -784,9 +843,11 @@ impl Qwen2Model {
             let p = format!("model.layers.{i}");
             let q = options.quant;
             let attention = Attention {
-                q: l.linear(&p, "self_attn.q_proj", nh * hd, h, true, q).await?,
-                k: l.linear(&p, "self_attn.k_proj", kvh * hd, h, true, q).await?,
-                v: l.linear(&p, "self_attn.v_proj", kvh * hd, h, true, q).await?,
+                qkv: Linear::concat_rows(vec![
+                    l.linear(&p, "self_attn.q_proj", nh * hd, h, true, q).await?,
+                    l.linear(&p, "self_attn.k_proj", kvh * hd, h, true, q).await?,
+                    l.linear(&p, "self_attn.v_proj", kvh * hd, h, true, q).await?,
+                ])?,
                 o: l.linear(&p, "self_attn.o_proj", h, nh * hd, false, q).await?,
             };
             let mlp = Mlp {
@@ -850,7 +911,7 @@ impl Qwen2Model {
             .iter()
             .map(|l| {
                 let (a, m) = (&l.attention, &l.mlp);
-                [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down].iter().map(|x| x.bytes()).sum::<u64>() + norm(&l.input_norm) + norm(&l.post_norm)
+                [&a.qkv, &a.o, &m.gate, &m.up, &m.down].iter().map(|x| x.bytes()).sum::<u64>() + norm(&l.input_norm) + norm(&l.post_norm)
             })
             .sum();
         let head = match &self.lm_head {
@@ -1095,12 +1156,16 @@ impl Qwen2Model {
         let (nh, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let (n, seq, cap) = (step.past.len(), step.seq, step.capacity);
         let groups = nh / kvh;
-        let (q, k, v) = (a.q.forward(x.clone()), a.k.forward(x.clone()), a.v.forward(x));
+        let qkv = a.qkv.forward(x); // [n · seq, (nh + 2 kvh) · d]
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
         // Rotate the new queries and keys, and write the new keys and values in place; then
         // attend over the rows' whole storage.
         let (q, ck, cv) = match rope {
             Rope::Tables(cos, sin) => {
+                let (m, qd, kd) = (n * seq, nh * d, kvh * d);
+                let q = qkv.clone().slice([0..m, 0..qd]);
+                let k = qkv.clone().slice([0..m, qd..qd + kd]);
+                let v = qkv.slice([0..m, qd + kd..qd + 2 * kd]);
                 let heads = |t: Tensor<2>, h: usize| t.reshape([n, seq, h, d]).swap_dims(1, 2); // [n, h, seq, d]
                 let q = rotate(heads(q, nh), cos, sin);
                 let k = rotate(heads(k, kvh), cos, sin);
@@ -1113,7 +1178,7 @@ impl Qwen2Model {
             Rope::Packed(table) => {
                 // One launch; an f16 cache (f16 mode) is written in f16.
                 let shape = crate::gpu_layer::NewPositions { rows: n, seq, heads: nh, kv_heads: kvh, head_dim: d };
-                let (q, ck, cv) = crate::gpu_layer::rotary_and_cache_write(q, k, v, table.clone(), writes, (ck, cv), shape);
+                let (q, ck, cv) = crate::gpu_layer::rotary_and_cache_write(qkv, table.clone(), writes, (ck, cv), shape);
                 (q.reshape([n, seq, nh, d]).swap_dims(1, 2), ck, cv)
             }
         };

@@ -260,10 +260,10 @@ fn gpu_rms_norm_equals_a_reference() {
     }
 }
 
-/// The GPU's rotary-embedding kernel, which also writes the new keys and values into the KV
-/// cache (f32, and f16 where the GPU has it), against the "rotate half" formula: the queries
-/// rotated in place, every written cache row, and every other cache row untouched. Tensors
-/// another handle still holds (the queries, the cache) are copied, not overwritten.
+/// The GPU's rotary-embedding kernel, which reads the q/k/v projection's output and also
+/// writes the new keys and values into the KV cache (f32, and f16 where the GPU has it), against
+/// the "rotate half" formula: the rotated queries, every written cache row, and every other
+/// cache row untouched. A cache another handle still holds is copied, not overwritten.
 #[test]
 fn gpu_rotary_and_cache_write_equal_a_reference() {
     use genprm::burn::tensor::{DType, Int, Tensor, TensorData};
@@ -297,16 +297,22 @@ fn gpu_rotary_and_cache_write_equal_a_reference() {
             let t2 = |x: &[f32], shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), shape), &device);
             let keys = t2(&old, [cache_rows, d]).cast(kv_dtype);
             let values = t2(&old, [cache_rows, d]).cast(kv_dtype);
-            let q_t = t2(&q, [m, heads * d]);
-            let (held_keys, held_q) = (keys.clone(), q_t.clone());
+            // The projection's output: each position's queries, then keys, then values.
+            let width = (heads + 2 * kv_heads) * d;
+            let qkv: Vec<f32> = (0..m)
+                .flat_map(|p| {
+                    let row = q[p * heads * d..][..heads * d].iter().chain(&k[p * kv_heads * d..][..kv_heads * d]);
+                    row.chain(&v[p * kv_heads * d..][..kv_heads * d]).copied().collect::<Vec<f32>>()
+                })
+                .collect();
+            assert_eq!(qkv.len(), m * width);
+            let held_keys = keys.clone();
             let shape = NewPositions { rows, seq, heads, kv_heads, head_dim: d };
             let writes_t = Tensor::<1, Int>::from_data(TensorData::new(writes.clone(), [writes.len()]), &device);
-            let (q_out, keys, values) =
-                rotary_and_cache_write(q_t, t2(&k, [m, kv_heads * d]), t2(&v, [m, kv_heads * d]), t2(&table, [m, d]), &writes_t, (keys, values), shape);
+            let (q_out, keys, values) = rotary_and_cache_write(t2(&qkv, [m, width]), t2(&table, [m, d]), &writes_t, (keys, values), shape);
             let host = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_into_vec().unwrap() };
             let (q_out, keys, values) = (host(q_out), host(keys), host(values));
             assert_eq!(host(held_keys), old, "{kv_dtype:?}: a cache another tensor holds was overwritten");
-            assert_eq!(host(held_q), q, "{kv_dtype:?}: queries another tensor holds were overwritten");
             // transformers: x·cos + rotate_half(x)·sin, cos and sin repeated over the halves.
             let rot = |src: &[f32], base: usize, j: usize, p: usize| {
                 let (c, s) = (angle(p, j % half).cos(), angle(p, j % half).sin());
