@@ -192,29 +192,55 @@ mod kernels {
         }
     }
 
-    /// What a product does with its sum `total` for output `pos` (row `r` of the weights) before
-    /// storing it: adds `bias[r]` when `has_bias`, then per `then` ([`Epilogue::code`](crate::model::Epilogue)):
-    /// nothing (0), adds `extra[pos]` (1, a residual), or multiplies by `silu(extra[pos])` (2,
-    /// SwiGLU's gate).
+    /// What a product does with its sums before storing output `pos` (output row `r`): adds
+    /// the bias (`bias[r]`, and `bias[r + rows]` for the up half), then per `then`
+    /// ([`Epilogue::code`](crate::model::Epilogue)): nothing (0), adds `extra[pos]` (1, a
+    /// residual), or (2, SwiGLU) returns `silu(total) · up`, `total` being the gate
+    /// projection's sum and `up` the up projection's (weight row `r + rows`).
     #[cube]
     #[allow(clippy::too_many_arguments)]
-    fn finish(total: f32, bias: &Tensor<f32>, extra: &Tensor<f32>, pos: u32, r: u32, #[comptime] has_bias: bool, #[comptime] then: u32) -> f32 {
+    fn finish(
+        total: f32,
+        up: f32,
+        bias: &Tensor<f32>,
+        extra: &Tensor<f32>,
+        pos: u32,
+        r: u32,
+        rows: u32,
+        #[comptime] has_bias: bool,
+        #[comptime] then: u32,
+    ) -> f32 {
         let mut y = total;
+        let mut u = up;
         if comptime!(has_bias) {
             y += bias[r as usize];
+            if comptime!(then == 2) {
+                u += bias[(r + rows) as usize];
+            }
         }
         if comptime!(then == 1) {
             y = extra[pos as usize] + y;
         } else if comptime!(then == 2) {
-            let g = extra[pos as usize];
-            y = g / (1.0f32 + (-g).exp()) * y;
+            y = y / (1.0f32 + (-y).exp()) * u;
         }
         y
     }
 
-    /// One unit per weight row `r`, for all `n` activation rows: `out[i, r] = Σ_g scale[r, g] ·
-    /// Σ_k level(r, g, k) · x[i, 32g + k]`, finished by [`finish`]. `bits` is 4 (eight levels
-    /// per word, stored as level + 8) or 8 (four two's-complement bytes).
+    /// An array of `n` zeros.
+    #[cube]
+    fn zeros(#[comptime] n: u32) -> Array<f32> {
+        let mut a = Array::<f32>::new(n as usize);
+        #[unroll]
+        for i in 0..n {
+            a[i as usize] = 0.0f32;
+        }
+        a
+    }
+
+    /// One unit per output row `r`, for all `n` activation rows: `out[i, r] = Σ_g scale[r, g] ·
+    /// Σ_k level(r, g, k) · x[i, 32g + k]`, finished by [`finish`] (for SwiGLU, `then` = 2,
+    /// weight row `r + rows` too: the up projection). `bits` is 4 (eight levels per word, stored
+    /// as level + 8) or 8 (four two's-complement bytes).
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn quant_matmul_kernel(
@@ -233,26 +259,26 @@ mod kernels {
     ) {
         let r = ABSOLUTE_POS as u32;
         if r < rows {
-            let mut acc = Array::<f32>::new(n as usize);
-            #[unroll]
-            for i in 0..n {
-                acc[i as usize] = 0.0f32;
-            }
+            let mut acc = zeros(n);
+            let mut up = zeros(n);
             for g in 0..cols / 32 {
                 group_dot_rows(x, words, scales, r, g, cols, &mut acc, n, bits);
+                if comptime!(then == 2) {
+                    group_dot_rows(x, words, scales, r + rows, g, cols, &mut up, n, bits);
+                }
             }
             #[unroll]
             for i in 0..n {
                 let pos = i * rows + r;
-                out[pos as usize] = finish(acc[i as usize], bias, extra, pos, r, has_bias, then);
+                out[pos as usize] = finish(acc[i as usize], up[i as usize], bias, extra, pos, r, rows, has_bias, then);
             }
         }
     }
 
-    /// One cube per weight row `r`, for all `n` activation rows: its `units` units stride over
+    /// One cube per output row `r`, for all `n` activation rows: its `units` units stride over
     /// the row's groups (neighbouring units read neighbouring groups, so a cube's loads are
-    /// contiguous), then a tree sum in shared memory per activation row and [`finish`]. Needs
-    /// no subgroup instructions.
+    /// contiguous), then a tree sum in shared memory per activation row (two for SwiGLU) and
+    /// [`finish`]. Needs no subgroup instructions.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn quant_matvec_kernel(
@@ -272,17 +298,17 @@ mod kernels {
     ) {
         let r = CUBE_POS as u32;
         let live = r < rows;
-        let mut acc = Array::<f32>::new(n as usize);
-        #[unroll]
-        for i in 0..n {
-            acc[i as usize] = 0.0f32;
-        }
+        let mut acc = zeros(n);
+        let mut up = zeros(n);
         // Barriers must sit in control flow every unit of the cube reaches, so cubes past the
         // end run the reductions too, on zeros.
         if live {
             let mut g = UNIT_POS;
             while g < cols / 32 {
                 group_dot_rows(x, words, scales, r, g, cols, &mut acc, n, bits);
+                if comptime!(then == 2) {
+                    group_dot_rows(x, words, scales, r + rows, g, cols, &mut up, n, bits);
+                }
                 g += units;
             }
         }
@@ -291,11 +317,19 @@ mod kernels {
         for i in 0..n {
             // The last barrier of the previous sum has passed: only unit 0 still reads (slot 0,
             // its own), so the slots can be refilled.
+            let mut up_total = 0.0f32;
+            if comptime!(then == 2) {
+                partial[UNIT_POS as usize] = up[i as usize];
+                crate::gpu_reduce::tree_sum(&mut partial, units);
+                up_total = partial[0];
+                // Every unit has read slot 0 before it is refilled.
+                sync_cube();
+            }
             partial[UNIT_POS as usize] = acc[i as usize];
             crate::gpu_reduce::tree_sum(&mut partial, units);
             if live && UNIT_POS == 0 {
                 let pos = i * rows + r;
-                out[pos as usize] = finish(partial[0], bias, extra, pos, r, has_bias, then);
+                out[pos as usize] = finish(partial[0], up_total, bias, extra, pos, r, rows, has_bias, then);
             }
         }
     }
@@ -597,7 +631,8 @@ impl GpuQuant {
         let [n, cols] = x.dims();
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
-        let rows = block.rows;
+        // SwiGLU stores one output per pair of weight rows (gate row r, up row r + rows).
+        let rows = if matches!(then, Epilogue::SwiGlu) { block.rows / 2 } else { block.rows };
         let bits = self.bits();
         let x = cube(x);
         let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
@@ -610,8 +645,8 @@ impl GpuQuant {
         let bias = bias.map_or_else(unused, |b| cube(b.clone()));
         let code = then.code();
         let extra = match then {
-            Epilogue::Plain => unused(),
-            Epilogue::Add(t) | Epilogue::SiluGate(t) => {
+            Epilogue::Plain | Epilogue::SwiGlu => unused(),
+            Epilogue::Add(t) => {
                 debug_assert_eq!(t.dims(), [n, rows]);
                 cube(t)
             }

@@ -284,8 +284,10 @@ pub enum Epilogue {
     Plain,
     /// `residual + y`: the residual stream's add after attention and after the MLP.
     Add(Tensor<2>),
-    /// `silu(gate) · y`: SwiGLU, the up projection times the activated gate projection.
-    SiluGate(Tensor<2>),
+    /// SwiGLU of a product whose first half of outputs is the gate projection and whose second
+    /// half is the up projection (the MLP's two stacked, [`Linear::concat_rows`]):
+    /// `silu(gate) · up`, half as wide as `y`.
+    SwiGlu,
 }
 
 impl Epilogue {
@@ -295,7 +297,7 @@ impl Epilogue {
         match self {
             Epilogue::Plain => 0,
             Epilogue::Add(_) => 1,
-            Epilogue::SiluGate(_) => 2,
+            Epilogue::SwiGlu => 2,
         }
     }
 
@@ -304,7 +306,11 @@ impl Epilogue {
         match self {
             Epilogue::Plain => y,
             Epilogue::Add(residual) => residual + y,
-            Epilogue::SiluGate(gate) => silu_times(gate, y),
+            Epilogue::SwiGlu => {
+                let [n, width] = y.dims();
+                let half = width / 2;
+                silu_times(y.clone().slice([0..n, 0..half]), y.slice([0..n, half..width]))
+            }
         }
     }
 }
@@ -583,8 +589,9 @@ struct Attention {
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    /// The gate and up projections as one layer: outputs `[gate (intermediate) | up
+    /// (intermediate)]`, combined by [`Epilogue::SwiGlu`].
+    gate_up: Linear,
     down: Linear,
 }
 
@@ -851,8 +858,10 @@ impl Qwen2Model {
                 o: l.linear(&p, "self_attn.o_proj", h, nh * hd, false, q).await?,
             };
             let mlp = Mlp {
-                gate: l.linear(&p, "mlp.gate_proj", inter, h, false, q).await?,
-                up: l.linear(&p, "mlp.up_proj", inter, h, false, q).await?,
+                gate_up: Linear::concat_rows(vec![
+                    l.linear(&p, "mlp.gate_proj", inter, h, false, q).await?,
+                    l.linear(&p, "mlp.up_proj", inter, h, false, q).await?,
+                ])?,
                 down: l.linear(&p, "mlp.down_proj", h, inter, false, q).await?,
             };
             let input_norm = RmsNorm { weight: l.vector(&format!("{p}.input_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
@@ -884,7 +893,7 @@ impl Qwen2Model {
     /// device and for f32 weights, whose products are always f32).
     #[cfg(feature = "wgpu")]
     pub fn prefill_precision(&self) -> Option<crate::gpu_quant::PrefillPrecision> {
-        match &self.layers.first()?.mlp.gate.weight {
+        match &self.layers.first()?.mlp.gate_up.weight {
             Weight::GpuQuant(g) => Some(g.precision()),
             _ => None,
         }
@@ -894,7 +903,7 @@ impl Qwen2Model {
     /// device and for f32 weights).
     #[cfg(feature = "wgpu")]
     pub fn matvec_kernel(&self) -> Option<crate::gpu_quant::MatvecKernel> {
-        match &self.layers.first()?.mlp.gate.weight {
+        match &self.layers.first()?.mlp.gate_up.weight {
             Weight::GpuQuant(g) => Some(g.matvec()),
             _ => None,
         }
@@ -911,7 +920,7 @@ impl Qwen2Model {
             .iter()
             .map(|l| {
                 let (a, m) = (&l.attention, &l.mlp);
-                [&a.qkv, &a.o, &m.gate, &m.up, &m.down].iter().map(|x| x.bytes()).sum::<u64>() + norm(&l.input_norm) + norm(&l.post_norm)
+                [&a.qkv, &a.o, &m.gate_up, &m.down].iter().map(|x| x.bytes()).sum::<u64>() + norm(&l.input_norm) + norm(&l.post_norm)
             })
             .sum();
         let head = match &self.lm_head {
@@ -1034,8 +1043,7 @@ impl Qwen2Model {
             x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
             let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
-            let gate = m.gate.forward(h.clone());
-            let h = m.up.forward_then(h, Epilogue::SiluGate(gate));
+            let h = m.gate_up.forward_then(h, Epilogue::SwiGlu);
             x = m.down.forward_then(h, Epilogue::Add(x));
         }
         for (r, t) in inputs.iter().enumerate() {
