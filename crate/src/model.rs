@@ -68,9 +68,9 @@ impl Weight {
         }
     }
 
-    /// The rows of `parts` stacked in order, one matrix (the q, k and v projections, so one
-    /// product computes all three). The parts share their columns and their kind (f32, or one
-    /// quantized format on one device).
+    /// The rows of `parts` stacked in order, one matrix (the q, k and v projections; the gate
+    /// and up projections), so one product computes them all. The parts share their columns and
+    /// their kind (f32, or one quantized format on one device).
     pub fn concat_rows(parts: Vec<Weight>) -> Result<Weight> {
         let mismatch = || Error::InvalidArgument { name: "weights", message: "matrices stacked into one must be stored alike".into() };
         let mut parts = parts.into_iter();
@@ -253,7 +253,8 @@ impl Linear {
     }
 
     /// The layers of `parts` as one, their outputs side by side in order (Qwen2's q, k and v
-    /// projections: one product instead of three). A part without a bias gets zeros there.
+    /// projections, its gate and up projections: one product instead of several). A part
+    /// without a bias gets zeros there.
     pub fn concat_rows(parts: Vec<Linear>) -> Result<Linear> {
         let device = parts.iter().find_map(|l| l.bias.as_ref().map(|b| b.device()));
         let mut weights = Vec::with_capacity(parts.len());
