@@ -26,14 +26,14 @@ const MATVEC_UNITS: u32 = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatvecKernel {
-    /// One unit per output element, reading the whole row: the faster of the two on software
-    /// adapters (lavapipe, SwiftShader), which run a cube's units as CPU loops and pay for
-    /// every barrier.
+    /// One unit per weight row (for every activation row of the batch), reading the whole
+    /// row: the faster of the two on software adapters (lavapipe, SwiftShader), which run a
+    /// cube's units as CPU loops and pay for every barrier.
     PerUnit,
-    /// One cube per output element, its units sharing the row with contiguous loads and a
+    /// One cube per weight row, its units sharing the row with contiguous loads and a
     /// shared-memory sum: the usual shape on hardware GPUs, where one unit per row leaves most
-    /// of the GPU idle (the k and v projections have 256 rows) and neighbouring units read
-    /// memory a row apart.
+    /// of the GPU idle (the 1.5B model's o and down projections have 1,536 rows) and
+    /// neighbouring units read memory a row apart.
     Cooperative,
 }
 
