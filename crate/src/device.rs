@@ -63,14 +63,21 @@ fn gpu() -> Result<Device> {
     Err(Error::Device("this build has no native GPU support (built without the `wgpu` feature)".into()))
 }
 
-/// The name of the GPU adapter behind `device` as its driver reports it (e.g. "NVIDIA H200",
-/// "llvmpipe (LLVM 15.0.6, 256 bits)"); `None` on the CPU device.
+/// The CubeCL client behind a GPU `device` (its adapter's properties, its memory pools),
+/// reached through a one-element probe tensor; `None` on the CPU device.
 #[cfg(feature = "wgpu")]
-pub fn adapter_name(device: &Device) -> Option<String> {
+pub(crate) fn gpu_client(device: &Device) -> Option<cubecl::client::Client> {
     use burn::backend::Cube;
     if *device == Device::flex() {
         return None;
     }
     let probe = burn::tensor::Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>().ok()?;
-    Some(probe.client.properties().identity.name.clone())
+    Some(probe.client)
+}
+
+/// The name of the GPU adapter behind `device` as its driver reports it (e.g. "NVIDIA H200",
+/// "llvmpipe (LLVM 15.0.6, 256 bits)"); `None` on the CPU device.
+#[cfg(feature = "wgpu")]
+pub fn adapter_name(device: &Device) -> Option<String> {
+    Some(gpu_client(device)?.properties().identity.name.clone())
 }

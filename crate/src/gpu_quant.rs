@@ -15,6 +15,7 @@ use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
+use crate::device::gpu_client;
 use crate::gpu_layer::cube;
 use crate::model::Epilogue;
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
@@ -61,11 +62,7 @@ pub fn matvec_kernel(device: &Device) -> MatvecKernel {
 /// Whether `device` is the CPU device or a GPU adapter that runs on the CPU (Vulkan's
 /// lavapipe, SwiftShader, WebGPU's fallback adapter): CubeCL names no physical card for it.
 pub fn is_software_adapter(device: &Device) -> bool {
-    if *device == Device::flex() {
-        return true;
-    }
-    let Ok(probe) = Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>() else { return true };
-    probe.client.properties().identity.physical.is_none()
+    gpu_client(device).is_none_or(|client| client.properties().identity.physical.is_none())
 }
 
 /// The arithmetic of prefill's dense products over expanded quantized weights.
@@ -93,11 +90,7 @@ impl std::fmt::Display for PrefillPrecision {
 /// Vulkan's `shaderFloat16`); `false` on the CPU device.
 pub fn supports_f16(device: &Device) -> bool {
     use cubecl::ir::{ElemType, FloatKind};
-    if *device == Device::flex() {
-        return false;
-    }
-    let Ok(probe) = Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>() else { return false };
-    probe.client.properties().supports_type(ElemType::Float(FloatKind::F16))
+    gpu_client(device).is_some_and(|client| client.properties().supports_type(ElemType::Float(FloatKind::F16)))
 }
 
 /// The precision prefill uses on `device`, chosen at run time: f16 where the device supports
@@ -169,11 +162,7 @@ mod kernels {
         let per_word = comptime!(32 / bits);
         let words_per_group = comptime!(32 / (32 / bits));
         let gi = r * (cols / 32) + g;
-        let mut part = Array::<f32>::new(n as usize);
-        #[unroll]
-        for i in 0..n {
-            part[i as usize] = 0.0f32;
-        }
+        let mut part = zeros(n);
         for w in 0..words_per_group {
             let word = words[(gi * words_per_group + w) as usize];
             for k in 0..per_word {
@@ -434,7 +423,8 @@ impl GpuQuant {
             let scales = Tensor::cat(blocks.iter().map(|b| b.scales.clone()).collect(), 0);
             blocks = vec![Block { words, scales, rows }];
         }
-        Ok(GpuQuant { blocks, rows, ..(*first).clone() })
+        let GpuQuant { cols, format, precision, matvec, max_bytes, .. } = **first;
+        Ok(GpuQuant { blocks, rows, cols, format, precision, matvec, max_bytes })
     }
 
     /// The same weights with prefill in `precision` (the default is [`prefill_precision`]);
@@ -576,11 +566,7 @@ impl GpuQuant {
         } else {
             Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), None, Epilogue::Plain, kernel)).collect(), 1)
         };
-        let y = match bias {
-            Some(b) => y + b.clone().unsqueeze_dim(0),
-            None => y,
-        };
-        then.apply(y)
+        then.apply(y, bias)
     }
 
     /// Prefill: `x Wᵀ` through dense products, the weights expanded on the GPU a piece at a time
@@ -688,10 +674,6 @@ pub struct DeviceMemory {
 
 /// The memory genprm holds on `device` (a GPU device); `None` on the CPU device.
 pub fn device_memory(device: &Device) -> Option<DeviceMemory> {
-    if *device == Device::flex() {
-        return None;
-    }
-    let probe = Tensor::<1>::zeros([1], device).try_into_primitive::<Cube>().ok()?;
-    let usage = probe.client.memory_report(cubecl::MemoryScope::Device).usage();
+    let usage = gpu_client(device)?.memory_report(cubecl::MemoryScope::Device).usage();
     Some(DeviceMemory { in_use: usage.bytes_in_use, reserved: usage.bytes_reserved })
 }

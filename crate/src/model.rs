@@ -239,12 +239,7 @@ impl Linear {
         if let Weight::GpuQuant(g) = &self.weight {
             return g.matmul_t_then(x, self.bias.as_ref(), then);
         }
-        let y = self.weight.matmul_t(x);
-        let y = match &self.bias {
-            Some(b) => y + b.clone().unsqueeze_dim(0),
-            None => y,
-        };
-        then.apply(y)
+        then.apply(self.weight.matmul_t(x), self.bias.as_ref())
     }
 
     /// Output width.
@@ -302,8 +297,13 @@ impl Epilogue {
         }
     }
 
-    /// Combines `y` with it (outside a product's launch).
-    pub fn apply(self, y: Tensor<2>) -> Tensor<2> {
+    /// Adds `bias` to the product `y` and combines the sum with the epilogue, with burn's ops
+    /// (outside a product's launch).
+    pub fn apply(self, y: Tensor<2>, bias: Option<&Tensor<1>>) -> Tensor<2> {
+        let y = match bias {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        };
         match self {
             Epilogue::Plain => y,
             Epilogue::Add(residual) => residual + y,
