@@ -147,6 +147,8 @@ pub struct BenchResult {
     /// The packed matrix-vector kernel of decode on the GPU (`per-unit` or `cooperative`);
     /// `None` on the CPU device and for f32 weights.
     pub gpu_matvec: Option<String>,
+    /// How the KV cache stored keys and values: `f32` or `f16` ([`crate::LoadOptions::kv_f16`]).
+    pub kv_cache: String,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -247,7 +249,13 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         gpu_f16: (*device != burn::tensor::Device::flex()).then(|| model.gpu_f16()),
         gpu_matvec: gpu_matvec(&model),
         gpu_adapter: gpu_adapter(device),
+        kv_cache: kv_name(model.kv_dtype()).into(),
     })
+}
+
+/// `f16` or `f32`: a KV cache's element type as the options name it.
+fn kv_name(dtype: burn::tensor::DType) -> &'static str {
+    if dtype == burn::tensor::DType::F16 { "f16" } else { "f32" }
 }
 
 /// The GPU adapter's name.

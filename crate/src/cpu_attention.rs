@@ -3,12 +3,18 @@
 //! only. The query heads that share a key/value head are done together, so each cached key and
 //! value is read once per row, not once per query head; nothing is copied, packed or masked
 //! (burn's generic ops transpose the keys for a matrix product and attend over the whole
-//! preallocated capacity, masking the unused positions).
+//! preallocated capacity, masking the unused positions). An f16 cache is read in blocks of
+//! [`BLOCK`] positions, each widened to f32 (exactly) just before it is used, so the attention
+//! reads half the bytes and computes what f32 attention computes over the same values.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
+use half::f16;
+
+/// Positions of an f16 cache widened to f32 at a time (with 128-wide heads, 16 KiB: L1-sized).
+const BLOCK: usize = 32;
 
 /// Attention of `q` (`[n, heads, 1, d]`, rotary embeddings applied) over the cache `keys` and
-/// `values` (`[rows · kv_heads · capacity, d]`, the new position already written), where row
+/// `values` (`[rows · kv_heads · capacity, d]`, f32 or f16, the new position already written), where row
 /// `first + i` holds `lens[i]` positions, the first `shared[i].1` of them equal to cache row
 /// `shared[i].0`'s (Maj@N samples copied from one prompt): rows with the same source read those
 /// positions from its memory together, once. Returns the output `[n, heads · d]` and the cache
@@ -52,21 +58,21 @@ pub(crate) fn decode_attention(
     let (q, keys, values) = (q.into_data(), keys.into_data(), values.into_data());
     let mut out = vec![0f32; n * heads * d];
     {
-        let (q, keys, values) = (f32s(&q), f32s(&keys), f32s(&values));
+        let (q, keys, values) = (f32s(&q), Kv::of(&keys), Kv::of(&values));
         let jobs: Vec<(usize, usize)> = (0..teams.len()).flat_map(|t| (0..kv_heads).map(move |h| (t, h))).collect();
         // One job per (team, key/value head): its rows' `groups` query heads' outputs.
         let job = |&(t, h): &(usize, usize)| {
             let team = &teams[t];
             let at = |row: usize, from: usize, to: usize| ((row * kv_heads + h) * capacity + from) * d..((row * kv_heads + h) * capacity + to) * d;
             let shared = team.source.map_or(0, |_| team.shared);
-            let common = team.source.map(|s| (&keys[at(s, 0, shared)], &values[at(s, 0, shared)]));
+            let common = team.source.map(|s| (keys.part(at(s, 0, shared)), values.part(at(s, 0, shared))));
             let own: Vec<Segment<'_>> = team
                 .rows
                 .iter()
                 .map(|&i| Segment {
                     q: &q[(i * heads + h * groups) * d..][..groups * d],
-                    k: &keys[at(first + i, shared, lens[i])],
-                    v: &values[at(first + i, shared, lens[i])],
+                    k: keys.part(at(first + i, shared, lens[i])),
+                    v: values.part(at(first + i, shared, lens[i])),
                 })
                 .collect();
             let scale = 1.0 / (d as f32).sqrt();
@@ -96,7 +102,8 @@ pub(crate) fn decode_attention(
         }
     }
     let out = Tensor::from_data(TensorData::new(out, [n, heads * d]), &device);
-    (out, Tensor::from_data(keys, &device), Tensor::from_data(values, &device))
+    let (kd, vd) = (keys.dtype(), values.dtype());
+    (out, Tensor::from_data(keys, (&device, kd)), Tensor::from_data(values, (&device, vd)))
 }
 
 /// Rows of a decode pass attending together.
@@ -112,8 +119,117 @@ struct Team {
 /// its own cached positions after the shared ones, `[len, d]` each.
 struct Segment<'a> {
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: Kv<'a>,
+    v: Kv<'a>,
+}
+
+/// Cached keys or values, `[positions, d]`, as the cache stores them.
+#[derive(Clone, Copy)]
+enum Kv<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl<'a> Kv<'a> {
+    /// The values of a CPU cache tensor's data.
+    fn of(t: &'a TensorData) -> Self {
+        match t.dtype() {
+            DType::F16 => Kv::F16(t.as_slice::<f16>().unwrap_or_else(|e| panic!("an f16 KV cache's data: {e:?}"))),
+            _ => Kv::F32(f32s(t)),
+        }
+    }
+
+    /// The elements in `range`.
+    fn part(self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Kv::F32(x) => Kv::F32(&x[range]),
+            Kv::F16(x) => Kv::F16(&x[range]),
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Kv::F32(x) => x.len(),
+            Kv::F16(x) => x.len(),
+        }
+    }
+
+    /// How many blocks [`Kv::block`] cuts `[positions, d]` into: an f32 cache is one, an f16
+    /// one has one per [`BLOCK`] positions.
+    #[inline(always)]
+    fn blocks(self, d: usize) -> usize {
+        match self {
+            Kv::F32(_) => 1,
+            Kv::F16(x) => x.len().div_ceil(BLOCK * d),
+        }
+    }
+
+    /// Block `b`: its first position and its `[positions, d]` in f32 (an f16 block widened into
+    /// `scratch`, which holds [`BLOCK`] positions). Plain loops over the blocks, not a closure,
+    /// so that the callers' code is compiled with their target features (a closure is not: its
+    /// fused multiply-adds became library calls).
+    #[inline(always)]
+    fn block<'s>(self, b: usize, d: usize, scratch: &'s mut [f32]) -> (usize, &'s [f32])
+    where
+        'a: 's,
+    {
+        match self {
+            Kv::F32(x) => (0, x),
+            Kv::F16(x) => {
+                let part = &x[b * BLOCK * d..((b + 1) * BLOCK * d).min(x.len())];
+                let wide = &mut scratch[..part.len()];
+                widen(part, wide);
+                (b * BLOCK, wide)
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[i]` as f32, exactly: with F16C's conversion instruction where the CPU has it
+/// (every x86 CPU with AVX2 does), else [`widen_portable`].
+#[inline(always)]
+fn widen(src: &[f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has F16C (and so AVX), checked.
+        return unsafe { widen_f16c(src, dst) };
+    }
+    widen_portable(src, dst)
+}
+
+/// [`widen`] eight values at a time with `vcvtph2ps`.
+///
+/// # Safety
+/// The CPU must have F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    let eights = n / 8;
+    for i in 0..eights {
+        // SAFETY: 8 halves read and 8 floats written at 8i + 8 ≤ n, within both slices.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i * 8).cast::<__m128i>());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i * 8), _mm256_cvtph_ps(h));
+        }
+    }
+    widen_portable(&src[eights * 8..n], &mut dst[eights * 8..n]);
+}
+
+/// [`widen`] in branch-free integer and float operations that the compiler vectorises for the
+/// caller's target features (SIMD128 in the browser): the f16 exponent and mantissa moved to
+/// their f32 places and the result scaled by 2¹¹², which also gets subnormals right; infinities
+/// and NaNs get the f32 exponent of all ones.
+#[inline(always)]
+fn widen_portable(src: &[f16], dst: &mut [f32]) {
+    for (d, h) in dst.iter_mut().zip(src) {
+        let h = u32::from(h.to_bits());
+        let magnitude = (h & 0x7fff) << 13;
+        let scaled = (f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)).to_bits();
+        let bits = if h & 0x7c00 == 0x7c00 { magnitude | 0x7f80_0000 } else { scaled };
+        *d = f32::from_bits(bits | (h & 0x8000) << 16);
+    }
 }
 
 /// [`attend`] compiled for AVX2 (eight-lane vectors instead of the baseline's four).
@@ -122,7 +238,7 @@ struct Segment<'a> {
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
+unsafe fn attend_avx2(common: Option<(Kv<'_>, Kv<'_>)>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
     attend::<true>(common, rows, d, scale)
 }
 
@@ -133,7 +249,7 @@ unsafe fn attend_avx2(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d:
 /// The engine must have SIMD128 (it does if the module loaded: genprm-quant's kernels use it).
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128")]
-unsafe fn attend_simd128(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
+unsafe fn attend_simd128(common: Option<(Kv<'_>, Kv<'_>)>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
     attend::<false>(common, rows, d, scale)
 }
 
@@ -142,16 +258,24 @@ unsafe fn attend_simd128(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>],
 /// the members' outputs, `[members, groups, d]`. `FMA`: fused multiply-adds (only where the
 /// CPU has them; elsewhere `mul_add` would be a slow library call).
 #[inline(always)]
-fn attend<const FMA: bool>(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
-    let (ck, cv) = common.unwrap_or((&[], &[]));
+fn attend<const FMA: bool>(common: Option<(Kv<'_>, Kv<'_>)>, rows: &[Segment<'_>], d: usize, scale: f32) -> Vec<f32> {
+    let (ck, cv) = common.unwrap_or((Kv::F32(&[]), Kv::F32(&[])));
     let shared = ck.len() / d;
     let queries: Vec<&[f32]> = rows.iter().flat_map(|r| r.q.chunks_exact(d)).collect();
     let groups = queries.len() / rows.len().max(1);
+    let mut scratch = if matches!(ck, Kv::F16(_)) || rows.iter().any(|r| matches!(r.k, Kv::F16(_))) { vec![0f32; BLOCK * d] } else { Vec::new() };
     // Per query: scores (then weights) over the shared positions and then its row's own.
     let mut probs: Vec<Vec<f32>> = rows.iter().flat_map(|r| (0..groups).map(move |_| vec![0f32; shared + r.k.len() / d])).collect();
-    scores::<FMA>(&queries, ck, d, scale, &mut probs, 0);
+    for b in 0..ck.blocks(d) {
+        let (p, k) = ck.block(b, d, &mut scratch);
+        scores::<FMA>(&queries, k, d, scale, &mut probs, p);
+    }
     for (r, row) in rows.iter().enumerate() {
-        scores::<FMA>(&queries[r * groups..(r + 1) * groups], row.k, d, scale, &mut probs[r * groups..(r + 1) * groups], shared);
+        let (queries, probs) = (&queries[r * groups..(r + 1) * groups], &mut probs[r * groups..(r + 1) * groups]);
+        for b in 0..row.k.blocks(d) {
+            let (p, k) = row.k.block(b, d, &mut scratch);
+            scores::<FMA>(queries, k, d, scale, probs, shared + p);
+        }
     }
     for row in &mut probs {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
@@ -165,15 +289,22 @@ fn attend<const FMA: bool>(common: Option<(&[f32], &[f32])>, rows: &[Segment<'_>
     // Σ_p w_p · v_p: each value row is read once and added to every query head's output (held
     // in L1 beside it), the shared positions once for the whole team.
     let mut out = vec![0f32; queries.len() * d];
-    for (p, vp) in cv.chunks_exact(d).enumerate() {
-        for (o, w) in out.chunks_exact_mut(d).zip(&probs) {
-            o.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w[p], x, *o));
+    for b in 0..cv.blocks(d) {
+        let (first, v) = cv.block(b, d, &mut scratch);
+        for (p, vp) in v.chunks_exact(d).enumerate() {
+            for (o, w) in out.chunks_exact_mut(d).zip(&probs) {
+                o.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w[first + p], x, *o));
+            }
         }
     }
     for (r, row) in rows.iter().enumerate() {
-        for (p, vp) in row.v.chunks_exact(d).enumerate() {
-            for (o, w) in out[r * groups * d..(r + 1) * groups * d].chunks_exact_mut(d).zip(&probs[r * groups..]) {
-                o.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w[shared + p], x, *o));
+        let out = &mut out[r * groups * d..(r + 1) * groups * d];
+        for b in 0..row.v.blocks(d) {
+            let (first, v) = row.v.block(b, d, &mut scratch);
+            for (p, vp) in v.chunks_exact(d).enumerate() {
+                for (o, w) in out.chunks_exact_mut(d).zip(&probs[r * groups..]) {
+                    o.iter_mut().zip(vp).for_each(|(o, &x)| *o = madd::<FMA>(w[shared + first + p], x, *o));
+                }
             }
         }
     }
@@ -297,21 +428,72 @@ mod tests {
     /// cache of `capacity` positions per row and key/value head); returns the output.
     #[allow(clippy::too_many_arguments)]
     fn run(q: &[f32], k: &[f32], v: &[f32], heads: usize, kv_heads: usize, d: usize, capacity: usize, first: usize, lens: &[usize], shared: &[Option<(usize, usize)>]) -> Vec<f32> {
+        run_as(DType::F32, q, k, v, heads, kv_heads, d, capacity, first, lens, shared)
+    }
+
+    /// [`run`] with the cache stored as `dtype` (f16: `k` and `v` rounded to it).
+    #[allow(clippy::too_many_arguments)]
+    fn run_as(dtype: DType, q: &[f32], k: &[f32], v: &[f32], heads: usize, kv_heads: usize, d: usize, capacity: usize, first: usize, lens: &[usize], shared: &[Option<(usize, usize)>]) -> Vec<f32> {
         let device = Device::flex();
         let cache_rows = k.len() / d;
+        let cache = |x: &[f32]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), [cache_rows, d]), (&device, dtype));
+        let (keys, values) = (cache(k), cache(v));
+        let stored = (keys.clone().into_data(), values.clone().into_data());
         let (out, k2, v2) = decode_attention(
             Tensor::from_data(TensorData::new(q.to_vec(), [lens.len(), heads, 1, d]), &device),
-            Tensor::from_data(TensorData::new(k.to_vec(), [cache_rows, d]), &device),
-            Tensor::from_data(TensorData::new(v.to_vec(), [cache_rows, d]), &device),
+            keys,
+            values,
             first,
             lens,
             shared,
             kv_heads,
             capacity,
         );
-        assert_eq!(k2.into_data().try_to_vec::<f32>().unwrap(), k, "the keys come back unchanged");
-        assert_eq!(v2.into_data().try_to_vec::<f32>().unwrap(), v);
+        assert_eq!((k2.dtype(), v2.dtype()), (dtype, dtype), "the cache keeps its type");
+        assert_eq!(k2.into_data(), stored.0, "the keys come back unchanged");
+        assert_eq!(v2.into_data(), stored.1);
         out.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn widening_f16_is_exact_for_every_value() {
+        // Every f16 (plus 3 so the vector path has a remainder), both ways of widening.
+        let all: Vec<f16> = (0..=u16::MAX).chain(0..3).map(f16::from_bits).collect();
+        for (way, widen) in [("dispatched", widen as fn(&[f16], &mut [f32])), ("portable", widen_portable)] {
+            let mut wide = vec![0f32; all.len()];
+            widen(&all, &mut wide);
+            for (h, w) in all.iter().zip(&wide) {
+                let want = h.to_f32();
+                assert!(w.to_bits() == want.to_bits() || (w.is_nan() && want.is_nan()), "{way} {:#06x}: {w:e} vs {want:e}", h.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn an_f16_cache_attends_like_f32_over_the_same_values() {
+        // Lengths below, at, and across several of the f16 blocks (32 positions), a team of
+        // rows sharing a prompt of 40 positions, and d = 12 and 128.
+        for d in [12, 128] {
+            let (rows, kv_heads, heads, capacity, first) = (4, 2, 6, 128, 0);
+            let lens = [BLOCK, 75, 100, 7];
+            let (mut k, mut v) = (noise(7, rows * kv_heads * capacity * d), noise(8, rows * kv_heads * capacity * d));
+            for row in 1..3 {
+                for h in 0..kv_heads {
+                    let (src, dst) = ((h * capacity) * d, ((row * kv_heads + h) * capacity) * d);
+                    k.copy_within(src..src + 40 * d, dst);
+                    v.copy_within(src..src + 40 * d, dst);
+                }
+            }
+            let rounded = |x: &[f32]| x.iter().map(|&x| f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+            let (k16, v16) = (rounded(&k), rounded(&v));
+            assert!(k16 != k, "the noise is not already f16");
+            let q = noise(9, lens.len() * heads * d);
+            for shared in [[None; 4], [None, Some((0, 40)), Some((0, 40)), None]] {
+                let half = run_as(DType::F16, &q, &k, &v, heads, kv_heads, d, capacity, first, &lens, &shared);
+                let full = run_as(DType::F32, &q, &k16, &v16, heads, kv_heads, d, capacity, first, &lens, &shared);
+                assert!(half.iter().zip(&full).all(|(a, b)| a.to_bits() == b.to_bits()), "d {d} {shared:?}: the f16 cache changed the numbers");
+            }
+        }
     }
 
     /// Plain f64 attention of one query head over `len` positions.

@@ -329,6 +329,26 @@ pub struct LoadOptions {
     /// (loading fails on a device without it). Activations, decode products and f32 weights
     /// stay f32.
     pub gpu_f16: Option<bool>,
+    /// The KV cache's keys and values in f16 (half the memory, and half the bytes decode
+    /// attention reads; attended to in f32 either way): `None` for the device's default (on a
+    /// GPU, f16 exactly in f16 mode; on the CPU, f32), `Some(true)` always (a GPU must be in f16
+    /// mode), `Some(false)` never.
+    pub kv_f16: Option<bool>,
+}
+
+/// [`LoadOptions::kv_f16`] decided for a loaded model: the element type of its KV cache.
+fn resolve_kv_dtype(choice: Option<bool>, device: &Device, gpu_f16: bool) -> Result<DType> {
+    let f16 = match choice {
+        _ if *device == Device::flex() => choice == Some(true),
+        Some(true) if !gpu_f16 => {
+            return Err(Error::Device(
+                "an f16 KV cache on a GPU (--kv-cache f16, kvF16: true) comes with f16 mode, which is off here (f32 weights, --gpu-f16 off, or a device without shader-f16)".into(),
+            ));
+        }
+        Some(f16) => f16,
+        None => gpu_f16,
+    };
+    Ok(if f16 { DType::F16 } else { DType::F32 })
 }
 
 /// Root-mean-square normalisation over the last dimension, as Qwen2 computes it in f32.
@@ -362,7 +382,7 @@ pub const KV_CACHE_STEP: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     /// Per layer, keys and values `[rows * kv_heads * capacity, head_dim]`, ordered by
-    /// (row, head, position); f32, or f16 on a GPU in f16 mode ([`Qwen2Model::kv_dtype`]).
+    /// (row, head, position); f32 or f16 ([`Qwen2Model::kv_dtype`]).
     layers: Vec<Option<(Tensor<2>, Tensor<2>)>>,
     rows: usize,
     capacity: usize,
@@ -784,6 +804,8 @@ pub struct Qwen2Model {
     norm: RmsNorm,
     /// `None` when the head is tied to the embedding.
     lm_head: Option<Linear>,
+    /// The element type of the KV cache ([`LoadOptions::kv_f16`]).
+    kv_dtype: DType,
 }
 
 impl Qwen2Model {
@@ -872,7 +894,9 @@ impl Qwen2Model {
         let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
         let lm_head =
             if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
-        Ok(Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head })
+        let mut model = Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head, kv_dtype: DType::F32 };
+        model.kv_dtype = resolve_kv_dtype(options.kv_f16, device, model.gpu_f16())?;
+        Ok(model)
     }
 
     /// Whether the model runs in f16 mode ([`LoadOptions::gpu_f16`]: f16 prefill products and
@@ -884,10 +908,10 @@ impl Qwen2Model {
         false
     }
 
-    /// The element type of the KV cache's keys and values: f16 in f16 mode
-    /// ([`LoadOptions::gpu_f16`]), else f32.
+    /// The element type of the KV cache's keys and values ([`LoadOptions::kv_f16`]): by default
+    /// f16 in f16 mode ([`LoadOptions::gpu_f16`]), else f32.
     pub fn kv_dtype(&self) -> DType {
-        if self.gpu_f16() { DType::F16 } else { DType::F32 }
+        self.kv_dtype
     }
 
     /// The arithmetic of prefill's products on a GPU with quantized weights (`None` on the CPU
@@ -1179,8 +1203,10 @@ impl Qwen2Model {
                 let q = rotate(heads(q, nh), cos, sin);
                 let k = rotate(heads(k, kvh), cos, sin);
                 let v = heads(v, kvh);
-                let ck = ck.select_assign(0, writes.clone(), k.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
-                let cv = cv.select_assign(0, writes.clone(), v.reshape([n * kvh * seq, d]), IndexingUpdateOp::Assign);
+                // An f16 cache stores the new keys and values rounded to f16.
+                let (k, v) = (k.reshape([n * kvh * seq, d]).cast(ck.dtype()), v.reshape([n * kvh * seq, d]).cast(cv.dtype()));
+                let ck = ck.select_assign(0, writes.clone(), k, IndexingUpdateOp::Assign);
+                let cv = cv.select_assign(0, writes.clone(), v, IndexingUpdateOp::Assign);
                 (q, ck, cv)
             }
             #[cfg(feature = "wgpu")]
@@ -1217,6 +1243,8 @@ impl Qwen2Model {
         if self.device == Device::flex() {
             // Prefill on the CPU: burn's fused attention (grouped heads read their shared
             // key/value head in place, the mask is broadcast over heads, keys are not transposed).
+            // An f16 cache is read in f32.
+            let (keys, values) = (keys.cast(DType::F32), values.cast(DType::F32));
             let bias = mask.clone().reshape([n, 1, seq, cap]);
             let options = AttentionModuleOptions { scale: Some(1.0 / (d as f64).sqrt()), softcap: None, is_causal: false };
             let out = burn::tensor::module::attention(q, keys, values, None, Some(bias), options); // [n, nh, seq, d]

@@ -329,6 +329,11 @@ struct WebLoadOptions {
     /// never.
     #[serde(default)]
     gpu_f16: Option<bool>,
+    /// The KV cache in f16 (half its memory; attention computes in f32): absent for the
+    /// device's default (f16 exactly in WebGPU f16 mode, f32 on the CPU), `true` always (on
+    /// WebGPU: in f16 mode only), `false` never.
+    #[serde(default)]
+    kv_f16: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -373,6 +378,7 @@ async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -
         quant: parse_format(options.quant.as_deref(), "quant")?,
         head_quant: parse_format(options.head_quant.as_deref(), "headQuant")?,
         gpu_f16: options.gpu_f16,
+        kv_f16: options.kv_f16,
     };
     report("config", 0, 1, None);
     let cpath = Path::new("config.json");
@@ -556,6 +562,7 @@ impl Model {
             "quant": self.inner.quant,
             "device": self.inner.device,
             "gpuF16": self.inner.model.gpu_f16(),
+            "kvF16": self.inner.model.kv_dtype() == burn::tensor::DType::F16,
         }))
     }
 

@@ -147,7 +147,7 @@ fn bench_maj_decodes_the_samples_as_one_batch() {
 
 /// `genprm bench` reports the GPU memory genprm reserved (CubeCL's memory report) and whether
 /// it ran in f16 mode (`--gpu-f16`) on the GPU, and neither on the CPU; on both, the device's
-/// memory bandwidth and the decode bound it gives.
+/// memory bandwidth and the decode bound it gives, and the KV cache's type (`--kv-cache`).
 #[test]
 fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
     let model = model_dir("tiny-genprm");
@@ -171,10 +171,13 @@ fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
                     assert_eq!(r["gpu_f16"], true, "{r}");
                 }
                 let r = &ok_json(&[&args[..], &["--gpu-f16", "off"]].concat())["result"];
-                assert_eq!(r["gpu_f16"], false, "{r}");
+                assert_eq!((&r["gpu_f16"], &r["kv_cache"]), (&false.into(), &"f32".into()), "{r}");
             }
             _ => {
                 assert!(r["peak_device_mib"].is_null() && r["gpu_f16"].is_null(), "{r}");
+                // The KV cache: f32 unless asked for in f16.
+                assert_eq!(r["kv_cache"], "f32", "{r}");
+                assert_eq!(ok_json(&[&args[..], &["--kv-cache", "f16"]].concat())["result"]["kv_cache"], "f16");
                 let e = failing(&[&args[..], &["--gpu-f16", "on"]].concat());
                 assert!(e.contains("f16") && e.contains("shader-f16"), "{e}");
             }

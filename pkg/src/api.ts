@@ -31,6 +31,10 @@ export interface LoadModelOptions {
   /** f16 mode on WebGPU for quantized weights (prompt products and KV cache in f16): by default
    *  where the adapter has shader-f16; true requires it, false keeps f32. */
   gpuF16?: boolean;
+  /** The KV cache in f16: half its memory (Maj@8 over a long solution holds gigabytes of keys
+   *  and values in f32), attention still computed in f32. By default f16 exactly in f16 mode on
+   *  WebGPU and f32 on the CPU; true on WebGPU requires f16 mode. */
+  kvF16?: boolean;
   /** Keep downloads in the browser's Cache API for offline reloads (default true). */
   cache?: boolean;
   signal?: AbortSignal;
@@ -84,6 +88,7 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
     quant: options.quant !== undefined ? options.quant : isDemo ? null : 'q4',
     headQuant: options.headQuant ?? null,
     ...(options.gpuF16 === undefined ? {} : { gpuF16: options.gpuF16 }),
+    ...(options.kvF16 === undefined ? {} : { kvF16: options.kvF16 }),
   };
   let model: WasmModel;
   try {

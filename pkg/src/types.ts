@@ -17,6 +17,9 @@ export interface LoadOptions {
   /** f16 mode on WebGPU with quantized weights (prompt products and KV cache in f16): absent =
    *  where the adapter has shader-f16, true = always (an error without it), false = never. */
   gpuF16?: boolean;
+  /** The KV cache in f16 (attention computed in f32): absent = f16 exactly in f16 mode on
+   *  WebGPU and f32 on the CPU, true = always (on WebGPU an error outside f16 mode), false = never. */
+  kvF16?: boolean;
 }
 
 export interface LoadProgress {
@@ -37,6 +40,8 @@ export interface ModelInfo {
   /** Whether the model runs in f16 mode: prompt products and KV cache in f16 (quantized
    *  weights on a WebGPU adapter with shader-f16, unless turned off with gpuF16: false). */
   gpuF16: boolean;
+  /** Whether the KV cache holds keys and values in f16. */
+  kvF16: boolean;
 }
 
 /** The outcome of running one code block, before it is turned into the official message. */

@@ -29,11 +29,11 @@ function genprmBinary() {
   return join(target, 'debug', 'genprm');
 }
 
-async function cli(record, samples = 1, model = join(REPO, 'tests/fixtures/models/tiny-genprm')) {
+async function cli(record, samples = 1, model = join(REPO, 'tests/fixtures/models/tiny-genprm'), extra = []) {
   const dir = await mkdtemp(join(tmpdir(), 'genprm-e2e-'));
   const input = join(dir, `${record.id}.json`);
   await writeFile(input, JSON.stringify(record));
-  const out = execFileSync(genprmBinary(), ['verify', '--model', model, '--input', input, '--json', '--greedy', '--samples', String(samples)],
+  const out = execFileSync(genprmBinary(), ['verify', '--model', model, '--input', input, '--json', '--greedy', '--samples', String(samples), ...extra],
     { encoding: 'utf8', maxBuffer: 64 << 20 });
   const result = JSON.parse(out.trim().split('\n').pop());
   delete result.id;
@@ -198,20 +198,22 @@ export const tests = [
     },
   },
   {
-    name: '"apples" as a q4 pack on the CPU device (WebAssembly SIMD128 kernels) equals the native CLI on the same pack',
+    name: '"apples" as a q4 pack on the CPU device (WebAssembly SIMD128 kernels) with an f16 KV cache equals the native CLI on the same pack and cache',
     fn: async ({ artifacts, fixtures, server }) => {
       const pack = join(fixtures, 'models', 'e2e-q4');
       execFileSync(genprmBinary(), ['quantize', '--model', TINY, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
       const record = records.find((r) => r.id === 'apples');
-      const expected = await cli(record, 1, pack);
+      const expected = await cli(record, 1, pack, ['--kv-cache', 'f16']);
       await page.getByTestId('device').selectOption('cpu');
+      await page.getByTestId('kv-cache').selectOption('f16');
       await page.getByTestId('source-url').check();
       await page.getByTestId('model-url').fill(server.url + '__test__/models/e2e-q4/');
       await page.getByTestId('load-model').click();
       // The demo model is loaded already: wait for the page to show the pack's q4 weights.
       await page.waitForFunction(() => {
         const info = document.querySelector('[data-testid=model-info]');
-        return info?.dataset.loaded === 'true' && /q4/i.test(info.textContent) && !document.querySelector('[data-testid=load-model]').disabled;
+        return info?.dataset.loaded === 'true' && /q4/i.test(info.textContent) && /KV cache in f16/.test(info.textContent)
+          && !document.querySelector('[data-testid=load-model]').disabled;
       }, null, { timeout: 5 * 60_000 }).catch(async (e) => {
         throw new Error(`the q4 pack did not load on the CPU: ${await page.getByTestId('alerts').textContent()} (${e.message})`);
       });

@@ -50,10 +50,10 @@ const cases = [
     check: ({ result }) => result?.ok && result.gpu_f16 === true,
   },
   {
-    name: 'Model.load of tiny-genprm (q4) reports f16 mode; gpuF16: false turns it off',
+    name: 'Model.load of tiny-genprm (q4) reports f16 mode and an f16 KV cache; gpuF16: false turns both off',
     spec: { kind: 'load', quant: 'q4' },
-    check: ({ result }) => result?.ok && result.info.gpuF16 === true,
-    then: { spec: { kind: 'load', quant: 'q4', gpuF16: false }, check: ({ result }) => result?.ok && result.info.gpuF16 === false },
+    check: ({ result }) => result?.ok && result.info.gpuF16 === true && result.info.kvF16 === true,
+    then: { spec: { kind: 'load', quant: 'q4', gpuF16: false }, check: ({ result }) => result?.ok && result.info.gpuF16 === false && result.info.kvF16 === false },
   },
   {
     name: 'control: a device without shader-f16 rejects the f16 shaders (so a Tint error would fail the cases above)',

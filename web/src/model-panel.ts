@@ -31,6 +31,10 @@ export class ModelPanel {
   private device = h('select', { 'data-testid': 'device' },
     h('option', { value: 'gpu', text: 'WebGPU (GPU)' }),
     h('option', { value: 'cpu', text: 'CPU (WebAssembly, slow)' }));
+  private kv = h('select', { 'data-testid': 'kv-cache' },
+    h('option', { value: '', text: 'Automatic (f16 in WebGPU f16 mode)' }),
+    h('option', { value: 'f16', text: 'f16 (half the memory)' }),
+    h('option', { value: 'f32', text: 'f32' }));
   private loadButton = h('button', { type: 'button', class: 'primary', text: 'Load model', 'data-testid': 'load-model' });
   private cancelButton = h('button', { type: 'button', text: 'Cancel', hidden: true, 'data-testid': 'cancel-load' });
   private downloadBar = new ProgressBar('Download', 'download-progress');
@@ -72,7 +76,8 @@ export class ModelPanel {
       h('h2', { id: 'model-heading', text: 'Model' }),
       h('fieldset', { class: 'sources' }, h('legend', { text: 'Source' }), ...radios),
       ...Object.values(this.sourceRows),
-      h('div', { class: 'grid' }, row('Weights in memory', this.quant), row('Device', this.device)),
+      h('div', { class: 'grid' }, row('Weights in memory', this.quant), row('Device', this.device),
+        row('KV cache', this.kv, 'Keys and values of the text so far: f16 halves their memory (Maj@8 over a long solution holds gigabytes in f32).')),
       h('div', { class: 'actions' }, this.loadButton, this.cancelButton),
       this.downloadBar.el, this.weightsBar.el, this.infoLine,
       h('p', { class: 'cache-line' }, this.cacheLine, ' ', this.clearButton));
@@ -149,7 +154,11 @@ export class ModelPanel {
         }
       }
       if (this.kind === 'url') void persistStorage();
-      const options: LoadOptions = { device, quant: this.kind === 'demo' ? null : (this.quant.value || null) as LoadOptions['quant'] };
+      const options: LoadOptions = {
+        device,
+        quant: this.kind === 'demo' ? null : (this.quant.value || null) as LoadOptions['quant'],
+        ...(this.kv.value ? { kvF16: this.kv.value === 'f16' } : {}),
+      };
       if (this.model) { this.model.free(); this.model = null; this.info = null; this.onModel(null); }
       const model = new GenPRM(await w.Model.load(source.fetchFile, options, (p) => this.loadProgress(p)), source.label, device === 'gpu' ? this.gpu : null);
       if (abort.signal.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
@@ -158,7 +167,7 @@ export class ModelPanel {
       const i = this.info!;
       this.weightsBar.done('loaded');
       if (this.downloadBar.el.hidden === false) this.downloadBar.done(this.downloadSummary());
-      this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? 'the CPU' : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}${i.gpuF16 ? ', in f16 mode (shader-f16: prompt products and KV cache in f16)' : ''}.`;
+      this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? 'the CPU' : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}${i.gpuF16 ? ', in f16 mode (shader-f16: prompt products in f16)' : ''}, KV cache in ${i.kvF16 ? 'f16' : 'f32'}.`;
       this.infoLine.dataset.loaded = 'true';
       this.onModel(model);
     } catch (e) {

@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// has it (shader-f16), `on` (an error on a GPU without it), or `off`.
     #[arg(long, value_enum, default_value = "auto")]
     gpu_f16: crate::GpuF16,
+    /// How the KV cache stores keys and values: `auto` (f16 on a GPU in f16 mode, f32 on the
+    /// CPU), `f32` or `f16`.
+    #[arg(long, value_enum, default_value = "auto")]
+    kv_cache: crate::KvCacheFormat,
     /// Sequences decoded together.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -76,7 +80,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Quant::Q8 => Some(QuantFormat::Q8),
         Quant::Q4 => Some(QuantFormat::Q4),
     };
-    let options = LoadOptions { quant, gpu_f16: args.gpu_f16.option(), ..Default::default() };
+    let options = LoadOptions { quant, gpu_f16: args.gpu_f16.option(), kv_f16: args.kv_cache.option(), ..Default::default() };
     if let Some(samples) = args.maj {
         return run_maj(&args, samples, &device, options);
     }
@@ -127,6 +131,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(f16) = result.gpu_f16 {
             println!("  GPU f16 mode (prefill, KV cache)   {:>9}", if f16 { "on" } else { "off" });
         }
+        println!("  KV cache                           {:>9}", result.kv_cache);
         println!("  weights read per decode step       {:>9.0} MiB", result.weight_bytes_per_step as f64 / (1 << 20) as f64);
         if let (Some(gb), Some(bound)) = (result.read_gb_s, result.decode_bound_tok_s) {
             println!("  memory read bandwidth (probe)      {gb:>9.1} GB/s");

@@ -59,6 +59,33 @@ pub(crate) struct ModelArgs {
     /// where the GPU has it (shader-f16), `on` (an error on a GPU without it), or `off`.
     #[arg(long, value_enum, default_value = "auto")]
     gpu_f16: GpuF16,
+    /// How the KV cache stores keys and values: `f16` halves its memory and the bytes decode
+    /// attention reads (attention still computes in f32); `auto` is f16 on a GPU in f16 mode and
+    /// f32 on the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    kv_cache: KvCacheFormat,
+}
+
+/// The `--kv-cache` choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum KvCacheFormat {
+    /// f16 on a GPU in f16 mode, f32 on the CPU.
+    Auto,
+    /// Keys and values in f32.
+    F32,
+    /// Keys and values in f16 (on a GPU: in f16 mode only).
+    F16,
+}
+
+impl KvCacheFormat {
+    /// The choice as [`genprm::LoadOptions::kv_f16`].
+    pub(crate) fn option(self) -> Option<bool> {
+        match self {
+            KvCacheFormat::Auto => None,
+            KvCacheFormat::F32 => Some(false),
+            KvCacheFormat::F16 => Some(true),
+        }
+    }
 }
 
 /// The `--gpu-f16` choice.
@@ -179,7 +206,7 @@ pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
             .context("progress bar template")?
             .progress_chars("=> "),
     );
-    let options = genprm::LoadOptions { quant: args.quant, head_quant: args.head_quant, gpu_f16: args.gpu_f16.option() };
+    let options = genprm::LoadOptions { quant: args.quant, head_quant: args.head_quant, gpu_f16: args.gpu_f16.option(), kv_f16: args.kv_cache.option() };
     let model = LoadedModel::load_with(&args.model, &device, options, |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
