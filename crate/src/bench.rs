@@ -149,6 +149,9 @@ pub struct BenchResult {
     pub gpu_matvec: Option<String>,
     /// How the KV cache stored keys and values: `f32` or `f16` ([`crate::LoadOptions::kv_f16`]).
     pub kv_cache: String,
+    /// The KV cache's size after decoding, in MiB ([`KvCache::bytes`]: every row and layer, the
+    /// capacity allocated in steps of [`crate::model::KV_CACHE_STEP`] positions).
+    pub kv_cache_mib: f64,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -228,6 +231,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         next = logits.chunks(v).map(crate::sampling::argmax).collect();
     }
     let decode_s = now() - t2;
+    let kv_cache_mib = cache.bytes() as f64 / (1 << 20) as f64;
     let after_decode = device_reserved_mib(device);
     let peak_device_mib = [after_load, after_prefill, after_decode].into_iter().flatten().reduce(f64::max);
     // Host memory's high-water mark before the bandwidth probe's buffer raises it.
@@ -250,6 +254,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         gpu_matvec: gpu_matvec(&model),
         gpu_adapter: gpu_adapter(device),
         kv_cache: kv_name(model.kv_dtype()).into(),
+        kv_cache_mib,
     })
 }
 

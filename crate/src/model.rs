@@ -425,6 +425,11 @@ impl KvCache {
         self.capacity
     }
 
+    /// Bytes of keys and values allocated (every layer, row and position of the capacity).
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().flatten().map(|(k, v)| (k.shape().num_elements() + v.shape().num_elements()) * k.dtype().size()).sum()
+    }
+
     /// The element type keys and values are stored in (`None` before the first forward pass).
     pub fn dtype(&self) -> Option<DType> {
         self.layers.iter().flatten().next().map(|(k, _)| k.dtype())
@@ -1291,6 +1296,20 @@ fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_bytes_count_every_layer_row_and_position_allocated() {
+        for (dtype, size) in [(DType::F32, 4), (DType::F16, 2)] {
+            let mut c = KvCache::new();
+            assert_eq!(c.bytes(), 0);
+            // 3 layers, 4 rows of 2 heads of 8 dimensions; 16 positions take one step (256).
+            c.reserve(3, 4, 16, 2, 8, dtype, &Device::flex()).unwrap();
+            assert_eq!(c.bytes(), 3 * 2 * 4 * 2 * KV_CACHE_STEP * 8 * size);
+            // One more row, and capacity for 300 positions (two steps).
+            c.reserve(3, 5, 300, 2, 8, dtype, &Device::flex()).unwrap();
+            assert_eq!(c.bytes(), 3 * 2 * 5 * 2 * 2 * KV_CACHE_STEP * 8 * size);
+        }
+    }
 
     #[test]
     fn copied_prefixes_are_tracked_until_either_row_is_rewritten() {

@@ -175,9 +175,12 @@ fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
             }
             _ => {
                 assert!(r["peak_device_mib"].is_null() && r["gpu_f16"].is_null(), "{r}");
-                // The KV cache: f32 unless asked for in f16.
+                // The KV cache: f32 unless asked for in f16, which halves it.
                 assert_eq!(r["kv_cache"], "f32", "{r}");
-                assert_eq!(ok_json(&[&args[..], &["--kv-cache", "f16"]].concat())["result"]["kv_cache"], "f16");
+                let f16 = &ok_json(&[&args[..], &["--kv-cache", "f16"]].concat())["result"];
+                assert_eq!(f16["kv_cache"], "f16", "{f16}");
+                let (a, b) = (r["kv_cache_mib"].as_f64().unwrap_or(0.0), f16["kv_cache_mib"].as_f64().unwrap_or(0.0));
+                assert!(a > 0.0 && b == a / 2.0, "KV cache {a} MiB in f32, {b} MiB in f16");
                 let e = failing(&[&args[..], &["--gpu-f16", "on"]].concat());
                 assert!(e.contains("f16") && e.contains("shader-f16"), "{e}");
             }

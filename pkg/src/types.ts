@@ -191,6 +191,10 @@ export interface BenchResult {
   read_gb_s?: number | null;
   /** Decode's memory-bandwidth bound (bandwidth ÷ weight bytes per step), tokens/s. */
   decode_bound_tok_s?: number | null;
+  /** How the KV cache stored keys and values: 'f32' or 'f16'. */
+  kv_cache?: string;
+  /** The KV cache's size after decoding, in MiB. */
+  kv_cache_mib?: number;
 }
 
 /** A model loaded by the wasm module (its `Model` class). */

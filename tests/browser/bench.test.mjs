@@ -39,9 +39,10 @@ export const tests = [
       equal(await page.getByTestId('bench-status').getAttribute('data-state'), 'done', `finished: ${await page.getByTestId('alerts').textContent()}`);
       const runs = await page.evaluate(() => window.genprmBench.runs);
       equal(runs.length, 1, 'one run');
-      for (const k of ['load_s', 'first_call_s', 'ttft_s', 'prefill_tok_s', 'decode_tok_s', 'weight_bytes_per_step']) ok(Number.isFinite(runs[0][k]) && runs[0][k] > 0, `${k} = ${runs[0][k]}`);
+      for (const k of ['load_s', 'first_call_s', 'ttft_s', 'prefill_tok_s', 'decode_tok_s', 'weight_bytes_per_step', 'kv_cache_mib']) ok(Number.isFinite(runs[0][k]) && runs[0][k] > 0, `${k} = ${runs[0][k]}`);
       // No bandwidth probe on the wasm CPU (one thread; a gigabyte of wasm memory), so no bound.
       equal([runs[0].read_gb_s, runs[0].decode_bound_tok_s], [null, null], 'no memory probe on the CPU');
+      equal(runs[0].kv_cache, 'f32', 'an f32 KV cache by default on the CPU');
       equal(await page.locator('[data-stage]').evaluateAll((els) => els.map((e) => e.dataset.stage)), ['load', 'compile', 'prefill', 'decode', 'bandwidth'], 'stages reported in order');
       equal(await page.getByTestId('bench-row').count(), 1, 'a row in the table');
       equal(errors, [], 'page errors');

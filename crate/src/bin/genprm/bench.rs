@@ -131,7 +131,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(f16) = result.gpu_f16 {
             println!("  GPU f16 mode (prefill, KV cache)   {:>9}", if f16 { "on" } else { "off" });
         }
-        println!("  KV cache                           {:>9}", result.kv_cache);
+        println!("  KV cache ({})                      {:>9.0} MiB", result.kv_cache, result.kv_cache_mib);
         println!("  weights read per decode step       {:>9.0} MiB", result.weight_bytes_per_step as f64 / (1 << 20) as f64);
         if let (Some(gb), Some(bound)) = (result.read_gb_s, result.decode_bound_tok_s) {
             println!("  memory read bandwidth (probe)      {gb:>9.1} GB/s");
