@@ -547,6 +547,12 @@ pub enum Kernel {
     /// browser with WebGPU has it; an engine without it would refuse the whole module.
     #[cfg(target_arch = "wasm32")]
     Simd128,
+    /// SIMD128 with relaxed SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s` for q4 weights (four
+    /// products summed into a 32-bit lane in one instruction; the stored levels 0..15 are the
+    /// 7-bit operand, so every engine computes the same sums). Only in a module built with the
+    /// `relaxed-simd` feature, which loads only where the engine has relaxed SIMD.
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    RelaxedSimd,
 }
 
 impl Kernel {
@@ -563,6 +569,8 @@ impl Kernel {
         Kernel::Neon,
         #[cfg(target_arch = "wasm32")]
         Kernel::Simd128,
+        #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+        Kernel::RelaxedSimd,
     ];
 
     /// Whether this CPU has the kernel's instructions.
@@ -585,6 +593,9 @@ impl Kernel {
             // A module holding SIMD128 instructions only loads where the engine has them.
             #[cfg(target_arch = "wasm32")]
             Kernel::Simd128 => true,
+            // Likewise for relaxed SIMD.
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            Kernel::RelaxedSimd => true,
         }
     }
 
@@ -629,6 +640,9 @@ impl Kernel {
             // SAFETY: the module loaded, so the engine has SIMD128.
             #[cfg(target_arch = "wasm32")]
             Kernel::Simd128 => unsafe { simd128::tiles_simd128(m, acts, t0, out) },
+            // SAFETY: the module (built with relaxed SIMD) loaded, so the engine has it.
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            Kernel::RelaxedSimd => unsafe { simd128::tiles_relaxed_simd(m, acts, t0, out) },
         }
     }
 }
@@ -1164,6 +1178,77 @@ mod simd128 {
         unsafe { row_tiles::<Simd128>(m, a, t0, out) }
     }
 
+    /// The driver with relaxed SIMD's dot products for q4 weights.
+    ///
+    /// # Safety
+    /// The engine must have SIMD128 and relaxed SIMD (it does if the module loaded).
+    #[cfg(feature = "relaxed-simd")]
+    #[target_feature(enable = "simd128,relaxed-simd")]
+    pub(super) unsafe fn tiles_relaxed_simd(m: &QuantMatrix, a: &QuantActs, t0: usize, out: &mut [f32]) {
+        // SAFETY: this function only runs where the engine has SIMD128 and relaxed SIMD.
+        unsafe { row_tiles::<RelaxedSimd>(m, a, t0, out) }
+    }
+
+    /// [`Simd128`] with q4's products in `i32x4.relaxed_dot_i8x16_i7x16_add_s`: activation
+    /// bytes times stored levels (0..15, the instruction's 7-bit operand, whose result every
+    /// engine defines the same way), four adjacent products summed into each row's 32-bit lane
+    /// and added to it: two instructions per column quad instead of eight. q8's levels are
+    /// signed 8-bit, outside the 7-bit operand's range, so q8 runs as [`Simd128`].
+    #[cfg(feature = "relaxed-simd")]
+    pub(super) struct RelaxedSimd;
+
+    #[cfg(feature = "relaxed-simd")]
+    impl TileDot for RelaxedSimd {
+        type W4 = <Simd128 as TileDot>::W4;
+        type W8 = <Simd128 as TileDot>::W8;
+        type Sums = <Simd128 as TileDot>::Sums;
+        type Acc = <Simd128 as TileDot>::Acc;
+
+        #[inline(always)]
+        unsafe fn zero() -> Self::Acc {
+            unsafe { Simd128::zero() }
+        }
+
+        #[inline(always)]
+        unsafe fn load_q4(tile: &[u8; TILE_ROWS * GROUP / 2]) -> Self::W4 {
+            unsafe { Simd128::load_q4(tile) }
+        }
+
+        #[inline(always)]
+        unsafe fn load_q8(tile: &[u8; TILE_ROWS * GROUP]) -> Self::W8 {
+            unsafe { Simd128::load_q8(tile) }
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q4(w: &Self::W4, x: &[i8; GROUP], correction: i32) -> Self::Sums {
+            // Each instruction adds four products of |x| ≤ 127 and a level ≤ 15 to a lane (its
+            // pairwise 16-bit step holds at most 2 · 127 · 15 = 3,810).
+            let corr = i32x4_splat(correction);
+            let mut s = [corr, corr];
+            for (c, [lo, hi]) in w.iter().enumerate() {
+                let xb = Simd128::broadcast(x, c);
+                s[0] = i32x4_relaxed_dot_i8x16_i7x16_add(xb, *lo, s[0]);
+                s[1] = i32x4_relaxed_dot_i8x16_i7x16_add(xb, *hi, s[1]);
+            }
+            s
+        }
+
+        #[inline(always)]
+        unsafe fn dot_q8(w: &Self::W8, x: &[i8; GROUP], correction: i32) -> Self::Sums {
+            unsafe { Simd128::dot_q8(w, x, correction) }
+        }
+
+        #[inline(always)]
+        unsafe fn fma(acc: Self::Acc, sums: Self::Sums, ws: &[f32; TILE_ROWS], xs: f32) -> Self::Acc {
+            unsafe { Simd128::fma(acc, sums, ws, xs) }
+        }
+
+        #[inline(always)]
+        unsafe fn store(acc: Self::Acc, out: &mut [f32]) {
+            unsafe { Simd128::store(acc, out) }
+        }
+    }
+
     /// 128-bit kernels laid out as [`super::neon::Neon`]'s: a tile's 32-byte vector of four
     /// columns is two vectors, rows 0..4 and rows 4..8, each row's four bytes in one 32-bit
     /// lane; q4 stored levels multiplied as they are, q8 levels with the bias taken off when
@@ -1307,6 +1392,17 @@ mod tests {
 
     fn sample(rows: usize, cols: usize) -> Vec<f32> {
         (0..rows * cols).map(|i| ((i as f32 * 0.7123).sin() * 1.3) + if i % 97 == 0 { 4.0 } else { 0.0 }).collect()
+    }
+
+    /// A WebAssembly build with relaxed SIMD runs it (the other tests then check it against
+    /// the plain reference with every other kernel).
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    #[test]
+    fn relaxed_simd_is_the_webassembly_kernel_where_built() {
+        assert_eq!(Kernel::available_kernels(), [Kernel::Scalar, Kernel::Simd128, Kernel::RelaxedSimd]);
+        if std::env::var_os("GENPRM_CPU_KERNEL").is_none() {
+            assert_eq!(Kernel::best(), Kernel::RelaxedSimd);
+        }
     }
 
     #[test]
