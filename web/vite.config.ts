@@ -8,7 +8,12 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vite';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const wasmModule = resolve(here, '../pkg/wasm/genprm.js');
+// The two builds of the module (scripts/build-wasm): SIMD128, and relaxed SIMD where the engine
+// has it (pkg/src/wasm.ts picks).
+const wasmModules: Record<string, string> = {
+  'genprm-wasm': resolve(here, '../pkg/wasm/genprm.js'),
+  'genprm-wasm-relaxed': resolve(here, '../pkg/wasm/genprm_relaxed.js'),
+};
 
 // Without pkg/wasm the app still builds and runs the parts that need no model (editor, Python):
 // importing the model module then fails with a message saying how to build it.
@@ -17,9 +22,10 @@ function wasmModulePlugin(): Plugin {
   return {
     name: 'genprm-wasm',
     resolveId(id) {
-      if (id !== 'genprm-wasm') return null;
-      if (existsSync(wasmModule)) return wasmModule;
-      this.warn('pkg/wasm/genprm.js is missing (run scripts/build-wasm): the app will say the model cannot load');
+      const path = wasmModules[id];
+      if (!path) return null;
+      if (existsSync(path)) return path;
+      this.warn(`${relative(here, path)} is missing (run scripts/build-wasm): the app will say the model cannot load`);
       return missingId;
     },
     load(id) {

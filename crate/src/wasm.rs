@@ -563,6 +563,9 @@ impl Model {
             "device": self.inner.device,
             "gpuF16": self.inner.model.gpu_f16(),
             "kvF16": self.inner.model.kv_dtype() == burn::tensor::DType::F16,
+            // The CPU kernel of quantized products (`Simd128`, or `RelaxedSimd` in the module
+            // built with relaxed SIMD).
+            "cpuKernel": format!("{:?}", crate::quant::Kernel::best()),
         }))
     }
 

@@ -39,6 +39,7 @@ try {
 // app's Vite plugin resolves it there) and the worker's source name.
 const rewrites = [
   [/(['"])genprm-wasm\1/g, "'./wasm/genprm.js'", 'wasm.js'],
+  [/(['"])genprm-wasm-relaxed\1/g, "'./wasm/genprm_relaxed.js'", 'wasm.js'],
   [/\.\/pyodide-worker\.ts(['"])/g, './pyodide-worker.js$1', 'pyodide-executor.js'],
 ];
 for (const [re, to, file] of rewrites) {
@@ -63,7 +64,7 @@ for (const f of await readdir(dist)) {
 const wasmDir = join(pkg, 'wasm');
 if (existsSync(join(wasmDir, 'genprm.js'))) {
   await mkdir(join(dist, 'wasm'), { recursive: true });
-  for (const f of ['genprm.js', 'genprm_bg.wasm', 'genprm.d.ts', 'genprm_bg.wasm.d.ts']) {
+  for (const f of ['genprm.js', 'genprm_bg.wasm', 'genprm.d.ts', 'genprm_bg.wasm.d.ts', 'genprm_relaxed.js', 'genprm_relaxed_bg.wasm', 'genprm_relaxed.d.ts', 'genprm_relaxed_bg.wasm.d.ts']) {
     if (existsSync(join(wasmDir, f))) await cp(join(wasmDir, f), join(dist, 'wasm', f));
   }
 } else if (requireWasm) {
@@ -71,7 +72,9 @@ if (existsSync(join(wasmDir, 'genprm.js'))) {
 } else {
   console.warn('pkg build: pkg/wasm/genprm.js is missing (run scripts/build-wasm): the package will say the model cannot load');
   await mkdir(join(dist, 'wasm'), { recursive: true });
-  await writeFile(join(dist, 'wasm', 'genprm.js'), 'throw new Error("the genprm wasm module was not built (pkg/wasm/genprm.js is missing; run scripts/build-wasm)");\n');
+  for (const f of ['genprm.js', 'genprm_relaxed.js']) {
+    await writeFile(join(dist, 'wasm', f), 'throw new Error("the genprm wasm module was not built (pkg/wasm/genprm.js is missing; run scripts/build-wasm)");\n');
+  }
 }
 
 const { copyAssets } = await import(pathToFileURL(join(web, 'scripts', 'copy-assets.mjs')).href);

@@ -42,6 +42,9 @@ export interface ModelInfo {
   gpuF16: boolean;
   /** Whether the KV cache holds keys and values in f16. */
   kvF16: boolean;
+  /** The CPU kernel of quantized products: 'Simd128', or 'RelaxedSimd' in the module built with
+   *  WebAssembly relaxed SIMD (loaded where the engine has it). */
+  cpuKernel?: string;
 }
 
 /** The outcome of running one code block, before it is turned into the official message. */

@@ -4,3 +4,8 @@
 declare module 'genprm-wasm' {
   export default function init(module_or_path?: { module_or_path: URL | string | Response | BufferSource }): Promise<unknown>;
 }
+// The same module built with WebAssembly relaxed SIMD (pkg/wasm/genprm_relaxed.js), for engines
+// that have it: its q4 kernel runs about 1.7× faster.
+declare module 'genprm-wasm-relaxed' {
+  export default function init(module_or_path?: { module_or_path: URL | string | Response | BufferSource }): Promise<unknown>;
+}

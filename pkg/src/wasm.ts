@@ -3,10 +3,35 @@ import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from '.
 
 let loading: Promise<WasmModule> | null = null;
 
-/** The initialised wasm module (genprm.js + genprm_bg.wasm, next to this package's modules). */
+/** A module holding one relaxed-SIMD instruction (`i8x16.relaxed_swizzle`): it validates exactly
+ *  where the engine has WebAssembly relaxed SIMD (Chrome and Edge 114+). The service worker
+ *  (web/src/service-worker.js) asks the same question to cache the matching module. */
+export const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
+
+/** Whether this engine has WebAssembly relaxed SIMD. */
+export function hasRelaxedSimd(): boolean {
+  try {
+    return WebAssembly.validate(RELAXED_SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+/** The initialised wasm module (genprm.js + genprm_bg.wasm, next to this package's modules; or
+ *  genprm_relaxed.js + genprm_relaxed_bg.wasm, whose q4 kernel uses relaxed SIMD, where the
+ *  engine has it). */
 export function wasm(): Promise<WasmModule> {
   if (!loading) {
     loading = (async () => {
+      if (hasRelaxedSimd()) {
+        try {
+          const mod = await import('genprm-wasm-relaxed');
+          await mod.default();
+          return mod as unknown as WasmModule;
+        } catch (e) {
+          console.warn(`genprm: the relaxed-SIMD module did not load (${e}); using the SIMD128 one`);
+        }
+      }
       const mod = await import('genprm-wasm');
       await mod.default();
       return mod as unknown as WasmModule;

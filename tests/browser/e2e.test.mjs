@@ -4,8 +4,9 @@
 // wrong step — equals what the native CLI computes for the same input. Then a hostile code block
 // (`while True: pass`) inside a verification is stopped at 5 s and the next step still runs. One
 // solution runs with two samples (Maj@2), decoded as one batch in the page as on the CLI. Last,
-// a q4 pack of the same model verified on the page's CPU device (WebAssembly, the SIMD128
-// integer kernels) equals the native CLI on the same pack (AVX2 / VNNI kernels).
+// a q4 pack of the same model verified on the page's CPU device (WebAssembly: the module built
+// with relaxed SIMD, which this Chromium has; f16 KV cache) equals the native CLI on the same
+// pack (AVX2 / VNNI kernels).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -41,7 +42,10 @@ async function cli(record, samples = 1, model = join(REPO, 'tests/fixtures/model
   return result;
 }
 
+let browserRef;
+
 export async function setup({ browser, server }) {
+  browserRef = browser;
   const why = wasmMissing();
   if (why) return why;
   if (!existsSync(genprmBinary())) return `the native CLI ${genprmBinary()} is not built (cargo build --bin genprm)`;
@@ -198,7 +202,7 @@ export const tests = [
     },
   },
   {
-    name: '"apples" as a q4 pack on the CPU device (WebAssembly SIMD128 kernels) with an f16 KV cache equals the native CLI on the same pack and cache',
+    name: '"apples" as a q4 pack on the CPU device (the relaxed-SIMD module: this Chromium has relaxed SIMD) with an f16 KV cache equals the native CLI on the same pack and cache',
     fn: async ({ artifacts, fixtures, server }) => {
       const pack = join(fixtures, 'models', 'e2e-q4');
       execFileSync(genprmBinary(), ['quantize', '--model', TINY, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
@@ -213,6 +217,7 @@ export const tests = [
       await page.waitForFunction(() => {
         const info = document.querySelector('[data-testid=model-info]');
         return info?.dataset.loaded === 'true' && /q4/i.test(info.textContent) && /KV cache in f16/.test(info.textContent)
+          && /relaxed SIMD/.test(info.textContent)
           && !document.querySelector('[data-testid=load-model]').disabled;
       }, null, { timeout: 5 * 60_000 }).catch(async (e) => {
         throw new Error(`the q4 pack did not load on the CPU: ${await page.getByTestId('alerts').textContent()} (${e.message})`);
@@ -220,6 +225,38 @@ export const tests = [
       const got = await verifyInPage('apples');
       await page.screenshot({ path: join(artifacts, 'e2e-q4-cpu.png'), fullPage: true });
       compare(got, expected, 'apples (q4 pack, CPU)');
+    },
+  },
+  {
+    name: 'an engine without relaxed SIMD gets the SIMD128 module: the q4 pack loads on the CPU with it',
+    fn: async ({ artifacts, fixtures, server }) => {
+      const other = await browserRef.newPage({ viewport: { width: 1280, height: 1000 } });
+      try {
+        // Answer the relaxed-SIMD probe (pkg/src/wasm.ts) as an engine without it would.
+        await other.addInitScript(() => {
+          const probe = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11];
+          const validate = WebAssembly.validate.bind(WebAssembly);
+          WebAssembly.validate = (bytes, ...rest) => {
+            const b = ArrayBuffer.isView(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new Uint8Array(bytes);
+            if (b.length === probe.length && b.every((x, i) => x === probe[i])) return false;
+            return validate(bytes, ...rest);
+          };
+        });
+        await other.goto(server.url);
+        await other.getByTestId('device').selectOption('cpu');
+        await other.getByTestId('source-url').check();
+        await other.getByTestId('model-url').fill(server.url + '__test__/models/e2e-q4/');
+        await other.getByTestId('load-model').click();
+        await other.waitForFunction(() => {
+          const info = document.querySelector('[data-testid=model-info]');
+          return info?.dataset.loaded !== undefined && !document.querySelector('[data-testid=load-model]').disabled;
+        }, null, { timeout: 5 * 60_000 });
+        const info = await other.getByTestId('model-info').textContent();
+        await other.screenshot({ path: join(artifacts, 'e2e-q4-cpu-simd128.png') });
+        ok(/q4 weights on the CPU \(WebAssembly SIMD128\)/.test(info), `the SIMD128 module ran: ${info} ${await other.getByTestId('alerts').textContent()}`);
+      } finally {
+        await other.close();
+      }
     },
   },
   {

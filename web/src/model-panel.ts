@@ -167,7 +167,7 @@ export class ModelPanel {
       const i = this.info!;
       this.weightsBar.done('loaded');
       if (this.downloadBar.el.hidden === false) this.downloadBar.done(this.downloadSummary());
-      this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? 'the CPU' : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}${i.gpuF16 ? ', in f16 mode (shader-f16: prompt products in f16)' : ''}, KV cache in ${i.kvF16 ? 'f16' : 'f32'}.`;
+      this.infoLine.textContent = `Loaded ${source.label}: ${i.modelType}, ${i.layers} layers, hidden ${i.hidden}, ${formatParams(i.parameters)} parameters, ${i.quant ?? 'f32'} weights on ${i.device === 'cpu' ? `the CPU${i.quant ? ` (WebAssembly ${i.cpuKernel === 'RelaxedSimd' ? 'relaxed SIMD' : 'SIMD128'})` : ''}` : `WebGPU${this.gpu ? ` (${this.gpu.backend})` : ''}`}${i.gpuF16 ? ', in f16 mode (shader-f16: prompt products in f16)' : ''}, KV cache in ${i.kvF16 ? 'f16' : 'f32'}.`;
       this.infoLine.dataset.loaded = 'true';
       this.onModel(model);
     } catch (e) {

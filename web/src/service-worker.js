@@ -17,11 +17,25 @@ const OURS = /^genprm-(app|runtime)-/;
 
 const scope = () => new URL(self.registration.scope);
 
+// The wasm module comes in two builds (scripts/build-wasm): SIMD128, and relaxed SIMD for
+// engines that have it. The page loads one (pkg/src/wasm.ts asks the same question with the
+// same probe, RELAXED_SIMD_PROBE there), so only that one is cached.
+const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
+function hasRelaxedSimd() {
+  try {
+    return WebAssembly.validate(RELAXED_SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(APP_CACHE);
+    const unused = hasRelaxedSimd() ? /(^|\/)genprm_bg-[^/]*\.wasm$/ : /(^|\/)genprm_relaxed_bg-[^/]*\.wasm$/;
+    const files = PRECACHE.filter((path) => !unused.test(path));
     // cache: 'reload' skips the HTTP cache, so a new version never stores a stale file.
-    await cache.addAll(PRECACHE.map((path) => new Request(new URL(path, scope()), { cache: 'reload' })));
+    await cache.addAll(files.map((path) => new Request(new URL(path, scope()), { cache: 'reload' })));
   })());
 });
 
