@@ -455,6 +455,18 @@ mod tests {
         out.into_data().try_to_vec::<f32>().unwrap()
     }
 
+    /// Copies cache row 0's first `len` positions (every key/value head) to `rows`, as Maj@N's
+    /// samples copy their shared prompt.
+    fn copy_prompt(k: &mut [f32], v: &mut [f32], rows: std::ops::Range<usize>, len: usize, kv_heads: usize, capacity: usize, d: usize) {
+        for row in rows {
+            for h in 0..kv_heads {
+                let (src, dst) = ((h * capacity) * d, ((row * kv_heads + h) * capacity) * d);
+                k.copy_within(src..src + len * d, dst);
+                v.copy_within(src..src + len * d, dst);
+            }
+        }
+    }
+
     #[test]
     fn widening_f16_is_exact_for_every_value() {
         // Every f16 (plus 3 so the vector path has a remainder), both ways of widening.
@@ -477,13 +489,7 @@ mod tests {
             let (rows, kv_heads, heads, capacity, first) = (4, 2, 6, 128, 0);
             let lens = [BLOCK, 75, 100, 7];
             let (mut k, mut v) = (noise(7, rows * kv_heads * capacity * d), noise(8, rows * kv_heads * capacity * d));
-            for row in 1..3 {
-                for h in 0..kv_heads {
-                    let (src, dst) = ((h * capacity) * d, ((row * kv_heads + h) * capacity) * d);
-                    k.copy_within(src..src + 40 * d, dst);
-                    v.copy_within(src..src + 40 * d, dst);
-                }
-            }
+            copy_prompt(&mut k, &mut v, 1..3, 40, kv_heads, capacity, d);
             let rounded = |x: &[f32]| x.iter().map(|&x| f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
             let (k16, v16) = (rounded(&k), rounded(&v));
             assert!(k16 != k, "the noise is not already f16");
@@ -524,13 +530,7 @@ mod tests {
             let (rows, kv_heads, heads, capacity, first) = (4, 2, 6, 32, 0);
             let lens = [15usize, 20, 29, 13];
             let (mut k, mut v) = (noise(4, rows * kv_heads * capacity * d), noise(5, rows * kv_heads * capacity * d));
-            for row in 1..3 {
-                for h in 0..kv_heads {
-                    let (src, dst) = ((h * capacity) * d, ((row * kv_heads + h) * capacity) * d);
-                    k.copy_within(src..src + 11 * d, dst);
-                    v.copy_within(src..src + 11 * d, dst);
-                }
-            }
+            copy_prompt(&mut k, &mut v, 1..3, 11, kv_heads, capacity, d);
             let q = noise(6, lens.len() * heads * d);
             let run = |shared: &[Option<(usize, usize)>]| run(&q, &k, &v, heads, kv_heads, d, capacity, first, &lens, shared);
             let alone = run(&[None, None, None, None]);
