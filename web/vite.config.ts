@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vite';
+import { RELAXED_SIMD_PROBE } from '../pkg/src/relaxed-simd.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The two builds of the module (scripts/build-wasm): SIMD128, and relaxed SIMD where the engine
@@ -64,6 +65,7 @@ function serviceWorkerPlugin(): Plugin {
       const template = readFileSync(resolve(here, 'src/service-worker.js'), 'utf8');
       const sw = template
         .replace('self.__GENPRM_PRECACHE__', JSON.stringify(precache))
+        .replace('self.__GENPRM_RELAXED_SIMD_PROBE__', JSON.stringify(RELAXED_SIMD_PROBE))
         .replace('__GENPRM_VERSION__', hash.digest('hex').slice(0, 16));
       writeFileSync(join(outDir, 'sw.js'), sw);
     },

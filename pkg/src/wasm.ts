@@ -1,17 +1,13 @@
 // The wasm module, loaded once on first use. Errors become messages that say what to do.
 import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from './types.ts';
+import { RELAXED_SIMD_PROBE } from './relaxed-simd.ts';
 
 let loading: Promise<WasmModule> | null = null;
 
-/** A module holding one relaxed-SIMD instruction (`i8x16.relaxed_swizzle`): it validates exactly
- *  where the engine has WebAssembly relaxed SIMD (Chrome and Edge 114+). The service worker
- *  (web/src/service-worker.js) asks the same question to cache the matching module. */
-export const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
-
-/** Whether this engine has WebAssembly relaxed SIMD. */
+/** Whether this engine has WebAssembly relaxed SIMD ([`RELAXED_SIMD_PROBE`] validates). */
 export function hasRelaxedSimd(): boolean {
   try {
-    return WebAssembly.validate(RELAXED_SIMD_PROBE);
+    return WebAssembly.validate(new Uint8Array(RELAXED_SIMD_PROBE));
   } catch {
     return false;
   }

@@ -14,7 +14,7 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { close, equal, ok } from './lib/assert.mjs';
 import { REPO } from './lib/paths.mjs';
-import { wasmMissing } from './lib/wasm.mjs';
+import { RELAXED_SIMD_PROBE, wasmMissing } from './lib/wasm.mjs';
 import { TINY } from './lib/fixtures.mjs';
 
 const DEVICE = process.env.GENPRM_BROWSER_DEVICE || 'gpu';
@@ -43,6 +43,14 @@ async function cli(record, samples = 1, model = join(REPO, 'tests/fixtures/model
 }
 
 let browserRef;
+
+/** Starts loading the q4 pack the CPU tests quantize (fixtures' models/e2e-q4) on `p`'s CPU device. */
+async function loadPackOnCpu(p, server) {
+  await p.getByTestId('device').selectOption('cpu');
+  await p.getByTestId('source-url').check();
+  await p.getByTestId('model-url').fill(server.url + '__test__/models/e2e-q4/');
+  await p.getByTestId('load-model').click();
+}
 
 export async function setup({ browser, server }) {
   browserRef = browser;
@@ -208,11 +216,8 @@ export const tests = [
       execFileSync(genprmBinary(), ['quantize', '--model', TINY, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
       const record = records.find((r) => r.id === 'apples');
       const expected = await cli(record, 1, pack, ['--kv-cache', 'f16']);
-      await page.getByTestId('device').selectOption('cpu');
       await page.getByTestId('kv-cache').selectOption('f16');
-      await page.getByTestId('source-url').check();
-      await page.getByTestId('model-url').fill(server.url + '__test__/models/e2e-q4/');
-      await page.getByTestId('load-model').click();
+      await loadPackOnCpu(page, server);
       // The demo model is loaded already: wait for the page to show the pack's q4 weights.
       await page.waitForFunction(() => {
         const info = document.querySelector('[data-testid=model-info]');
@@ -233,20 +238,16 @@ export const tests = [
       const other = await browserRef.newPage({ viewport: { width: 1280, height: 1000 } });
       try {
         // Answer the relaxed-SIMD probe (pkg/src/wasm.ts) as an engine without it would.
-        await other.addInitScript(() => {
-          const probe = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11];
+        await other.addInitScript((probe) => {
           const validate = WebAssembly.validate.bind(WebAssembly);
           WebAssembly.validate = (bytes, ...rest) => {
             const b = ArrayBuffer.isView(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new Uint8Array(bytes);
             if (b.length === probe.length && b.every((x, i) => x === probe[i])) return false;
             return validate(bytes, ...rest);
           };
-        });
+        }, RELAXED_SIMD_PROBE);
         await other.goto(server.url);
-        await other.getByTestId('device').selectOption('cpu');
-        await other.getByTestId('source-url').check();
-        await other.getByTestId('model-url').fill(server.url + '__test__/models/e2e-q4/');
-        await other.getByTestId('load-model').click();
+        await loadPackOnCpu(other, server);
         await other.waitForFunction(() => {
           const info = document.querySelector('[data-testid=model-info]');
           return info?.dataset.loaded !== undefined && !document.querySelector('[data-testid=load-model]').disabled;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { equal, ok } from './lib/assert.mjs';
 import { DIST } from './lib/paths.mjs';
 import { serve } from './lib/server.mjs';
-import { wasmMissing } from './lib/wasm.mjs';
+import { RELAXED_SIMD_PROBE, wasmMissing } from './lib/wasm.mjs';
 
 const LONG = 10 * 60_000;
 let context, page, server;
@@ -31,15 +31,15 @@ export const tests = [
     fn: async () => {
       await page.goto(server.url + '?model=demo');
       await page.waitForFunction(() => document.querySelector('[data-testid=offline-status]')?.dataset.state === 'ready', null, { timeout: LONG });
-      const state = await page.evaluate(async () => {
+      const state = await page.evaluate(async (probe) => {
         const reg = await navigator.serviceWorker.ready;
         const names = await caches.keys();
         const app = names.find((n) => n.startsWith('genprm-app-'));
         const keys = app ? (await (await caches.open(app)).keys()).map((r) => new URL(r.url).pathname) : [];
         // The probe pkg/src/wasm.ts and the worker ask: does this engine have relaxed SIMD?
-        const relaxed = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+        const relaxed = WebAssembly.validate(new Uint8Array(probe));
         return { scope: reg.scope, names, keys, relaxed };
-      });
+      }, RELAXED_SIMD_PROBE);
       ok(state.names.some((n) => /^genprm-app-[0-9a-f]{16}$/.test(n)), `a versioned app cache: ${state.names}`);
       for (const want of ['/index.html', '/grade.html', '/bench.html', '/embed-example.html', '/generated/pyodide/pyodide.asm.wasm', '/generated/python/genprm-python.zip', '/generated/models/tiny-genprm/model.safetensors']) {
         ok(state.keys.includes(want), `${want} is cached`);

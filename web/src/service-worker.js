@@ -1,5 +1,6 @@
 // The app's service worker (built into dist/sw.js by the `genprm-sw` plugin in vite.config.ts,
-// which fills in the precache list and a version hashed from the files' contents).
+// which fills in the precache list, the relaxed-SIMD probe and a version hashed from the files'
+// contents).
 //
 // On install it caches the app shell: the pages, the bundled scripts and styles, the wasm
 // module, the Pyodide runtime, the sympy + mpmath bundle and the tiny demo model, so a reload
@@ -19,8 +20,8 @@ const scope = () => new URL(self.registration.scope);
 
 // The wasm module comes in two builds (scripts/build-wasm): SIMD128, and relaxed SIMD for
 // engines that have it. The page loads one (pkg/src/wasm.ts asks the same question with the
-// same probe, RELAXED_SIMD_PROBE there), so only that one is cached.
-const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
+// same probe, pkg/src/relaxed-simd.ts, written in here by the build), so only that one is cached.
+const RELAXED_SIMD_PROBE = new Uint8Array(self.__GENPRM_RELAXED_SIMD_PROBE__);
 function hasRelaxedSimd() {
   try {
     return WebAssembly.validate(RELAXED_SIMD_PROBE);

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST, REPO } from './paths.mjs';
 
@@ -10,3 +10,9 @@ export function wasmMissing() {
   }
   return null;
 }
+
+/** The bytes the wasm loader and the service worker validate to ask whether the engine has
+ *  WebAssembly relaxed SIMD, read from their one source (pkg/src/relaxed-simd.ts). */
+export const RELAXED_SIMD_PROBE = JSON.parse(
+  readFileSync(join(REPO, 'pkg', 'src', 'relaxed-simd.ts'), 'utf8').match(/RELAXED_SIMD_PROBE[^=]*=\s*(\[[^\]]*\])/)[1],
+);
