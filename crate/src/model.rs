@@ -81,8 +81,8 @@ impl Weight {
                     blocks.extend(b);
                 }
                 // One block (one product) when they fit one binding together.
-                let bytes: usize = blocks.iter().map(|t| t.dims()[0] * t.dims()[1] * 4).sum();
-                if blocks.len() > 1 && bytes <= MAX_BINDING_BYTES {
+                let bytes: u64 = blocks.iter().map(tensor_bytes).sum();
+                if blocks.len() > 1 && bytes <= MAX_BINDING_BYTES as u64 {
                     blocks = vec![Tensor::cat(blocks, 0)];
                 }
                 Ok(Weight::Float(blocks))
@@ -112,7 +112,7 @@ impl Weight {
     /// Bytes a product with this weight reads: its f32 values, or its packed levels and scales.
     pub fn bytes(&self) -> u64 {
         match self {
-            Weight::Float(w) => w.iter().map(|t| (t.dims()[0] * t.dims()[1] * 4) as u64).sum(),
+            Weight::Float(w) => w.iter().map(tensor_bytes).sum(),
             // Counted, not copied out (`values_bytes` would copy the whole matrix).
             Weight::Quant(q) => ((q.rows() * q.cols()) as f64 * q.format().bytes_per_weight()) as u64,
             #[cfg(feature = "wgpu")]
@@ -207,6 +207,11 @@ fn resolve_gpu_f16(choice: Option<bool>, device: &Device) -> Result<bool> {
     }
 }
 
+/// Bytes a tensor's elements take in its element type.
+fn tensor_bytes<const D: usize>(t: &Tensor<D>) -> u64 {
+    (t.shape().num_elements() * t.dtype().size()) as u64
+}
+
 /// Values of an activation on the CPU device (a copy in host memory; no GPU is involved).
 fn host_values(x: Tensor<2>) -> Vec<f32> {
     x.into_data().try_into_vec::<f32>().unwrap_or_else(|e| panic!("activations are f32 on the CPU device: {e:?}"))
@@ -267,7 +272,7 @@ impl Linear {
 
     /// Bytes one application reads: the weight ([`Weight::bytes`]) and the bias.
     pub fn bytes(&self) -> u64 {
-        self.weight.bytes() + self.bias.as_ref().map_or(0, |b| (b.dims()[0] * 4) as u64)
+        self.weight.bytes() + self.bias.as_ref().map_or(0, tensor_bytes)
     }
 }
 
@@ -427,7 +432,7 @@ impl KvCache {
 
     /// Bytes of keys and values allocated (every layer, row and position of the capacity).
     pub fn bytes(&self) -> usize {
-        self.layers.iter().flatten().map(|(k, v)| (k.shape().num_elements() + v.shape().num_elements()) * k.dtype().size()).sum()
+        self.layers.iter().flatten().map(|(k, v)| tensor_bytes(k) + tensor_bytes(v)).sum::<u64>() as usize
     }
 
     /// The element type keys and values are stored in (`None` before the first forward pass).
@@ -944,7 +949,7 @@ impl Qwen2Model {
     /// head); of the embedding as a lookup table only a row per sequence, left out. Decode can
     /// be no faster than the device's memory bandwidth divided by this.
     pub fn decode_weight_bytes(&self) -> u64 {
-        let norm = |n: &RmsNorm| (n.weight.dims()[0] * 4) as u64;
+        let norm = |n: &RmsNorm| tensor_bytes(&n.weight);
         let layers: u64 = self
             .layers
             .iter()
