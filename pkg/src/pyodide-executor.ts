@@ -1,22 +1,39 @@
-// PyodideExecutor: the browser's CodeExecutor (the contract's ExecutorBridge). Python runs in a
-// Web Worker (pyodide-worker.ts) with one namespace per solution path, exactly as GenPRM's
-// official executor: stdout captured, `type(e).__name__` and `str(e)` for errors, a TimeoutError
-// raised by the code reported as a time-out.
+// PyodideExecutor: the browser's CodeExecutor (the contract's ExecutorBridge), used by the demo
+// page, the grading page and the widget alike. Python runs the way GenPRM's official executor
+// does (stdout captured, `type(e).__name__` and `str(e)` for errors, a TimeoutError raised by the
+// code reported as a time-out), but boxed in by the browser rather than by Python:
 //
-// The official 5 s limit is enforced from here: when a run is not back in time, the worker is
-// terminated, the run resolves as `{ outcome: 'timeout', message: 'Code execution timed out' }`,
-// and a fresh worker starts. Terminating loses every path's namespace (variables from earlier
-// paragraphs are gone, for every sample), as killing the official executor's process would;
-// `restarts` counts these, and the next run waits for the new worker to be ready.
+// - Pyodide runs in Web Workers inside a sandboxed frame (pyodide-frame.ts): an opaque origin
+//   (`sandbox="allow-scripts"`, no allow-same-origin), so the page's IndexedDB, Cache API and
+//   OPFS are another origin's, and a Content-Security-Policy with no connections, so the browser
+//   refuses every request. The page downloads Pyodide and the sympy bundle and hands them in.
+// - Each solution path gets a fresh interpreter (its own worker; the model's history needs one
+//   per path), started ahead of time from a small reserve; `reset(path)` ends it.
+// - The official 5 s limit counts from when the code is sent to the frame. A run not back in time
+//   resolves as `{ outcome: 'timeout', message: 'Code execution timed out' }` and its path's
+//   interpreter is ended (that path's variables are gone, as when the official executor's
+//   process is killed; other paths keep theirs); a frame that stops answering is replaced.
+// - What a run prints is capped at OUTPUT_LIMIT_BYTES with OUTPUT_TRUNCATED_MARKER appended.
+// - The page accepts only answers to its own requests: from its frame's window, with the
+//   request's id and random nonce; everything else is dropped (`ignoredMessages` counts it).
+//
+// (The interpreters' script is `pythonWorkerMain` in './pyodide-worker.ts', sent into the frame
+// as source text.)
 import type { ExecOutcome, ExecutorBridge } from './types.ts';
-import type { FromWorker, PythonProgress, ToWorker } from './worker-protocol.ts';
+import type { FromFrame, InterpreterInfo, PythonFiles, PythonProgress, ToFrame } from './worker-protocol.ts';
+import { capOutcome, frameDocument, OUTPUT_LIMIT_BYTES, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
-export type { PythonProgress } from './worker-protocol.ts';
+export type { PythonProgress, InterpreterInfo } from './worker-protocol.ts';
+export { OUTPUT_LIMIT_BYTES, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
 /** The official per-run limit. */
 export const TIME_LIMIT_MS = 5000;
 /** The official text of a time-out. */
 export const TIMEOUT_MESSAGE = 'Code execution timed out';
+/** How long an interpreter may take to start (not counted in the run's limit). */
+const START_LIMIT_MS = 180_000;
+/** How long the frame may take to answer a request that runs no code. */
+const ANSWER_LIMIT_MS = 3000;
 
 export interface PyodideExecutorOptions {
   /** Where Pyodide's runtime files are served (pyodide.mjs, pyodide.asm.wasm, python_stdlib.zip, ...). */
@@ -25,195 +42,289 @@ export interface PyodideExecutorOptions {
   bundleURL: string | URL;
   /** The limit per run, in milliseconds (default 5000, the official limit). */
   timeoutMs?: number;
-  /** Start-up progress, also after each restart. */
+  /** Interpreters kept started ahead of the paths that will need them (default 1). */
+  warm?: number;
+  /** Start-up progress, also after each restart of the frame. */
   onProgress?: (p: PythonProgress & { restart: number }) => void;
-  /** Called when the worker is replaced (time-out or crash), with the reason. */
+  /** Called when an interpreter or the frame is replaced (time-out or crash), with the reason. */
   onRestart?: (reason: string) => void;
-  /** Creates the worker; the default bundles pyodide-worker.ts. */
-  createWorker?: () => Worker;
+  /** Where the hidden frame goes (default document.body). */
+  container?: HTMLElement;
+}
+
+interface Frame {
+  iframe: HTMLIFrameElement;
+  window: Window | null;
+  ready: Promise<void>;
+  dead: boolean;
 }
 
 interface Pending {
-  resolve: (o: ExecOutcome | void) => void;
-  timer?: ReturnType<typeof setTimeout>;
+  frame: Frame;
+  nonce: string;
+  expects: FromFrame['type'][];
+  resolve: (m: FromFrame) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
 }
 
-interface Live {
-  worker: Worker;
-  ready: Promise<void>;
-}
+const PYODIDE_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'python_stdlib.zip', 'pyodide-lock.json'] as const;
+
+class RequestTimeout extends Error {}
 
 export class PyodideExecutor implements ExecutorBridge {
-  /** How many times the worker was replaced after a time-out or a crash. */
+  /** How many times an interpreter or the frame was replaced after a time-out or a crash. */
   restarts = 0;
   /** Python and sympy versions, once ready. */
   versions: { python: string; sympy: string } | null = null;
-  private live: Live | null = null;
-  private lastReady: Promise<void> | null = null;
+  /** Each interpreter given to a path, in order: its start-up (see InterpreterInfo) and `waitMs`,
+   *  how long the path's first run waited for it (near zero when one was started in reserve). */
+  startups: (InterpreterInfo & { waitMs: number })[] = [];
+  /** Messages dropped because they answered nothing this executor asked. */
+  ignoredMessages = 0;
+  private frame: Frame | null = null;
+  private lastReady: Promise<void>;
+  private files: Promise<PythonFiles> | null = null;
   private pending = new Map<number, Pending>();
+  private queues = new Map<number, Promise<unknown>>();
   private seq = 0;
-  private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
-  private readonly opts: Required<Pick<PyodideExecutorOptions, 'timeoutMs'>> & PyodideExecutorOptions;
+  private readonly opts: PyodideExecutorOptions & { timeoutMs: number; warm: number };
+  private readonly listener = (ev: MessageEvent) => this.onMessage(ev);
 
   constructor(options: PyodideExecutorOptions) {
-    this.opts = { timeoutMs: TIME_LIMIT_MS, ...options };
-    this.spawn();
+    this.opts = { timeoutMs: TIME_LIMIT_MS, warm: 1, ...options };
+    addEventListener('message', this.listener);
+    this.lastReady = this.startFrame().ready;
   }
 
-  /** Resolves when Python and sympy are loaded (the current worker); rejects if it cannot start. */
+  /** Resolves when Python and sympy are loaded (the first interpreter); rejects if it cannot start. */
   get ready(): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the Python executor was closed'));
-    return this.live?.ready ?? this.lastReady!;
+    return this.frame?.ready ?? this.lastReady;
   }
 
   run(path: number, code: string): Promise<ExecOutcome> {
-    return this.enqueue(() => this.runNow(path, code));
+    return this.enqueue(path, () => this.runNow(path, code));
   }
 
+  /** Ends `path`'s interpreter: its next run starts in a fresh one. */
   reset(path: number): Promise<void> {
-    return this.enqueue(async () => {
-      const live = await this.usable();
-      if (!live) return; // a fresh worker has fresh namespaces
-      await new Promise<ExecOutcome | void>((resolve) => {
-        const id = ++this.seq;
-        this.pending.set(id, { resolve });
-        this.send(live, { type: 'reset', id, path });
-      });
-    });
+    return this.enqueue(path, () => this.discard(path));
   }
 
-  /** Stops the worker for good. */
+  /** Stops the frame and its interpreters for good. */
   terminate(): void {
+    if (this.closed) return;
     this.closed = true;
-    this.live?.worker.terminate();
-    this.live = null;
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.resolve({ outcome: 'error', kind: 'RuntimeError', message: 'the Python executor was closed' });
-    }
-    this.pending.clear();
+    removeEventListener('message', this.listener);
+    if (this.frame) this.dropFrame(this.frame, 'the Python executor was closed');
+    this.frame = null;
   }
 
-  private enqueue<T>(job: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(job, job);
-    this.queue = next.catch(() => undefined);
+  private enqueue<T>(path: number, job: () => Promise<T>): Promise<T> {
+    const next = (this.queues.get(path) ?? Promise.resolve()).then(job, job);
+    this.queues.set(path, next.catch(() => undefined));
     return next;
   }
 
-  /** The live worker once ready, or null when it could not start (the error goes to the run). */
-  private async usable(): Promise<Live | null> {
-    if (this.closed) throw new Error('the Python executor was closed');
-    if (!this.live) this.spawn();
-    const live = this.live!;
-    await live.ready;
-    return live;
-  }
-
   private async runNow(path: number, code: string): Promise<ExecOutcome> {
-    let live: Live | null;
+    if (this.closed) return { outcome: 'error', kind: 'RuntimeError', message: 'the Python executor was closed' };
+    let frame: Frame;
     try {
-      live = await this.usable();
+      frame = await this.usableFrame();
+      const t0 = performance.now();
+      const prepared = await this.request(frame, { type: 'prepare', path }, ['prepared', 'failed'], START_LIMIT_MS);
+      if (prepared.type === 'failed') throw new Error(prepared.message);
+      if (prepared.fresh) this.startups.push({ ...prepared.info, waitMs: performance.now() - t0 });
     } catch (e) {
       // As the native sandbox does when its interpreter is not running.
       return { outcome: 'error', kind: 'RuntimeError', message: `Python could not start: ${errorText(e)}` };
     }
-    if (!live) return { outcome: 'error', kind: 'RuntimeError', message: 'Python is not running' };
-    return new Promise<ExecOutcome>((resolve) => {
+    // The limit counts from here: the code is on its way.
+    let answer: FromFrame;
+    try {
+      answer = await this.request(frame, { type: 'run', path, code }, ['result'], this.opts.timeoutMs);
+    } catch (e) {
+      if (e instanceof RequestTimeout) {
+        this.restarted('a code block ran past the time limit');
+        // The path's interpreter is ended before its next run (queued behind this one).
+        void this.enqueue(path, () => this.discard(path));
+        return { outcome: 'timeout', message: TIMEOUT_MESSAGE };
+      }
+      return { outcome: 'error', kind: 'RuntimeError', message: `the Python interpreter crashed: ${errorText(e)}` };
+    }
+    if (answer.type !== 'result') return { outcome: 'error', kind: 'RuntimeError', message: 'Python is not running' };
+    if (answer.crashed) this.restarted('the Python interpreter crashed');
+    // The frame capped it already; the page checks again.
+    return capOutcome(answer.outcome, OUTPUT_LIMIT_BYTES, OUTPUT_TRUNCATED_MARKER);
+  }
+
+  /** Ends `path`'s interpreter; a frame that does not answer is replaced. */
+  private async discard(path: number): Promise<void> {
+    const frame = this.frame;
+    if (!frame || frame.dead) return; // a fresh frame has no interpreters yet
+    try {
+      await frame.ready;
+    } catch {
+      return;
+    }
+    try {
+      await this.request(frame, { type: 'discard', path }, ['discarded'], ANSWER_LIMIT_MS);
+    } catch (e) {
+      if (e instanceof RequestTimeout) this.replaceFrame(frame, 'the Python frame stopped answering');
+    }
+  }
+
+  private restarted(reason: string): void {
+    this.restarts++;
+    this.opts.onRestart?.(reason);
+  }
+
+  private async usableFrame(): Promise<Frame> {
+    if (this.closed) throw new Error('the Python executor was closed');
+    const frame = this.frame && !this.frame.dead ? this.frame : this.startFrame();
+    await frame.ready;
+    return frame;
+  }
+
+  private request<K extends FromFrame['type']>(frame: Frame, body: DistributiveOmit<ToFrame, 'id' | 'nonce'>, expects: K[], timeoutMs: number): Promise<Extract<FromFrame, { type: K }>> {
+    return new Promise((resolve, reject) => {
+      if (frame.dead || !frame.window) { reject(new Error('the Python frame is gone')); return; }
       const id = ++this.seq;
-      this.pending.set(id, { resolve: resolve as (o: ExecOutcome | void) => void });
-      this.send(live!, { type: 'run', id, path, code });
+      const nonce = randomNonce();
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) reject(new RequestTimeout(`no answer in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { frame, nonce, expects, resolve: resolve as (m: FromFrame) => void, reject, timer });
+      frame.window.postMessage({ ...body, id, nonce } as ToFrame, '*');
     });
   }
 
-  private send(live: Live, msg: ToWorker): void {
-    live.worker.postMessage(msg);
-  }
-
-  private spawn(): void {
-    const worker = this.opts.createWorker
-      ? this.opts.createWorker()
-      : new Worker(new URL('./pyodide-worker.ts', import.meta.url), { type: 'module', name: 'genprm-python' });
-    const restart = this.restarts;
-    let settle!: { resolve: () => void; reject: (e: Error) => void };
-    const ready = new Promise<void>((resolve, reject) => { settle = { resolve, reject }; });
-    ready.catch(() => undefined); // observed by runs; no unhandled rejection when nobody waits
-    const live: Live = { worker, ready };
-    this.live = live;
-    this.lastReady = ready;
-    worker.onmessage = (ev: MessageEvent<FromWorker>) => {
-      if (this.live !== live) return;
-      const m = ev.data;
-      switch (m.type) {
-        case 'progress':
-          this.opts.onProgress?.({ ...m.progress, restart });
-          break;
-        case 'ready':
-          this.versions = { python: m.python, sympy: m.sympy };
-          settle.resolve();
-          break;
-        case 'init_failed':
-          settle.reject(new Error(m.message));
-          worker.terminate();
-          this.live = null; // the next run tries a fresh worker
-          break;
-        case 'started': {
-          const p = this.pending.get(m.id);
-          if (p) p.timer = setTimeout(() => this.timedOut(live, m.id), this.opts.timeoutMs);
-          break;
-        }
-        case 'result':
-          this.finish(m.id, m.outcome);
-          break;
-        case 'reset_done':
-          this.finish(m.id, undefined);
-          break;
-        case 'crashed':
-          this.replace(live, `the Python worker crashed: ${m.message}`);
-          this.finish(m.id, { outcome: 'error', kind: 'RuntimeError', message: `the Python interpreter crashed: ${m.message}` });
-          break;
-      }
-    };
-    worker.onerror = (ev: ErrorEvent) => {
-      ev.preventDefault();
-      if (this.live !== live) return;
-      const message = ev.message || 'the Python worker failed to load';
-      settle.reject(new Error(message));
-      this.replace(live, message);
-      for (const [id] of this.pending) {
-        this.finish(id, { outcome: 'error', kind: 'RuntimeError', message: `the Python interpreter crashed: ${message}` });
-      }
-    };
-    const init: ToWorker = {
-      type: 'init',
-      indexURL: new URL(String(this.opts.indexURL), globalThis.location?.href).href,
-      bundleURL: new URL(String(this.opts.bundleURL), globalThis.location?.href).href,
-    };
-    worker.postMessage(init);
-  }
-
-  private finish(id: number, outcome: ExecOutcome | undefined): void {
-    const p = this.pending.get(id);
-    if (!p) return;
+  private onMessage(ev: MessageEvent): void {
+    const m = ev.data as Partial<FromFrame> | null;
+    const p = m && typeof m === 'object' && typeof m.id === 'number' ? this.pending.get(m.id) : undefined;
+    if (!p || ev.source === null || ev.source !== p.frame.window || p.frame !== this.frame
+      || m!.nonce !== p.nonce || !p.expects.includes(m!.type as FromFrame['type'])) {
+      if (this.frame && ev.source === this.frame.window) this.ignoredMessages++;
+      else if (m && typeof m === 'object' && 'nonce' in m) this.ignoredMessages++;
+      return;
+    }
     clearTimeout(p.timer);
-    this.pending.delete(id);
-    p.resolve(outcome);
+    this.pending.delete(m!.id!);
+    p.resolve(m as FromFrame);
   }
 
-  private timedOut(live: Live, id: number): void {
-    if (this.live !== live || !this.pending.has(id)) return;
-    this.replace(live, 'a code block ran past the time limit');
-    this.finish(id, { outcome: 'timeout', message: TIMEOUT_MESSAGE });
+  /** Adds a new frame, hands it the files and waits for its first interpreter. */
+  private startFrame(): Frame {
+    const restart = this.restarts;
+    const progress = (p: PythonProgress) => this.opts.onProgress?.({ ...p, restart });
+    const iframe = document.createElement('iframe');
+    iframe.setAttribute('sandbox', 'allow-scripts');
+    iframe.setAttribute('aria-hidden', 'true');
+    iframe.setAttribute('referrerpolicy', 'no-referrer');
+    iframe.tabIndex = -1;
+    iframe.title = 'genprm python';
+    iframe.style.cssText = 'display:none';
+    const nonce = randomNonce();
+    iframe.srcdoc = frameDocument(nonce);
+    const loaded = new Promise<void>((resolve) => iframe.addEventListener('load', () => resolve(), { once: true }));
+    (this.opts.container ?? document.body ?? document.documentElement).append(iframe);
+    const frame: Frame = { iframe, window: iframe.contentWindow, ready: null!, dead: false };
+    this.frame = frame;
+    frame.ready = (async () => {
+      const files = await this.download(progress);
+      await loaded;
+      progress({ stage: 'imports' });
+      const answer = await this.request(frame, {
+        type: 'init', files, warm: this.opts.warm, outputLimit: OUTPUT_LIMIT_BYTES,
+      }, ['ready', 'failed'], START_LIMIT_MS);
+      if (answer.type === 'failed') throw new Error(answer.message);
+      this.versions ??= { python: answer.info.python, sympy: answer.info.sympy };
+      progress({ stage: 'ready' });
+    })();
+    frame.ready.catch((e: unknown) => {
+      // The next run tries a fresh frame (and reports the error if that fails too).
+      if (this.frame === frame) this.frame = null;
+      this.dropFrame(frame, errorText(e));
+    });
+    this.lastReady = frame.ready;
+    return frame;
   }
 
-  /** Terminates `live` and starts a fresh worker (its namespaces are empty). */
-  private replace(live: Live, reason: string): void {
-    live.worker.terminate();
-    if (this.live === live) this.live = null;
-    this.restarts++;
-    this.opts.onRestart?.(reason);
-    if (!this.closed) this.spawn();
+  private replaceFrame(frame: Frame, reason: string): void {
+    if (frame.dead) return;
+    this.dropFrame(frame, reason);
+    if (this.frame === frame) this.frame = null;
+    this.restarted(reason);
+    if (!this.closed) this.startFrame();
   }
+
+  private dropFrame(frame: Frame, reason: string): void {
+    if (frame.dead) return;
+    frame.dead = true;
+    frame.iframe.remove();
+    for (const [id, p] of this.pending) {
+      if (p.frame !== frame) continue;
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(new Error(reason));
+    }
+  }
+
+  /** Pyodide's files and the Python bundle, fetched once by the page (the frame cannot). */
+  private download(progress: (p: PythonProgress) => void): Promise<PythonFiles> {
+    if (!this.files) {
+      const indexURL = new URL(String(this.opts.indexURL), globalThis.location?.href);
+      const bundleURL = new URL(String(this.opts.bundleURL), globalThis.location?.href).href;
+      this.files = (async () => {
+        progress({ stage: 'runtime' });
+        const [runtime, bundle] = await Promise.all([
+          Promise.all(PYODIDE_FILES.map((f) => fetchBytes(new URL(f, indexURL).href))),
+          fetchBytes(bundleURL, (loaded, total) => progress({ stage: 'packages', loaded, total })),
+        ]);
+        const files = {} as PythonFiles;
+        PYODIDE_FILES.forEach((f, i) => { files[f] = runtime[i]; });
+        files['genprm-python.zip'] = bundle;
+        return files;
+      })();
+      this.files.catch(() => { this.files = null; }); // a later start downloads again
+    }
+    return this.files;
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+async function fetchBytes(url: string, onProgress?: (loaded: number, total?: number) => void): Promise<ArrayBuffer> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url} gave HTTP ${res.status}`);
+  const total = Number(res.headers.get('content-length')) || undefined;
+  if (!onProgress || !res.body) return res.arrayBuffer();
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let loaded = 0;
+  let last = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.byteLength;
+    if (loaded - last > 256 * 1024) {
+      last = loaded;
+      onProgress(loaded, total);
+    }
+  }
+  onProgress(loaded, total ?? loaded);
+  const out = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.byteLength; }
+  return out.buffer;
+}
+
+function randomNonce(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
 function errorText(e: unknown): string {

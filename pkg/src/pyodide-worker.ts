@@ -1,23 +1,43 @@
-// The Pyodide Web Worker behind PyodideExecutor. It loads Pyodide (served by the app, no CDN),
-// unpacks the sympy + mpmath bytecode bundle, and runs each code block the way GenPRM's official
-// CodeExecutor does: `exec(code, namespace)` with stdout captured, one namespace per solution path.
-// The 5 s limit is enforced from outside: the main thread terminates this worker and starts a new
-// one, so a runaway `while True: pass` cannot hang anything (all namespaces are lost with it).
-import type { FromWorker, PythonProgress, ToWorker } from './worker-protocol.ts';
+// The Python interpreter behind PyodideExecutor: one Web Worker per solution path, created inside
+// the sandboxed frame (pyodide-frame.ts). `pythonWorkerMain` is not imported by anything that
+// runs it here: its source text becomes the worker's script (`(${pythonWorkerMain})()`), so it
+// must be self-contained (no references to anything outside the function).
+//
+// The worker gets Pyodide, its standard library and the sympy + mpmath bundle as bytes from the
+// frame (which got them from the page): it has no network (the frame's Content-Security-Policy,
+// which the worker inherits, allows no connections) and no storage (its origin is opaque). It
+// runs each code block the way GenPRM's official CodeExecutor does: `exec(code, namespace)` with
+// stdout captured, `type(e).__name__` and `str(e)` for errors, a TimeoutError raised by the code
+// reported as a time-out. One namespace: the worker serves one solution path and is thrown away
+// with it. What the code prints is kept up to the output limit, then marked as truncated.
+import type { FromWorker, PythonFiles, ToWorker } from './worker-protocol.ts';
 
-// Typed by hand: the package compiles with the DOM library only (DOM and WebWorker clash).
-interface WorkerScope {
-  postMessage(message: unknown): void;
-  onmessage: ((ev: MessageEvent<ToWorker>) => void) | null;
-}
-const scope = globalThis as unknown as WorkerScope;
+export function pythonWorkerMain(): void {
+  // Typed by hand: the package compiles with the DOM library only (DOM and WebWorker clash).
+  interface Scope {
+    postMessage(message: unknown, transfer?: Transferable[]): void;
+    onmessage: ((ev: MessageEvent<ToWorker>) => void) | null;
+    fetch: typeof fetch;
+  }
+  interface Py {
+    runPython(code: string): unknown;
+    unpackArchive(buffer: ArrayBuffer | Uint8Array, format: string, options?: { extractDir?: string }): void;
+    FS: { mkdirTree(path: string): void; writeFile(path: string, data: Uint8Array): void };
+    makeMemorySnapshot(): Uint8Array;
+    globals: { get(name: string): unknown };
+  }
+  const scope = globalThis as unknown as Scope;
+  const post = (m: FromWorker) => scope.postMessage(m);
+  const SITE_DIR = '/genprm';
+  const BUNDLE = '/genprm/python.zip';
+  // Pyodide asks for its files by URL; they are answered from the bytes handed in (never fetched).
+  const BASE = 'https://pyodide.invalid/';
+  let runFn: ((code: string) => string) | null = null;
+  let ready: Promise<void> | null = null;
 
-const SITE_DIR = '/genprm/site';
-
-// Python run once at start-up: the executor functions and the warm imports.
-const SETUP = `
+  const setup = (limit: number, marker: string) => `
 import contextlib, io, json, sys
-sys.path.insert(0, ${JSON.stringify(SITE_DIR)})
+sys.path.insert(0, ${JSON.stringify(BUNDLE)})
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
 
 for _m in ("math", "fractions", "decimal", "itertools", "sympy"):
@@ -26,138 +46,159 @@ for _m in ("math", "fractions", "decimal", "itertools", "sympy"):
     except Exception:
         pass
 
-_genprm_namespaces = {}
+_GENPRM_LIMIT = ${limit}
+_GENPRM_MARKER = ${JSON.stringify(marker)}
 
-def _genprm_run(path, code):
-    ns = _genprm_namespaces.get(path)
-    if ns is None:
-        ns = _genprm_namespaces[path] = {}
+def _genprm_cut(text, limit=_GENPRM_LIMIT):
+    """The longest prefix of text that is at most limit bytes of UTF-8, and whether it was cut."""
+    if len(text) * 4 <= limit:
+        return text, False
+    data = text[:limit].encode("utf-8", "surrogatepass")
+    if len(data) <= limit and len(text) <= limit:
+        return text, False
+    data = data[:limit]
+    for end in range(len(data), max(len(data) - 4, -1), -1):
+        try:
+            return data[:end].decode("utf-8", "surrogatepass"), True
+        except UnicodeDecodeError:
+            pass
+    return "", True
+
+class _GenprmOutput(io.TextIOBase):
+    """stdout that keeps the first _GENPRM_LIMIT bytes and drops the rest."""
+    def __init__(self):
+        self._parts = []
+        self._room = _GENPRM_LIMIT
+        self._cut = False
+    def writable(self):
+        return True
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"string argument expected, got '{type(s).__name__}'")
+        if self._cut or not s:
+            return len(s)
+        kept, cut = _genprm_cut(s, self._room)
+        self._parts.append(kept)
+        self._room -= len(kept.encode("utf-8", "surrogatepass"))
+        self._cut = cut
+        return len(s)
+    def getvalue(self):
+        text = "".join(self._parts)
+        return text + _GENPRM_MARKER if self._cut else text
+
+_genprm_namespace = {}
+
+def _genprm_run(code):
     sys.stdin = io.StringIO("")   # exit() closes stdin; every run starts with a fresh one
     sys.stderr = io.StringIO()    # the official executor does not capture stderr
-    buf = io.StringIO()
+    buf = _GenprmOutput()
     try:
         with contextlib.redirect_stdout(buf):
-            exec(code, ns)
+            exec(code, _genprm_namespace)
         return json.dumps({"outcome": "ok", "stdout": buf.getvalue()})
     except TimeoutError as e:     # the official executor reports a TimeoutError as a time-out
-        return json.dumps({"outcome": "timeout", "message": str(e)})
+        return json.dumps({"outcome": "timeout", "message": _genprm_text(e)})
     except BaseException as e:    # SystemExit and KeyboardInterrupt too: the executor outlives them
-        try:
-            message = str(e)
-        except BaseException:
-            message = "<unprintable>"
-        return json.dumps({"outcome": "error", "kind": type(e).__name__, "message": message})
+        return json.dumps({"outcome": "error", "kind": _genprm_cut(type(e).__name__, 256)[0], "message": _genprm_text(e)})
 
-def _genprm_reset(path):
-    _genprm_namespaces.pop(path, None)
+def _genprm_text(e):
+    try:
+        message = str(e)
+    except BaseException:
+        message = "<unprintable>"
+    kept, cut = _genprm_cut(message)
+    return kept + _GENPRM_MARKER if cut else kept
 
 import sympy
 json.dumps([sys.version.split()[0], sympy.__version__])
 `;
 
-// Once Python is up, the code it runs has no business on the network or spawning more workers.
-const NETWORK_APIS = ['fetch', 'XMLHttpRequest', 'WebSocket', 'EventSource', 'WebTransport', 'importScripts',
-  'Worker', 'SharedWorker', 'BroadcastChannel', 'indexedDB', 'caches'];
+  // After a snapshot is restored: every interpreter would otherwise draw the same random numbers.
+  const RESEED = `
+import random
+random.seed()
+json.dumps([sys.version.split()[0], sympy.__version__])
+`;
 
-const post = scope.postMessage.bind(scope) as (m: FromWorker) => void;
-
-function stripNetwork(): void {
-  for (const name of NETWORK_APIS) {
-    for (let o: object | null = globalThis; o; o = Object.getPrototypeOf(o)) {
-      const d = Object.getOwnPropertyDescriptor(o, name);
-      if (d?.configurable) delete (o as Record<string, unknown>)[name];
+  async function init(msg: Extract<ToWorker, { type: 'init' }>): Promise<void> {
+    const { files, outputLimit, marker, mode } = msg;
+    const t0 = performance.now();
+    const moduleURL = (name: keyof PythonFiles) => URL.createObjectURL(new Blob([files[name]], { type: 'text/javascript' }));
+    const urls = [moduleURL('pyodide.mjs'), moduleURL('pyodide.asm.mjs')];
+    const [mod, asm] = (await Promise.all(urls.map((u) => import(/* @vite-ignore */ u)))) as [
+      { loadPyodide(o: Record<string, unknown>): Promise<Py> },
+      { default: (settings: unknown) => Promise<{ _malloc(n: number): number; _free(p: number): void }> },
+    ];
+    for (const u of urls) URL.revokeObjectURL(u);
+    const snapshot = mode === 'snapshot' && msg.snapshot ? new Uint8Array(msg.snapshot) : null;
+    const native = scope.fetch;
+    scope.fetch = (async (input: RequestInfo | URL) => {
+      const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+      const name = url.startsWith(BASE) ? url.slice(BASE.length) as keyof PythonFiles : null;
+      if (name && name in files && name !== 'genprm-python.zip') {
+        const type = name.endsWith('.wasm') ? 'application/wasm' : 'application/octet-stream';
+        return new Response(files[name], { headers: { 'content-type': type } });
+      }
+      return native(input); // anything else goes to the browser, which refuses it (CSP)
+    }) as typeof fetch;
+    let py: Py;
+    try {
+      py = await mod.loadPyodide({
+        indexURL: BASE,
+        lockFileContents: new TextDecoder().decode(files['pyodide-lock.json']),
+        packageBaseUrl: BASE,
+        // The memory snapshot is larger than the module's initial memory: grow it first (through
+        // malloc, so Emscripten's views follow) before Pyodide copies the snapshot in.
+        createPyodideModule: async (settings: unknown) => {
+          const m = await asm.default(settings);
+          if (snapshot) m._free(m._malloc(snapshot.byteLength));
+          return m;
+        },
+        stdout: () => {},
+        stderr: () => {},
+        ...(mode === 'template' ? { _makeSnapshot: true } : {}),
+        ...(snapshot ? { _loadSnapshot: snapshot } : {}),
+      });
+    } finally {
+      scope.fetch = native;
     }
-  }
-  // Forged replies from Python (js.postMessage) are not possible through the global either.
-  for (let o: object | null = globalThis; o; o = Object.getPrototypeOf(o)) {
-    const d = Object.getOwnPropertyDescriptor(o, 'postMessage');
-    if (d?.configurable) delete (o as Record<string, unknown>).postMessage;
-  }
-}
-
-interface Py {
-  runPython(code: string): unknown;
-  unpackArchive(buffer: ArrayBuffer | Uint8Array, format: string, options?: { extractDir?: string }): void;
-  FS: { mkdirTree(path: string): void };
-  globals: { get(name: string): (...args: unknown[]) => unknown };
-}
-
-let runFn: ((path: number, code: string) => string) | null = null;
-let resetFn: ((path: number) => void) | null = null;
-let ready: Promise<void> | null = null;
-
-const progress = (p: PythonProgress) => post({ type: 'progress', progress: p });
-
-async function download(url: string): Promise<Uint8Array> {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`the Python bundle ${url} gave HTTP ${res.status}`);
-  const total = Number(res.headers.get('content-length')) || undefined;
-  if (!res.body) return new Uint8Array(await res.arrayBuffer());
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let loaded = 0;
-  let last = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.byteLength;
-    if (loaded - last > 256 * 1024) {
-      last = loaded;
-      progress({ stage: 'packages', loaded, total });
+    const t1 = performance.now();
+    // The bundle is imported from the zip itself (zipimport): one file to write, also after a
+    // snapshot, whose import machinery remembers the zip's directory.
+    py.FS.mkdirTree(SITE_DIR);
+    py.FS.writeFile(BUNDLE, new Uint8Array(files['genprm-python.zip']));
+    const versions = snapshot ? RESEED : setup(outputLimit, marker);
+    const [python, sympy] = JSON.parse(py.runPython(versions) as string) as [string, string];
+    if (mode === 'template') {
+      const bytes = py.makeMemorySnapshot();
+      const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+      scope.postMessage({ type: 'snapshot', snapshot: buffer } satisfies FromWorker, [buffer]);
+      return;
     }
+    runFn = py.globals.get('_genprm_run') as (code: string) => string;
+    post({ type: 'ready', python, sympy, pyodideMs: t1 - t0, sympyMs: performance.now() - t1 });
   }
-  progress({ stage: 'packages', loaded, total: total ?? loaded });
-  const out = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) { out.set(c, at); at += c.byteLength; }
-  return out;
-}
 
-async function init(indexURL: string, bundleURL: string): Promise<void> {
-  progress({ stage: 'runtime' });
-  const mod = (await import(/* @vite-ignore */ new URL('pyodide.mjs', indexURL).href)) as {
-    loadPyodide(o: Record<string, unknown>): Promise<Py>;
+  scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
+    const msg = ev.data;
+    if (msg.type === 'init') {
+      if (ready) return;
+      ready = init(msg);
+      ready.catch((e: unknown) => post({ type: 'init_failed', message: e instanceof Error ? e.message : String(e) }));
+      return;
+    }
+    try {
+      await ready;
+    } catch {
+      return; // init_failed was reported; the frame sends no work to a failed worker
+    }
+    if (msg.type !== 'run') return;
+    try {
+      post({ type: 'result', id: msg.id, outcome: JSON.parse(runFn!(msg.code)) });
+    } catch (e) {
+      // A JS-level failure (Pyodide's fatal error after a wasm trap, out of memory): this
+      // interpreter is unusable, the frame ends it.
+      post({ type: 'crashed', id: msg.id, message: e instanceof Error ? e.message : String(e) });
+    }
   };
-  const [py, bundle] = await Promise.all([
-    mod.loadPyodide({ indexURL, stdout: () => {}, stderr: () => {} }),
-    download(bundleURL),
-  ]);
-  progress({ stage: 'imports' });
-  py.FS.mkdirTree(SITE_DIR);
-  py.unpackArchive(bundle, 'zip', { extractDir: SITE_DIR });
-  const [python, sympy] = JSON.parse(py.runPython(SETUP) as string) as [string, string];
-  runFn = py.globals.get('_genprm_run') as unknown as (path: number, code: string) => string;
-  resetFn = py.globals.get('_genprm_reset') as unknown as (path: number) => void;
-  stripNetwork();
-  progress({ stage: 'ready' });
-  post({ type: 'ready', python, sympy });
 }
-
-scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
-  const msg = ev.data;
-  if (msg.type === 'init') {
-    ready = init(msg.indexURL, msg.bundleURL);
-    ready.catch((e: unknown) => post({ type: 'init_failed', message: e instanceof Error ? e.message : String(e) }));
-    return;
-  }
-  try {
-    await ready;
-  } catch {
-    return; // init_failed was reported; the main thread does not send work to a failed worker
-  }
-  try {
-    if (msg.type === 'run') {
-      post({ type: 'started', id: msg.id });
-      const outcome = JSON.parse(runFn!(msg.path, msg.code));
-      post({ type: 'result', id: msg.id, outcome });
-    } else if (msg.type === 'reset') {
-      resetFn!(msg.path);
-      post({ type: 'reset_done', id: msg.id });
-    }
-  } catch (e) {
-    // A JS-level failure (Pyodide's fatal error after a wasm trap, out of memory): this
-    // interpreter is unusable, the main thread replaces the worker.
-    post({ type: 'crashed', id: msg.id, message: e instanceof Error ? e.message : String(e) });
-  }
-};
