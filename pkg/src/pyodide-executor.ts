@@ -32,8 +32,11 @@ export const TIME_LIMIT_MS = 5000;
 export const TIMEOUT_MESSAGE = 'Code execution timed out';
 /** How long an interpreter may take to start (not counted in the run's limit). */
 const START_LIMIT_MS = 180_000;
-/** How long the frame may take to answer a request that runs no code. */
-const ANSWER_LIMIT_MS = 3000;
+/** How long the frame may take to answer a request that runs no code (or to acknowledge one). */
+const ANSWER_LIMIT_MS = 5000;
+/** How long a new frame may take to acknowledge the files (its script did not run otherwise: a
+ *  Content-Security-Policy of the embedding page that forbids it, for one). */
+const FRAME_LOAD_LIMIT_MS = 20_000;
 
 export interface PyodideExecutorOptions {
   /** Where Pyodide's runtime files are served (pyodide.mjs, pyodide.asm.wasm, python_stdlib.zip, ...). */
@@ -66,6 +69,8 @@ interface Pending {
   resolve: (m: FromFrame) => void;
   reject: (e: Error) => void;
   timer: ReturnType<typeof setTimeout>;
+  /** The frame said it got the request: the answer's own limit starts. */
+  accepted: () => void;
 }
 
 const PYODIDE_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'python_stdlib.zip', 'pyodide-lock.json'] as const;
@@ -130,16 +135,24 @@ export class PyodideExecutor implements ExecutorBridge {
 
   private async runNow(path: number, code: string): Promise<ExecOutcome> {
     if (this.closed) return { outcome: 'error', kind: 'RuntimeError', message: 'the Python executor was closed' };
-    let frame: Frame;
-    try {
-      frame = await this.usableFrame();
-      const t0 = performance.now();
-      const prepared = await this.request(frame, { type: 'prepare', path }, ['prepared', 'failed'], START_LIMIT_MS);
-      if (prepared.type === 'failed') throw new Error(prepared.message);
-      if (prepared.fresh) this.startups.push({ ...prepared.info, waitMs: performance.now() - t0 });
-    } catch (e) {
-      // As the native sandbox does when its interpreter is not running.
-      return { outcome: 'error', kind: 'RuntimeError', message: `Python could not start: ${errorText(e)}` };
+    let frame!: Frame;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        frame = await this.usableFrame();
+        const t0 = performance.now();
+        const prepared = await this.request(frame, { type: 'prepare', path }, ['prepared', 'failed'], START_LIMIT_MS, ANSWER_LIMIT_MS);
+        if (prepared.type === 'failed') throw new Error(prepared.message);
+        if (prepared.fresh) this.startups.push({ ...prepared.info, waitMs: performance.now() - t0 });
+        break;
+      } catch (e) {
+        // A frame that stopped answering is replaced, and the path starts again in the new one.
+        if (e instanceof RequestTimeout && attempt === 0 && this.frame === frame) {
+          this.replaceFrame(frame, 'the Python frame stopped answering');
+          continue;
+        }
+        // As the native sandbox does when its interpreter is not running.
+        return { outcome: 'error', kind: 'RuntimeError', message: `Python could not start: ${errorText(e)}` };
+      }
     }
     // The limit counts from here: the code is on its way.
     let answer: FromFrame;
@@ -188,15 +201,27 @@ export class PyodideExecutor implements ExecutorBridge {
     return frame;
   }
 
-  private request<K extends FromFrame['type']>(frame: Frame, body: DistributiveOmit<ToFrame, 'id' | 'nonce'>, expects: K[], timeoutMs: number): Promise<Extract<FromFrame, { type: K }>> {
+  /** Sends a request to the frame; resolves with its answer, rejects with RequestTimeout when none
+   *  comes in `timeoutMs`. With `ackMs`, the frame must first say it got the request within
+   *  `ackMs` (a frame that stopped answering is found without waiting out a start-up limit). */
+  private request<K extends FromFrame['type']>(frame: Frame, body: DistributiveOmit<ToFrame, 'id' | 'nonce'>, expects: K[], timeoutMs: number, ackMs?: number): Promise<Extract<FromFrame, { type: K }>> {
     return new Promise((resolve, reject) => {
       if (frame.dead || !frame.window) { reject(new Error('the Python frame is gone')); return; }
       const id = ++this.seq;
       const nonce = randomNonce();
-      const timer = setTimeout(() => {
-        if (this.pending.delete(id)) reject(new RequestTimeout(`no answer in ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { frame, nonce, expects, resolve: resolve as (m: FromFrame) => void, reject, timer });
+      const expire = (ms: number, what: string) => setTimeout(() => {
+        if (this.pending.delete(id)) reject(new RequestTimeout(`no ${what} in ${ms} ms`));
+      }, ms);
+      const pending: Pending = {
+        frame, nonce, expects: ackMs === undefined ? expects : [...expects, 'accepted'],
+        resolve: resolve as (m: FromFrame) => void, reject,
+        timer: ackMs === undefined ? expire(timeoutMs, 'answer') : expire(ackMs, 'acknowledgement from the Python frame'),
+        accepted: () => {
+          pending.expects = expects;
+          pending.timer = expire(timeoutMs, 'answer');
+        },
+      };
+      this.pending.set(id, pending);
       frame.window.postMessage({ ...body, id, nonce } as ToFrame, '*');
     });
   }
@@ -211,6 +236,10 @@ export class PyodideExecutor implements ExecutorBridge {
       return;
     }
     clearTimeout(p.timer);
+    if (m!.type === 'accepted') {
+      p.accepted();
+      return;
+    }
     this.pending.delete(m!.id!);
     p.resolve(m as FromFrame);
   }
@@ -238,8 +267,9 @@ export class PyodideExecutor implements ExecutorBridge {
       progress({ stage: 'imports' });
       const answer = await this.request(frame, {
         type: 'init', files, warm: this.opts.warm, outputLimit: OUTPUT_LIMIT_BYTES,
-      }, ['ready', 'failed'], START_LIMIT_MS);
+      }, ['ready', 'failed'], START_LIMIT_MS, FRAME_LOAD_LIMIT_MS);
       if (answer.type === 'failed') throw new Error(answer.message);
+      if (answer.type !== 'ready') throw new Error('the Python frame did not start');
       this.versions ??= { python: answer.info.python, sympy: answer.info.sympy };
       progress({ stage: 'ready' });
     })();

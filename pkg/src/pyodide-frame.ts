@@ -169,9 +169,12 @@ export function pythonFrameMain(cap: typeof capOutcome, workerSource: string, ma
           failed(text(m.message));
         }
       };
+      // Before start-up an error means the worker could not load. After it, an error event is an
+      // exception the code left uncaught in a JS callback (or a nested worker's): the interpreter
+      // lives on (one that really dies stops answering, and its run times out).
       worker.onerror = (ev: ErrorEvent) => {
         ev.preventDefault();
-        failed(ev.message || 'the Python worker failed');
+        if (!it.info) failed(ev.message || 'the Python worker failed to load');
       };
       const init: ToWorker = snap
         ? { type: 'init', files: files!, outputLimit, marker, mode: 'snapshot', snapshot: snap }
@@ -215,6 +218,7 @@ export function pythonFrameMain(cap: typeof capOutcome, workerSource: string, ma
     switch (m.type) {
       case 'init': {
         if (files) return;
+        reply({ type: 'accepted', id, nonce });
         files = m.files;
         outputLimit = m.outputLimit;
         warm = Math.max(1, m.warm | 0);
@@ -232,7 +236,9 @@ export function pythonFrameMain(cap: typeof capOutcome, workerSource: string, ma
         break;
       }
       case 'prepare': {
-        if (files) prepare(m.path, id, nonce, true);
+        if (!files) return;
+        reply({ type: 'accepted', id, nonce });
+        prepare(m.path, id, nonce, true);
         break;
       }
       case 'run': {

@@ -51,6 +51,8 @@ export type ToFrame =
 
 // Frame -> page.
 export type FromFrame =
+  /** Sent at once for 'init' and 'prepare' (whose answers wait for a start-up): the frame is alive. */
+  | { type: 'accepted'; id: number; nonce: string }
   | { type: 'ready'; id: number; nonce: string; info: InterpreterInfo }
   /** `fresh`: this request gave the path its interpreter (it had none). */
   | { type: 'prepared'; id: number; nonce: string; info: InterpreterInfo; fresh: boolean }
