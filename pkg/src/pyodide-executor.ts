@@ -13,18 +13,16 @@
 //   resolves as `{ outcome: 'timeout', message: 'Code execution timed out' }` and its path's
 //   interpreter is ended (that path's variables are gone, as when the official executor's
 //   process is killed; other paths keep theirs); a frame that stops answering is replaced.
-// - What a run prints is capped at OUTPUT_LIMIT_BYTES with OUTPUT_TRUNCATED_MARKER appended.
+// - What a run prints is capped at OUTPUT_LIMIT_CHARS characters with OUTPUT_TRUNCATED_MARKER
+//   appended (the model reads at most the crate's 8,192 of them, as natively).
 // - The page accepts only answers to its own requests: from its frame's window, with the
 //   request's id and random nonce; everything else is dropped (`ignoredMessages` counts it).
-//
-// (The interpreters' script is `pythonWorkerMain` in './pyodide-worker.ts', sent into the frame
-// as source text.)
 import type { ExecOutcome, ExecutorBridge } from './types.ts';
 import type { FromFrame, InterpreterInfo, PythonFiles, PythonProgress, ToFrame } from './worker-protocol.ts';
-import { capOutcome, frameDocument, OUTPUT_LIMIT_BYTES, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
+import { capOutcome, frameDocument, OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
 export type { PythonProgress, InterpreterInfo } from './worker-protocol.ts';
-export { OUTPUT_LIMIT_BYTES, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
+export { OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
 /** The official per-run limit. */
 export const TIME_LIMIT_MS = 5000;
@@ -77,6 +75,8 @@ const PYODIDE_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'py
 
 class RequestTimeout extends Error {}
 
+// The interpreters' script is `pythonWorkerMain` from './pyodide-worker.ts', sent into the frame
+// as source text (there is no worker URL to resolve).
 export class PyodideExecutor implements ExecutorBridge {
   /** How many times an interpreter or the frame was replaced after a time-out or a crash. */
   restarts = 0;
@@ -170,7 +170,7 @@ export class PyodideExecutor implements ExecutorBridge {
     if (answer.type !== 'result') return { outcome: 'error', kind: 'RuntimeError', message: 'Python is not running' };
     if (answer.crashed) this.restarted('the Python interpreter crashed');
     // The frame capped it already; the page checks again.
-    return capOutcome(answer.outcome, OUTPUT_LIMIT_BYTES, OUTPUT_TRUNCATED_MARKER);
+    return capOutcome(answer.outcome, OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER);
   }
 
   /** Ends `path`'s interpreter; a frame that does not answer is replaced. */
@@ -266,7 +266,7 @@ export class PyodideExecutor implements ExecutorBridge {
       await loaded;
       progress({ stage: 'imports' });
       const answer = await this.request(frame, {
-        type: 'init', files, warm: this.opts.warm, outputLimit: OUTPUT_LIMIT_BYTES,
+        type: 'init', files, warm: this.opts.warm, outputLimit: OUTPUT_LIMIT_CHARS,
       }, ['ready', 'failed'], START_LIMIT_MS, FRAME_LOAD_LIMIT_MS);
       if (answer.type === 'failed') throw new Error(answer.message);
       if (answer.type !== 'ready') throw new Error('the Python frame did not start');

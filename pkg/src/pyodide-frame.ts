@@ -14,9 +14,12 @@ import type { ExecOutcome } from './types.ts';
 import type { FromFrame, FromWorker, InterpreterInfo, PythonFiles, ToFrame, ToWorker } from './worker-protocol.ts';
 import { pythonWorkerMain } from './pyodide-worker.ts';
 
-/** The most bytes (UTF-8) of `[Code Output]` text or error message kept from one run. */
-export const OUTPUT_LIMIT_BYTES = 16384;
-/** Appended where output was cut at OUTPUT_LIMIT_BYTES. */
+/** The most characters (Unicode code points) of a run's stdout or error message that reach the
+ *  page. Twice the cap on what reaches the model (the crate's OUTPUT_LIMIT_CHARS, 8,192, applied
+ *  to the official text, natively and here alike), so that cap decides what the model reads;
+ *  this one bounds what a run can hand the page. */
+export const OUTPUT_LIMIT_CHARS = 16384;
+/** Appended where output was cut at OUTPUT_LIMIT_CHARS. */
 export const OUTPUT_TRUNCATED_MARKER = '\n[output truncated]';
 
 /** The frame's Content-Security-Policy; `nonce` admits its one inline script. */
@@ -48,22 +51,21 @@ export function frameDocument(nonce: string): string {
     + `<title>genprm python</title></head><body><script nonce="${nonce}">${script.replace(/<\/(script)/gi, '<\\/$1')}</script></body></html>`;
 }
 
-/** Checks an outcome's shape and caps its texts at `limit` bytes (plus the marker). Self-contained:
- *  the frame gets its source text. */
+/** Checks an outcome's shape and caps its texts at `limit` characters (plus the marker; an output
+ *  the interpreter already cut that way passes unchanged). Self-contained: the frame gets its
+ *  source text. */
 export function capOutcome(o: unknown, limit: number, marker: string): ExecOutcome {
   const cap = (s: unknown, max: number): string => {
     const text = typeof s === 'string' ? s : '';
-    if (text.length * 3 <= max) return text; // UTF-16 units to UTF-8: at most 3 bytes each
-    const enc = new TextEncoder();
-    if (text.length <= max + marker.length && enc.encode(text).length <= max + enc.encode(marker).length) return text;
-    let bytes = 0;
+    if (text.length <= max) return text; // UTF-16 units: never fewer than code points
+    let n = 0;
     let end = 0;
     for (const ch of text) {
-      const n = enc.encode(ch).length;
-      if (bytes + n > max) break;
-      bytes += n;
+      if (n === max) break;
+      n++;
       end += ch.length;
     }
+    if (end === text.length || text.slice(end) === marker) return text;
     return text.slice(0, end) + marker;
   };
   const r = (o ?? {}) as Record<string, unknown>;
@@ -86,7 +88,7 @@ export function pythonFrameMain(cap: typeof capOutcome, workerSource: string, ma
   }
   const workerURL = 'data:text/javascript;charset=utf-8,' + encodeURIComponent(workerSource);
   let files: PythonFiles | null = null;
-  let outputLimit = 16384;
+  let outputLimit = 0;
   let warm = 1;
   let pageOrigin = '*';
   let wseq = 0;

@@ -9,7 +9,8 @@
 // runs each code block the way GenPRM's official CodeExecutor does: `exec(code, namespace)` with
 // stdout captured, `type(e).__name__` and `str(e)` for errors, a TimeoutError raised by the code
 // reported as a time-out. One namespace: the worker serves one solution path and is thrown away
-// with it. What the code prints is kept up to the output limit, then marked as truncated.
+// with it. What the code prints is kept up to the output limit (characters), then marked as
+// truncated, so a 200 MB print costs the worker one string and the page 16 K characters.
 import type { FromWorker, PythonFiles, ToWorker } from './worker-protocol.ts';
 
 export function pythonWorkerMain(): void {
@@ -50,22 +51,11 @@ _GENPRM_LIMIT = ${limit}
 _GENPRM_MARKER = ${JSON.stringify(marker)}
 
 def _genprm_cut(text, limit=_GENPRM_LIMIT):
-    """The longest prefix of text that is at most limit bytes of UTF-8, and whether it was cut."""
-    if len(text) * 4 <= limit:
-        return text, False
-    data = text[:limit].encode("utf-8", "surrogatepass")
-    if len(data) <= limit and len(text) <= limit:
-        return text, False
-    data = data[:limit]
-    for end in range(len(data), max(len(data) - 4, -1), -1):
-        try:
-            return data[:end].decode("utf-8", "surrogatepass"), True
-        except UnicodeDecodeError:
-            pass
-    return "", True
+    """The first limit characters of text, and whether it was longer."""
+    return (text, False) if len(text) <= limit else (text[:limit], True)
 
 class _GenprmOutput(io.TextIOBase):
-    """stdout that keeps the first _GENPRM_LIMIT bytes and drops the rest."""
+    """stdout that keeps the first _GENPRM_LIMIT characters and drops the rest."""
     def __init__(self):
         self._parts = []
         self._room = _GENPRM_LIMIT
@@ -79,7 +69,7 @@ class _GenprmOutput(io.TextIOBase):
             return len(s)
         kept, cut = _genprm_cut(s, self._room)
         self._parts.append(kept)
-        self._room -= len(kept.encode("utf-8", "surrogatepass"))
+        self._room -= len(kept)
         self._cut = cut
         return len(s)
     def getvalue(self):

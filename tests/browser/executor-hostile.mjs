@@ -354,12 +354,13 @@ print('flooded')`);
       },
     },
     {
-      name: 'hostile: output is capped at 16 KiB with a marker (a 200 MB print, multibyte text, a huge error, a hijacked worker answering 50 MB)',
+      name: 'hostile: output is capped at 16,384 characters with a marker (a 200 MB print, multibyte text, a huge error, a hijacked worker answering 50 MB)',
       fn: async () => {
         const big = await run(60, 'print("x" * 200_000_000)');
         equal(big, { outcome: 'ok', stdout: 'x'.repeat(LIMIT) + MARKER }, '200 MB print');
         equal(await run(60, 'print("a" * 16383)'), { outcome: 'ok', stdout: 'a'.repeat(LIMIT - 1) + '\n' }, 'exactly at the limit: kept whole');
-        equal(await run(60, 'print("é" * 20000)'), { outcome: 'ok', stdout: 'é'.repeat(LIMIT / 2) + MARKER }, 'two-byte characters, cut at a character');
+        equal(await run(60, 'print("é" * 20000)'), { outcome: 'ok', stdout: 'é'.repeat(LIMIT) + MARKER }, 'characters, not bytes');
+        equal(await run(60, 'print("\\U0001F600" * 20000)'), { outcome: 'ok', stdout: '\u{1F600}'.repeat(LIMIT) + MARKER }, 'characters beyond the BMP count once');
         equal(await run(60, 'for i in range(100000):\n    print(i)'), { outcome: 'ok', stdout: (await run(60, 'print("\\n".join(map(str, range(100000))))')).stdout }, 'many small prints cut like one');
         const err = await run(60, 'raise ValueError("z" * 10_000_000)');
         equal(err, { outcome: 'error', kind: 'ValueError', message: 'z'.repeat(LIMIT) + MARKER }, 'a huge error message');
