@@ -111,6 +111,8 @@ export const tests = [
       const starts = (await page.evaluate(() => window.executor.startups)).slice(-paths.length * 2);
       ok(starts.every((s) => s.from === 'snapshot'), `interpreters restored from the snapshot: ${JSON.stringify(starts.map((s) => s.from))}`);
       const ms = (x) => `${Math.round(x)} ms`;
+      const readyMs = await page.evaluate(() => window.readyMs);
+      console.log(`     first interpreter of the page (cold start + snapshot + one start from it): ${ms(readyMs)}`);
       console.log(`     per path: interpreter start ${ms(median(starts.map((s) => s.startMs)))} (median of ${starts.length}; `
         + `Pyodide from the snapshot ${ms(median(starts.map((s) => s.pyodideMs)))}); `
         + `first run of a fresh path with one in reserve ${ms(median(waits))}, back to back ${ms(median(back))}`);
