@@ -165,6 +165,7 @@ export class PyodideExecutor implements ExecutorBridge {
         void this.enqueue(path, () => this.discard(path));
         return { outcome: 'timeout', message: TIMEOUT_MESSAGE };
       }
+      if (this.closed) return { outcome: 'error', kind: 'RuntimeError', message: 'the Python executor was closed' };
       return { outcome: 'error', kind: 'RuntimeError', message: `the Python interpreter crashed: ${errorText(e)}` };
     }
     if (answer.type !== 'result') return { outcome: 'error', kind: 'RuntimeError', message: 'Python is not running' };
@@ -254,7 +255,8 @@ export class PyodideExecutor implements ExecutorBridge {
     iframe.setAttribute('referrerpolicy', 'no-referrer');
     iframe.tabIndex = -1;
     iframe.title = 'genprm python';
-    iframe.style.cssText = 'display:none';
+    iframe.hidden = true;
+    iframe.style.setProperty('display', 'none', 'important'); // whatever the embedding page's CSS says
     const nonce = randomNonce();
     iframe.srcdoc = frameDocument(nonce);
     const loaded = new Promise<void>((resolve) => iframe.addEventListener('load', () => resolve(), { once: true }));
