@@ -44,7 +44,9 @@ export function frameCSP(nonce: string): string {
 
 /** The frame's document (its srcdoc). */
 export function frameDocument(nonce: string): string {
-  const workerSource = `(${pythonWorkerMain.toString()})();\n`;
+  // `import()` is written here, in a string no compiler rewrites (tsc's relative-extension rewrite
+  // would call a helper the worker does not have).
+  const workerSource = `(${pythonWorkerMain.toString()})((url) => import(url));\n`;
   const script = `(${pythonFrameMain.toString()})(${capOutcome.toString()}, ${JSON.stringify(workerSource)}, ${JSON.stringify(OUTPUT_TRUNCATED_MARKER)});`;
   return '<!doctype html><html><head><meta charset="utf-8">'
     + `<meta http-equiv="Content-Security-Policy" content="${frameCSP(nonce)}">`

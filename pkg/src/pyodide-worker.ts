@@ -1,7 +1,8 @@
 // The Python interpreter behind PyodideExecutor: one Web Worker per solution path, created inside
-// the sandboxed frame (pyodide-frame.ts). `pythonWorkerMain` is not imported by anything that
-// runs it here: its source text becomes the worker's script (`(${pythonWorkerMain})()`), so it
-// must be self-contained (no references to anything outside the function).
+// the sandboxed frame (pyodide-frame.ts). `pythonWorkerMain` is not called here: its source text
+// becomes the worker's script (see frameDocument in pyodide-frame.ts), so it must be self-contained:
+// no references outside the function, and no `import()` of its own (a compiler may route that
+// through a module-level helper): it gets `importModule` from the script's own text.
 //
 // The worker gets Pyodide, its standard library and the sympy + mpmath bundle as bytes from the
 // frame (which got them from the page): it has no network (the frame's Content-Security-Policy,
@@ -13,7 +14,7 @@
 // truncated, so a 200 MB print costs the worker one string and the page 16 K characters.
 import type { FromWorker, PythonFiles, ToWorker } from './worker-protocol.ts';
 
-export function pythonWorkerMain(): void {
+export function pythonWorkerMain(importModule: (url: string) => Promise<unknown>): void {
   // Typed by hand: the package compiles with the DOM library only (DOM and WebWorker clash).
   interface Scope {
     postMessage(message: unknown, transfer?: Transferable[]): void;
@@ -115,7 +116,7 @@ json.dumps([sys.version.split()[0], sympy.__version__])
     const t0 = performance.now();
     const moduleURL = (name: keyof PythonFiles) => URL.createObjectURL(new Blob([files[name]], { type: 'text/javascript' }));
     const urls = [moduleURL('pyodide.mjs'), moduleURL('pyodide.asm.mjs')];
-    const [mod, asm] = (await Promise.all(urls.map((u) => import(/* @vite-ignore */ u)))) as [
+    const [mod, asm] = (await Promise.all(urls.map(importModule))) as [
       { loadPyodide(o: Record<string, unknown>): Promise<Py> },
       { default: (settings: unknown) => Promise<{ _malloc(n: number): number; _free(p: number): void }> },
     ];

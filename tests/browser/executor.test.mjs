@@ -90,6 +90,26 @@ export const tests = [
   },
   ...hostileTests({ run, page: () => page, canary: () => canary }),
   {
+    name: "the npm package's build of the executor (tsc, as the widget loads it) runs Python in its frame",
+    fn: async ({ browser, server }) => {
+      const other = await browser.newPage();
+      try {
+        await other.goto(server.url + 'vendor/genprm/package.json');
+        const got = await other.evaluate(async () => {
+          const { PyodideExecutor } = await import('/vendor/genprm/dist/pyodide-executor.js');
+          const { pythonAssetURLs } = await import('/vendor/genprm/dist/assets.js');
+          const ex = new PyodideExecutor(pythonAssetURLs());
+          const outs = [await ex.run(0, 'import sympy\nprint(sympy.factor("x**2 - 1"))'), await ex.run(1, 'import js\nprint(js.self.origin)')];
+          ex.terminate();
+          return outs;
+        });
+        equal(got, [{ outcome: 'ok', stdout: '(x - 1)*(x + 1)\n' }, { outcome: 'ok', stdout: 'null\n' }], 'runs');
+      } finally {
+        await other.close();
+      }
+    },
+  },
+  {
     name: 'start-up cost of a fresh interpreter per solution path (printed)',
     fn: async () => {
       const paths = [200, 201, 202, 203, 204];
