@@ -32,8 +32,23 @@ use crate::tokenizer::{TemplateChoice, Tokenizer};
 use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32};
 use crate::engine::LocalEngine;
 
+// The module's static constructors (the `inventory` registrations of CubeCL's IR crates), which
+// wasm-ld gathers into `__wasm_call_ctors`. A module that never calls it is linked as a "command":
+// wasm-ld wraps every export in a call to it (the exports' names end in `.command_export`), so
+// every call from JavaScript (the glue's externref-table exports run for each GPU handle) re-ran
+// all the registrations, which cost most of a decode step's host time. Calling it once here, at
+// start, makes wasm-ld link a library (no wrapping); tests/dawn checks the built module for
+// `command_export`. The same fix as dtolnay/inventory's wasm documentation and wit-bindgen's.
+unsafe extern "C" {
+    fn __wasm_call_ctors();
+}
+
 #[wasm_bindgen(start)]
 fn start() {
+    static CTORS: std::sync::Once = std::sync::Once::new();
+    // SAFETY: the linker-made constructor function, run once before anything else in the module
+    // reads what the constructors register (wasm-bindgen's glue calls `start` at instantiation).
+    CTORS.call_once(|| unsafe { __wasm_call_ctors() });
     console_error_panic_hook::set_once();
 }
 

@@ -7,10 +7,11 @@
 // Prints `dawn tests: P passed, F failed, S skipped`; exit status 1 when a case fails.
 //   node tests/dawn/run.mjs [--require-all]   (after scripts/build-wasm and npm ci --prefix web)
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { wasmNames } from './wasm-names.mjs';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -62,12 +63,53 @@ const cases = [
   },
 ];
 
+// The modules themselves (no Dawn needed): each calls its static constructors once, at start
+// (crate/src/wasm.rs), so wasm-ld links it as a library. A module that never calls them is linked
+// as a "command": every export is wrapped to rerun them (`<export>.command_export` in the name
+// section), which made each call from JavaScript rerun CubeCL's registrations.
+function checkModules() {
+  const names = ['genprm_bg.wasm', 'genprm_relaxed_bg.wasm'];
+  const present = names.filter((n) => existsSync(join(REPO, 'pkg', 'wasm', n)));
+  const name = 'no export of the browser modules is wrapped to rerun the static constructors (`command_export`)';
+  if (!present.length) {
+    console.log(`SKIP dawn › ${name}: pkg/wasm is missing (scripts/build-wasm)`);
+    return skipped++;
+  }
+  const problems = [];
+  let named = 0;
+  for (const n of present) {
+    const { hasNameSection, functions, exports } = wasmNames(readFileSync(join(REPO, 'pkg', 'wasm', n)));
+    const wrapped = [...functions, ...exports].filter((f) => f.includes('command_export'));
+    if (wrapped.length) problems.push(`${n}: ${wrapped.length} wrapped (${wrapped.slice(0, 4).join(', ')}…)`);
+    if (exports.includes('__wasm_call_ctors')) problems.push(`${n} exports __wasm_call_ctors`);
+    if (hasNameSection) {
+      named++;
+      if (!functions.includes('__wasm_call_ctors') && !functions.some((f) => f.includes('wasm_call_ctors'))) {
+        problems.push(`${n}: no __wasm_call_ctors in its name section (is the explicit call still there?)`);
+      }
+    }
+  }
+  if (!named) {
+    // wasm-opt drops the name section; the tests' build (GENPRM_WASM_OPT=0) keeps it.
+    console.log(`SKIP dawn › ${name}: the modules have no name section (built with wasm-opt; GENPRM_WASM_OPT=0 keeps it)`);
+    return skipped++;
+  }
+  if (problems.length) {
+    failed++;
+    console.log(`FAIL dawn › ${name}\n${problems.join('\n')}`);
+  } else {
+    passed++;
+    console.log(`ok   dawn › ${name} (${present.join(', ')})`);
+  }
+}
+checkModules();
+
 const missing = dawnMissing();
 if (missing) {
   console.log(`SKIP dawn: ${missing.why}`);
-  skipped = cases.length;
+  skipped += cases.length;
   summary();
-  process.exit(missing.fatal && process.argv.includes('--require-all') ? 1 : 0);
+  process.exit(failed || (missing.fatal && process.argv.includes('--require-all')) ? 1 : 0);
 }
 for (const c of cases) {
   const t0 = Date.now();
