@@ -31,6 +31,20 @@ pub fn qwen2_small() -> Qwen2Config {
     c
 }
 
+/// GenPRM-1.5B's depth, heads and vocabulary at a quarter of its width, for measuring what the
+/// host spends per token where the device's memory or time must stay small (`scripts/bench-host`
+/// on Dawn's null device, which does not hold the full shape): the same 28 layers, 12 query and 2
+/// key/value heads of 128 and the 151,936-token vocabulary, so a decode step makes exactly the
+/// launches and reads back the same logits row as the real model; only the hidden (384) and
+/// MLP (2240) widths shrink, which changes the products' sizes, not their number.
+pub fn qwen2_1_5b_narrow() -> Qwen2Config {
+    let mut c = qwen2_1_5b();
+    c.head_dim = Some(c.head_dim());
+    c.hidden_size = 384;
+    c.intermediate_size = 2240;
+    c
+}
+
 /// Random weights for every tensor a config calls for (norm weights near 1, others scaled by
 /// 1/√fan-in), generated on demand one tensor at a time.
 pub struct RandomWeights {

@@ -61,6 +61,24 @@ const cases = [
     spec: { kind: 'bench', quant: 'q8', stripF16: true },
     check: ({ result, status, output }) => !result?.ok && (status !== 0 || result) && /ShaderModule|f16/.test(output),
   },
+  {
+    // Its fields, not its timings (scripts/bench-host --quick: the small shape, three steps).
+    name: 'scripts/bench-host reports host time and WebGPU counts per decode step',
+    exec: () => {
+      const p = spawnSync(process.execPath, [join(REPO, 'scripts', 'lib', 'bench-host.mjs'), '--quick', '--json'], { encoding: 'utf8', timeout: 600_000 });
+      const line = (p.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
+      return { result: line ? JSON.parse(line) : null, status: p.status, output: `${p.stdout ?? ''}${p.stderr ?? ''}` };
+    },
+    check: ({ result: r, status }) => {
+      if (status !== 0 || !r?.ok) return false;
+      const counts = ['launches', 'bind_groups', 'buffers', 'buffer_bytes', 'encoders', 'passes', 'submits', 'pipelines', 'writes', 'bytes_written',
+        'copies', 'bytes_copied', 'read_backs', 'bytes_read'].map((k) => `${k}_per_step`);
+      const numbers = ['host_ms_per_step', 'host_ms_per_token', 'wall_ms_per_step', 'first_step_host_ms', ...counts];
+      return numbers.every((k) => Number.isFinite(r[k]) && r[k] >= 0) && r.shape === 'qwen2-small' && r.quant === 'q4' && r.batch === 1 && r.steps === 2
+        // Every step launches kernels and reads something back (the next tokens' logits).
+        && r.launches_per_step > 0 && r.read_backs_per_step >= 1 && r.bytes_read_per_step > 0 && r.host_ms_per_step > 0;
+    },
+  },
 ];
 
 // The modules themselves (no Dawn needed): each calls its static constructors once, at start
@@ -115,7 +133,7 @@ for (const c of cases) {
   const t0 = Date.now();
   let ok = true, last;
   for (const step of [c, c.then].filter(Boolean)) {
-    last = run(step.spec);
+    last = step.exec ? step.exec() : run(step.spec);
     if (!step.check(last)) { ok = false; break; }
   }
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
