@@ -8,7 +8,7 @@
 // soon as decode ends (the bandwidth probe after it is not run).
 //
 //   node scripts/lib/bench-host-case.mjs '{"shape": "qwen2-1.5b-narrow", "quant": "q4", "batch": 1, "gpuF16": true}'
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,9 +38,12 @@ const count = { launches: 0, bindGroups: 0, buffers: 0, bufferBytes: 0, encoders
   pass.end();
   buffer.destroy();
   device.destroy();
+  // spec.count === false leaves every method but mapAsync (the step marker) unwrapped: the
+  // wrappers' own cost, measured against it, is small.
   const wrap = (proto, name, tally) => {
     const original = proto[name];
     if (typeof original !== 'function') throw new Error(`the WebGPU binding has no ${name}`);
+    if (spec.count === false && name !== 'mapAsync') return;
     proto[name] = function (...args) {
       tally.apply(this, args);
       return original.apply(this, args);
@@ -74,9 +77,24 @@ const count = { launches: 0, bindGroups: 0, buffers: 0, bufferBytes: 0, encoders
 let phase = 'setup';
 const marks = [];
 const snapshot = () => ({ t: performance.now(), cpu: process.cpuUsage(), count: { ...count } });
-function onReadBack() {
-  if (phase === 'decode') marks.push(snapshot());
+// GENPRM_BENCH_HOST_PROFILE=FILE writes a CPU profile of the same steady-state steps (the
+// inspector's, as `node --cpu-prof` but without the load and prefill).
+const profileFile = process.env.GENPRM_BENCH_HOST_PROFILE;
+const session = profileFile ? new (await import('node:inspector')).Session() : null;
+if (session) {
+  session.connect();
+  session.post('Profiler.enable');
+  session.post('Profiler.setSamplingInterval', { interval: 200 });
 }
+function onReadBack() {
+  if (phase !== 'decode') return;
+  marks.push(snapshot());
+  if (session && marks.length === 1) session.post('Profiler.start');
+}
+// (An in-process inspector session answers synchronously.)
+const saveProfile = () => session?.post('Profiler.stop', (err, { profile } = {}) => {
+  if (!err) writeFileSync(profileFile, JSON.stringify(profile));
+});
 
 // wgpu finds navigator.gpu through `Window` (it refuses globals without one).
 globalThis.Window = function Window() {};
@@ -145,6 +163,7 @@ try {
       } catch (e) {
         result = { ok: false, error: String(e?.message ?? e) };
       }
+      saveProfile();
       print(result);
       process.exit(0);
     }
