@@ -59,6 +59,11 @@ need_python_sympy() {
   fi
 }
 
+# bubblewrap, the kernel sandbox the native executor runs the model's Python in.
+need_sandbox() {
+  need_apt bubblewrap
+}
+
 # The wasm32 target, wasm-bindgen-cli at the version Cargo.lock pins, and wasm-opt (binaryen).
 need_wasm_tools() {
   rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' || {

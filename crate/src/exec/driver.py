@@ -1,9 +1,15 @@
-# genprm's Python sandbox driver. Started by the Rust `PythonSandbox` in a scratch directory with
-# resource limits; it reads one JSON request per line from its private input and answers one JSON
-# line on its private output. Each request's code runs with `exec` in one namespace that lives as
-# long as the process (one solution path), stdout captured, with a SIGALRM time limit, exactly as
-# GenPRM's official CodeExecutor does. An audit hook refuses what a sandbox must not do: starting
-# processes, network sockets, loading native libraries, and writing outside the scratch directory.
+# genprm's Python sandbox driver. Started by the Rust `PythonSandbox`, normally inside a sandbox
+# the kernel enforces (bubblewrap's namespaces, a seccomp filter, no capabilities: see
+# crate/src/exec/linux.rs), in its scratch directory with resource limits. It reads one JSON
+# request per line from its private input and answers one JSON line on its private output. Each
+# request's code runs with `exec` in one namespace that lives as long as the process (one solution
+# path), stdout captured (up to a cap), with a SIGALRM time limit, exactly as GenPRM's official
+# CodeExecutor does.
+#
+# Nothing here is a security boundary: the code it runs can reach everything in this process.
+# Before any such code runs, it adds Landlock where the kernel has it (a kernel-kept layer the
+# code cannot undo). Only when the user explicitly runs code without isolation
+# (GENPRM_AUDIT_HOOK=1) does it add the audit hook below, a best effort against accidents.
 import contextlib
 import io
 import json
@@ -13,6 +19,8 @@ import sys
 
 SCRATCH = os.path.realpath(os.getcwd())
 TIME_LIMIT = int(os.environ.get("GENPRM_TIME_LIMIT", "5"))
+# What one run may print is kept up to this many characters (the rest is counted, not stored).
+OUTPUT_KEEP = int(os.environ.get("GENPRM_OUTPUT_KEEP", "65536"))
 
 # Private protocol channels; fds 0, 1 and 2 point at /dev/null so user code cannot reach them.
 _proto_in = os.fdopen(os.dup(0), "r", encoding="utf-8")
@@ -65,6 +73,79 @@ def _audit(event, args):
                 raise PermissionError(f"{event} on {args[i]!r} is not allowed in the sandbox")
 
 
+def _landlock():
+    """Landlock (Linux 5.13+), applied to this process before any untrusted code runs: files may
+    be written, made or removed only in the scratch directory; no TCP (ABI 4+); signals and
+    abstract Unix sockets only within this sandbox (ABI 6+). Returns the ABI applied, 0 when
+    the kernel has none."""
+    try:
+        import ctypes
+    except ImportError:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    create, add_rule, restrict_self = 444, 445, 446  # the same numbers on every architecture
+    abi = syscall(ctypes.c_long(create), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return 0
+    write_file, truncate = 1 << 1, 1 << 14
+    handled = sum(1 << b for b in (1, 4, 5, 6, 7, 8, 9, 10, 11, 12))
+    if abi >= 2:
+        handled |= 1 << 13  # refer
+    if abi >= 3:
+        handled |= truncate
+
+    class Ruleset(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+    attr = Ruleset(handled, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = syscall(ctypes.c_long(create), ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    for path, allowed in ((SCRATCH, handled), (os.devnull, write_file | (truncate if abi >= 3 else 0))):
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        rule = PathBeneath(allowed, fd)
+        if syscall(ctypes.c_long(add_rule), ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
+        os.close(fd)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl")
+    if syscall(ctypes.c_long(restrict_self), ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    os.close(ruleset)
+    return abi
+
+
+class _Capped(io.TextIOBase):
+    """stdout for one run: keeps the first OUTPUT_KEEP characters, counts the rest."""
+
+    def __init__(self):
+        self._parts = []
+        self._kept = 0
+        self.omitted = 0
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        s = str(s)
+        room = OUTPUT_KEEP - self._kept
+        if room > 0:
+            self._parts.append(s[:room])
+            self._kept += min(room, len(s))
+        self.omitted += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def getvalue(self):
+        return "".join(self._parts)
+
+
 class _Timeout:
     def __enter__(self):
         signal.signal(signal.SIGALRM, self._fire)
@@ -91,8 +172,12 @@ def main():
             __import__(mod)
         except Exception:
             pass
-    sys.addaudithook(_audit)
-    _reply({"ready": True})
+    landlock = 0
+    if os.environ.get("GENPRM_LANDLOCK") == "1":
+        landlock = _landlock()
+    if os.environ.get("GENPRM_AUDIT_HOOK") == "1":
+        sys.addaudithook(_audit)
+    _reply({"ready": True, "landlock": landlock})
     for line in _proto_in:
         try:
             request = json.loads(line)
@@ -101,17 +186,17 @@ def main():
         code = request.get("code", "")
         sys.stdin = io.StringIO("")  # `exit()` closes stdin; every run starts with a fresh one
         sys.stderr = io.StringIO()
-        buf = io.StringIO()
+        buf = _Capped()
         try:
             with contextlib.redirect_stdout(buf):
                 with _Timeout():
                     exec(code, namespace)
-            _reply({"kind": "ok", "stdout": buf.getvalue()})
+            _reply({"kind": "ok", "stdout": buf.getvalue(), "omitted": buf.omitted})
         except TimeoutError as e:
             _reply({"kind": "timeout", "message": str(e)})
         except BaseException as e:  # SystemExit and KeyboardInterrupt too: the sandbox outlives them
             try:
-                message = str(e)
+                message = str(e)[:OUTPUT_KEEP]
             except Exception:
                 message = "<unprintable>"
             _reply({"kind": "error", "type": type(e).__name__, "message": message})

@@ -5,6 +5,10 @@
 //! Executors: [`native::PythonSandbox`] (a sandboxed `python3` process) natively; the browser
 //! build implements the same contract with Pyodide in a Web Worker.
 
+#[cfg(target_os = "linux")]
+pub mod linux;
+#[cfg(target_os = "macos")]
+pub mod macos;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 
@@ -14,6 +18,33 @@ use serde::{Deserialize, Serialize};
 
 /// The official per-run limit, in seconds.
 pub const TIME_LIMIT_SECS: u64 = 5;
+
+/// The most characters of one run's output that reach the model as `[Code Output]` (a
+/// deviation from the official executor, which has no cap: a 2048-token step cannot use more,
+/// and hostile code could otherwise print gigabytes for genprm to tokenize).
+pub const OUTPUT_LIMIT_CHARS: usize = 8192;
+
+/// What ends an output cut at [`OUTPUT_LIMIT_CHARS`].
+pub const TRUNCATION_MARKER: &str = "\n[output truncated at 8192 characters]";
+
+/// `text` cut to [`OUTPUT_LIMIT_CHARS`] characters, with [`TRUNCATION_MARKER`] when it was longer.
+pub fn cap_output(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(OUTPUT_LIMIT_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}{TRUNCATION_MARKER}", &text[..cut])),
+    }
+}
+
+/// `text` safe to show on a terminal: control characters (escape sequences, clipboard writes,
+/// screen clears, bells) removed, newlines and tabs kept.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if text.chars().any(unsafe_char) {
+        std::borrow::Cow::Owned(text.chars().filter(|&c| !unsafe_char(c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
 
 /// What running one code block gave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,13 +77,14 @@ impl ExecOutcome {
     }
 
     /// The text GenPRM's official executor returns for this outcome, which goes between the
-    /// code fences of `[Code Output]`.
+    /// code fences of `[Code Output]`, cut to [`OUTPUT_LIMIT_CHARS`] (see [`cap_output`]).
     pub fn official_text(&self) -> String {
-        match self {
+        let text = match self {
             ExecOutcome::Ok { stdout } => python_strip(stdout).to_string(),
             ExecOutcome::Error { kind, message } => format!("Code execute Error: {kind}: {message}"),
             ExecOutcome::Timeout { message } => format!("Code execute time out: {message}"),
-        }
+        };
+        cap_output(&text).into_owned()
     }
 }
 
@@ -124,5 +156,23 @@ mod tests {
         assert_eq!(ExecOutcome::timed_out().official_text(), "Code execute time out: Code execution timed out");
         assert_eq!(code_output_section("5"), "[Code Output]\n\n```\n5\n```\n");
         assert_eq!(code_output_section(""), "[Code Output]\n\n```\n\n```\n");
+    }
+
+    #[test]
+    fn output_is_capped_with_a_visible_marker() {
+        let long = "é".repeat(OUTPUT_LIMIT_CHARS + 5);
+        let out = ExecOutcome::Ok { stdout: long.clone() }.official_text();
+        assert_eq!(out, format!("{}{TRUNCATION_MARKER}", "é".repeat(OUTPUT_LIMIT_CHARS)));
+        let exact = "x".repeat(OUTPUT_LIMIT_CHARS);
+        assert_eq!(ExecOutcome::Ok { stdout: exact.clone() }.official_text(), exact);
+        let err = ExecOutcome::Error { kind: "ValueError".into(), message: long }.official_text();
+        assert!(err.ends_with(TRUNCATION_MARKER) && err.chars().count() == OUTPUT_LIMIT_CHARS + TRUNCATION_MARKER.chars().count());
+    }
+
+    #[test]
+    fn terminal_safe_removes_escape_sequences() {
+        let hostile = "ok\x1b]52;c;cHduZWQ=\x07\x1b[2J\r\u{9b}31m\tend\n";
+        assert_eq!(terminal_safe(hostile), "ok]52;c;cHduZWQ=[2J31m\tend\n");
+        assert!(matches!(terminal_safe("plain\ttext\n"), std::borrow::Cow::Borrowed(_)));
     }
 }

@@ -400,6 +400,9 @@ pub async fn judge_once<E: Engine, X: CodeExecutor + ?Sized>(
         emit_text(on_event, next, TextSource::Forced);
         next.to_string()
     };
+    // The same text without the `[Code Output]` sections genprm inserted: the judgement is
+    // searched here, so that what the code prints cannot decide it.
+    let mut own = cur.clone();
 
     // Stage 2: verify/execute rounds, then the fallback.
     let code_stops: &[&str] = if verify && options.execute { &[STOP_CODE, STOP_OUTPUT] } else { &[STOP_OUTPUT] };
@@ -419,6 +422,7 @@ pub async fn judge_once<E: Engine, X: CodeExecutor + ?Sized>(
             } else {
                 format!("{cur}</verify>\n{OUTPUT_PREFIX}")
             };
+            own = if analyze { forced.clone() } else { format!("{own}</verify>\n{OUTPUT_PREFIX}") };
             fallback = true;
             fallbacks += 1;
             cur = forced;
@@ -444,11 +448,15 @@ pub async fn judge_once<E: Engine, X: CodeExecutor + ?Sized>(
             "[Code Output]\n\n```\n".to_string()
         };
         emit_text(on_event, &section, TextSource::CodeOutput);
+        own.push_str(&out.text);
         cur = format!("{text_so_far}{section}");
     };
     let text = format!("{cur}{}", last.text);
+    own.push_str(&last.text);
     let (yes, no) = engine.answer_ids();
-    let reward = step_reward(&text, &last, yes, no, options.reward);
+    // A documented deviation: the official rule searches the whole text, `[Code Output]`
+    // included, so code that prints `\boxed{Yes}` would decide the step.
+    let reward = step_reward(&own, &last, yes, no, options.reward);
     on_event(Event::Judged { step, sample, reward: &reward });
     Ok(Rationale { text, code_runs, reward, fallback, generations })
 }

@@ -85,3 +85,4 @@ pub fn scratch_copy(name: &str) -> tempfile::TempDir {
     }
     tmp
 }
+pub mod scripted;
