@@ -192,6 +192,35 @@ impl Qwen2Config {
                 return Err(err(field, "must be positive".into()));
             }
         }
+        // Sane maxima, far above any Qwen2 model (the 72B has 80 layers, width 8192, 152k
+        // vocabulary, 131072 positions), so a damaged or hostile config is refused before
+        // anything is sized from it.
+        for (field, value, max) in [
+            ("vocab_size", self.vocab_size, 1usize << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("num_key_value_heads", self.kv_heads(), 1 << 10),
+            ("head_dim", self.head_dim.unwrap_or(1), 1 << 12),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 24),
+        ] {
+            if value > max {
+                return Err(err(field, format!("{value} is over the largest supported value, {max}")));
+            }
+        }
+        // The largest tensors' element counts must fit an address (they do under the maxima on
+        // 64-bit targets; this is the 32-bit browser's check).
+        let products = [
+            ("vocab_size", [self.vocab_size, self.hidden_size]),
+            ("intermediate_size", [self.intermediate_size, self.hidden_size]),
+            ("num_attention_heads", [self.num_attention_heads, self.head_dim()]),
+        ];
+        for (field, dims) in products {
+            if dims.iter().try_fold(4usize, |acc, &d| acc.checked_mul(d)).is_none_or(|b| b > isize::MAX as usize) {
+                return Err(err(field, format!("a {dims:?} matrix of f32 does not fit this machine's memory addresses")));
+            }
+        }
         let kv = self.kv_heads();
         if kv == 0 || self.num_attention_heads % kv != 0 {
             return Err(err(
@@ -292,6 +321,22 @@ mod tests {
         let text = BASE.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":5");
         let e = Qwen2Config::from_json_str(&text, Path::new("config.json")).unwrap_err().to_string();
         assert!(e.contains("num_key_value_heads"), "{e}");
+    }
+
+    #[test]
+    fn sizes_over_the_maxima_are_refused_naming_the_field() {
+        for (from, to, field) in [
+            ("\"num_hidden_layers\":28", "\"num_hidden_layers\":1000000000", "num_hidden_layers"),
+            ("\"num_hidden_layers\":28", "\"num_hidden_layers\":1000000000000000000", "num_hidden_layers"),
+            ("\"vocab_size\":151936", "\"vocab_size\":18446744073709551615", "vocab_size"),
+            ("\"hidden_size\":1536", "\"hidden_size\":4611686018427387904", "hidden_size"),
+            ("\"max_position_embeddings\":131072", "\"max_position_embeddings\":1099511627776", "max_position_embeddings"),
+        ] {
+            let text = BASE.replace(from, to);
+            assert_ne!(text, BASE);
+            let e = Qwen2Config::from_json_str(&text, Path::new("m/config.json")).unwrap_err().to_string();
+            assert!(e.contains("m/config.json") && e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -77,6 +77,19 @@ pub enum Error {
         /// The dtype found.
         dtype: String,
     },
+    /// A tensor holds a NaN or infinite value (a damaged or mis-converted checkpoint): the model
+    /// would compute no logits, and every judgement would silently be "no decision".
+    #[error("{path}: tensor `{tensor}` holds a non-finite value ({value} at element {index}); the checkpoint is damaged")]
+    NonFinite {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// The element's index (row-major).
+        index: usize,
+        /// The value (NaN or ±inf).
+        value: f32,
+    },
     /// The tokenizer could not be loaded or failed on an input.
     #[error("{context}: {message}")]
     Tokenizer {

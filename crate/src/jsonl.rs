@@ -48,6 +48,12 @@ fn parse_records<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<(Vec<
     Ok((out, bytes.len(), false))
 }
 
+/// The complete records of a JSON Lines text (a results file's bytes), ignoring a torn last
+/// line; any other malformed line is an error naming `path` and the line.
+pub fn parse_jsonl<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<Vec<T>> {
+    Ok(parse_records(bytes, path)?.0)
+}
+
 /// Reads the complete records of a JSON Lines file (a missing file has none), ignoring a torn
 /// last line.
 pub fn read_records<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {

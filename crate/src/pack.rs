@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
-use crate::weights::{HostTensor, TensorSource, WeightDtype, to_f32};
+use crate::weights::{HostTensor, TensorSource, WeightDtype, check_file_name, check_finite, to_f32};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "genprm-pack.json";
@@ -246,11 +246,23 @@ impl Pack {
         let mpath = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| Error::json(&mpath, &e))?;
+        // Names and sizes are checked before any shard is read: a shard outside the pack, or a
+        // device file, is never opened, and a file larger than the manifest says is never read.
+        manifest.check_layout(dir)?;
         let shards = manifest
             .shards
             .iter()
-            .map(|s| {
-                let p = dir.join(&s.file);
+            .enumerate()
+            .map(|(i, s)| {
+                let field = format!("shards[{i}].file");
+                let p = crate::weights::confined_file(dir, &s.file, &mpath, &field)?;
+                let len = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
+                if len != s.bytes {
+                    return Err(Error::Safetensors {
+                        path: p,
+                        message: format!("shard is {len} bytes, the manifest says {} (truncated?)", s.bytes),
+                    });
+                }
                 std::fs::read(&p).map_err(|e| Error::io(&p, e))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -307,10 +319,90 @@ impl Manifest {
                 message: format!("config.json is not the one {MANIFEST} was made for (checksum differs)"),
             });
         }
-        let total: u64 = self.shards.iter().map(|s| s.bytes).sum();
-        for t in &self.tensors {
-            if t.offset + t.values_bytes + t.scales_bytes > total {
-                return Err(self.error(dir, format!("tensor `{}` runs past the end of the shards", t.name)));
+        self.check_layout(dir)
+    }
+
+    /// The manifest's own consistency, before anything is read: shard names plain files of the
+    /// pack, sizes and offsets summed with checked arithmetic, each tensor's bytes inside the
+    /// shards, of the length its kind × shape needs, and overlapping no other tensor's.
+    pub fn check_layout(&self, dir: &Path) -> Result<()> {
+        let mpath = dir.join(MANIFEST);
+        let field_err = |field: String, message: String| Error::Config { path: mpath.clone(), field, message };
+        let mut total = 0u64;
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.shards.iter().enumerate() {
+            check_file_name(&s.file, &mpath, &format!("shards[{i}].file"))?;
+            if !names.insert(s.file.as_str()) {
+                return Err(field_err(format!("shards[{i}].file"), format!("{:?} is listed twice", s.file)));
+            }
+            total = total
+                .checked_add(s.bytes)
+                .ok_or_else(|| field_err(format!("shards[{i}].bytes"), "the shards' sizes add up past 2^64".into()))?;
+        }
+        let scale_size = match self.scale_dtype {
+            ScaleDtype::F32 => 4u64,
+            ScaleDtype::F16 => 2,
+        };
+        let mut spans = Vec::with_capacity(self.tensors.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tensors.iter().enumerate() {
+            let bad = |message: String| field_err(format!("tensors[{i}] (`{}`)", t.name), message);
+            if !seen.insert(t.name.as_str()) {
+                return Err(bad("the tensor is listed twice".into()));
+            }
+            let elements = t
+                .shape
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+                .ok_or_else(|| bad(format!("shape {:?} has more elements than 2^64", t.shape)))?;
+            let (values, scales) = match t.kind.as_str() {
+                "f32" => (elements.checked_mul(4), Some(0)),
+                kind => {
+                    let format = kind.parse::<QuantFormat>().map_err(|_| bad(format!("kind `{kind}` is not one of f32, q8, q4")))?;
+                    let cols = match t.shape[..] {
+                        [_, c] => c as u64,
+                        _ => return Err(bad(format!("a quantized tensor must be 2-D, not {:?}", t.shape))),
+                    };
+                    if cols % GROUP as u64 != 0 {
+                        return Err(bad(format!("the group size {GROUP} does not divide its input dimension {cols}")));
+                    }
+                    let groups = elements / GROUP as u64;
+                    let values = match format {
+                        QuantFormat::Q8 => Some(elements),
+                        QuantFormat::Q4 => Some(elements / 2),
+                    };
+                    (values, groups.checked_mul(scale_size))
+                }
+            };
+            if values != Some(t.values_bytes) || scales != Some(t.scales_bytes) {
+                return Err(bad(format!(
+                    "{} bytes of values and {} of scales, but a {} tensor of shape {:?} needs {} and {}",
+                    t.values_bytes,
+                    t.scales_bytes,
+                    t.kind,
+                    t.shape,
+                    values.map_or("more than 2^64".into(), |v| v.to_string()),
+                    scales.map_or("more than 2^64".into(), |v| v.to_string()),
+                )));
+            }
+            let end = t
+                .offset
+                .checked_add(t.values_bytes)
+                .and_then(|e| e.checked_add(t.scales_bytes))
+                .filter(|&e| e <= total)
+                .ok_or_else(|| bad(format!("runs past the end of the shards ({total} bytes)")))?;
+            if (end - t.offset) > usize::MAX as u64 {
+                return Err(bad("is larger than this machine's memory addresses".into()));
+            }
+            if end > t.offset {
+                spans.push((t.offset, end, t.name.as_str()));
+            }
+        }
+        spans.sort();
+        for pair in spans.windows(2) {
+            let ((a0, a1, a), (b0, b1, b)) = (pair[0], pair[1]);
+            if b0 < a1 {
+                return Err(field_err("tensors".into(), format!("tensors `{a}` (bytes {a0}..{a1}) and `{b}` (bytes {b0}..{b1}) overlap")));
             }
         }
         Ok(())
@@ -349,6 +441,7 @@ impl Manifest {
             ScaleDtype::F32 => WeightDtype::F32,
             ScaleDtype::F16 => WeightDtype::F16,
         });
+        check_finite(&scales, &dir.join(MANIFEST), &format!("{} (scales)", t.name), 0)?;
         let (rows, cols) = match t.shape[..] {
             [r, c] => (r, c),
             _ => return Err(Error::Config { path: dir.join(MANIFEST), field: t.name.clone(), message: "a quantized tensor must be 2-D".into() }),
@@ -358,7 +451,13 @@ impl Manifest {
 
     /// Any tensor in f32 (a quantized one expanded).
     pub fn decode_f32(&self, dir: &Path, t: &PackedTensor, values: &[u8], scales: &[u8]) -> Result<HostTensor> {
-        let data = if t.kind == "f32" { to_f32(values, WeightDtype::F32) } else { self.decode_quantized(dir, t, values, scales)?.dequantize() };
+        let data = if t.kind == "f32" {
+            let data = to_f32(values, WeightDtype::F32);
+            check_finite(&data, &dir.join(MANIFEST), &t.name, 0)?;
+            data
+        } else {
+            self.decode_quantized(dir, t, values, scales)?.dequantize()
+        };
         Ok(HostTensor { shape: t.shape.clone(), data })
     }
 }

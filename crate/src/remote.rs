@@ -71,13 +71,28 @@ pub struct RemoteConfig {
     pub backoff: Duration,
     /// The longest wait between attempts.
     pub max_backoff: Duration,
-    /// The longest one request may take.
+    /// The longest one request may take, all of it (the overall deadline).
     pub timeout: Duration,
+    /// The longest wait for a connection to open.
+    pub connect_timeout: Duration,
+    /// The longest wait between two reads from the server (the response may take as long as the
+    /// completion takes to compute, so the default is long; a server that stops sending is
+    /// caught by this, one that trickles bytes by `timeout`).
+    pub read_timeout: Duration,
+    /// Whether a redirect to another host (or scheme, or port) is followed; redirects on the
+    /// same server are.
+    pub allow_cross_host_redirects: bool,
+    /// The largest response body read; a larger one is an error (not retried).
+    pub max_body_bytes: u64,
 }
+
+/// Redirects followed at most.
+const MAX_REDIRECTS: u32 = 5;
 
 impl RemoteConfig {
     /// A configuration for `url` with the defaults: token-id prompts, raw log-probabilities,
-    /// 8 retries from 0.5 s doubling up to 30 s, 15 minutes per request.
+    /// 8 retries from 0.5 s doubling up to 30 s, 15 minutes per request, 30 s to connect, 10
+    /// minutes between reads, no redirects to other hosts, bodies of at most 64 MiB.
     pub fn new(url: impl Into<String>) -> Self {
         RemoteConfig {
             url: url.into(),
@@ -89,6 +104,10 @@ impl RemoteConfig {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             timeout: Duration::from_secs(900),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(600),
+            allow_cross_host_redirects: false,
+            max_body_bytes: 64 << 20,
         }
     }
 
@@ -119,7 +138,16 @@ impl RemoteClient {
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
             return Err(Error::InvalidArgument { name: "url", message: format!("{:?} is not an http:// or https:// URL", config.url) });
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout))
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_per_read(Some(config.read_timeout))
+            .http_status_as_error(false)
+            // Redirects are followed here, so that one to another host can be refused.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .build()
+            .into();
         let mut client = RemoteClient { agent, config, model: String::new() };
         client.model = match client.config.model.clone() {
             Some(m) => m,
@@ -153,47 +181,28 @@ impl RemoteClient {
         let mut wait = self.config.backoff;
         let mut attempt = 0u32;
         loop {
-            let result = match &payload {
-                Some(p) => {
-                    let mut req = self.agent.post(url).header("Content-Type", "application/json");
-                    if let Some(key) = &self.config.api_key {
-                        req = req.header("Authorization", format!("Bearer {key}"));
+            let (retryable, message, retry_after) = match self.request(url, payload.as_deref()) {
+                Ok((status, retry_after, text)) => match (status, text) {
+                    (200..=299, Ok(text)) => {
+                        return serde_json::from_str(&text).map_err(|e| Error::Remote {
+                            url: url.to_string(),
+                            message: format!("the response is not JSON ({e}): {}", excerpt(&text)),
+                        });
                     }
-                    req.send(p.as_str())
-                }
-                None => {
-                    let mut req = self.agent.get(url);
-                    if let Some(key) = &self.config.api_key {
-                        req = req.header("Authorization", format!("Bearer {key}"));
+                    // Too large: the same request would get the same answer.
+                    (_, Err(ureq::Error::BodyExceedsLimit(n))) => (
+                        false,
+                        format!("the response is larger than {n} bytes, the most read (raise it with --max-response-mib)"),
+                        None,
+                    ),
+                    (200..=299, Err(e)) => (is_transient(&e), format!("reading the response: {e}"), None),
+                    (s, text) => {
+                        let body = text.unwrap_or_default();
+                        (s == 429 || s >= 500, format!("HTTP {s}: {}", excerpt(&body)), retry_after)
                     }
-                    req.call()
-                }
-            };
-            let (retryable, message, retry_after) = match result {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = resp.body_mut().with_config().limit(256 * 1024 * 1024).read_to_string();
-                    match (status, text) {
-                        (200..=299, Ok(text)) => {
-                            return serde_json::from_str(&text).map_err(|e| Error::Remote {
-                                url: url.to_string(),
-                                message: format!("the response is not JSON ({e}): {}", excerpt(&text)),
-                            });
-                        }
-                        (200..=299, Err(e)) => (true, format!("reading the response: {e}"), None),
-                        (s, text) => {
-                            let body = text.unwrap_or_default();
-                            (s == 429 || s >= 500, format!("HTTP {s}: {}", excerpt(&body)), retry_after)
-                        }
-                    }
-                }
-                Err(e) => (is_transient(&e), e.to_string(), None),
+                },
+                Err(RequestError::Redirect(message)) => (false, message, None),
+                Err(RequestError::Http(e)) => (is_transient(&e), e.to_string(), None),
             };
             if !retryable || attempt >= self.config.retries {
                 let tries = if retryable { format!(" (after {} attempts)", attempt + 1) } else { String::new() };
@@ -204,6 +213,81 @@ impl RemoteClient {
             attempt += 1;
         }
     }
+
+    /// One request, following redirects on the same server (and to others only when allowed):
+    /// the status, a `Retry-After` in seconds, and the body read up to the cap.
+    fn request(&self, url: &str, payload: Option<&str>) -> std::result::Result<(u16, Option<Duration>, std::result::Result<String, ureq::Error>), RequestError> {
+        let mut current = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let result = match payload {
+                Some(p) => {
+                    let mut req = self.agent.post(current.as_str()).header("Content-Type", "application/json");
+                    if let Some(key) = &self.config.api_key {
+                        req = req.header("Authorization", format!("Bearer {key}"));
+                    }
+                    req.send(p)
+                }
+                None => {
+                    let mut req = self.agent.get(current.as_str());
+                    if let Some(key) = &self.config.api_key {
+                        req = req.header("Authorization", format!("Bearer {key}"));
+                    }
+                    req.call()
+                }
+            };
+            let mut resp = result.map_err(RequestError::Http)?;
+            let status = resp.status().as_u16();
+            if (300..400).contains(&status) && status != 304 {
+                let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let Some(location) = location else {
+                    return Err(RequestError::Redirect(format!("HTTP {status} without a Location to follow")));
+                };
+                let next = redirect_target(&current, &location)
+                    .ok_or_else(|| RequestError::Redirect(format!("HTTP {status} to {location:?}, which is not a URL")))?;
+                if !self.config.allow_cross_host_redirects && origin(&next) != origin(&current) {
+                    return Err(RequestError::Redirect(format!(
+                        "HTTP {status} redirects to another server ({next}); not followed (pass --allow-cross-host-redirects to follow it, or give that URL)"
+                    )));
+                }
+                current = next;
+                continue;
+            }
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = resp.body_mut().with_config().limit(self.config.max_body_bytes).read_to_string();
+            return Ok((status, retry_after, text));
+        }
+        Err(RequestError::Redirect(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+}
+
+enum RequestError {
+    Http(ureq::Error),
+    Redirect(String),
+}
+
+/// The URL a `Location` header leads to from `from`: an absolute URL, or a path on the same
+/// server.
+fn redirect_target(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_string());
+    }
+    if location.starts_with('/') && !location.starts_with("//") {
+        return origin(from).map(|o| format!("{o}{location}"));
+    }
+    None
+}
+
+/// `scheme://host[:port]` of a URL, lower-cased.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    Some(format!("{}://{}", scheme.to_ascii_lowercase(), authority.to_ascii_lowercase()))
 }
 
 fn is_transient(e: &ureq::Error) -> bool {
@@ -243,10 +327,12 @@ impl<'t> OpenAiEngine<'t> {
     fn request_body(&self, request: &CompletionRequest<'_>) -> Result<Value> {
         let prompt = match self.client.config.prompt {
             PromptFormat::Tokens => json!(self.tokenizer.encode(request.prompt, false)?),
-            PromptFormat::Text => json!(request.prompt),
+            // The server tokenizes the text itself (and reads special tokens in it as such).
+            PromptFormat::Text => json!(crate::tokenizer::strip_text_marks(request.prompt)),
             PromptFormat::TextWithoutBos => {
                 let bos = self.tokenizer.bos_token().unwrap_or_default();
-                json!(request.prompt.strip_prefix(bos).unwrap_or(request.prompt))
+                let text = crate::tokenizer::strip_text_marks(request.prompt);
+                json!(text.strip_prefix(bos).unwrap_or(&text))
             }
         };
         let mut body = json!({
@@ -331,6 +417,24 @@ pub fn scores_from_top_logprobs(entries: &[(Option<u32>, f32)], yes: u32, no: u3
     }
 }
 
+/// The [`Completion`] in a whole completions response (`{"choices": [...]}`) from the server at
+/// `url`, the Yes/No tokens given as (id, text): an error naming the URL when it lacks what the
+/// protocol needs or holds impossible log-probabilities.
+pub fn parse_completion(
+    response: &Value,
+    request: &CompletionRequest<'_>,
+    yes: (u32, &str),
+    no: (u32, &str),
+    kind: ServerLogprobs,
+    url: &str,
+) -> Result<Completion> {
+    let choice = response["choices"].get(0).ok_or_else(|| Error::Remote {
+        url: url.to_string(),
+        message: format!("the response has no `choices`: {}", excerpt(&response.to_string())),
+    })?;
+    parse_choice(choice, request, yes, no, kind, url)
+}
+
 /// Builds the [`Completion`] from one `choices[0]` of a completions response.
 fn parse_choice(
     choice: &Value,
@@ -374,10 +478,22 @@ fn parse_choice(
             continue;
         }
         let Some(top) = tops.get(i).and_then(Value::as_object) else { continue };
-        let mut entries: Vec<(Option<u32>, f32)> = top
-            .iter()
-            .filter_map(|(k, v)| Some((token_key(k, yes, no), v.as_f64()? as f32)))
-            .collect();
+        let mut entries: Vec<(Option<u32>, f32)> = Vec::with_capacity(top.len());
+        for (k, v) in top {
+            let lp = v.as_f64().map(|x| x as f32);
+            // A log-probability is at most 0 (a little over, from rounding) and finite.
+            match lp {
+                Some(lp) if lp.is_finite() && lp <= 1e-3 => entries.push((token_key(k, yes, no), lp)),
+                _ => {
+                    return Err(Error::Remote {
+                        url: url.to_string(),
+                        message: format!(
+                            "the server returned an impossible log-probability {v} for token {k:?} at position {i} (log-probabilities are finite and at most 0)"
+                        ),
+                    });
+                }
+            }
+        }
         // The returned list: the top entries (as many as the official 20) plus the sampled token.
         entries.sort_by(|a, b| b.1.total_cmp(&a.1));
         let sampled = entries.iter().position(|(t, _)| *t == Some(id));
@@ -404,12 +520,8 @@ impl Engine for OpenAiEngine<'_> {
         let url = format!("{}/v1/completions", self.client.config.base());
         let body = self.request_body(request)?;
         let response = self.client.send(&url, Some(&body))?;
-        let choice = response["choices"].get(0).ok_or_else(|| Error::Remote {
-            url: url.clone(),
-            message: format!("the response has no `choices`: {}", excerpt(&response.to_string())),
-        })?;
-        let completion = parse_choice(
-            choice,
+        let completion = parse_completion(
+            &response,
             request,
             (self.yes, &self.yes_text),
             (self.no, &self.no_text),

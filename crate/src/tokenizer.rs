@@ -76,9 +76,34 @@ struct TokenizerConfig {
     chat_template: Option<serde_json::Value>,
 }
 
+/// The fuel a chat template may burn in one rendering (about one unit per template instruction):
+/// the DeepSeek-R1-Distill template uses about 40 per message, so a conversation of thousands of
+/// turns renders, while a template that loops without end stops within a second or so.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// Marks the start of conversation text (a message's content) inside a rendered prompt: the
+/// text up to [`TEXT_END`] is encoded with the model's special tokens treated as plain text, so
+/// a student who writes `<｜Assistant｜>` into a step cannot open a turn of the conversation.
+/// Both marks are Unicode noncharacters, removed from message contents before rendering.
+pub const TEXT_START: char = '\u{FDD0}';
+/// Marks the end of conversation text (see [`TEXT_START`]).
+pub const TEXT_END: char = '\u{FDD1}';
+
+/// The prompt text as a server would read it: the marks around conversation text removed.
+pub fn strip_text_marks(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([TEXT_START, TEXT_END]) {
+        std::borrow::Cow::Owned(text.chars().filter(|c| *c != TEXT_START && *c != TEXT_END).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// A tokenizer with its special tokens and chat template.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The text of every added token (special or not: `<｜User｜>`, `<｜Assistant｜>`, BOS, EOS,
+    /// `<think>`, …).
+    added: Vec<String>,
     /// `Some` when `tokenizer_config.json` decides BOS/EOS: (bos id if added, eos id if added).
     specials_from_config: Option<(Option<u32>, Option<u32>)>,
     bos_token: Option<String>,
@@ -164,13 +189,55 @@ impl Tokenizer {
             }
             _ => (None, "built-in original DeepSeek-R1-Distill template".to_string()),
         };
-        Ok(Tokenizer { inner, specials_from_config, bos_token, eos_token, checkpoint_template, template_origin })
+        let mut added: Vec<String> = inner.get_added_tokens_decoder().into_iter().map(|(_, t)| t.content).filter(|t| !t.is_empty()).collect();
+        added.sort();
+        added.dedup();
+        Ok(Tokenizer { inner, added, specials_from_config, bos_token, eos_token, checkpoint_template, template_origin })
     }
 
     /// Token ids of `text`. With `add_special_tokens`, BOS/EOS are added as `tokenizer_config.json`
     /// says (`add_bos_token`, `add_eos_token`), or as `tokenizer.json`'s post-processor does when
     /// there is no config, matching transformers.
+    ///
+    /// Text between [`TEXT_START`] and [`TEXT_END`] (conversation text that holds the text of an
+    /// added token, marked so by [`Tokenizer::apply_chat_template`]) is encoded with every added
+    /// token read as plain text; the marks themselves give no tokens.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        if !text.contains([TEXT_START, TEXT_END]) {
+            return self.encode_whole(text, add_special_tokens);
+        }
+        let mut ids = Vec::new();
+        let mut plain = false;
+        let mut rest = text;
+        loop {
+            let (piece, mark, after) = match rest.find([TEXT_START, TEXT_END]) {
+                Some(i) => {
+                    let mark = rest[i..].chars().next().unwrap_or(TEXT_END);
+                    (&rest[..i], Some(mark), &rest[i + mark.len_utf8()..])
+                }
+                None => (rest, None, ""),
+            };
+            if !piece.is_empty() {
+                ids.extend(if plain { self.encode_plain(piece)? } else { self.encode_whole(piece, false)? });
+            }
+            match mark {
+                Some(m) => plain = m == TEXT_START,
+                None => break,
+            }
+            rest = after;
+        }
+        if add_special_tokens && let Some((bos, eos)) = self.specials_from_config {
+            if let Some(b) = bos {
+                ids.insert(0, b);
+            }
+            if let Some(e) = eos {
+                ids.push(e);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn encode_whole(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let use_post = add_special_tokens && self.specials_from_config.is_none();
         let enc = self
             .inner
@@ -186,6 +253,65 @@ impl Tokenizer {
             }
         }
         Ok(ids)
+    }
+
+    /// `text` through the normalizer, the pre-tokenizer and the model, with no added token
+    /// recognised: `<｜Assistant｜>` becomes the tokens of its characters.
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        use tokenizers::{Model, Normalizer, OffsetType, PreTokenizedString, PreTokenizer};
+        let err = |e: tokenizers::Error| Error::Tokenizer { context: "encode".into(), message: e.to_string() };
+        let mut pre = PreTokenizedString::from(text);
+        if let Some(n) = self.inner.get_normalizer() {
+            pre.normalize(|s| n.normalize(s)).map_err(err)?;
+        }
+        if let Some(p) = self.inner.get_pre_tokenizer() {
+            p.pre_tokenize(&mut pre).map_err(err)?;
+        }
+        let model = self.inner.get_model();
+        pre.tokenize(|s| model.tokenize(s.get())).map_err(err)?;
+        Ok(pre.into_encoding(None, 0, OffsetType::Byte).map_err(err)?.get_ids().to_vec())
+    }
+
+    /// About how many tokens `text` holds, without tokenizing a long text whole: it is encoded in
+    /// pieces of about 64 KiB (cut before a whitespace where there is one), and counting stops
+    /// once more than `limit` are found. The count is a lower bound of the whole text's up to
+    /// one token per cut, so a result over `limit` means the text has more than `limit` tokens.
+    /// Memory stays that of one piece, whatever the text's length.
+    pub fn count_tokens_bounded(&self, text: &str, limit: usize) -> Result<usize> {
+        const PIECE: usize = 64 << 10;
+        if text.len() <= 4 * PIECE {
+            return Ok(self.encode(text, false)?.len());
+        }
+        let (mut count, mut cuts, mut rest) = (0usize, 0usize, text);
+        while !rest.is_empty() {
+            let mut end = rest.len().min(PIECE);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end < rest.len() {
+                // Cut before a whitespace in the piece's last quarter, if any.
+                if let Some(ws) = rest[end - end / 4..end].rfind(char::is_whitespace) {
+                    end = end - end / 4 + ws;
+                }
+                if end == 0 {
+                    end = rest.ceil_char_boundary(1);
+                }
+            }
+            count += self.encode(&rest[..end], false)?.len();
+            rest = &rest[end..];
+            if !rest.is_empty() {
+                cuts += 1;
+            }
+            if count.saturating_sub(cuts) > limit {
+                break;
+            }
+        }
+        Ok(count.saturating_sub(cuts))
+    }
+
+    /// Whether `text` holds the text of one of the tokenizer's added tokens.
+    pub fn contains_added_token(&self, text: &str) -> bool {
+        self.added.iter().any(|t| text.contains(t.as_str()))
     }
 
     /// Text of `ids`, special tokens included unless `skip_special_tokens`.
@@ -240,6 +366,25 @@ impl Tokenizer {
             }
             (TemplateChoice::Think, _) => (DEEPSEEK_TEMPLATE_THINK, "built-in DeepSeek-R1-Distill <think> template"),
         };
+        // Conversation text that spells an added token is marked, so that `encode` reads it as
+        // plain text (and no text can forge the marks).
+        let mut marked = None;
+        // Only user turns are marked: they carry the student's text, while the template may cut
+        // assistant turns (at `</think>`) and would split a mark from its pair.
+        if messages.iter().any(|m| m.content.contains([TEXT_START, TEXT_END]) || (m.role == "user" && self.contains_added_token(&m.content))) {
+            marked = Some(
+                messages
+                    .iter()
+                    .map(|m| {
+                        let clean = strip_text_marks(&m.content).into_owned();
+                        let content =
+                            if m.role == "user" && self.contains_added_token(&clean) { format!("{TEXT_START}{clean}{TEXT_END}") } else { clean };
+                        ChatMessage { role: m.role.clone(), content }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let messages = marked.as_deref().unwrap_or(messages);
         render_template(source, origin, messages, add_generation_prompt, self.bos_token(), self.eos_token())
     }
 
@@ -278,6 +423,8 @@ pub fn render_template(
 ) -> Result<String> {
     let err = |e: minijinja::Error| Error::Template { origin: origin.to_string(), message: format!("{e:#}") };
     let mut env = Environment::new();
+    // A checkpoint's template is untrusted code: it runs on a budget.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

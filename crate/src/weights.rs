@@ -80,7 +80,10 @@ impl SafetensorsHeader {
 
     /// Parses a header. `head` must hold at least the first `8 + header_len` bytes of the file;
     /// `file_len` is the whole file's size, used to detect truncation. A tensor in a dtype other
-    /// than F32/F16/BF16 is an error only when it is read ([`Error::Dtype`]).
+    /// than F32/F16/BF16 is an error only when it is read ([`Error::Dtype`]). Every size and
+    /// offset is computed with checked arithmetic; each tensor's byte range must lie inside the
+    /// file, match its dtype × shape, and overlap no other tensor's (as the safetensors reference
+    /// requires).
     pub fn parse(head: &[u8], file_len: usize, path: &Path) -> Result<Self> {
         let bad = |message: String| Error::Safetensors { path: path.to_path_buf(), message };
         let n = Self::header_len(head, path)?;
@@ -106,22 +109,35 @@ impl SafetensorsHeader {
                 "BF16" => Some(WeightDtype::BF16),
                 _ => None,
             };
-            let elements: usize = entry.shape.iter().product();
             if end < start {
                 return Err(bad(format!("tensor `{name}` has data_offsets [{start}, {end}] that run backwards")));
             }
-            if let Some(dt) = dtype
-                && end - start != elements * dt.size()
-            {
-                return Err(bad(format!(
-                    "tensor `{name}` of shape {:?} and dtype {} needs {} bytes but data_offsets span {}",
-                    entry.shape,
-                    entry.dtype,
-                    elements * dt.size(),
-                    end - start
-                )));
+            let elements = entry
+                .shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| bad(format!("tensor `{name}` has shape {:?}, whose element count overflows", entry.shape)))?;
+            if let Some(dt) = dtype {
+                let needed = elements
+                    .checked_mul(dt.size())
+                    .ok_or_else(|| bad(format!("tensor `{name}` of shape {:?} needs more bytes than an address holds", entry.shape)))?;
+                if end - start != needed {
+                    return Err(bad(format!(
+                        "tensor `{name}` of shape {:?} and dtype {} needs {needed} bytes but data_offsets span {}",
+                        entry.shape,
+                        entry.dtype,
+                        end - start
+                    )));
+                }
             }
-            let range = data_start + start..data_start + end;
+            let range = match (data_start.checked_add(start), data_start.checked_add(end)) {
+                (Some(a), Some(b)) => a..b,
+                _ => {
+                    return Err(bad(format!(
+                        "truncated: tensor `{name}` has data_offsets [{start}, {end}], past the end of the file ({file_len} bytes)"
+                    )));
+                }
+            };
             if range.end > file_len {
                 return Err(bad(format!(
                     "truncated: tensor `{name}` ends at byte {} but the file has {file_len} bytes",
@@ -130,8 +146,157 @@ impl SafetensorsHeader {
             }
             tensors.insert(name, TensorEntry { dtype, dtype_name: entry.dtype, shape: entry.shape, range });
         }
+        // No two tensors may share bytes (the reference loader refuses it too): sorted by start,
+        // each must begin at or after the end of the one before.
+        let mut spans: Vec<(&String, &Range<usize>)> =
+            tensors.iter().map(|(n, t)| (n, &t.range)).filter(|(_, r)| !r.is_empty()).collect();
+        spans.sort_by_key(|(_, r)| (r.start, r.end));
+        for pair in spans.windows(2) {
+            let ((a, ra), (b, rb)) = (pair[0], pair[1]);
+            if rb.start < ra.end {
+                return Err(bad(format!(
+                    "tensors `{a}` (bytes {}..{}) and `{b}` (bytes {}..{}) overlap",
+                    ra.start - data_start,
+                    ra.end - data_start,
+                    rb.start - data_start,
+                    rb.end - data_start
+                )));
+            }
+        }
         Ok(SafetensorsHeader { data_start, tensors })
     }
+}
+
+/// The first value of `data` that is not finite, as (index, value).
+pub fn first_non_finite(data: &[f32]) -> Option<(usize, f32)> {
+    if data.chunks(1 << 14).all(|c| non_finite_flags(c) & 0x8000_0000 == 0) {
+        return None;
+    }
+    data.iter().position(|v| !v.is_finite()).map(|i| (i, data[i]))
+}
+
+/// [`to_f32`], refusing a tensor with a NaN or infinite value: an error naming the file, the
+/// tensor and the first such element (`first` is the index of `bytes`' first element within the
+/// tensor, for tensors read in pieces). The check runs on each block of values just converted,
+/// while it is in cache: the values pass through memory once, and loading is as fast as without.
+pub fn to_f32_checked(bytes: &[u8], dtype: WeightDtype, path: &Path, name: &str, first: usize) -> Result<Vec<f32>> {
+    const BLOCK: usize = 4096;
+    let mut out: Vec<f32> = Vec::with_capacity(bytes.len() / dtype.size());
+    let mut flags = 0u32;
+    for block in bytes.chunks(BLOCK * dtype.size()) {
+        let start = out.len();
+        extend_f32(&mut out, block, dtype);
+        flags |= non_finite_flags(&out[start..]);
+    }
+    if flags & 0x8000_0000 != 0 {
+        check_finite(&out, path, name, first)?;
+    }
+    Ok(out)
+}
+
+/// The sign bit is set when some value of `data` is NaN or infinite: such an f32 has all its
+/// exponent bits set, and adding one to the exponent field then carries into the sign bit. An OR
+/// over the values vectorises.
+fn non_finite_flags(data: &[f32]) -> u32 {
+    const EXP: u32 = 0x7f80_0000;
+    data.iter().fold(0u32, |acc, x| acc | (x.to_bits() & EXP).wrapping_add(0x0080_0000))
+}
+
+/// Appends the f32 values of little-endian stored elements.
+fn extend_f32(out: &mut Vec<f32>, bytes: &[u8], dtype: WeightDtype) {
+    match dtype {
+        WeightDtype::F32 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        WeightDtype::F16 => out.extend(bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())),
+        WeightDtype::BF16 => out.extend(bytes.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())),
+    }
+}
+
+/// An error when `data` (the elements of tensor `name` from index `first` on) holds a NaN or
+/// infinite value.
+pub fn check_finite(data: &[f32], path: &Path, name: &str, first: usize) -> Result<()> {
+    match first_non_finite(data) {
+        None => Ok(()),
+        Some((i, v)) => Err(Error::NonFinite { path: path.to_path_buf(), tensor: name.to_string(), index: first + i, value: v }),
+    }
+}
+
+/// The path of `name`, a file the listing in `listing` (an index or a manifest) names, inside
+/// `dir`: refused when the name is absolute or climbs out (`..`), or, natively, when it resolves
+/// (through symlinks) to anything but a regular file inside `dir`. One layout is allowed to
+/// point out: a Hugging Face cache snapshot (`…/snapshots/<revision>/`), whose files link to
+/// the repository's `blobs/`. `field` names the entry in errors.
+pub fn confined_file(dir: &Path, name: &str, listing: &Path, field: &str) -> Result<PathBuf> {
+    check_file_name(name, listing, field)?;
+    let path = dir.join(name);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let bad = |message: String| Error::Config { path: listing.to_path_buf(), field: field.to_string(), message };
+        let real_dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let real = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+        let hf_blobs = dir
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+            .and_then(Path::parent)
+            .and_then(|repo| std::fs::canonicalize(repo.join("blobs")).ok());
+        if !real.starts_with(&real_dir) && !hf_blobs.is_some_and(|b| real.starts_with(b)) {
+            return Err(bad(format!("{name:?} leads to {}, outside {}", real.display(), real_dir.display())));
+        }
+        regular_file(&path, listing, field)?;
+    }
+    Ok(path)
+}
+
+/// Refuses anything but a regular file (a device such as `/dev/zero`, a FIFO, a directory).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn regular_file(path: &Path, listing: &Path, field: &str) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Config {
+            path: listing.to_path_buf(),
+            field: field.to_string(),
+            message: format!("{} is not a regular file", path.display()),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a listed file name that is empty, absolute, or has a `..`, `.` or root component:
+/// every file of a checkpoint or pack lies in its directory (or below it).
+pub fn check_file_name(name: &str, listing: &Path, field: &str) -> Result<()> {
+    use std::path::Component;
+    let bad = |message: String| Error::Config { path: listing.to_path_buf(), field: field.to_string(), message };
+    if name.is_empty() {
+        return Err(bad("the file name is empty".into()));
+    }
+    if name.contains('\\') || name.contains('\0') || name.contains(':') {
+        return Err(bad(format!("{name:?} is not a plain file name in the model directory")));
+    }
+    let p = Path::new(name);
+    if p.is_absolute() || name.starts_with('/') {
+        return Err(bad(format!("{name:?} is an absolute path; shards must lie in the model directory")));
+    }
+    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(bad(format!("{name:?} leaves the model directory (`..` or `.` components are not allowed)")));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IndexFile {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// The shard files a `model.safetensors.index.json` lists, each once, in name order, with one
+/// tensor it holds (for error messages); every name must be a plain relative path
+/// ([`check_file_name`]). `path` names the index in errors.
+pub fn parse_index(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
+    let index: IndexFile = serde_json::from_str(text).map_err(|e| Error::json(path, &e))?;
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for (tensor, file) in index.weight_map {
+        check_file_name(&file, path, &format!("weight_map.{tensor}"))?;
+        files.entry(file).or_insert(tensor);
+    }
+    Ok(files.into_iter().collect())
 }
 
 /// Converts little-endian stored elements to f32.
@@ -154,7 +319,7 @@ fn read_entry(path: &Path, name: &str, entry: &TensorEntry, file: &[u8]) -> Resu
         tensor: name.to_string(),
         dtype: entry.dtype_name.clone(),
     })?;
-    Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&file[entry.range.clone()], dtype) })
+    Ok(HostTensor { shape: entry.shape.clone(), data: to_f32_checked(&file[entry.range.clone()], dtype, path, name, 0)? })
 }
 
 /// The byte range of rows `rows` of a 2-D tensor, with its dtype; refuses other shapes, dtypes
@@ -168,6 +333,7 @@ pub fn entry_rows(path: &Path, name: &str, entry: &TensorEntry, rows: Range<usiz
     if rows.start > rows.end || rows.end > n {
         return Err(Error::InvalidArgument { name: "rows", message: format!("rows {rows:?} of `{name}`, which has {n}") });
     }
+    // The header check made `n * cols * size` the tensor's byte length, so none of this overflows.
     let row_bytes = cols * dtype.size();
     Ok((entry.range.start + rows.start * row_bytes..entry.range.start + rows.end * row_bytes, dtype))
 }
@@ -313,8 +479,9 @@ impl TensorSource for BytesCheckpoint {
     }
     fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
         let (path, bytes, entry) = self.entry(name)?;
+        let first = rows.start * entry.shape.get(1).copied().unwrap_or(0);
         let (range, dtype) = entry_rows(path, name, entry, rows)?;
-        Ok(to_f32(&bytes[range], dtype))
+        to_f32_checked(&bytes[range], dtype, path, name, first)
     }
 }
 
@@ -326,11 +493,6 @@ mod native {
         path: PathBuf,
         map: memmap2::Mmap,
         header: SafetensorsHeader,
-    }
-
-    #[derive(Deserialize)]
-    struct IndexFile {
-        weight_map: HashMap<String, String>,
     }
 
     /// The safetensors weights of a Hugging Face checkpoint directory, memory-mapped.
@@ -349,12 +511,12 @@ mod native {
             let index_path = dir.join("model.safetensors.index.json");
             let files: Vec<PathBuf> = if index_path.exists() {
                 let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-                let index: IndexFile = serde_json::from_str(&text).map_err(|e| Error::json(&index_path, &e))?;
-                let mut names: Vec<String> = index.weight_map.values().cloned().collect();
-                names.sort();
-                names.dedup();
-                names.into_iter().map(|n| dir.join(n)).collect()
+                parse_index(&text, &index_path)?
+                    .into_iter()
+                    .map(|(file, tensor)| confined_file(dir, &file, &index_path, &format!("weight_map.{tensor}")))
+                    .collect::<Result<_>>()?
             } else if single.exists() {
+                regular_file(&single, &single, "model.safetensors")?;
                 vec![single]
             } else {
                 return Err(Error::MissingFile {
@@ -403,8 +565,9 @@ mod native {
         }
         fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
             let (shard, entry) = self.entry(name)?;
+            let first = rows.start * entry.shape.get(1).copied().unwrap_or(0);
             let (range, dtype) = entry_rows(&shard.path, name, entry, rows)?;
-            Ok(to_f32(&shard.map[range], dtype))
+            to_f32_checked(&shard.map[range], dtype, &shard.path, name, first)
         }
     }
 }

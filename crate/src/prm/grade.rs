@@ -64,10 +64,64 @@ pub struct GradeRow {
 /// `problem` column, say) are errors; each malformed row becomes a row error.
 pub fn parse_input(bytes: &[u8], format: InputFormat, source: &str) -> Result<Vec<GradeRow>> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // spreadsheet exports add a BOM
-    match format {
-        InputFormat::Jsonl => Ok(parse_jsonl(bytes)),
-        InputFormat::Csv => parse_csv(bytes, source),
+    let mut rows = match format {
+        InputFormat::Jsonl => parse_jsonl(bytes),
+        InputFormat::Csv => parse_csv(bytes, source)?,
+    };
+    refuse_duplicate_ids(&mut rows);
+    Ok(rows)
+}
+
+/// A row whose `id` an earlier row already has becomes a row error naming that row: results
+/// are told apart by id, so two rows with one id would be two answers to one question.
+fn refuse_duplicate_ids(rows: &mut [GradeRow]) {
+    let mut first: HashMap<String, usize> = HashMap::new();
+    for row in rows.iter_mut() {
+        let Some(id) = row.id.clone() else { continue };
+        match first.get(&id) {
+            Some(&line) => {
+                if row.solution.is_ok() {
+                    row.solution = Err(format!("the id {id:?} is also the id of line {line}: each row needs its own id"));
+                    row.label = None;
+                }
+            }
+            None => {
+                first.insert(id, row.line);
+            }
+        }
     }
+}
+
+/// The line where a quoted CSV cell opens and is never closed, if one is: the csv reader would
+/// read every line after it as part of that cell. Quotes are read as the csv reader reads them:
+/// a quote opens a quoted cell only at a cell's start; inside one, a doubled quote is a quote.
+pub fn unterminated_quote(bytes: &[u8]) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum State {
+        Start,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let (mut state, mut line, mut opened) = (State::Start, 1usize, 0usize);
+    for (i, &b) in bytes.iter().enumerate() {
+        state = match (state, b) {
+            (State::Start, b'"') => {
+                opened = line;
+                State::Quoted
+            }
+            (State::Start | State::Unquoted | State::QuoteInQuoted, b',' | b'\n' | b'\r') => State::Start,
+            (State::Start | State::Unquoted, _) => State::Unquoted,
+            (State::Quoted, b'"') => State::QuoteInQuoted,
+            (State::Quoted, _) => State::Quoted,
+            (State::QuoteInQuoted, b'"') => State::Quoted,
+            (State::QuoteInQuoted, _) => State::Unquoted,
+        };
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+            line += 1;
+        }
+    }
+    (state == State::Quoted).then_some(opened)
 }
 
 /// The fields of one row before validation (absent fields are `None`).
@@ -115,6 +169,12 @@ fn parse_jsonl(bytes: &[u8]) -> Vec<GradeRow> {
 const COLUMNS: &[&str] = &["id", "student_id", "problem", "steps", "solution", "label"];
 
 fn parse_csv(bytes: &[u8], source: &str) -> Result<Vec<GradeRow>> {
+    if let Some(line) = unterminated_quote(bytes) {
+        return Err(Error::InvalidInput {
+            what: format!("{source}, line {line}"),
+            message: "a quoted cell opens here and is never closed, so every line after it would be read as part of that cell; close the quote (a quote inside a quoted cell is written twice: \"\")".into(),
+        });
+    }
     let header_error = |message: String| Error::InvalidInput { what: format!("{source}, line 1 (the header row)"), message };
     let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(bytes);
     let header = reader.byte_headers().map_err(|e| header_error(format!("not CSV: {e}")))?.clone();
@@ -140,26 +200,57 @@ fn parse_csv(bytes: &[u8], source: &str) -> Result<Vec<GradeRow>> {
             listed()
         )));
     }
+    // Lines as a spreadsheet shows them: the csv reader counts only "\n", but it also ends a
+    // record at a lone "\r" (old Mac exports), and rows are told apart (and resumed) by line.
+    let lines = LineStarts::of(bytes);
     let mut rows = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
-        let line = reader.position().line() as usize;
+        let line = lines.at(reader.position().byte());
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(line, |p| p.line() as usize);
+                let line = e.position().map_or(line, |p| lines.at(p.byte()));
                 rows.push(GradeRow { line, id: None, student_id: None, label: None, solution: Err(format!("not CSV: {e}")) });
                 continue;
             }
         }
-        let line = record.position().map_or(line, |p| p.line() as usize);
+        let line = record.position().map_or(line, |p| lines.at(p.byte()));
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue; // an empty row, as spreadsheets leave at the end
         }
         rows.push(csv_row(line, &record, &column, header.len()));
     }
     Ok(rows)
+}
+
+/// The byte offsets where lines start, a line ending at "\n", "\r\n" or a lone "\r".
+struct LineStarts<'a> {
+    bytes: &'a [u8],
+    starts: Vec<u64>,
+}
+
+impl<'a> LineStarts<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        let mut starts = vec![0u64];
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+                starts.push(i as u64 + 1);
+            }
+        }
+        LineStarts { bytes, starts }
+    }
+
+    /// The 1-based line of the text at a byte offset (the csv reader may give the offset of the
+    /// line break before a record; the record's line is the one after it).
+    fn at(&self, byte: u64) -> usize {
+        let mut b = byte as usize;
+        while matches!(self.bytes.get(b), Some(b'\r' | b'\n')) {
+            b += 1;
+        }
+        self.starts.partition_point(|&s| s <= b as u64).max(1)
+    }
 }
 
 fn csv_row(line: usize, record: &csv::ByteRecord, column: &HashMap<&str, usize>, width: usize) -> GradeRow {

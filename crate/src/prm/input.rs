@@ -3,7 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::exec::CodeExecutor;
+use crate::tokenizer::Tokenizer;
+
+use super::{Event, PartialVerification, Verification, VerifyOptions};
 
 /// A math problem and its solution split into paragraphs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +60,66 @@ impl Solution {
             return Err(bad(format!("`label` {label} is outside -1..{}", self.steps.len() - 1)));
         }
         Ok(())
+    }
+}
+
+/// The first paragraph (0-based) that cannot be judged within a context of `context` positions,
+/// with the error to report: the problem and the paragraphs up to it alone hold more tokens.
+/// Each text is measured with [`Tokenizer::count_tokens_bounded`], so a 50 MB paragraph is
+/// refused without being tokenized whole. `None` when every paragraph may fit (the rendered
+/// conversation, with its template and rationales, is checked against the context as it grows).
+pub fn first_step_over_context(solution: &Solution, tokenizer: &Tokenizer, context: usize) -> Result<Option<(usize, Error)>> {
+    let over = |i: usize, tokens: usize| Error::InvalidInput {
+        what: format!("paragraph {}", i + 1),
+        message: format!(
+            "the problem and paragraphs 1 to {} hold more than {tokens} tokens, over the model's context of {context}",
+            i + 1
+        ),
+    };
+    let mut total = tokenizer.count_tokens_bounded(&solution.problem, context)?;
+    for (i, step) in solution.steps.iter().enumerate() {
+        let left = context.saturating_sub(total);
+        total = total.saturating_add(tokenizer.count_tokens_bounded(step, left)?);
+        if total > context {
+            return Ok(Some((i, over(i, context))));
+        }
+    }
+    Ok(None)
+}
+
+/// [`super::verify`], after measuring the solution against the context: the paragraphs before
+/// the first that cannot fit ([`first_step_over_context`]) are judged, and the verification
+/// then stops with that paragraph's error, as it would have, without the text over the context
+/// ever being tokenized whole.
+pub async fn verify_within_context<E: Engine, X: CodeExecutor>(
+    engine: &E,
+    tokenizer: &Tokenizer,
+    executors: &mut [X],
+    solution: &Solution,
+    options: &VerifyOptions,
+    context: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> std::result::Result<Verification, PartialVerification> {
+    let (step, error) = match first_step_over_context(solution, tokenizer, context) {
+        Err(e) => return Err(PartialVerification { completed: Verification::from_steps(Vec::new()), error: e }),
+        Ok(None) => return super::verify(engine, tokenizer, executors, solution, options, on_event).await,
+        Ok(Some(over)) => over,
+    };
+    if step == 0 {
+        return Err(PartialVerification { completed: Verification::from_steps(Vec::new()), error });
+    }
+    let mut head = solution.clone();
+    head.steps.truncate(step);
+    if let Some(label) = head.label
+        && label >= step as i64
+    {
+        head.label = None;
+    }
+    match super::verify(engine, tokenizer, executors, &head, options, on_event).await {
+        // Stopped at a wrong paragraph before the one over the context: that is the answer.
+        Ok(v) if options.stop_at_first_error && v.first_error_step >= 0 => Ok(v),
+        Ok(v) => Err(PartialVerification { completed: v, error }),
+        Err(partial) => Err(partial),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::jsonl::{self, JsonlWriter, OpenMode};
 
 /// The four ProcessBench subsets, in the paper's order.
@@ -65,6 +65,21 @@ pub fn report(predictions: &[Prediction]) -> (Vec<(String, SubsetScore)>, f64) {
     }
     let avg = if per.is_empty() { 0.0 } else { per.iter().map(|(_, s)| s.f1).sum::<f64>() / per.len() as f64 };
     (per, avg)
+}
+
+/// Refuses two records with one id (`ids` in file order; `source` names the file): a prediction
+/// is kept per id, so the second would never be judged and the first would be scored twice.
+pub fn check_unique_ids<'a>(ids: impl IntoIterator<Item = &'a str>, source: &str) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        if let Some(first) = seen.insert(id, i) {
+            return Err(Error::InvalidInput {
+                what: format!("{source}, record {i}"),
+                message: format!("the id {id:?} is also the id of record {first}: each record needs its own id"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads the predictions already in `path` (a missing file is empty). A last line cut short by

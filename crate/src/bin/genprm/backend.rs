@@ -67,9 +67,33 @@ pub struct BackendArgs {
     /// double from 0.5 s up to 30 s).
     #[arg(long, value_name = "N", default_value_t = 8)]
     retries: u32,
+    /// Seconds to wait for a connection to the server to open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = seconds)]
+    connect_timeout: f64,
+    /// Seconds to wait between two reads from the server (the answer comes when the completion
+    /// is done, so this is long by default).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0, value_parser = seconds)]
+    read_timeout: f64,
+    /// Seconds one request may take in all (each retry gets its own).
+    #[arg(long, value_name = "SECONDS", default_value_t = 900.0, value_parser = seconds)]
+    request_timeout: f64,
+    /// Follow a redirect to another server (by default only redirects on the same one are).
+    #[arg(long)]
+    allow_cross_host_redirects: bool,
+    /// The largest response read from the server, in MiB (a larger one is an error, not retried).
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_response_mib: u64,
     /// Solutions verified at once: K worker threads, each with its own engine and sandboxes.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
+}
+
+/// A positive number of seconds, at most a day.
+fn seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds between 0 and 86400")),
+    }
 }
 
 impl BackendArgs {
@@ -89,16 +113,23 @@ pub enum Backend {
         client: RemoteClient,
         /// The model's tokenizer, loaded from its directory.
         tokenizer: Tokenizer,
+        /// The model's context (`max_position_embeddings` of its config.json, when the directory
+        /// has one).
+        context: usize,
     },
 }
+
+/// The context assumed for a remote model whose directory has no config.json: inputs are still
+/// measured against it, so that no text is tokenized whole whatever its length.
+const REMOTE_CONTEXT: usize = 1 << 20;
 
 impl Backend {
     /// Loads the model, or connects to the server (checking it answers).
     pub fn open(model: &ModelArgs, args: &BackendArgs) -> Result<Backend> {
         match args.backend {
             BackendKind::Local => {
-                if args.url.is_some() || args.api_key_env.is_some() || args.remote_model.is_some() {
-                    bail!("--url, --api-key-env and --remote-model need --backend openai");
+                if args.url.is_some() || args.api_key_env.is_some() || args.remote_model.is_some() || args.allow_cross_host_redirects {
+                    bail!("--url, --api-key-env, --remote-model and --allow-cross-host-redirects need --backend openai");
                 }
                 if args.concurrency > 1 {
                     bail!("--concurrency needs --backend openai: a local model computes one solution at a time");
@@ -113,6 +144,11 @@ impl Backend {
                 let mut config = RemoteConfig::new(url);
                 config.model = args.remote_model.clone();
                 config.retries = args.retries;
+                config.connect_timeout = std::time::Duration::from_secs_f64(args.connect_timeout);
+                config.read_timeout = std::time::Duration::from_secs_f64(args.read_timeout);
+                config.timeout = std::time::Duration::from_secs_f64(args.request_timeout);
+                config.allow_cross_host_redirects = args.allow_cross_host_redirects;
+                config.max_body_bytes = args.max_response_mib << 20;
                 config.prompt = match args.remote_prompt {
                     PromptArg::Tokens => PromptFormat::Tokens,
                     PromptArg::Text => PromptFormat::Text,
@@ -128,8 +164,14 @@ impl Backend {
                 }
                 let tokenizer = Tokenizer::from_dir(&model.model)
                     .with_context(|| format!("{}: the tokenizer is needed locally with --backend openai", model.model.display()))?;
+                let config_path = model.model.join("config.json");
+                let context = if config_path.exists() {
+                    genprm::Qwen2Config::from_file(&config_path)?.max_position_embeddings
+                } else {
+                    REMOTE_CONTEXT
+                };
                 let client = RemoteClient::connect(config).context("connecting to the completions server")?;
-                Ok(Backend::OpenAi { client, tokenizer })
+                Ok(Backend::OpenAi { client, tokenizer, context })
             }
         }
     }
@@ -142,11 +184,20 @@ impl Backend {
         }
     }
 
+    /// The model's context in positions, which inputs are measured against before they are
+    /// tokenized whole.
+    pub fn context(&self) -> usize {
+        match self {
+            Backend::Local(loaded) => loaded.model.config().max_position_embeddings,
+            Backend::OpenAi { context, .. } => *context,
+        }
+    }
+
     /// A fresh engine (empty caches).
     pub fn engine(&self) -> Result<AnyEngine<'_>> {
         Ok(match self {
             Backend::Local(loaded) => AnyEngine::Local(LocalEngine::new(&loaded.model, loaded.tokenizer()?)?),
-            Backend::OpenAi { client, tokenizer } => AnyEngine::OpenAi(OpenAiEngine::new(client.clone(), tokenizer)?),
+            Backend::OpenAi { client, tokenizer, .. } => AnyEngine::OpenAi(OpenAiEngine::new(client.clone(), tokenizer)?),
         })
     }
 }

@@ -66,8 +66,9 @@ fn processbench_eval(args: ProcessBenchArgs) -> Result<()> {
         if let Some(limit) = args.limit {
             records.truncate(limit);
         }
-        for (i, r) in records.into_iter().enumerate() {
-            let id = r.id.clone().unwrap_or_else(|| format!("{subset}-{i}"));
+        let ids: Vec<String> = records.iter().enumerate().map(|(i, r)| r.id.clone().unwrap_or_else(|| format!("{subset}-{i}"))).collect();
+        processbench::check_unique_ids(ids.iter().map(String::as_str), &path.display().to_string())?;
+        for ((i, r), id) in records.into_iter().enumerate().zip(ids) {
             let Some(label) = r.label else { bail!("{}: record {i} has no `label`", path.display()) };
             work.push((subset.clone(), id, label, r));
         }
@@ -84,7 +85,9 @@ fn processbench_eval(args: ProcessBenchArgs) -> Result<()> {
         let work = |executors: &mut Vec<Executor>, i: usize| -> Result<std::result::Result<Prediction, String>> {
             let (subset, id, label, record) = todo[i];
             let mut engine = backend.engine()?;
-            Ok(match block_on(prm::verify(&mut engine, tokenizer, executors, record, &options, &mut |_| {})) {
+            let mut quiet = |_: prm::Event<'_>| {};
+            let verified = prm::input::verify_within_context(&mut engine, tokenizer, executors, record, &options, backend.context(), &mut quiet);
+            Ok(match block_on(verified) {
                 Ok(v) => Ok(Prediction {
                     id: id.clone(),
                     subset: subset.clone(),

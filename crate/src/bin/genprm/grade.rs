@@ -97,7 +97,9 @@ pub fn run(args: GradeArgs) -> Result<()> {
             // A fresh engine per row: each result depends on its row and the options only, so
             // a resumed run writes what an uninterrupted one would.
             let mut engine = backend.engine()?;
-            match block_on(prm::verify(&mut engine, tokenizer, executors, solution, &options, &mut |_| {})) {
+            let mut quiet = |_: prm::Event<'_>| {};
+            let verified = prm::input::verify_within_context(&mut engine, tokenizer, executors, solution, &options, backend.context(), &mut quiet);
+            match block_on(verified) {
                 Ok(v) => Ok(GradeResult::graded(row, v)),
                 Err(partial) if matches!(partial.error, Error::InvalidInput { .. }) => Ok(GradeResult::failed(row, partial)),
                 Err(partial) => Err(anyhow::Error::new(partial.error).context(format!("grading {source}, {}", name(row)))),

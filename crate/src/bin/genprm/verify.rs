@@ -233,11 +233,11 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         let mut engine = backend.engine()?;
         if workers == 1 {
             let mut out = std::io::stdout().lock();
-            let failed = verify_one(&mut engine, tokenizer, executors, solution, i, &options, args.json, &mut out)?;
+            let failed = verify_one(&mut engine, tokenizer, executors, solution, i, &options, backend.context(), args.json, &mut out)?;
             Ok((Vec::new(), failed))
         } else {
             let mut out = Vec::new();
-            let failed = verify_one(&mut engine, tokenizer, executors, solution, i, &options, args.json, &mut out)?;
+            let failed = verify_one(&mut engine, tokenizer, executors, solution, i, &options, backend.context(), args.json, &mut out)?;
             Ok((out, failed))
         }
     };
@@ -268,6 +268,7 @@ fn verify_one(
     solution: &Solution,
     i: usize,
     options: &VerifyOptions,
+    context: usize,
     json: bool,
     out: &mut impl Write,
 ) -> Result<bool> {
@@ -277,7 +278,7 @@ fn verify_one(
         writeln!(out, "{}", style(&solution.problem).italic())?;
     }
     let mut report = Report { out: &mut *out, solution, json, io_error: None };
-    let result = block_on(prm::verify(engine, tokenizer, executors, solution, options, &mut |e| report.event(e)));
+    let result = block_on(prm::input::verify_within_context(engine, tokenizer, executors, solution, options, context, &mut |e| report.event(e)));
     if let Some(e) = report.io_error.take() {
         return Err(e).context("writing to stdout");
     }
@@ -285,6 +286,10 @@ fn verify_one(
         Ok(v) => (v, None),
         Err(partial) => (partial.completed, Some(partial.error.to_string())),
     };
+    if let Some(e) = &error {
+        // The cause goes to stderr too, not only into the report or the JSON on stdout.
+        eprintln!("{name}: {e}");
+    }
     if json {
         let obj = serde_json::json!({
             "id": solution.id,
