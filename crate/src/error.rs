@@ -160,6 +160,20 @@ pub enum Error {
     /// The compute device could not be created or failed.
     #[error("device: {0}")]
     Device(String),
+    /// A GPU kernel disagreed with its CPU reference in the start-up self-check
+    /// (`genprm::gpu_selfcheck`): in a browser, a shader that fails validation is skipped
+    /// silently and leaves stale data, so the model would compute wrong rewards.
+    #[error("the GPU kernel `{kernel}` gave wrong results on this adapter ({adapter}): max error {max_error} against its CPU reference, over the tolerance of {tolerance}; use the CPU device")]
+    GpuKernel {
+        /// The kernel and its mode (e.g. "q4 decode (cooperative)").
+        kernel: String,
+        /// The GPU adapter's name.
+        adapter: String,
+        /// The largest difference from the reference (infinite for NaN).
+        max_error: f32,
+        /// The largest difference allowed.
+        tolerance: f32,
+    },
     /// The caller cancelled the work (the browser's Cancel button, an aborted request).
     #[error("cancelled")]
     Cancelled,

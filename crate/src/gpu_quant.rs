@@ -442,6 +442,11 @@ impl GpuQuant {
         self.precision
     }
 
+    /// The weights' format.
+    pub fn format(&self) -> QuantFormat {
+        self.format
+    }
+
     /// The kernel of this matrix's decode products ([`matvec_kernel`]).
     pub fn matvec(&self) -> MatvecKernel {
         self.matvec

@@ -26,6 +26,8 @@ pub mod gpu_layer;
 pub mod gpu_quant;
 #[cfg(feature = "wgpu")]
 pub(crate) mod gpu_reduce;
+#[cfg(feature = "wgpu")]
+pub mod gpu_selfcheck;
 pub mod model;
 pub mod pack;
 pub mod prm;

@@ -836,7 +836,11 @@ impl Qwen2Model {
         options: LoadOptions,
         progress: impl FnMut(LoadProgress<'_>),
     ) -> Result<Self> {
-        crate::weights::ready(Self::load_async(config, source, device, options, progress))
+        let model = crate::weights::ready(Self::load_in_pieces(config, source, device, options, progress, LOAD_PIECE_BYTES))?;
+        // The GPU kernels' start-up self-check; in a browser, `load_async` runs it.
+        #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+        pollster::block_on(crate::gpu_selfcheck::check_model(&model))?;
+        Ok(model)
     }
 
     /// [`Qwen2Model::load_with`] from a source whose reads are awaited (files read piecewise in a
@@ -848,7 +852,12 @@ impl Qwen2Model {
         options: LoadOptions,
         progress: impl FnMut(LoadProgress<'_>),
     ) -> Result<Self> {
-        Self::load_in_pieces(config, source, device, options, progress, LOAD_PIECE_BYTES).await
+        let model = Self::load_in_pieces(config, source, device, options, progress, LOAD_PIECE_BYTES).await?;
+        // On a GPU, each kernel the model runs is checked against the CPU once
+        // ([`crate::gpu_selfcheck`]): an error here beats wrong rewards later.
+        #[cfg(feature = "wgpu")]
+        crate::gpu_selfcheck::check_model(&model).await?;
+        Ok(model)
     }
 
     async fn load_in_pieces<S: AsyncTensorSource + ?Sized>(
@@ -942,6 +951,24 @@ impl Qwen2Model {
             Weight::GpuQuant(g) => Some(g.matvec()),
             _ => None,
         }
+    }
+
+    /// The packed GPU matrices by role (`embed`, then the first layer's `qkv`, `o`, `gate_up`,
+    /// `down`, then `lm_head` unless tied): what the start-up self-check
+    /// ([`crate::gpu_selfcheck`]) runs follows from their formats and kernels.
+    #[cfg(feature = "wgpu")]
+    pub(crate) fn gpu_quant_roles(&self) -> Vec<(&'static str, &crate::gpu_quant::GpuQuant)> {
+        let mut all = vec![("embed", &self.embed)];
+        if let Some(l) = self.layers.first() {
+            all.extend([("qkv", &l.attention.qkv.weight), ("o", &l.attention.o.weight), ("gate_up", &l.mlp.gate_up.weight), ("down", &l.mlp.down.weight)]);
+        }
+        all.extend(self.lm_head.as_ref().map(|h| ("lm_head", &h.weight)));
+        all.into_iter()
+            .filter_map(|(role, w)| match w {
+                Weight::GpuQuant(g) => Some((role, g.as_ref())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Bytes of parameters one decode step reads, whatever the batch: every layer's matrices,

@@ -56,6 +56,19 @@ fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
+/// A load error for the page. A GPU kernel that failed the start-up self-check
+/// ([`crate::gpu_selfcheck`]) is an Error named `GpuKernelError` with the kernel's name in
+/// `kernel`, so the page can offer the CPU device.
+fn load_error(e: Error) -> JsValue {
+    let js = js_sys::Error::new(&e.to_string());
+    if let Error::GpuKernel { kernel, .. } = &e {
+        js.set_name("GpuKernelError");
+        let js: &JsValue = &js;
+        let _ = js_sys::Reflect::set(js, &JsValue::from_str("kernel"), &JsValue::from_str(kernel));
+    }
+    js.into()
+}
+
 fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
 }
@@ -557,7 +570,7 @@ impl Model {
             } else {
                 serde_wasm_bindgen::from_value(options).map_err(|e| js_error(format!("load options: {e}")))?
             };
-            load(fetch_file, options, on_progress).await.map(JsValue::from).map_err(js_error)
+            load(fetch_file, options, on_progress).await.map(JsValue::from).map_err(load_error)
         })
     }
 
