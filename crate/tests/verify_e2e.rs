@@ -234,3 +234,18 @@ fn refine_command_critiques_and_asks_the_policy() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("round 1: paragraph 2 judged wrong — The paragraph claims 3 + 4 = 8, but 3 + 4 is 7. This is an error."), "{text}");
 }
+
+#[test]
+fn the_terminal_never_receives_control_characters_from_the_text() {
+    // A student's paragraph carrying an OSC 52 clipboard write, a screen clear and a bell.
+    let model = model_dir("tiny-genprm");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hostile.json");
+    let step = "2 + 3 = 5.\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2J\u{9b}31m";
+    std::fs::write(&input, serde_json::json!({"problem": "What is 2 + 3?", "steps": [step]}).to_string()).unwrap();
+    let out = genprm(&["verify", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--greedy"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("2 + 3 = 5.]52;c;cHduZWQ=[2J31m"), "{text}");
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n' && c != '\t'), "{text:?}");
+}

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use console::style;
 
-use genprm::exec::native::{PythonSandbox, SandboxConfig};
-use genprm::exec::{CodeExecutor, ExecOutcome};
+use genprm::exec::native::{Isolation, PythonSandbox, SandboxConfig};
+use genprm::exec::{CodeExecutor, ExecOutcome, terminal_safe};
 use genprm::generate::block_on;
 use genprm::prm::{self, Event, History, Mode, PromptStyle, RewardMode, Solution, TextSource, VerifyOptions};
 use genprm::{Sampling, TemplateChoice};
@@ -102,6 +102,11 @@ pub struct ProtocolArgs {
     /// The Python interpreter for the sandbox.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+    /// Run the model's code even where the operating system's sandbox (bubblewrap on Linux,
+    /// sandbox-exec on macOS) cannot be set up. Unsafe: the code, which a student's text can
+    /// steer, could then read your files and reach your network.
+    #[arg(long)]
+    allow_unsandboxed_code: bool,
 }
 
 /// Arguments of `genprm verify`.
@@ -185,14 +190,31 @@ impl ProtocolArgs {
         self.seed
     }
 
+    /// A sandbox for one path: isolated by the kernel, or, where that cannot be set up and the
+    /// user passed `--allow-unsandboxed-code`, without isolation (said on stderr).
+    fn sandbox(&self) -> Result<PythonSandbox> {
+        let config = SandboxConfig { python: self.python.clone(), ..Default::default() };
+        match PythonSandbox::new(config.clone()) {
+            Ok(sandbox) => Ok(sandbox),
+            Err(e) if self.allow_unsandboxed_code => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!("warning: {e}\nwarning: running the model's code WITHOUT isolation (--allow-unsandboxed-code)");
+                });
+                PythonSandbox::new(SandboxConfig { isolation: Isolation::Unsandboxed, ..config })
+                    .context("starting the Python interpreter (unsandboxed)")
+            }
+            Err(e) => Err(e).context("starting the Python sandbox"),
+        }
+    }
+
     /// One executor per path the options need (the sandbox, or none when execution is off).
     pub fn executors(&self, options: &VerifyOptions) -> Result<Vec<Executor>> {
         let paths = if options.history == History::PerPath { options.samples } else { 1 };
         (0..paths)
             .map(|_| {
                 Ok(if options.execute {
-                    let config = SandboxConfig { python: self.python.clone(), ..Default::default() };
-                    Executor::Python(Box::new(PythonSandbox::new(config).context("starting the Python sandbox")?))
+                    Executor::Python(Box::new(self.sandbox()?))
                 } else {
                     Executor::Off
                 })
@@ -331,9 +353,10 @@ impl<W: Write> Report<'_, W> {
         match e {
             Event::StepStarted { step, sample: 0 } => {
                 writeln!(out, "\n{}", style(format!("── Paragraph {} ──", step + 1)).bold().cyan())?;
-                writeln!(out, "{}\n", style(&self.solution.steps[step]).bold())?;
+                writeln!(out, "{}\n", style(terminal_safe(&self.solution.steps[step])).bold())?;
             }
             Event::Text { sample: 0, text, source, .. } => {
+                let text = terminal_safe(text);
                 let s = match source {
                     TextSource::Forced => style(text).dim(),
                     TextSource::Model => style(text),
@@ -343,7 +366,7 @@ impl<W: Write> Report<'_, W> {
             }
             Event::Fallback { sample: 0, text, .. } => {
                 writeln!(out, "\n{}", style("[verification dropped after its budget; judging from the analysis]").magenta())?;
-                write!(out, "{}", style(text).dim())?;
+                write!(out, "{}", style(terminal_safe(text)).dim())?;
             }
             Event::StepDone { verdict } => {
                 // The samples decode together, so their verdicts are listed once all are in.
@@ -369,7 +392,7 @@ impl<W: Write> Report<'_, W> {
 fn summary(out: &mut impl Write, v: &prm::Verification, solution: &Solution, error: Option<&str>) -> std::io::Result<()> {
     writeln!(out)?;
     if let Some(e) = error {
-        writeln!(out, "{} {e}", style("error:").red().bold())?;
+        writeln!(out, "{} {}", style("error:").red().bold(), terminal_safe(e))?;
     }
     let first = if v.first_error_step < 0 {
         style("no wrong paragraph found".to_string()).green()
