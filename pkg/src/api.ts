@@ -106,7 +106,10 @@ export function withContext(e: unknown, source: ModelSource): Error {
   const context = [...source.missing.entries()].filter(([name]) => detail.includes(name)).map(([, why]) => why);
   if (context.length) detail += ` — ${context.join('; ')}`;
   const err = new Error(detail);
-  if (e instanceof Error && e.name === 'AbortError') err.name = 'AbortError';
+  // Names callers match on: a cancelled load, and a GPU kernel that failed its start-up check
+  // (the page then offers the CPU device).
+  if (e instanceof Error && (e.name === 'AbortError' || e.name === 'GpuKernelError')) err.name = e.name;
+  if (e instanceof Error && 'kernel' in e) Object.assign(err, { kernel: (e as Error & { kernel: unknown }).kernel });
   return err;
 }
 

@@ -205,6 +205,13 @@ export class ModelPanel {
     if (e instanceof StageError) { this.alerts.error(e.title, e.message, e.hint); return; }
     // Say which URL 404'd when the loader complains about a file it did not get.
     const detail = source ? withContext(e, source).message : errorMessage(e);
+    if ((e as Error)?.name === 'GpuKernelError' && this.device.value === 'gpu') {
+      // This adapter computes one of the model's kernels wrongly: offer the CPU instead.
+      this.device.value = 'cpu';
+      this.alerts.error('This GPU gave wrong results in a start-up check', detail,
+        'The device is now set to CPU: press Load again to verify on the CPU (slower, but correct).');
+      return;
+    }
     const hint = /config\.json/.test(detail) && this.kind === 'url'
       ? 'Check the repo id or URL: it must hold a Hugging Face Qwen2 checkpoint (config.json, tokenizer.json, *.safetensors).'
       : /truncated|expected|shorter|end of file|ended early/i.test(detail)
