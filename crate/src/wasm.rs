@@ -29,7 +29,7 @@ use crate::prm::{self, History, Mode, PromptStyle, RewardMode, Solution, VerifyO
 use crate::quant::{QuantFormat, QuantMatrix};
 use crate::sampling::Sampling;
 use crate::tokenizer::{TemplateChoice, Tokenizer};
-use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32};
+use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32_checked};
 use crate::engine::LocalEngine;
 
 // The module's static constructors (the `inventory` registrations of CubeCL's IR crates), which
@@ -264,7 +264,7 @@ impl AsyncTensorSource for BlobCheckpoint {
             dtype: entry.dtype_name.clone(),
         })?;
         let bytes = read_range(blob, entry.range.start as u64, entry.range.end as u64, path).await?;
-        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32(&bytes, dtype) })
+        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32_checked(&bytes, dtype, path, name, 0)? })
     }
     async fn read_quantized(&self, _name: &str) -> Result<Option<QuantMatrix>> {
         Ok(None)
@@ -277,9 +277,10 @@ impl AsyncTensorSource for BlobCheckpoint {
     }
     async fn read_rows_f32(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
         let (path, blob, header) = self.entry(name)?;
+        let first = rows.start * header.tensors[name].shape.get(1..).map_or(1, |d| d.iter().product());
         let (range, dtype) = entry_rows(path, name, &header.tensors[name], rows)?;
         let bytes = read_range(blob, range.start as u64, range.end as u64, path).await?;
-        Ok(to_f32(&bytes, dtype))
+        to_f32_checked(&bytes, dtype, path, name, first)
     }
 }
 
@@ -624,7 +625,9 @@ impl Model {
                     web_sys::console::error_2(&"genprm: the onEvent callback threw".into(), &err);
                 }
             };
-            let result = prm::verify(&engine, &inner.tokenizer, &mut executors, &solution, &options, &mut on).await;
+            // The solution is measured against the context before anything is tokenized whole.
+            let context = inner.model.config().max_position_embeddings;
+            let result = prm::input::verify_within_context(&engine, &inner.tokenizer, &mut executors, &solution, &options, context, &mut on).await;
             let (v, error) = match result {
                 Ok(v) => (v, None),
                 Err(partial) => (partial.completed, Some(partial.error.to_string())),
