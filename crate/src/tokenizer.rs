@@ -226,7 +226,15 @@ impl Tokenizer {
             }
             rest = after;
         }
-        if add_special_tokens && let Some((bos, eos)) = self.specials_from_config {
+        if add_special_tokens {
+            self.add_config_specials(&mut ids);
+        }
+        Ok(ids)
+    }
+
+    /// BOS/EOS around `ids` as `tokenizer_config.json` says (nothing without a config).
+    fn add_config_specials(&self, ids: &mut Vec<u32>) {
+        if let Some((bos, eos)) = self.specials_from_config {
             if let Some(b) = bos {
                 ids.insert(0, b);
             }
@@ -234,7 +242,6 @@ impl Tokenizer {
                 ids.push(e);
             }
         }
-        Ok(ids)
     }
 
     fn encode_whole(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
@@ -244,13 +251,8 @@ impl Tokenizer {
             .encode(text, use_post)
             .map_err(|e| Error::Tokenizer { context: "encode".into(), message: e.to_string() })?;
         let mut ids = enc.get_ids().to_vec();
-        if add_special_tokens && let Some((bos, eos)) = self.specials_from_config {
-            if let Some(b) = bos {
-                ids.insert(0, b);
-            }
-            if let Some(e) = eos {
-                ids.push(e);
-            }
+        if add_special_tokens {
+            self.add_config_specials(&mut ids);
         }
         Ok(ids)
     }

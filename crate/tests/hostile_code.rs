@@ -256,14 +256,11 @@ fn the_judgement_comes_from_the_models_own_text() {
     assert_eq!(judgement, Some(Judgement::No));
 }
 
+/// The filter refuses new processes, not threads (the official outputs, limits and recovery
+/// under the same isolation are `sandbox.rs`'s).
 #[test]
-fn ordinary_code_keeps_the_official_outputs() {
+fn threads_still_work_inside_the_filter() {
     let mut sb = sandbox();
-    assert_eq!(run(&mut sb, "n = 100\nprint(n * (n + 1) // 2)"), "5050");
-    assert_eq!(run(&mut sb, "print(n)"), "100");
-    assert_eq!(run(&mut sb, "print(1/0)"), "Code execute Error: ZeroDivisionError: division by zero");
-    assert_eq!(run(&mut sb, "while True:\n    pass"), "Code execute time out: Code execution timed out");
-    assert_eq!(run(&mut sb, "import sympy as sp\nprint(sp.sqrt(8))"), "2*sqrt(2)");
     assert!(matches!(block_on(sb.run("import threading\nt = threading.Thread(target=print)\nt.start()\nt.join()")), ExecOutcome::Ok { .. }));
 }
 
