@@ -312,3 +312,31 @@ fn sandbox_start_up_time() {
     let plain = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
     println!("sandbox start-up: kernel isolation {kernel:.0} ms, unsandboxed {plain:.0} ms (mean of {n}, first run included)");
 }
+
+/// bubblewrap needs no privilege: run as an ordinary user (`nobody`, when the tests run as
+/// root, as CI does), the same attacks fail the same way. The test binary reruns two of its
+/// tests as that user, with the system's `python3`.
+#[test]
+fn an_ordinary_user_gets_the_same_sandbox() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        return; // already an ordinary user: every other test here runs as one
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("hostile_code");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--exact", "the_sandbox_is_the_kernels_not_pythons", "processes_cannot_be_started", "--test-threads=1"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .expect("setpriv (util-linux) runs the tests as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("2 passed"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
