@@ -805,6 +805,67 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
     }
 }
 
+/// Every tensor a Qwen2 model of `c` reads, with its shape, in load order.
+pub fn expected_tensors(c: &Qwen2Config) -> Vec<(String, Vec<usize>)> {
+    let (h, hd, nh, kvh, inter, vocab) =
+        (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![vocab, h])];
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        for (name, shape) in [
+            ("self_attn.q_proj.weight", vec![nh * hd, h]),
+            ("self_attn.q_proj.bias", vec![nh * hd]),
+            ("self_attn.k_proj.weight", vec![kvh * hd, h]),
+            ("self_attn.k_proj.bias", vec![kvh * hd]),
+            ("self_attn.v_proj.weight", vec![kvh * hd, h]),
+            ("self_attn.v_proj.bias", vec![kvh * hd]),
+            ("self_attn.o_proj.weight", vec![h, nh * hd]),
+            ("mlp.gate_proj.weight", vec![inter, h]),
+            ("mlp.up_proj.weight", vec![inter, h]),
+            ("mlp.down_proj.weight", vec![h, inter]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            out.push((format!("{p}.{name}"), shape));
+        }
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![vocab, h]));
+    }
+    out
+}
+
+/// The config against the weights, before any tensor's data is read: every tensor the config
+/// calls for present with its shape, and no layer beyond `num_hidden_layers` (a config that
+/// says fewer layers than the weights hold would otherwise load a truncated model silently).
+fn check_against_config<S: AsyncTensorSource + ?Sized>(c: &Qwen2Config, source: &S) -> Result<()> {
+    for (name, expected) in expected_tensors(c) {
+        let actual = source.shape(&name)?;
+        if actual != expected {
+            return Err(Error::Shape { path: source.file_of(&name), tensor: name, expected, actual });
+        }
+    }
+    let extra_layer = source
+        .tensor_names()
+        .iter()
+        .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
+        .filter(|&i| i >= c.num_hidden_layers)
+        .max();
+    if let Some(i) = extra_layer {
+        return Err(Error::Config {
+            path: std::path::PathBuf::from("config.json"),
+            field: "num_hidden_layers".into(),
+            message: format!(
+                "is {}, but the weights hold layers up to model.layers.{i} ({} layers): the config does not belong to these weights",
+                c.num_hidden_layers,
+                i + 1
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A Qwen2 causal language model on one device.
 pub struct Qwen2Model {
     config: Qwen2Config,
@@ -872,6 +933,7 @@ impl Qwen2Model {
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
         let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
+        check_against_config(c, source)?;
         let gpu_f16 = resolve_gpu_f16(options.gpu_f16, device)?;
         let mut l = Loader {
             source,

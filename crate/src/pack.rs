@@ -480,6 +480,9 @@ impl TensorSource for Pack {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.manifest.entry(&self.dir, name)?.shape.clone())
     }
+    fn tensor_names(&self) -> Vec<String> {
+        self.manifest.tensors.iter().map(|t| t.name.clone()).collect()
+    }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.manifest.entry(&self.dir, name)?;
         let values = self.bytes(t.offset, t.values_bytes);

@@ -204,17 +204,15 @@ impl BlobCheckpoint {
     async fn open(files: &Files) -> Result<Self> {
         let names: Vec<String> = match files.get("model.safetensors.index.json").await? {
             Some(blob) => {
-                #[derive(Deserialize)]
-                struct IndexFile {
-                    weight_map: HashMap<String, String>,
-                }
+                // Shard names confined to the model's folder (no `..`, no absolute path or URL).
                 let path = Path::new("model.safetensors.index.json");
                 let bytes = read_all(&blob, path).await?;
-                let index: IndexFile = serde_json::from_slice(&bytes).map_err(|e| Error::json(path, &e))?;
-                let mut names: Vec<String> = index.weight_map.into_values().collect();
-                names.sort();
-                names.dedup();
-                names
+                let text = std::str::from_utf8(&bytes).map_err(|e| Error::Config {
+                    path: path.to_path_buf(),
+                    field: "(file)".into(),
+                    message: format!("not UTF-8 text: {e}"),
+                })?;
+                crate::weights::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
             }
             None => vec!["model.safetensors".to_string()],
         };
@@ -254,6 +252,9 @@ impl BlobCheckpoint {
 impl AsyncTensorSource for BlobCheckpoint {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.entry(name)?.2.tensors[name].shape.clone())
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
     }
     async fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let (path, blob, header) = self.entry(name)?;
@@ -322,6 +323,9 @@ impl BlobPack {
 impl AsyncTensorSource for BlobPack {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.manifest.entry(Path::new(""), name)?.shape.clone())
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.manifest.tensors.iter().map(|t| t.name.clone()).collect()
     }
     async fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.manifest.entry(Path::new(""), name)?;

@@ -268,7 +268,8 @@ pub fn check_file_name(name: &str, listing: &Path, field: &str) -> Result<()> {
     if name.is_empty() {
         return Err(bad("the file name is empty".into()));
     }
-    if name.contains('\\') || name.contains('\0') || name.contains(':') {
+    // `%`, `?` and `#` too: a browser resolves names as URLs (`%2e%2e/` is `../` there).
+    if name.contains(['\\', '\0', ':', '%', '?', '#']) {
         return Err(bad(format!("{name:?} is not a plain file name in the model directory")));
     }
     let p = Path::new(name);
@@ -360,6 +361,11 @@ pub trait TensorSource {
     }
     /// The file a tensor comes from, for error messages.
     fn file_of(&self, name: &str) -> PathBuf;
+    /// Every tensor the source holds, when it can list them (headers already read): the loader
+    /// checks them against the config before it reads any data. Empty when unknown.
+    fn tensor_names(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether [`TensorSource::read_rows_f32`] can read part of this tensor.
     fn reads_rows(&self, _name: &str) -> bool {
         false
@@ -384,6 +390,10 @@ pub trait AsyncTensorSource {
     async fn read_quantized(&self, name: &str) -> Result<Option<crate::quant::QuantMatrix>>;
     /// The file a tensor comes from, for error messages.
     fn file_of(&self, name: &str) -> PathBuf;
+    /// Every tensor the source holds, when it can list them (see [`TensorSource::tensor_names`]).
+    fn tensor_names(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether [`AsyncTensorSource::read_rows_f32`] can read part of this tensor.
     fn reads_rows(&self, _name: &str) -> bool {
         false
@@ -408,6 +418,9 @@ impl<T: TensorSource + ?Sized> AsyncTensorSource for T {
     }
     fn file_of(&self, name: &str) -> PathBuf {
         TensorSource::file_of(self, name)
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        TensorSource::tensor_names(self)
     }
     fn reads_rows(&self, name: &str) -> bool {
         TensorSource::reads_rows(self, name)
@@ -466,6 +479,9 @@ impl BytesCheckpoint {
 impl TensorSource for BytesCheckpoint {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.entry(name)?.2.shape.clone())
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
     }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let (path, bytes, entry) = self.entry(name)?;
@@ -552,6 +568,9 @@ mod native {
     impl TensorSource for Checkpoint {
         fn shape(&self, name: &str) -> Result<Vec<usize>> {
             Ok(self.entry(name)?.1.shape.clone())
+        }
+        fn tensor_names(&self) -> Vec<String> {
+            self.index.keys().cloned().collect()
         }
         fn read_f32(&self, name: &str) -> Result<HostTensor> {
             let (shard, entry) = self.entry(name)?;

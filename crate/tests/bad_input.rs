@@ -64,6 +64,46 @@ fn shape_disagreeing_with_config_names_tensor_and_shapes() {
     assert!(e.contains("model.safetensors"), "{e}");
 }
 
+/// Loads `dir`, returning the error and how many tensors were reported loaded before it.
+fn load_err_after(dir: &std::path::Path) -> (String, usize) {
+    let mut done = 0;
+    match LoadedModel::load(dir, &cpu(), |_| done += 1) {
+        Ok(_) => panic!("{} loaded but should not", dir.display()),
+        Err(e) => (e.to_string(), done),
+    }
+}
+
+#[test]
+fn the_config_is_checked_against_the_weights_before_any_tensor_is_read() {
+    // A shape that disagrees in the last layer: refused before the first tensor is loaded.
+    let tmp = scratch_copy("tiny-gqa-f32");
+    edit_config(tmp.path(), "\"vocab_size\": 320", "\"vocab_size\": 321");
+    let (e, done) = load_err_after(tmp.path());
+    assert!(e.contains("model.embed_tokens.weight") && e.contains("[320, 48]") && e.contains("[321, 48]"), "{e}");
+    assert_eq!(done, 0, "tensors were loaded before the error: {e}");
+    // A config with more layers than the weights: the missing tensor named up front.
+    let tmp = scratch_copy("tiny-gqa-f32");
+    edit_config(tmp.path(), "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    let (e, done) = load_err_after(tmp.path());
+    assert!(e.contains("model.layers.2.") && e.contains("not found"), "{e}");
+    assert_eq!(done, 0, "tensors were loaded before the error: {e}");
+    // Fewer layers than the weights hold would load a truncated model silently: refused.
+    let tmp = scratch_copy("tiny-gqa-f32");
+    edit_config(tmp.path(), "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+    let (e, done) = load_err_after(tmp.path());
+    assert!(e.contains("config.json") && e.contains("num_hidden_layers") && e.contains("model.layers.1"), "{e}");
+    assert_eq!(done, 0, "tensors were loaded before the error: {e}");
+    // The same through a sharded checkpoint.
+    let tmp = scratch_copy("tiny-sharded-bf16");
+    let text = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
+    let layers: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let n = layers["num_hidden_layers"].as_u64().unwrap();
+    edit_config(tmp.path(), &format!("\"num_hidden_layers\": {n}"), &format!("\"num_hidden_layers\": {}", n - 1));
+    let (e, done) = load_err_after(tmp.path());
+    assert!(e.contains("num_hidden_layers"), "{e}");
+    assert_eq!(done, 0);
+}
+
 #[test]
 fn unknown_dtype_names_tensor_and_dtype() {
     let tmp = scratch_copy("tiny-gqa-f32");
@@ -334,6 +374,10 @@ fn shard_paths_in_the_index_are_confined_to_the_model_directory() {
         ("sub/../../x.safetensors", "leaves the model directory"),
         ("./model-00001-of-00004.safetensors", "leaves the model directory"),
         ("", "empty"),
+        // What a browser would resolve as a URL out of the model's folder or to another host.
+        ("%2e%2e/model.safetensors", "not a plain file name"),
+        ("https://evil.example/x.safetensors", "not a plain file name"),
+        ("x.safetensors?y", "not a plain file name"),
     ] {
         let tmp = with_index_entry(file);
         let e = load_err(tmp.path());
