@@ -34,6 +34,8 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
     missing,
     fetchFile: async (name) => {
       const url = new URL(name, base).href;
+      // Names come from the model's own files (an index, a manifest): never leave its folder.
+      if (!url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
       const blob = await download(url, name, onProgress, options);
       if (!blob) missing.set(name, `${url} answered 404 Not Found`);
       return blob;

@@ -6,7 +6,8 @@
 //   node tests/browser/run.mjs executor   suites whose name contains "executor"
 //   node tests/browser/run.mjs --require-all   skipped tests fail the run (CI)
 //
-// Suites: executor (the Pyodide worker), app (page, editor, sources, bad input), e2e (the tiny
+// Suites: executor (the Pyodide worker), app (page, editor, sources, bad input), bad-input
+// (hostile model folders and malformed grading files, each a clear message), e2e (the tiny
 // model verified in the page against the native CLI; needs pkg/wasm and the genprm binary),
 // widget (<genprm-verifier> from the built package in a host page with hostile CSS), grade (the
 // grading page: a JSONL with a bad row, a reload mid-run, exports), bench (the benchmark page,
@@ -22,7 +23,7 @@ import { makeBrokenModels } from './lib/fixtures.mjs';
 import { Skip } from './lib/assert.mjs';
 import { ARTIFACTS, DIST } from './lib/paths.mjs';
 
-const SUITES = ['executor', 'app', 'e2e', 'widget', 'grade', 'bench', 'offline'];
+const SUITES = ['executor', 'app', 'bad-input', 'e2e', 'widget', 'grade', 'bench', 'offline'];
 // --require-all (or GENPRM_BROWSER_REQUIRE_ALL=1): a skipped test (no pkg/wasm, no genprm binary)
 // fails the run, for CI where everything is built.
 const requireAll = process.argv.includes('--require-all') || process.env.GENPRM_BROWSER_REQUIRE_ALL === '1';

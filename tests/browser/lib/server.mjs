@@ -15,7 +15,9 @@ const MIME = {
 };
 
 export async function serve(root, mounts = {}) {
+  const requests = [];
   const server = createServer(async (req, res) => {
+    requests.push(req.url);
     try {
       const url = new URL(req.url, 'http://127.0.0.1');
       let path = decodeURIComponent(url.pathname);
@@ -42,5 +44,6 @@ export async function serve(root, mounts = {}) {
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
-  return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }) };
+  // `requests`: every request's path and query, in order (tests check what was never asked for).
+  return { url: `http://127.0.0.1:${port}/`, requests, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }) };
 }

@@ -1,0 +1,102 @@
+// Bad input as the browser reads it (issue 22): hostile model folders loaded by URL in the demo
+// page, and malformed grading files picked in the grading page. Each must end in one clear
+// message naming the file and the field, line or tensor, with no model loaded, nothing
+// requested outside the model's folder, and no uncaught error.
+import { equal, ok } from './lib/assert.mjs';
+import { wasmMissing } from './lib/wasm.mjs';
+
+let page;
+const errors = [];
+
+export async function setup({ browser }) {
+  const why = wasmMissing();
+  if (why) return why;
+  page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+}
+
+export async function teardown() {
+  await page?.close();
+}
+
+/** Loads the model folder `name` by URL in a fresh page and returns the page's error message. */
+async function loadError(server, name) {
+  await page.goto(server.url);
+  await page.getByTestId('source-url').check();
+  await page.getByTestId('model-url').fill(`${server.url}__test__/models/${name}/`);
+  await page.getByTestId('load-model').click();
+  await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
+    && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
+  equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'false', `${name}: no model loaded`);
+  const alert = page.getByRole('alert').first();
+  await alert.waitFor();
+  return alert.textContent();
+}
+
+const modelCase = (name, what, check) => ({
+  name: `a model with ${what} is refused with a clear message`,
+  fn: async ({ server }) => {
+    const text = await loadError(server, name);
+    ok(check(text), `${name}: ${text}`);
+  },
+});
+
+/** Picks a grading file in the grading page and returns what the page says about it. */
+async function pickGradingFile(server, name, body) {
+  await page.goto(server.url + 'grade.html');
+  await page.getByTestId('grade-file').setInputFiles({ name, mimeType: 'text/plain', buffer: Buffer.from(body) });
+  await page.waitForFunction(() => (document.querySelector('[data-testid=file-info]')?.textContent ?? '')
+    || document.querySelector('[role=alert]')?.textContent, null, { timeout: 60_000 });
+  return `${await page.getByTestId('file-info').textContent()} ${await page.locator('[role=alert]').allTextContents()}`;
+}
+
+export const tests = [
+  modelCase('hostile-huge-layers', 'a billion layers in config.json',
+    (t) => /config\.json/.test(t) && /num_hidden_layers/.test(t)),
+  modelCase('hostile-fewer-layers', 'fewer layers in config.json than in its weights',
+    (t) => /config\.json/.test(t) && /num_hidden_layers/.test(t) && /model\.layers\.3/.test(t)),
+  modelCase('hostile-offset-overflow', 'tensor offsets past 2^64',
+    (t) => /model\.safetensors/.test(t) && /model\.norm\.weight/.test(t)),
+  modelCase('hostile-overlap', 'two tensors over the same bytes',
+    (t) => /model\.safetensors/.test(t) && /overlap/i.test(t)),
+  modelCase('hostile-nan', 'a NaN weight',
+    (t) => /model\.norm\.weight/.test(t) && /NaN|finite/i.test(t)),
+  modelCase('hostile-index-dotdot', 'an index whose shards lie outside its folder (..)',
+    (t) => /model\.safetensors\.index\.json/.test(t) && /weight_map/.test(t)),
+  modelCase('hostile-index-encoded', 'an index whose shards lie outside its folder (%2e%2e)',
+    (t) => /model\.safetensors\.index\.json/.test(t) && /weight_map/.test(t)),
+  {
+    name: 'nothing outside a model\'s folder was requested',
+    fn: async ({ server }) => {
+      const outside = server.requests.filter((r) => /\/secret\//.test(r) || /%2e%2e/i.test(r));
+      equal(outside, [], 'requests outside the loaded folders');
+    },
+  },
+  {
+    name: 'a CSV with a quote never closed names its line; the rows before it are not lost silently',
+    fn: async ({ server }) => {
+      const text = await pickGradingFile(server, 'class.csv', 'id,problem,solution\na,p,fine\nb,p,"an open quote\nc,p,lost\n');
+      ok(/class\.csv, line 3/.test(text) && /never closed/.test(text), text);
+    },
+  },
+  {
+    name: 'a grading file with one id twice names both lines',
+    fn: async ({ server }) => {
+      const rows = [{ id: 's1', problem: 'p', steps: ['a'] }, { id: 's2', problem: 'p', steps: ['a'] }, { id: 's1', problem: 'q', steps: ['b'] }];
+      const text = await pickGradingFile(server, 'class.jsonl', rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      ok(/1 of them unreadable/.test(text) && /line 3/.test(text) && /"s1"/.test(text) && /line 1/.test(text), text);
+    },
+  },
+  {
+    name: 'a CSV from an old Mac (lines ended by a lone CR) reads each row on its own line',
+    fn: async ({ server }) => {
+      const text = await pickGradingFile(server, 'mac.csv', 'id,problem,solution\ra,p,x\rb,q,y\r\nc,r,z\n');
+      ok(/mac\.csv: 3 solutions\./.test(text), text);
+    },
+  },
+  {
+    name: 'no uncaught errors',
+    fn: async () => equal(errors.filter((e) => !/status of 404/.test(e)), [], 'page errors'),
+  },
+];
