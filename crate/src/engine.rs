@@ -158,6 +158,9 @@ pub struct EngineStats {
     pub decode_passes: usize,
     /// Forward passes that prefilled a prompt.
     pub prefill_passes: usize,
+    /// Passes whose logits were read back whole (every pass on the CPU; on a GPU, only those
+    /// where a token was Yes or No, or a row's sampling needed its whole distribution).
+    pub whole_logit_reads: usize,
 }
 
 /// One request in flight.
@@ -334,7 +337,6 @@ impl<'m> LocalEngine<'m> {
     /// Runs one round of forward passes: each new request's prompt (alone, after taking what
     /// the cache already holds of it), then one token for every decoding request together.
     async fn step(&self) -> Result<()> {
-        let vocab = self.model.vocab_size();
         let mut last_yield = {
             let mut b = self.batch.borrow_mut();
             b.stepping = true;
@@ -371,8 +373,7 @@ impl<'m> LocalEngine<'m> {
                 b.stats.prefill_passes += 1;
                 t
             };
-            let logits = read_logits(t).await?;
-            self.take_logits(&[(row, &logits[..vocab])]);
+            self.take_pass(t, &[Some(row)]).await?;
         }
         // One decode pass over the contiguous rows that have a token to feed.
         let rows: Vec<(usize, u32)> = {
@@ -394,30 +395,114 @@ impl<'m> LocalEngine<'m> {
                 b.stats.decode_passes += 1;
                 self.model.forward_rows(first, &inputs, &mut b.cache, LogitsFor::Last)?
             };
-            let logits = read_logits(t).await?;
-            let outs: Vec<(usize, &[f32])> = rows.iter().map(|&(r, _)| (r, &logits[(r - first) * vocab..][..vocab])).collect();
-            self.take_logits(&outs);
+            let taken: Vec<Option<usize>> = (first..=last).map(|r| rows.iter().any(|&(x, _)| x == r).then_some(r)).collect();
+            self.take_pass(t, &taken).await?;
         }
         Ok(())
     }
 
+    /// Reads a pass's logits (`[rows, 1, vocab]`) back and hands row `i` to the decoder of
+    /// batch row `rows[i]` (`None`: nothing to take). On a GPU, when every row's sampling is
+    /// decided by a few of its largest logits ([`Sampling::top_needed`]), only those are read
+    /// back ([`crate::gpu_topk`]), and the whole rows only when a row's token is Yes or No
+    /// (its answer scores need them); the tokens are the same as from the whole rows.
+    async fn take_pass(&self, t: burn::tensor::Tensor<3>, rows: &[Option<usize>]) -> Result<()> {
+        let vocab = self.model.vocab_size();
+        #[cfg(feature = "wgpu")]
+        if let Some(k) = self.top_needed(rows) {
+            let n = rows.len();
+            let top = crate::gpu_topk::top_k(t.clone().reshape([n, vocab]), k);
+            let top = read_logits(top.reshape([n, 1, 2 * k])).await?;
+            if let Some(picks) = self.pick_among(&top, k, rows) {
+                let yes_no = picks.iter().any(|&(_, id)| id.is_some_and(|id| id == self.yes || id == self.no));
+                let full = if yes_no {
+                    self.batch.borrow_mut().stats.whole_logit_reads += 1;
+                    read_logits(t).await?
+                } else {
+                    Vec::new()
+                };
+                let row_of = |i: usize| full.get(i * vocab..(i + 1) * vocab).unwrap_or(&[]);
+                let outs: Vec<(usize, Option<Option<u32>>, &[f32])> = rows
+                    .iter()
+                    .zip(picks.iter().map(|p| p.1))
+                    .enumerate()
+                    .filter_map(|(i, (r, id))| r.map(|r| (r, Some(id), row_of(i))))
+                    .collect();
+                self.take_rows(&outs);
+                return Ok(());
+            }
+        }
+        self.batch.borrow_mut().stats.whole_logit_reads += 1;
+        let logits = read_logits(t).await?;
+        let outs: Vec<(usize, Option<Option<u32>>, &[f32])> =
+            rows.iter().enumerate().filter_map(|(i, r)| r.map(|r| (r, None, &logits[i * vocab..][..vocab]))).collect();
+        self.take_rows(&outs);
+        Ok(())
+    }
+
+    /// How many of each row's largest logits to read back on a GPU: the most any row's
+    /// sampling needs, or `None` on the CPU or when a row needs its whole distribution.
+    #[cfg(feature = "wgpu")]
+    fn top_needed(&self, rows: &[Option<usize>]) -> Option<usize> {
+        if *self.model.device() == burn::tensor::Device::flex() {
+            return None;
+        }
+        let vocab = self.model.vocab_size();
+        let b = self.batch.borrow();
+        let mut k = 1;
+        for r in rows.iter().flatten() {
+            let Some(decoder) = b.slots.get(*r).and_then(|s| s.as_ref()).and_then(|s| s.decoder.as_ref()) else { continue };
+            k = k.max(decoder.sampling().top_needed(vocab)?);
+        }
+        Some(k)
+    }
+
+    /// Each row's token chosen from its `k` largest logits (`top`: per row `k` values, largest
+    /// first, then their ids), paired with the tensor row, or `None` (nothing drawn) when a row
+    /// needs more of its logits than that (NaN, or a tie past the `k`-th).
+    #[cfg(feature = "wgpu")]
+    fn pick_among(&self, top: &[f32], k: usize, rows: &[Option<usize>]) -> Option<Vec<(usize, Option<u32>)>> {
+        let vocab = self.model.vocab_size();
+        let mut b = self.batch.borrow_mut();
+        let mut found = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let Some(r) = *r else { continue };
+            let Some(decoder) = b.slots.get(r).and_then(|s| s.as_ref()).and_then(|s| s.decoder.as_ref()) else { continue };
+            let row = &top[i * 2 * k..(i + 1) * 2 * k];
+            let c = crate::gpu_topk::Candidates::parse(row, vocab).filter(|_| decoder.top_suffices(&row[..k]))?;
+            found.push((i, r, c));
+        }
+        let mut picks: Vec<(usize, Option<u32>)> = rows.iter().enumerate().map(|(i, _)| (i, None)).collect();
+        for (i, r, c) in found {
+            if let Some(decoder) = b.slots[r].as_mut().and_then(|s| s.decoder.as_mut()) {
+                picks[i].1 = decoder.choose_among(&c.ids, &c.values);
+            }
+        }
+        Some(picks)
+    }
+
     /// Hands each row's logits to its decoder: the next id to feed, or the finished generation.
-    fn take_logits(&self, rows: &[(usize, &[f32])]) {
+    /// A row's token may be chosen already (`Some(choice)`, from its largest logits; `logits`
+    /// is then the whole row or empty), else it is chosen from `logits`.
+    fn take_rows(&self, rows: &[(usize, Option<Option<u32>>, &[f32])]) {
         let (max_ctx, yes, no) = (self.model.config().max_position_embeddings, self.yes, self.no);
         let mut b = self.batch.borrow_mut();
         let b = &mut *b;
-        for &(row, logits) in rows {
+        for &(row, chosen, logits) in rows {
             let room = b.cache.row_len(row) < max_ctx;
             let Some(slot) = b.slots[row].as_mut() else { continue };
             let (sampling, pieces, answers) = (slot.sampling, &mut slot.pieces, &mut slot.answers);
             let Some(decoder) = slot.decoder.as_mut() else { continue };
             b.stats.generated_tokens += 1;
-            let pushed = decoder.push(logits, room, &mut |ev| {
-                if ev.id == yes || ev.id == no {
-                    answers.push((ev.index, answer_scores(ev.logits, ev.id, yes, no, sampling)));
-                }
-                pieces.push_str(ev.text);
-            });
+            let pushed = match chosen.unwrap_or_else(|| decoder.choose(logits)) {
+                None => Ok(None),
+                Some(id) => decoder.accept(id, logits, room, &mut |ev| {
+                    if ev.id == yes || ev.id == no {
+                        answers.push((ev.index, answer_scores(ev.logits, ev.id, yes, no, sampling)));
+                    }
+                    pieces.push_str(ev.text);
+                }),
+            };
             match pushed {
                 Ok(Some(id)) => slot.next = Some(id),
                 Ok(None) => slot.done = slot.decoder.take().map(|d| Ok(d.finish())),

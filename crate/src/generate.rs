@@ -93,7 +93,9 @@ pub struct TokenEvent<'a> {
     pub id: u32,
     /// Text this token completed (empty without a tokenizer or mid-character).
     pub text: &'a str,
-    /// The raw logits the token was chosen from (`vocab_size` values).
+    /// The raw logits the token was chosen from (`vocab_size` values). Empty where only the
+    /// row's largest logits were read back (the local engine on a GPU), except at the tokens it
+    /// scores (Yes and No), whose whole row it reads.
     pub logits: &'a [f32],
 }
 
@@ -200,11 +202,40 @@ impl<'t> Decoder<'t> {
     /// and reports it to `on_token`. Returns the id to feed next, or `None` once generation is
     /// over. `room` says whether the context can take one more position.
     pub fn push(&mut self, logits: &[f32], room: bool, on_token: &mut dyn FnMut(TokenEvent<'_>)) -> Result<Option<u32>> {
-        let index = self.ids.len();
-        if index >= self.max_new_tokens {
-            return Ok(None);
+        match self.choose(logits) {
+            Some(id) => self.accept(id, logits, room, on_token),
+            None => Ok(None),
         }
-        let id = self.sampler.next(logits);
+    }
+
+    /// The next token from the whole row of logits, or `None` when the budget is spent.
+    /// [`Decoder::accept`] takes it.
+    pub fn choose(&mut self, logits: &[f32]) -> Option<u32> {
+        (self.ids.len() < self.max_new_tokens).then(|| self.sampler.next(logits))
+    }
+
+    /// The next token from some of the row's logits ([`Sampler::next_among`]: the same token
+    /// as [`Decoder::choose`] on the whole row), or `None` when the budget is spent.
+    pub fn choose_among(&mut self, ids: &[u32], values: &[f32]) -> Option<u32> {
+        (self.ids.len() < self.max_new_tokens).then(|| self.sampler.next_among(ids, values))
+    }
+
+    /// Whether `top_by_value` (a row's largest logits, largest first) decides the next token
+    /// exactly ([`Sampler::enough`]).
+    pub fn top_suffices(&self, top_by_value: &[f32]) -> bool {
+        self.sampler.enough(top_by_value)
+    }
+
+    /// The sampling mode.
+    pub fn sampling(&self) -> Sampling {
+        self.sampler.sampling()
+    }
+
+    /// Takes the chosen token `id` (from [`Decoder::choose`] or [`Decoder::choose_among`]):
+    /// decodes its text, reports it to `on_token` with `logits` (the row, or empty), and returns
+    /// the id to feed next, or `None` once generation is over.
+    pub fn accept(&mut self, id: u32, logits: &[f32], room: bool, on_token: &mut dyn FnMut(TokenEvent<'_>)) -> Result<Option<u32>> {
+        let index = self.ids.len();
         self.ids.push(id);
         let text = &mut self.text;
         let before = text.len();

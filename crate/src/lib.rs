@@ -28,6 +28,8 @@ pub mod gpu_quant;
 pub(crate) mod gpu_reduce;
 #[cfg(feature = "wgpu")]
 pub mod gpu_selfcheck;
+#[cfg(feature = "wgpu")]
+pub mod gpu_topk;
 pub mod model;
 pub mod pack;
 pub mod prm;

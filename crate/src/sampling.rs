@@ -28,6 +28,19 @@ impl Sampling {
         p.validate()?;
         Ok(Sampling::Sample(p))
     }
+
+    /// How many of a row's largest logits decide the next token exactly, when that is fewer than
+    /// the vocabulary: 1 for greedy (and a temperature below 1e-5), `top_k + 1` with top-k (the
+    /// one more shows whether a tie reaches past the `k`-th; see [`Sampler::enough`]). `None`:
+    /// the whole row is needed.
+    pub fn top_needed(&self, vocab: usize) -> Option<usize> {
+        match *self {
+            Sampling::Greedy => Some(1),
+            Sampling::Sample(p) if p.temperature < 1e-5 => Some(1),
+            Sampling::Sample(SamplingParams { top_k: Some(k), .. }) if k > 0 && k + 1 < vocab => Some(k + 1),
+            Sampling::Sample(_) => None,
+        }
+    }
 }
 
 /// Parameters of random sampling.
@@ -176,8 +189,45 @@ impl Sampler {
         Ok(Sampler { sampling, rng: ChaCha8Rng::seed_from_u64(seed) })
     }
 
+    /// The sampling mode.
+    pub fn sampling(&self) -> Sampling {
+        self.sampling
+    }
+
     /// The next token for one row of logits.
     pub fn next(&mut self, logits: &[f32]) -> u32 {
+        self.pick(logits)
+    }
+
+    /// Whether `top` (a row's largest logits by value, lower id first among equal values, as
+    /// many as [`Sampling::top_needed`] asked for or more) decides the next token exactly as the
+    /// whole row would: every token the whole row's top-k keeps is among them.
+    pub fn enough(&self, top_by_value: &[f32]) -> bool {
+        let Some(n) = self.sampling.top_needed(usize::MAX) else { return false };
+        if top_by_value.len() < n || top_by_value.iter().any(|v| v.is_nan()) {
+            return false;
+        }
+        match self.sampling {
+            Sampling::Sample(p) if n > 1 => {
+                // The k-th largest after scaling, against the next one: a tie (or -0.0 beside
+                // 0.0) may continue past what was read.
+                let t = if p.temperature < 1e-5 { 1.0 } else { p.temperature };
+                top_by_value[n - 1] / t < top_by_value[n - 2] / t
+            }
+            _ => true,
+        }
+    }
+
+    /// The next token from some of a row's logits: `ids` (increasing) and their `values`, which
+    /// must hold every token the whole row would keep ([`Sampler::enough`]). Draws the same
+    /// token, and advances the random stream the same way, as [`Sampler::next`] on the whole row.
+    pub fn next_among(&mut self, ids: &[u32], values: &[f32]) -> u32 {
+        let i = self.pick(values) as usize;
+        ids.get(i).copied().unwrap_or(0)
+    }
+
+    /// The index of the chosen entry of `logits`.
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         match self.sampling {
             Sampling::Greedy => argmax(logits),
             Sampling::Sample(p) if p.temperature < 1e-5 => argmax(logits),

@@ -134,3 +134,64 @@ fn cancelling_stops_every_request_of_the_batch() {
     }
     assert!(engine.stats().generated_tokens < 3 * 200, "{:?}", engine.stats());
 }
+
+/// On a GPU the engine reads back only each row's largest logits (`gpu_topk`), and a whole row
+/// only where the token is Yes or No: the tokens equal those `generate` chooses from whole
+/// rows on the same device, greedy and sampled with top-k, and the answer scores are the ones
+/// computed from the whole rows.
+#[test]
+fn on_a_gpu_the_top_logits_choose_what_whole_rows_choose() {
+    use genprm::engine::answer_scores;
+    use genprm::generate::{CachedPrefix, GenerateOptions, generate};
+    use genprm::SamplingParams;
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            continue;
+        }
+        let loaded = LoadedModel::load(&model_dir("tiny-genprm"), &device, |_| {}).unwrap();
+        let tokenizer = loaded.tokenizer().unwrap();
+        let prompt = "<｜begin▁of▁sentence｜>You are a math teacher.<｜User｜>Question: What is 2 + 3?\n\n2 + 3 = 5.<｜Assistant｜><analyze>\nParagraph 1";
+        let ids = tokenizer.encode(prompt, false).unwrap();
+        let samplings = [
+            Sampling::Greedy,
+            Sampling::Sample(SamplingParams { temperature: 0.6, top_k: Some(20), top_p: 0.95, seed: 5 }),
+            Sampling::Sample(SamplingParams { temperature: 1.3, top_k: Some(3), top_p: 1.0, seed: 9 }),
+        ];
+        let mut scored = 0;
+        for sampling in samplings {
+            let engine = LocalEngine::new(&loaded.model, tokenizer).unwrap();
+            let (yes, no) = engine.answer_ids();
+            let request = CompletionRequest { prompt, max_tokens: 160, stop: &[], sampling, path: 0 };
+            let got = block_on(engine.complete(&request, &mut |_| {})).unwrap();
+            let stats = engine.stats();
+            let answers = got.answer_scores.len();
+            assert!(
+                stats.whole_logit_reads <= answers,
+                "{sampling:?}: {} passes read whole rows, only {answers} tokens were Yes or No",
+                stats.whole_logit_reads
+            );
+
+            let mut eos = loaded.model.config().eos_ids();
+            eos.extend(tokenizer.eos_token().and_then(|t| tokenizer.token_id(t)));
+            let options = GenerateOptions {
+                max_new_tokens: 160,
+                sampling,
+                stop_token_ids: eos,
+                stop_strings: Vec::new(),
+                skip_special_tokens: true,
+                cancel: None,
+            };
+            let mut want_scores = Vec::new();
+            let want = block_on(generate(&loaded.model, Some(tokenizer), &mut CachedPrefix::default(), &ids, &options, |ev| {
+                if ev.id == yes || ev.id == no {
+                    want_scores.push((ev.index, answer_scores(ev.logits, ev.id, yes, no, sampling)));
+                }
+            }))
+            .unwrap();
+            assert_eq!(got.token_ids, want.ids, "{sampling:?}: the engine's tokens differ from whole-row choices");
+            assert_eq!(format!("{:?}", got.answer_scores), format!("{want_scores:?}"), "{sampling:?}: answer scores");
+            scored += want_scores.len();
+        }
+        assert!(scored > 0, "no Yes or No was generated: the whole-row read at answers went untested");
+    }
+}

@@ -350,3 +350,53 @@ fn gpu_rotary_and_cache_write_equal_a_reference() {
         }
     }
 }
+
+/// The GPU's top-k selection (what a decode step reads back instead of the whole row) against a
+/// sort on the host: the k largest by value, the lower id first among equal values (many ties
+/// here), at GenPRM's vocabulary and at sizes below the kernel's lanes; a row with NaN, and
+/// one with fewer than k values above the kernel's floor, ask for the whole row instead.
+#[test]
+fn gpu_top_k_equals_a_sort() {
+    use genprm::burn::tensor::{Tensor, TensorData};
+    use genprm::gpu_topk::{Candidates, top_k};
+    for (kind, device) in devices() {
+        if kind == genprm::DeviceKind::Cpu {
+            continue;
+        }
+        for (rows, vocab) in [(1usize, 151_936usize), (3, 1000), (2, 5), (8, 40_000)] {
+            // Values on a coarse grid: many equal values, so the order among ties matters.
+            let x: Vec<f32> = (0..rows * vocab).map(|i| ((i as f32 * 0.7371).sin() * 9.0).round() + (i % 7) as f32 * 0.25).collect();
+            for k in [1usize, 3, 21] {
+                let out: Vec<f32> = top_k(Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, vocab]), &device), k)
+                    .into_data()
+                    .try_into_vec()
+                    .unwrap();
+                assert_eq!(out.len(), rows * 2 * k);
+                for r in 0..rows {
+                    let row = &x[r * vocab..][..vocab];
+                    let got = Candidates::parse(&out[r * 2 * k..][..2 * k], vocab);
+                    if k > vocab {
+                        assert_eq!(got, None, "{rows}x{vocab} k={k}: fewer values than k must ask for the row");
+                        continue;
+                    }
+                    let mut order: Vec<usize> = (0..vocab).collect();
+                    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                    let mut want: Vec<usize> = order[..k].to_vec();
+                    // The values come back largest first, as selected.
+                    let by_value: Vec<f32> = out[r * 2 * k..][..k].to_vec();
+                    assert_eq!(by_value, want.iter().map(|&i| row[i]).collect::<Vec<_>>(), "{rows}x{vocab} k={k} row {r}: values");
+                    want.sort();
+                    let got = got.unwrap_or_else(|| panic!("{rows}x{vocab} k={k} row {r}: asked for the whole row"));
+                    assert_eq!(got.ids, want.iter().map(|&i| i as u32).collect::<Vec<_>>(), "{rows}x{vocab} k={k} row {r}: ids");
+                    assert_eq!(got.values, want.iter().map(|&i| row[i]).collect::<Vec<_>>(), "{rows}x{vocab} k={k} row {r}");
+                }
+            }
+        }
+        // NaN anywhere in a row: the row must be read whole (the host's order puts NaN apart).
+        let mut x: Vec<f32> = (0..2 * 3000).map(|i| (i as f32 * 0.1).cos()).collect();
+        x[3000 + 1234] = f32::NAN;
+        let out: Vec<f32> = top_k(Tensor::<2>::from_data(TensorData::new(x, [2, 3000]), &device), 4).into_data().try_into_vec().unwrap();
+        assert!(Candidates::parse(&out[..8], 3000).is_some(), "the row without NaN is usable");
+        assert_eq!(Candidates::parse(&out[8..], 3000), None, "the row with NaN asks for the whole row");
+    }
+}
