@@ -196,6 +196,23 @@ pub fn run(config: Qwen2Config, source: &dyn TensorSource, device: &burn::tensor
     crate::generate::block_on(run_async(config, source, device, options, shape, || start.elapsed().as_secs_f64(), |_| {}))
 }
 
+/// The greedy choice of each row of a pass's logits (`[rows, 1, vocab]`) as the local engine
+/// reads it back: on a GPU each row's largest logit alone ([`crate::gpu_topk`]; 8 bytes per row),
+/// on the CPU the whole rows. Random weights feed whatever token, so a row the top-k cannot
+/// decide takes id 0 instead of the engine's whole-row read: on a device that computes nothing
+/// (Dawn's null backend) the read-back holds no result at all.
+async fn greedy_ids(model: &Qwen2Model, t: burn::tensor::Tensor<3>) -> Result<Vec<u32>> {
+    let [rows, _, vocab] = t.dims();
+    #[cfg(feature = "wgpu")]
+    if *model.device() != burn::tensor::Device::flex() {
+        let top = crate::generate::read_logits(crate::gpu_topk::top_k(t.reshape([rows, vocab]), 1).reshape([rows, 1, 2])).await?;
+        return Ok(top.chunks(2).map(|row| crate::gpu_topk::Candidates::parse(row, vocab).and_then(|c| c.ids.first().copied()).unwrap_or(0)).collect());
+    }
+    #[cfg(not(feature = "wgpu"))]
+    let _ = (model, rows);
+    Ok(crate::generate::read_logits(t).await?.chunks(vocab).map(crate::sampling::argmax).collect())
+}
+
 /// [`run`] for any source and clock (`now()` in seconds; the browser's `performance.now`),
 /// reading logits back asynchronously as a browser must. `stage` hears "load", "compile",
 /// "prefill", "decode" and "bandwidth" (the memory probe) as each begins.
@@ -232,17 +249,16 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     let prompt: Vec<u32> = (0..batch * prompt_tokens).map(|i| (i as u32 * 7919 + 13) % vocab).collect();
     let mut cache = KvCache::new();
     let t1 = now();
-    let logits = read(model.forward(&prompt, batch, &mut cache, LogitsFor::Last)?).await?;
+    // Greedy, as a decode step of the local engine reads it back: on a GPU only each row's
+    // largest logit.
+    let mut next = greedy_ids(&model, model.forward(&prompt, batch, &mut cache, LogitsFor::Last)?).await?;
     let prefill_s = now() - t1;
     let after_prefill = device_reserved_mib(device);
-    let v = vocab as usize;
-    let mut next: Vec<u32> = logits.chunks(v).map(crate::sampling::argmax).collect();
     let ttft_s = now() - t1;
     stage("decode");
     let t2 = now();
     for _ in 0..new_tokens {
-        let logits = read(model.forward(&next, batch, &mut cache, LogitsFor::Last)?).await?;
-        next = logits.chunks(v).map(crate::sampling::argmax).collect();
+        next = greedy_ids(&model, model.forward(&next, batch, &mut cache, LogitsFor::Last)?).await?;
     }
     let decode_s = now() - t2;
     let kv_cache_mib = cache.bytes() as f64 / (1 << 20) as f64;

@@ -5,19 +5,17 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use common::scripted::*;
 use common::*;
-use genprm::engine::{Completion, CompletionRequest, Engine, answer_scores};
 use genprm::exec::native::{PythonSandbox, SandboxConfig};
 use genprm::exec::{CodeExecutor, ExecOutcome};
 use genprm::generate::block_on;
 use genprm::prm::{
     self, Event, History, Judgement, Mode, PromptStyle, RewardMode, Solution, VerifyOptions, analyze_prefix, step_prompt,
 };
-use genprm::{Result, Sampling, Tokenizer};
+use genprm::{Sampling, Tokenizer};
 use serde::Deserialize;
 
 fn tokenizer() -> Tokenizer {
