@@ -75,7 +75,16 @@ pub enum Kernel {
         /// Whether the cache holds f16 (else f32).
         f16_cache: bool,
     },
+    /// The selection of each row's `k` largest logits ([`crate::gpu_topk`]): `k` = 1 for
+    /// greedy decoding, 21 for GenPRM's top-k 20 (other values compile when first used).
+    TopK {
+        /// How many per row.
+        k: usize,
+    },
 }
+
+/// The top-k sizes the engine runs with GenPRM's settings (greedy; top-k 20, read as 21).
+const TOP_KS: [usize; 2] = [1, 21];
 
 impl std::fmt::Display for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +104,7 @@ impl std::fmt::Display for Kernel {
             Kernel::RmsNorm => f.write_str("RMSNorm"),
             Kernel::RotaryCache { f16_cache } => write!(f, "rotary + KV-cache write ({} cache)", cache(f16_cache)),
             Kernel::Attention { f16_cache } => write!(f, "decode attention ({} cache)", cache(f16_cache)),
+            Kernel::TopK { k } => write!(f, "top-{k} of the logits"),
         }
     }
 }
@@ -145,6 +155,7 @@ pub fn kernels_for(model: &Qwen2Model) -> Vec<Kernel> {
     }
     let f16_cache = model.kv_dtype() == DType::F16;
     let mut kernels = vec![Kernel::RmsNorm, Kernel::RotaryCache { f16_cache }];
+    kernels.extend(TOP_KS.map(|k| Kernel::TopK { k }));
     if crate::gpu_attention::fused_enabled() {
         kernels.push(Kernel::Attention { f16_cache });
     }
@@ -176,6 +187,7 @@ pub fn kernels_for(model: &Qwen2Model) -> Vec<Kernel> {
 pub fn all_kernels(device: &Device) -> Vec<Kernel> {
     let f16 = crate::gpu_quant::supports_f16(device);
     let mut kernels = vec![Kernel::RmsNorm];
+    kernels.extend(TOP_KS.map(|k| Kernel::TopK { k }));
     for f16_cache in [false, true].into_iter().filter(|&h| !h || f16) {
         kernels.extend([Kernel::RotaryCache { f16_cache }, Kernel::Attention { f16_cache }]);
     }
@@ -367,6 +379,23 @@ async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Ve
                 .collect();
             let out = crate::gpu_layer::rms_norm(tensor2(x, [rows, cols], device), &tensor1(weight, device), eps);
             Ok((read(out, kernel).await?, want, F32_RTOL))
+        }
+        Kernel::TopK { k } => {
+            // Two rows over more entries than the kernel's 1024 lanes, on a coarse grid: many
+            // equal values, so the order among ties (lower id first) is checked too.
+            let (rows, vocab) = (2, 3000);
+            let x: Vec<f32> = values(seed, rows * vocab).iter().map(|v| (v * 8.0).round()).collect();
+            let want = x
+                .chunks(vocab)
+                .flat_map(|row| {
+                    let mut order: Vec<usize> = (0..vocab).collect();
+                    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                    let top = &order[..k];
+                    top.iter().map(|&i| row[i]).chain(top.iter().map(|&i| i as f32)).collect::<Vec<f32>>()
+                })
+                .collect();
+            let out = crate::gpu_topk::top_k(tensor2(x, [rows, vocab], device), k);
+            Ok((read(out, kernel).await?, want, 0.0))
         }
         Kernel::RotaryCache { f16_cache } => rotary_cache(kernel, device, seed, f16_cache).await,
         Kernel::Attention { f16_cache } => attention(kernel, device, seed, f16_cache).await,

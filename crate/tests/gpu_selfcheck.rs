@@ -61,6 +61,7 @@ fn kernel_names_say_the_mode() {
         (Kernel::RmsNorm, "RMSNorm"),
         (Kernel::RotaryCache { f16_cache: true }, "rotary + KV-cache write (f16 cache)"),
         (Kernel::Attention { f16_cache: false }, "decode attention (f32 cache)"),
+        (Kernel::TopK { k: 21 }, "top-21 of the logits"),
     ];
     for (k, name) in names {
         assert_eq!(k.to_string(), name);
