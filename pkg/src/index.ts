@@ -10,4 +10,5 @@ export type { PyodideExecutorOptions, PythonProgress } from './pyodide-executor.
 export { CACHE_NAME as MODEL_CACHE_NAME, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './model-cache.ts';
 export { baseURLFor, DEFAULT_REPO, type ModelSource } from './model-sources.ts';
 export { GenprmVerifier, defineVerifier } from './widget.ts';
+export { undecided, undecidedSteps, summaryText } from './verdicts.ts';
 export { benchRandom } from './bench.ts';

@@ -9,10 +9,13 @@
 // URL), problem, steps (a JSON array; or child <li>s), samples, theme (light | dark | auto),
 // device (auto | gpu | cpu), quant (q4 | q8 | none), greedy. Events (CustomEvent, bubbling,
 // composed): `reward` (a sample's judgement: {step, sample, reward}), `step` (a step's verdict:
-// {index, reward, correct, verdict}), `done` (the VerifyResult), `error` ({message, stage}).
+// {index, reward, correct, verdict}; `correct` is null where the model reached no verdict),
+// `done` (the VerifyResult), `error` ({message, stage}). `show(result)` displays a result
+// computed elsewhere (a saved one, or `genprm verify --json`'s).
 // Everything renders in a shadow root with its own styles, so the host page's CSS cannot break it.
 import { loadModel, sharedExecutor, type GenPRM, type ModelLoadProgress } from './api.ts';
 import type { ProtocolOptions, Reward, StepVerdict, VerifyEvent, VerifyResult } from './types.ts';
+import { summaryText, undecided, undecidedSteps } from './verdicts.ts';
 
 const STYLE = `
 :host { display: block !important; visibility: visible !important; contain: content; }
@@ -74,6 +77,7 @@ progress { display: inline-block; width: 160px; height: 8px; }
 .summary { margin-top: 6px; font-weight: 600; }
 .summary[data-bad] { color: var(--bad); }
 .summary[data-good] { color: var(--good); }
+.summary[data-unsure] { color: var(--fg); }
 .error { margin-top: 8px; color: var(--bad); white-space: pre-wrap; }
 `;
 
@@ -317,6 +321,7 @@ export class GenprmVerifier extends Base {
     this.summaryEl.textContent = '';
     this.summaryEl.removeAttribute('data-bad');
     this.summaryEl.removeAttribute('data-good');
+    this.summaryEl.removeAttribute('data-unsure');
     this.errorEl.hidden = true;
   }
 
@@ -359,7 +364,7 @@ export class GenprmVerifier extends Base {
         break;
       case 'step_done':
         this.stepDone(e.verdict);
-        this.emit('step', { index: e.verdict.index, reward: e.verdict.reward, correct: e.verdict.reward >= 0.5, verdict: e.verdict });
+        this.emit('step', { index: e.verdict.index, reward: e.verdict.reward, correct: undecided(e.verdict) ? null : e.verdict.reward >= 0.5, verdict: e.verdict });
         break;
     }
   }
@@ -368,15 +373,40 @@ export class GenprmVerifier extends Base {
     const view = this.views[v.index];
     if (!view) return;
     const good = v.reward >= 0.5;
-    view.li.dataset.state = good ? 'good' : 'bad';
-    (view.verdict.firstChild as HTMLElement).textContent = good ? 'looks right' : 'looks wrong';
+    const open = undecided(v);
+    view.li.dataset.state = open ? 'unsure' : good ? 'good' : 'bad';
+    (view.verdict.firstChild as HTMLElement).textContent = open ? 'no verdict' : good ? 'looks right' : 'looks wrong';
     view.bar.hidden = false;
     view.fill.style.width = `${Math.round(v.reward * 100)}%`;
     view.bar.setAttribute('aria-valuenow', v.reward.toFixed(3));
     view.value.textContent = v.reward.toFixed(2);
   }
 
+  /**
+   * Shows a result computed elsewhere (a saved one, or `genprm verify --json`'s) against the
+   * element's problem and steps, without running the model; fires no events.
+   */
+  show(result: VerifyResult): void {
+    if (this.running) return;
+    if (!this.built) this.build();
+    this.render();
+    this.present(result);
+    this.say(this.summaryEl.textContent ?? '');
+  }
+
   private finish(result: VerifyResult): void {
+    this.present(result);
+    if (!result.complete) {
+      this.say(result.error === 'cancelled' ? 'Cancelled; the steps checked so far are kept.' : `Stopped: ${result.error}`);
+      if (result.error !== 'cancelled') this.emit('error', { message: result.error ?? 'the verification stopped', stage: 'verify' as Stage });
+    } else {
+      this.say(`Done. ${summaryText(result) ?? ''}`.trim());
+    }
+    this.emit('done', result);
+  }
+
+  /** Every step's verdict and the summary of `result`. */
+  private present(result: VerifyResult): void {
     this.result = result;
     for (const v of result.steps) this.stepDone(v);
     this.views.forEach((v, i) => {
@@ -388,20 +418,11 @@ export class GenprmVerifier extends Base {
         if (!v.li.querySelector('.flag')) v.li.insertBefore(el('span', { class: 'flag' }, 'First wrong step'), v.details);
       }
     });
-    if (result.first_error_step >= 0) {
-      this.summaryEl.textContent = `Step ${result.first_error_step + 1} looks wrong.`;
-      this.summaryEl.setAttribute('data-bad', '');
-    } else if (result.steps.length > 0) {
-      this.summaryEl.textContent = result.complete ? 'Every step looks right.' : 'The steps checked look right.';
-      this.summaryEl.setAttribute('data-good', '');
-    }
-    if (!result.complete) {
-      this.say(result.error === 'cancelled' ? 'Cancelled; the steps checked so far are kept.' : `Stopped: ${result.error}`);
-      if (result.error !== 'cancelled') this.emit('error', { message: result.error ?? 'the verification stopped', stage: 'verify' as Stage });
-    } else {
-      this.say(result.first_error_step >= 0 ? `Done. Step ${result.first_error_step + 1} looks wrong.` : 'Done. Every step looks right.');
-    }
-    this.emit('done', result);
+    this.summaryEl.textContent = summaryText(result) ?? '';
+    this.summaryEl.toggleAttribute('data-bad', result.first_error_step >= 0);
+    const open = result.first_error_step < 0 && undecidedSteps(result).length > 0;
+    this.summaryEl.toggleAttribute('data-unsure', open);
+    this.summaryEl.toggleAttribute('data-good', result.first_error_step < 0 && !open && result.steps.length > 0);
   }
 
   private loadProgress(p: ModelLoadProgress): void {

@@ -151,6 +151,31 @@ export const tests = [
     },
   },
   {
+    name: 'a step the model reached no verdict on is shown as such, never as "looks right" (show() of a result)',
+    fn: async () => {
+      const reward = (value, note) => ({ value, judgement: note ? null : 'Yes', p_yes: note ? null : value, p_no: note ? null : 1 - value, ...(note ? { note } : {}) });
+      const step = (index, value, note) => ({ index, reward: value, samples: [{ text: '', code_runs: [], reward: reward(value, note), fallback: false, generations: 1 }] });
+      const result = (steps) => ({ complete: true, error: null, steps, first_error_step: -1, scores: { min: 0.5, last: 0.5, mean: 0.5 } });
+      const shown = (r) => page.evaluate((r) => {
+        const w = document.getElementById('w1');
+        w.show(r);
+        const root = w.shadowRoot;
+        return { labels: [...root.querySelectorAll('li.step .verdict .label')].map((e) => e.textContent),
+          states: [...root.querySelectorAll('li.step')].map((e) => e.dataset.state),
+          summary: root.querySelector('.summary').textContent, status: root.querySelector('[role=status]').textContent };
+      }, r);
+      let got = await shown(result([step(0, 0.93), step(1, 0.5, 'no \\boxed{Yes} or \\boxed{No} found')]));
+      equal(got.labels, ['looks right', 'no verdict'], 'step labels');
+      equal(got.states, ['good', 'unsure'], 'step states');
+      ok(!/looks right/.test(got.summary) && /no verdict on step 2/.test(got.summary), `summary: ${got.summary}`);
+      ok(/no verdict on step 2/.test(got.status), `announced: ${got.status}`);
+      got = await shown(result([step(0, 0.5, 'no decision'), step(1, 0.5, 'no decision')]));
+      ok(/no verdict on any step/.test(got.summary), `all undecided: ${got.summary}`);
+      got = await shown(result([step(0, 0.93), step(1, 0.88)]));
+      equal(got.summary, 'Every step looks right.', 'decided steps keep the plain summary');
+    },
+  },
+  {
     name: 'no errors in the console',
     fn: async () => equal(errors.filter((e) => !/status of 404/.test(e)), [], 'console errors'),
   },

@@ -17,7 +17,7 @@ for (const type of ['reward', 'step', 'done', 'error']) {
     if (target.localName !== 'genprm-verifier') return;
     const d = (ev as CustomEvent).detail;
     const what = type === 'reward' ? `step ${d.step + 1}, sample ${d.sample + 1}: ${d.reward.judgement ?? 'no judgement'} (${d.reward.value.toFixed(3)})`
-      : type === 'step' ? `step ${d.index + 1}: reward ${d.reward.toFixed(3)}, ${d.correct ? 'looks right' : 'looks wrong'}`
+      : type === 'step' ? `step ${d.index + 1}: reward ${d.reward.toFixed(3)}, ${d.correct === null ? 'no verdict' : d.correct ? 'looks right' : 'looks wrong'}`
         : type === 'done' ? (d.first_error_step >= 0 ? `first wrong step: ${d.first_error_step + 1}` : 'no wrong step')
           : `${d.stage}: ${d.message}`;
     add(`#${target.id} ${type} — ${what}`);

@@ -2,6 +2,7 @@
 // (forced protocol text dim, model text plain, code output set apart), the Python runs with their
 // outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
 import type { Reward, StepVerdict, VerifyEvent, VerifyResult } from '../../pkg/src/types.ts';
+import { stepList, undecided, undecidedSteps } from '../../pkg/src/verdicts.ts';
 import { h, uid } from './dom.ts';
 import { renderMath } from './math.ts';
 
@@ -143,6 +144,12 @@ export class ResultsView {
       parts.push(h('p', { class: 'verdict-line', 'data-testid': 'first-error' }, 'First wrong step: ', h('strong', { text: `Step ${result.first_error_step + 1}` })));
     } else if (result.steps.length > 0) {
       parts.push(h('p', { class: 'verdict-line', 'data-testid': 'first-error' }, result.complete ? 'No wrong step found.' : 'No wrong step among the steps judged.'));
+      // Steps without a verdict are not "right": say so where the summary is read.
+      const open = undecidedSteps(result);
+      if (open.length > 0) {
+        parts.push(h('p', { class: 'verdict-line undecided', 'data-testid': 'undecided' },
+          `The model reached no verdict on ${stepList(open)} (reward 0.5): check ${open.length === 1 ? 'it' : 'them'} yourself.`));
+      }
     }
     if (result.steps.length > 0) {
       parts.push(h('p', { class: 'scores', 'data-testid': 'scores' },
@@ -214,13 +221,15 @@ export class ResultsView {
     const p = this.steps[v.index];
     if (!p) return;
     const good = v.reward >= this.threshold;
+    const open = undecided(v);
     p.root.classList.remove('active');
     p.root.classList.add('judged', good ? 'good' : 'bad');
+    p.root.classList.toggle('undecided', open);
     p.root.dataset.reward = String(v.reward);
-    p.status.textContent = good ? 'looks correct' : 'looks wrong';
+    p.status.textContent = open ? 'no verdict (check it yourself)' : good ? 'looks correct' : 'looks wrong';
     p.fill.style.width = `${Math.round(v.reward * 100)}%`;
     p.bar.setAttribute('aria-valuenow', v.reward.toFixed(3));
-    p.bar.setAttribute('aria-valuetext', `${rewardText(v.reward)}, ${good ? 'correct' : 'wrong'}`);
+    p.bar.setAttribute('aria-valuetext', `${rewardText(v.reward)}, ${open ? 'no verdict' : good ? 'correct' : 'wrong'}`);
     p.value.textContent = rewardText(v.reward);
     // Until the result says otherwise, the first step below the threshold is the first wrong one.
     const first = this.steps.findIndex((s) => s.root.classList.contains('bad'));
