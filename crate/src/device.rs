@@ -36,6 +36,42 @@ impl std::fmt::Display for DeviceKind {
     }
 }
 
+/// Which kernel multiplies packed weights by a few activation rows (decode) on a GPU
+/// ([`crate::model::LoadOptions::gpu_matvec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatvecKernel {
+    /// One unit per weight row (for every activation row of the batch), reading the whole
+    /// row: the faster of the two on software adapters (lavapipe, SwiftShader), which run a
+    /// cube's units as CPU loops and pay for every barrier.
+    PerUnit,
+    /// One cube per weight row, its units sharing the row with contiguous loads and a
+    /// shared-memory sum: the usual shape on hardware GPUs, where one unit per row leaves most
+    /// of the GPU idle (the 1.5B model's o and down projections have 1,536 rows) and
+    /// neighbouring units read memory a row apart.
+    Cooperative,
+}
+
+impl std::fmt::Display for MatvecKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MatvecKernel::PerUnit => "per-unit",
+            MatvecKernel::Cooperative => "cooperative",
+        })
+    }
+}
+
+/// How decode attends over the KV cache on a GPU ([`crate::model::LoadOptions::gpu_attention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeAttention {
+    /// One fused kernel per layer, without a mask ([`crate::gpu_attention`]).
+    #[default]
+    Fused,
+    /// burn's generic tensor operations with a mask, as prefill attends (for comparisons).
+    Ops,
+}
+
 /// The device of that kind. The GPU is initialised once per process and shared afterwards;
 /// failing to find one is an error, never a silent fallback to the CPU.
 pub fn device(kind: DeviceKind) -> Result<Device> {

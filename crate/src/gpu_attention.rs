@@ -135,10 +135,3 @@ pub fn decode_attention(q: Tensor<3>, keys: &Tensor<2>, values: &Tensor<2>, firs
     }
     Tensor::from_primitive::<Cube>(out)
 }
-
-/// Whether decode attention on a GPU uses the fused kernel (`GENPRM_GPU_ATTENTION=ops` keeps
-/// burn's generic ops, for comparisons).
-pub fn fused_enabled() -> bool {
-    static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| std::env::var("GENPRM_GPU_ATTENTION").as_deref() != Ok("ops"))
-}

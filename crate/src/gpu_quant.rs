@@ -23,39 +23,15 @@ use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 /// Units per cube of the cooperative matrix-vector kernel.
 const MATVEC_UNITS: u32 = 32;
 
-/// Which kernel multiplies packed weights by a few activation rows (decode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MatvecKernel {
-    /// One unit per weight row (for every activation row of the batch), reading the whole
-    /// row: the faster of the two on software adapters (lavapipe, SwiftShader), which run a
-    /// cube's units as CPU loops and pay for every barrier.
-    PerUnit,
-    /// One cube per weight row, its units sharing the row with contiguous loads and a
-    /// shared-memory sum: the usual shape on hardware GPUs, where one unit per row leaves most
-    /// of the GPU idle (the 1.5B model's o and down projections have 1,536 rows) and
-    /// neighbouring units read memory a row apart.
-    Cooperative,
-}
+pub use crate::device::MatvecKernel;
 
-impl std::fmt::Display for MatvecKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            MatvecKernel::PerUnit => "per-unit",
-            MatvecKernel::Cooperative => "cooperative",
-        })
-    }
-}
-
-/// The decode kernel for `device`: `GENPRM_GPU_MATVEC=cooperative` or `per-unit` when set;
-/// otherwise the cooperative kernel on a hardware GPU and the per-unit one on a software
-/// adapter ([`is_software_adapter`]).
-pub fn matvec_kernel(device: &Device) -> MatvecKernel {
-    match std::env::var("GENPRM_GPU_MATVEC").as_deref() {
-        Ok("cooperative") => MatvecKernel::Cooperative,
-        Ok("per-unit") => MatvecKernel::PerUnit,
-        _ if is_software_adapter(device) => MatvecKernel::PerUnit,
-        _ => MatvecKernel::Cooperative,
+/// The decode kernel for `device`: `choice` when given; otherwise the cooperative kernel on a
+/// hardware GPU and the per-unit one on a software adapter ([`is_software_adapter`]).
+pub fn matvec_kernel(device: &Device, choice: Option<MatvecKernel>) -> MatvecKernel {
+    match choice {
+        Some(kernel) => kernel,
+        None if is_software_adapter(device) => MatvecKernel::PerUnit,
+        None => MatvecKernel::Cooperative,
     }
 }
 
@@ -93,15 +69,10 @@ pub fn supports_f16(device: &Device) -> bool {
     gpu_client(device).is_some_and(|client| client.properties().supports_type(ElemType::Float(FloatKind::F16)))
 }
 
-/// The precision prefill uses on `device`, chosen at run time: f16 where the device supports
-/// it, unless `GENPRM_GPU_F16=off` (or `0`) asks for f32 everywhere.
+/// The precision prefill uses on `device` by default: f16 where the device supports it
+/// ([`crate::model::LoadOptions::gpu_f16`] decides for a model).
 pub fn prefill_precision(device: &Device) -> PrefillPrecision {
-    if !f16_turned_off() && supports_f16(device) { PrefillPrecision::F16 } else { PrefillPrecision::F32 }
-}
-
-/// Whether `GENPRM_GPU_F16=off` (or `0`, `false`) turns the default f16 mode off.
-pub fn f16_turned_off() -> bool {
-    matches!(std::env::var("GENPRM_GPU_F16").as_deref(), Ok("off" | "0" | "false"))
+    if supports_f16(device) { PrefillPrecision::F16 } else { PrefillPrecision::F32 }
 }
 
 /// Packed weights on a GPU: the level words (as i32, bit for bit) and the f32 scales, in row
@@ -377,7 +348,7 @@ impl GpuQuant {
 
     /// [`GpuQuant::upload`] with an explicit block size in bytes.
     pub fn upload_in_blocks(q: &QuantMatrix, device: &Device, max_bytes: usize) -> Self {
-        Self::upload_with(q, device, max_bytes, prefill_precision(device), matvec_kernel(device))
+        Self::upload_with(q, device, max_bytes, prefill_precision(device), matvec_kernel(device, None))
     }
 
     /// The upload, with a prefill precision the caller has already checked against the device

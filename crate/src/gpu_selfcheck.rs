@@ -156,7 +156,7 @@ pub fn kernels_for(model: &Qwen2Model) -> Vec<Kernel> {
     let f16_cache = model.kv_dtype() == DType::F16;
     let mut kernels = vec![Kernel::RmsNorm, Kernel::RotaryCache { f16_cache }];
     kernels.extend(TOP_KS.map(|k| Kernel::TopK { k }));
-    if crate::gpu_attention::fused_enabled() {
+    if model.decode_attention() == crate::device::DecodeAttention::Fused {
         kernels.push(Kernel::Attention { f16_cache });
     }
     let tied = model.gpu_quant_roles().iter().all(|(role, _)| *role != "lm_head");

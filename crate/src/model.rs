@@ -192,18 +192,18 @@ fn gather_rows(q: &QuantMatrix, ids: &[u32], device: &Device) -> Tensor<2> {
 /// error.
 fn resolve_gpu_f16(choice: Option<bool>, device: &Device) -> Result<bool> {
     #[cfg(feature = "wgpu")]
-    let (has_f16, turned_off) = (crate::gpu_quant::supports_f16(device), crate::gpu_quant::f16_turned_off());
+    let has_f16 = crate::gpu_quant::supports_f16(device);
     #[cfg(not(feature = "wgpu"))]
-    let (has_f16, turned_off) = {
+    let has_f16 = {
         let _ = device;
-        (false, true)
+        false
     };
     match choice {
         Some(true) if !has_f16 => {
             Err(Error::Device("f16 mode (--gpu-f16 on, gpuF16: true) was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()))
         }
         Some(f16) => Ok(f16),
-        None => Ok(has_f16 && !turned_off),
+        None => Ok(has_f16),
     }
 }
 
@@ -330,7 +330,7 @@ pub struct LoadOptions {
     pub head_quant: Option<QuantFormat>,
     /// f16 on a GPU with quantized weights, for the prefill products (f16 operands, f32 sums)
     /// and the KV cache (stored in f16, attended to in f32): `None` where the device has f16
-    /// arithmetic (unless `GENPRM_GPU_F16=off`), `Some(false)` never, `Some(true)` always
+    /// arithmetic, `Some(false)` never, `Some(true)` always
     /// (loading fails on a device without it). Activations, decode products and f32 weights
     /// stay f32.
     pub gpu_f16: Option<bool>,
@@ -339,6 +339,11 @@ pub struct LoadOptions {
     /// GPU, f16 exactly in f16 mode; on the CPU, f32), `Some(true)` always (a GPU must be in f16
     /// mode), `Some(false)` never.
     pub kv_f16: Option<bool>,
+    /// The decode kernel of packed weights on a GPU: `None` for the device's default (the
+    /// cooperative kernel on a hardware GPU, the per-unit one on a software adapter).
+    pub gpu_matvec: Option<crate::device::MatvecKernel>,
+    /// How decode attends on a GPU: the fused kernel (default), or burn's ops (comparisons).
+    pub gpu_attention: crate::device::DecodeAttention,
 }
 
 /// [`LoadOptions::kv_f16`] decided for a loaded model: the element type of its KV cache.
@@ -877,6 +882,8 @@ pub struct Qwen2Model {
     lm_head: Option<Linear>,
     /// The element type of the KV cache ([`LoadOptions::kv_f16`]).
     kv_dtype: DType,
+    /// How decode attends on a GPU ([`LoadOptions::gpu_attention`]).
+    decode_attention: crate::device::DecodeAttention,
 }
 
 impl Qwen2Model {
@@ -944,7 +951,7 @@ impl Qwen2Model {
             piece_bytes,
             gpu_f16,
             #[cfg(feature = "wgpu")]
-            matvec: crate::gpu_quant::matvec_kernel(device),
+            matvec: crate::gpu_quant::matvec_kernel(device, options.gpu_matvec),
         };
         let head_format = options.head_quant.or(options.quant);
 
@@ -975,7 +982,16 @@ impl Qwen2Model {
         let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
         let lm_head =
             if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
-        let mut model = Qwen2Model { config, device: device.clone(), embed, layers, norm, lm_head, kv_dtype: DType::F32 };
+        let mut model = Qwen2Model {
+            config,
+            device: device.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            kv_dtype: DType::F32,
+            decode_attention: options.gpu_attention,
+        };
         model.kv_dtype = resolve_kv_dtype(options.kv_f16, device, model.gpu_f16())?;
         Ok(model)
     }
@@ -1217,8 +1233,8 @@ impl Qwen2Model {
     }
 
     /// Whether this pass attends with a fused decode kernel, without a mask: one new position
-    /// per row, on the CPU ([`crate::cpu_attention`]) or on a GPU unless
-    /// `GENPRM_GPU_ATTENTION=ops` ([`crate::gpu_attention`]).
+    /// per row, on the CPU ([`crate::cpu_attention`]) or on a GPU unless the model was loaded
+    /// with [`DecodeAttention::Ops`](crate::device::DecodeAttention::Ops) ([`crate::gpu_attention`]).
     fn fused_decode_attention(&self, step: &Step) -> bool {
         if step.seq != 1 {
             return false;
@@ -1226,14 +1242,12 @@ impl Qwen2Model {
         if self.device == Device::flex() {
             return true;
         }
-        #[cfg(feature = "wgpu")]
-        {
-            crate::gpu_attention::fused_enabled()
-        }
-        #[cfg(not(feature = "wgpu"))]
-        {
-            false
-        }
+        cfg!(feature = "wgpu") && self.decode_attention == crate::device::DecodeAttention::Fused
+    }
+
+    /// How decode attends on a GPU ([`LoadOptions::gpu_attention`]).
+    pub fn decode_attention(&self) -> crate::device::DecodeAttention {
+        self.decode_attention
     }
 
     /// Additive mask `[rows, 1, 1, seq, capacity]`: new position `i` of a row sees the row's

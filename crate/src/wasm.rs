@@ -412,6 +412,7 @@ async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -
         head_quant: parse_format(options.head_quant.as_deref(), "headQuant")?,
         gpu_f16: options.gpu_f16,
         kv_f16: options.kv_f16,
+        ..LoadOptions::default()
     };
     report("config", 0, 1, None);
     let cpath = Path::new("config.json");

@@ -172,6 +172,14 @@ fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
                 }
                 let r = &ok_json(&[&args[..], &["--gpu-f16", "off"]].concat())["result"];
                 assert_eq!((&r["gpu_f16"], &r["kv_cache"]), (&false.into(), &"f32".into()), "{r}");
+                // The decode kernel and the attention are flags (their environment variables
+                // only defaults the flags override).
+                for kernel in ["cooperative", "per-unit"] {
+                    let r = &ok_json(&[&args[..], &["--gpu-matvec", kernel, "--gpu-attention", "ops"]].concat())["result"];
+                    assert_eq!(r["gpu_matvec"], kernel, "{r}");
+                }
+                let e = failing(&[&args[..], &["--gpu-matvec", "fastest"]].concat());
+                assert!(e.contains("--gpu-matvec") && e.contains("cooperative"), "{e}");
             }
             _ => {
                 assert!(r["peak_device_mib"].is_null() && r["gpu_f16"].is_null(), "{r}");

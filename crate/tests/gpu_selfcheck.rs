@@ -151,3 +151,26 @@ fn the_cpu_device_has_nothing_to_check() {
     let model = common::load("tiny-gqa-f32", &cpu).model;
     assert!(gpu_selfcheck::kernels_for(&model).is_empty());
 }
+
+/// The GPU kernel choices are load options, not environment variables read inside the
+/// kernels: the decode kernel and the attention a model was loaded with are the ones it
+/// reports, runs and checks at start-up, whatever the environment says.
+#[test]
+fn kernel_choices_are_load_options() {
+    use genprm::{DecodeAttention, MatvecKernel};
+    let device = gpu();
+    // SAFETY (set_var): this test binary's other tests do not read these variables.
+    unsafe {
+        std::env::set_var("GENPRM_GPU_MATVEC", "per-unit");
+        std::env::set_var("GENPRM_GPU_ATTENTION", "fused");
+    }
+    for (matvec, attention) in [(MatvecKernel::Cooperative, DecodeAttention::Ops), (MatvecKernel::PerUnit, DecodeAttention::Fused)] {
+        let options = LoadOptions { quant: Some(QuantFormat::Q4), gpu_matvec: Some(matvec), gpu_attention: attention, ..Default::default() };
+        let model = load_q4(&device, options).unwrap_or_else(|e| panic!("{e}")).model;
+        assert_eq!(model.matvec_kernel(), Some(matvec));
+        assert_eq!(model.decode_attention(), attention);
+        let kernels = gpu_selfcheck::kernels_for(&model);
+        assert_eq!(kernels.iter().any(|k| matches!(k, Kernel::Attention { .. })), attention == DecodeAttention::Fused, "{kernels:?}");
+        assert!(kernels.iter().all(|k| !matches!(k, Kernel::Decode { kernel, .. } if *kernel != matvec)), "{kernels:?}");
+    }
+}

@@ -410,9 +410,7 @@ fn gpu_f16_mode_where_the_device_has_it() {
         if std::env::var("GENPRM_EXPECT_GPU_F16").as_deref() != Ok("0") {
             assert!(f16, "the test GPU (lavapipe) reports shaderFloat16, but genprm sees no f16 support");
         }
-        if std::env::var_os("GENPRM_GPU_F16").is_none() {
-            assert_eq!(prefill_precision(&device), if f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 });
-        }
+        assert_eq!(prefill_precision(&device), if f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 });
         let q = QuantMatrix::quantize(&[0.5; 64], 2, 32, QuantFormat::Q8, "w").unwrap();
         if !f16 {
             assert!(GpuQuant::upload(&q, &device).with_precision(PrefillPrecision::F16).is_err());

@@ -40,14 +40,8 @@ pub struct BenchArgs {
     /// Where to compute.
     #[arg(long, default_value = "cpu", value_name = "cpu|gpu")]
     device: DeviceKind,
-    /// f16 arithmetic in prefill's products of quantized weights on a GPU: `auto` where the GPU
-    /// has it (shader-f16), `on` (an error on a GPU without it), or `off`.
-    #[arg(long, value_enum, default_value = "auto")]
-    gpu_f16: crate::GpuF16,
-    /// How the KV cache stores keys and values: `auto` (f16 on a GPU in f16 mode, f32 on the
-    /// CPU), `f32` or `f16`.
-    #[arg(long, value_enum, default_value = "auto")]
-    kv_cache: crate::KvCacheFormat,
+    #[command(flatten)]
+    gpu: crate::GpuArgs,
     /// Sequences decoded together.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -80,7 +74,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Quant::Q8 => Some(QuantFormat::Q8),
         Quant::Q4 => Some(QuantFormat::Q4),
     };
-    let options = LoadOptions { quant, gpu_f16: args.gpu_f16.option(), kv_f16: args.kv_cache.option(), ..Default::default() };
+    let options = args.gpu.load_options(quant, None);
     if let Some(samples) = args.maj {
         return run_maj(&args, samples, &device, options);
     }

@@ -55,15 +55,72 @@ pub(crate) struct ModelArgs {
     /// Format of the embedding and lm_head when quantizing (default: as --quant).
     #[arg(long, value_name = "q4|q8", requires = "quant")]
     head_quant: Option<genprm::QuantFormat>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// How the model computes on a GPU and stores its KV cache: the options every command that
+/// loads a model shares. The environment variables are defaults a flag overrides.
+#[derive(Args)]
+pub(crate) struct GpuArgs {
     /// f16 arithmetic in the prompt's (prefill's) products of quantized weights on a GPU: `auto`
     /// where the GPU has it (shader-f16), `on` (an error on a GPU without it), or `off`.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", env = "GENPRM_GPU_F16")]
     gpu_f16: GpuF16,
     /// How the KV cache stores keys and values: `f16` halves its memory and the bytes decode
     /// attention reads (attention still computes in f32); `auto` is f16 on a GPU in f16 mode and
     /// f32 on the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     kv_cache: KvCacheFormat,
+    /// The decode kernel of packed weights on a GPU: `auto` (cooperative on a hardware GPU,
+    /// per-unit on a software adapter), `cooperative` or `per-unit`.
+    #[arg(long, value_enum, default_value = "auto", env = "GENPRM_GPU_MATVEC")]
+    gpu_matvec: GpuMatvec,
+    /// How decode attends on a GPU: `fused` (one kernel per layer) or `ops` (burn's generic
+    /// operations, for comparisons).
+    #[arg(long, value_enum, default_value = "fused", env = "GENPRM_GPU_ATTENTION")]
+    gpu_attention: GpuAttention,
+}
+
+impl GpuArgs {
+    /// The load options these flags ask for, with the weights' formats.
+    pub(crate) fn load_options(&self, quant: Option<genprm::QuantFormat>, head_quant: Option<genprm::QuantFormat>) -> genprm::LoadOptions {
+        genprm::LoadOptions {
+            quant,
+            head_quant,
+            gpu_f16: self.gpu_f16.option(),
+            kv_f16: self.kv_cache.option(),
+            gpu_matvec: match self.gpu_matvec {
+                GpuMatvec::Auto => None,
+                GpuMatvec::Cooperative => Some(genprm::MatvecKernel::Cooperative),
+                GpuMatvec::PerUnit => Some(genprm::MatvecKernel::PerUnit),
+            },
+            gpu_attention: match self.gpu_attention {
+                GpuAttention::Fused => genprm::DecodeAttention::Fused,
+                GpuAttention::Ops => genprm::DecodeAttention::Ops,
+            },
+        }
+    }
+}
+
+/// The `--gpu-matvec` choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum GpuMatvec {
+    /// Cooperative on a hardware GPU, per-unit on a software adapter.
+    Auto,
+    /// One cube per weight row.
+    Cooperative,
+    /// One unit per weight row.
+    PerUnit,
+}
+
+/// The `--gpu-attention` choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum GpuAttention {
+    /// One fused kernel per layer.
+    Fused,
+    /// burn's generic operations.
+    Ops,
 }
 
 /// The `--kv-cache` choice.
@@ -94,8 +151,10 @@ pub(crate) enum GpuF16 {
     /// f16 where the GPU has f16 arithmetic.
     Auto,
     /// Always f16 (an error on a device without it).
+    #[value(alias = "1", alias = "true")]
     On,
     /// Always f32.
+    #[value(alias = "0", alias = "false")]
     Off,
 }
 
@@ -206,7 +265,7 @@ pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
             .context("progress bar template")?
             .progress_chars("=> "),
     );
-    let options = genprm::LoadOptions { quant: args.quant, head_quant: args.head_quant, gpu_f16: args.gpu_f16.option(), kv_f16: args.kv_cache.option() };
+    let options = args.gpu.load_options(args.quant, args.head_quant);
     let model = LoadedModel::load_with(&args.model, &device, options, |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
