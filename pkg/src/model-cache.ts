@@ -14,20 +14,39 @@ export function cacheAvailable(): boolean {
   return typeof caches !== 'undefined';
 }
 
-/** The cached file, or null. */
+/** The cached file, or null. An HTML page stored by an earlier version for a model file is
+ * removed, not returned (see {@link htmlInstead}). */
 export async function cached(url: string): Promise<Blob | null> {
   if (!cacheAvailable()) return null;
   const cache = await caches.open(CACHE_NAME);
   const hit = await cache.match(url);
+  if (hit && htmlInstead(url, hit.headers.get('content-type'))) {
+    await cache.delete(url).catch(() => undefined);
+    return null;
+  }
   return hit ? hit.blob() : null;
 }
 
 /**
- * Downloads `url` into the cache (unless it is there) and returns it as a Blob; null on 404.
- * Other HTTP errors, network failures and short bodies throw a DownloadError.
+ * Whether a response of this type for `url` is a web page standing in for a model file: a
+ * server that answers unknown paths with its index page and status 200 (Vite's dev server,
+ * every single-page-app rewrite rule). No model file is HTML.
+ */
+export function htmlInstead(url: string, contentType: string | null): boolean {
+  return /^\s*(text\/html|application\/xhtml\+xml)\b/i.test(contentType ?? '') && !/\.html?(\?|#|$)/i.test(url);
+}
+
+/** A file the server does not have: why (for the loader's errors), never cached. */
+export interface Absent { absent: string }
+
+/**
+ * Downloads `url` into the cache (unless it is there) and returns it as a Blob, or why the
+ * server has no such file: a 404, or an HTML page where the file should be (a single-page
+ * app's fallback; see {@link htmlInstead}). Other HTTP errors, network failures and short
+ * bodies throw a DownloadError.
  */
 export async function download(url: string, name: string, onProgress: (p: DownloadProgress) => void,
-  options: { cache: boolean; signal?: AbortSignal }): Promise<Blob | null> {
+  options: { cache: boolean; signal?: AbortSignal }): Promise<Blob | Absent> {
   if (options.cache) {
     const hit = await cached(url);
     if (hit) {
@@ -42,7 +61,11 @@ export async function download(url: string, name: string, onProgress: (p: Downlo
     if ((e as Error)?.name === 'AbortError') throw e;
     throw new DownloadError(`could not download ${url}: ${(e as Error)?.message ?? e} (offline, or the server does not allow this site to read it)`);
   }
-  if (res.status === 404) return null;
+  if (res.status === 404) return { absent: `${url} answered 404 Not Found` };
+  if (res.ok && htmlInstead(url, res.headers.get('content-type'))) {
+    await res.body?.cancel().catch(() => undefined);
+    return { absent: `${url} answered with an HTML page (status ${res.status}), not ${name}: the server has no such file and sent its web page instead (a single-page app's fallback?)` };
+  }
   if (res.status === 401 || res.status === 403) {
     throw new DownloadError(`${url} answered HTTP ${res.status}: the repository does not exist or needs a login (gated or private models cannot be downloaded here; pick the files from disk instead)`, res.status);
   }

@@ -11,7 +11,7 @@ export interface ModelSource {
   /** For people: "GenPRM/GenPRM-1.5B (Hugging Face)", "3 local files", ... */
   label: string;
   fetchFile: FetchFile;
-  /** Files the source answered 404 (or did not have) for: the loader's errors get this context. */
+  /** Files the source did not have (a 404, an HTML page instead, not picked), and why: the loader's errors get this context. */
   missing: Map<string, string>;
 }
 
@@ -36,9 +36,10 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
       const url = new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
       if (!url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
-      const blob = await download(url, name, onProgress, options);
-      if (!blob) missing.set(name, `${url} answered 404 Not Found`);
-      return blob;
+      const got = await download(url, name, onProgress, options);
+      if (got instanceof Blob) return got;
+      missing.set(name, got.absent);
+      return null;
     },
   };
 }

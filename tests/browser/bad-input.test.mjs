@@ -20,11 +20,11 @@ export async function teardown() {
   await page?.close();
 }
 
-/** Loads the model folder `name` by URL in a fresh page and returns the page's error message. */
-async function loadError(server, name) {
+/** Loads the model folder `name` (under the server's `mount`) by URL in a fresh page and returns the page's error message. */
+async function loadError(server, name, mount = '__test__') {
   await page.goto(server.url);
   await page.getByTestId('source-url').check();
-  await page.getByTestId('model-url').fill(`${server.url}__test__/models/${name}/`);
+  await page.getByTestId('model-url').fill(`${server.url}${mount}/models/${name}/`);
   await page.getByTestId('load-model').click();
   await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
     && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
@@ -71,6 +71,31 @@ export const tests = [
     fn: async ({ server }) => {
       const outside = server.requests.filter((r) => /\/secret\//.test(r) || /%2e%2e/i.test(r));
       equal(outside, [], 'requests outside the loaded folders');
+    },
+  },
+  {
+    name: 'a server that answers unknown paths with its web page (status 200): the model loads, no HTML is cached, a missing config.json is named as such',
+    fn: async ({ server }) => {
+      // The optional files (a pack manifest, a shard index, ...) come back as HTML: absent.
+      await page.goto(server.url);
+      await page.getByTestId('source-url').check();
+      await page.getByTestId('model-url').fill(`${server.url}__spa__/models/secret/`);
+      await page.getByTestId('load-model').click();
+      await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
+        && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
+      const alerts = await page.getByRole('alert').allTextContents();
+      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', `the model loads: ${alerts}`);
+      const cachedTypes = await page.evaluate(async () => {
+        const cache = await caches.open('genprm-models-v1');
+        const out = [];
+        for (const req of await cache.keys()) out.push([req.url, (await cache.match(req)).headers.get('content-type')]);
+        return out;
+      });
+      ok(cachedTypes.length > 0, 'the model files were cached');
+      equal(cachedTypes.filter(([, type]) => /html/.test(type ?? '')), [], 'no HTML page is cached as a model file');
+      // No config.json at all: the message names its URL and says a web page came back.
+      const text = await loadError(server, 'nothing-here', '__spa__');
+      ok(/config\.json/.test(text) && /HTML page/.test(text) && /__spa__\/models\/nothing-here\/config\.json/.test(text), text);
     },
   },
   {

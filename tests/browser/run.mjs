@@ -37,7 +37,7 @@ if (!existsSync(join(DIST, 'index.html'))) {
 await mkdir(ARTIFACTS, { recursive: true });
 
 const fixtures = await makeBrokenModels();
-const server = await serve(DIST, { '/__test__/': fixtures });
+const server = await serve(DIST, { '/__test__/': fixtures, '/__spa__/': { dir: fixtures, spa: true } });
 const browser = await launch();
 let passed = 0, failed = 0, skipped = 0;
 const started = Date.now();

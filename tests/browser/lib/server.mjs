@@ -22,13 +22,26 @@ export async function serve(root, mounts = {}) {
       const url = new URL(req.url, 'http://127.0.0.1');
       let path = decodeURIComponent(url.pathname);
       let base = root;
-      for (const [prefix, dir] of Object.entries(mounts)) {
-        if (path.startsWith(prefix)) { base = dir; path = path.slice(prefix.length - 1); break; }
+      // A mount is a folder, or { dir, spa: true }: a single-page app's server, which answers
+      // every unknown path with its index page and status 200.
+      let spa = false;
+      for (const [prefix, mount] of Object.entries(mounts)) {
+        if (path.startsWith(prefix)) {
+          base = typeof mount === 'string' ? mount : mount.dir;
+          spa = typeof mount === 'object' && !!mount.spa;
+          path = path.slice(prefix.length - 1);
+          break;
+        }
       }
       if (path.endsWith('/')) path += 'index.html';
       const file = normalize(join(base, path));
       if (file !== base && !file.startsWith(base + sep)) { res.writeHead(403).end(); return; }
       const st = await stat(file).catch(() => null);
+      if ((!st || !st.isFile()) && spa) {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'access-control-allow-origin': '*' })
+          .end('<!doctype html><html><head><title>An app</title></head><body><div id="app"></div></body></html>');
+        return;
+      }
       if (!st || !st.isFile()) { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found'); return; }
       res.writeHead(200, {
         'content-type': MIME[extname(file)] ?? 'application/octet-stream',
