@@ -15,11 +15,21 @@ export interface ModelSource {
   missing: Map<string, string>;
 }
 
-/** Turns what the user typed into a base URL ending in '/': a repo id or an http(s) URL. */
+/**
+ * Turns what the user typed into a base URL ending in '/': an http(s) URL, a path on this site
+ * (`/models/x/`, `./models/x`, `../x`: resolved against the page), or a Hugging Face repo id
+ * (`owner/name`, optionally `@revision`).
+ */
 export function baseURLFor(input: string): string {
   const s = input.trim();
   if (!s) throw new Error('type a Hugging Face repo id (owner/name) or a URL');
   if (/^https?:\/\//i.test(s)) return s.endsWith('/') ? s : s + '/';
+  if (/^\.{0,2}\//.test(s) && !s.startsWith('//')) {
+    const here = (globalThis as { location?: { href: string } }).location?.href;
+    if (!here) throw new Error(`"${s}" is a path on a site, but there is no page to resolve it against: give the full URL`);
+    const url = new URL(s, here).href;
+    return url.endsWith('/') ? url : url + '/';
+  }
   const m = /^(?:hf:|huggingface\.co\/)?([A-Za-z0-9][\w.-]*\/[\w.-]+?)(?:@([\w./-]+))?\/?$/.exec(s);
   if (!m) throw new Error(`"${s}" is neither a Hugging Face repo id (owner/name) nor an http(s) URL`);
   const revision = m[2] ?? 'main';

@@ -99,6 +99,21 @@ export const tests = [
     },
   },
   {
+    name: 'a model at a path on the site (/models/x/, ./models/x) loads, resolved against the page',
+    fn: async ({ server }) => {
+      for (const path of ['/__test__/models/secret/', './__test__/models/secret']) {
+        await page.goto(server.url);
+        await page.getByTestId('source-url').check();
+        await page.getByTestId('model-url').fill(path);
+        await page.getByTestId('load-model').click();
+        await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
+          && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
+        const alerts = await page.getByRole('alert').allTextContents();
+        equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', `${path} loads: ${alerts}`);
+      }
+    },
+  },
+  {
     name: 'a CSV with a quote never closed names its line; the rows before it are not lost silently',
     fn: async ({ server }) => {
       const text = await pickGradingFile(server, 'class.csv', 'id,problem,solution\na,p,fine\nb,p,"an open quote\nc,p,lost\n');
