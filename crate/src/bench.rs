@@ -166,6 +166,27 @@ pub struct BenchResult {
     /// The KV cache's size after decoding, in MiB ([`KvCache::bytes`]: every row and layer, the
     /// capacity allocated in steps of [`crate::model::KV_CACHE_STEP`] positions).
     pub kv_cache_mib: f64,
+    /// The process's CPU time (user and system, every thread) per decode step, in ms: on a
+    /// device that runs nothing ([`crate::DeviceKind::NullGpu`]) what the host alone spends per
+    /// step. `None` in a browser (`scripts/bench-host` measures it there).
+    pub decode_host_ms_per_step: Option<f64>,
+}
+
+/// CPU seconds this process has used so far (user and system, every thread); `None` in a
+/// browser.
+pub fn process_cpu_s() -> Option<f64> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        // SAFETY: getrusage writes the struct it is given and nothing else.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return None;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+    }
+    #[cfg(target_arch = "wasm32")]
+    None
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
@@ -256,11 +277,13 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     let after_prefill = device_reserved_mib(device);
     let ttft_s = now() - t1;
     stage("decode");
+    let cpu2 = process_cpu_s();
     let t2 = now();
     for _ in 0..new_tokens {
         next = greedy_ids(&model, model.forward(&next, batch, &mut cache, LogitsFor::Last)?).await?;
     }
     let decode_s = now() - t2;
+    let decode_host_ms_per_step = cpu2.zip(process_cpu_s()).map(|(a, b)| (b - a) * 1e3 / new_tokens.max(1) as f64);
     let kv_cache_mib = cache.bytes() as f64 / (1 << 20) as f64;
     let after_decode = device_reserved_mib(device);
     let peak_device_mib = [after_load, after_prefill, after_decode].into_iter().flatten().reduce(f64::max);
@@ -285,6 +308,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         gpu_adapter: gpu_adapter(device),
         kv_cache: kv_name(model.kv_dtype()).into(),
         kv_cache_mib,
+        decode_host_ms_per_step,
     })
 }
 

@@ -14,6 +14,10 @@ pub enum DeviceKind {
     Cpu,
     /// The GPU wgpu finds (Vulkan, Metal, DX12; lavapipe when only a software Vulkan exists).
     Gpu,
+    /// A GPU that runs nothing: wgpu's no-op backend, which validates and records every call
+    /// and executes none. For benchmarks of the host's own cost per token; its results are
+    /// meaningless.
+    NullGpu,
 }
 
 impl FromStr for DeviceKind {
@@ -22,7 +26,8 @@ impl FromStr for DeviceKind {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(DeviceKind::Cpu),
             "gpu" | "wgpu" => Ok(DeviceKind::Gpu),
-            other => Err(Error::InvalidArgument { name: "device", message: format!("`{other}` is not one of cpu, gpu") }),
+            "null-gpu" => Ok(DeviceKind::NullGpu),
+            other => Err(Error::InvalidArgument { name: "device", message: format!("`{other}` is not one of cpu, gpu, null-gpu") }),
         }
     }
 }
@@ -32,6 +37,7 @@ impl std::fmt::Display for DeviceKind {
         f.write_str(match self {
             DeviceKind::Cpu => "cpu",
             DeviceKind::Gpu => "gpu",
+            DeviceKind::NullGpu => "null-gpu",
         })
     }
 }
@@ -78,7 +84,55 @@ pub fn device(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
         DeviceKind::Gpu => gpu(),
+        DeviceKind::NullGpu => null_gpu(),
     }
+}
+
+/// wgpu's no-op backend handed to burn's runtime as an existing setup: an adapter that reports
+/// f16 arithmetic and a desktop GPU's limits.
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+fn null_gpu() -> Result<Device> {
+    use burn::tensor::wgpu::{WgpuSetup, wgpu};
+    use std::sync::OnceLock;
+    static NULL: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    NULL.get_or_init(|| {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::NOOP,
+            backend_options: wgpu::BackendOptions {
+                noop: wgpu::NoopBackendOptions {
+                    features: Some(wgpu::Features::SHADER_F16),
+                    // A desktop GPU's: WebGPU's defaults with 2 GiB buffers. (wgpu's most
+                    // permissive limits align nothing, and CubeCL's pools then map ranges
+                    // wgpu refuses.)
+                    limits: Some(wgpu::Limits {
+                        max_buffer_size: 2 << 30,
+                        max_storage_buffer_binding_size: (2u64 << 30) - 4,
+                        ..wgpu::Limits::default()
+                    }),
+                    ..wgpu::NoopBackendOptions::enabled()
+                },
+                ..Default::default()
+            },
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).map_err(|e| e.to_string())?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("genprm null GPU"),
+            required_features: adapter.features(),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| e.to_string())?;
+        let setup = WgpuSetup { instance, adapter, device, queue, backend: wgpu::Backend::Noop };
+        Device::wgpu_options().setup(setup).init().map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| Error::Device(format!("wgpu's no-op backend: {e}")))
+}
+
+#[cfg(any(not(feature = "wgpu"), target_arch = "wasm32"))]
+fn null_gpu() -> Result<Device> {
+    Err(Error::Device("this build has no native GPU support (built without the `wgpu` feature)".into()))
 }
 
 #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]

@@ -195,3 +195,20 @@ fn bench_reports_device_memory_and_f16_mode_on_the_gpu_only() {
         }
     }
 }
+
+/// `--device null-gpu` (wgpu's no-op backend: every call validated, none executed) runs the
+/// GPU path end to end, so `scripts/bench-host-native` can measure the host's own cost per
+/// decode step; the bench reports that CPU time on every native device.
+#[test]
+fn bench_on_the_null_gpu_reports_the_host_cost_per_step() {
+    let args = ["bench", "--random-shape", "qwen2-small", "--device", "null-gpu", "--quant", "q4", "--prompt-tokens", "4", "--new-tokens", "3", "--json"];
+    let out = ok_json(&args);
+    assert_eq!(out["device"], "null-gpu", "{out}");
+    let r = &out["result"];
+    assert!(r["gpu_adapter"].as_str().is_some_and(|a| a.contains("noop")), "{r}");
+    assert!(r["decode_host_ms_per_step"].as_f64().is_some_and(|ms| ms > 0.0), "{r}");
+    let cpu = &ok_json(&["bench", "--random-shape", "qwen2-small", "--quant", "q4", "--prompt-tokens", "4", "--new-tokens", "2", "--json"])["result"];
+    assert!(cpu["decode_host_ms_per_step"].as_f64().is_some_and(|ms| ms > 0.0), "{cpu}");
+    let e = failing(&["bench", "--random-shape", "qwen2-small", "--device", "tpu"]);
+    assert!(e.contains("null-gpu"), "{e}");
+}

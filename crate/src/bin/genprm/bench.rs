@@ -16,6 +16,10 @@ enum Shape {
     /// The same architecture at a quarter of the width and 4 layers, for quick runs.
     #[value(name = "qwen2-small")]
     Small,
+    /// GenPRM-1.5B's 28 layers, heads and vocabulary at a quarter of its width: the real
+    /// model's launches per step in less memory (host-cost measurements).
+    #[value(name = "qwen2-1.5b-narrow")]
+    Narrow,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,6 +93,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let (name, config) = match shape {
                 Shape::Qwen2_1_5b => ("qwen2-1.5b (random)", bench::qwen2_1_5b()),
                 Shape::Small => ("qwen2-small (random)", bench::qwen2_small()),
+                Shape::Narrow => ("qwen2-1.5b-narrow (random)", bench::qwen2_1_5b_narrow()),
             };
             let source = RandomWeights::new(config.clone(), 1);
             (name.to_string(), bench::run(config, &source, &device, options, measure)?)
@@ -115,6 +120,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("  prefill                            {:>9.1} tokens/s", result.prefill_tok_s);
         println!("  time to first token                {:>9.3} s", result.ttft_s);
         println!("  decode                             {:>9.2} tokens/s", result.decode_tok_s);
+        if let Some(ms) = result.decode_host_ms_per_step {
+            println!("  host CPU per decode step           {ms:>9.2} ms");
+        }
         match result.peak_host_mib {
             Some(m) => println!("  peak host memory                   {m:>9.0} MiB"),
             None => println!("  peak host memory                   n/a"),
@@ -151,6 +159,7 @@ fn run_maj(args: &BenchArgs, samples: usize, device: &genprm::burn::tensor::Devi
             let (name, config) = match shape {
                 Shape::Qwen2_1_5b => ("qwen2-1.5b (random)", bench::qwen2_1_5b()),
                 Shape::Small => ("qwen2-small (random)", bench::qwen2_small()),
+                Shape::Narrow => ("qwen2-1.5b-narrow (random)", bench::qwen2_1_5b_narrow()),
             };
             let Some(tok) = args.tokenizer.clone() else { bail!("--maj with --random-shape needs --tokenizer DIR (a DeepSeek-R1-Distill-Qwen tokenizer)") };
             (name.to_string(), config.clone(), Box::new(RandomWeights::new(config, 1)), tok)
