@@ -170,6 +170,9 @@ pub struct BenchResult {
     /// device that runs nothing ([`crate::DeviceKind::NullGpu`]) what the host alone spends per
     /// step. `None` in a browser (`scripts/bench-host` measures it there).
     pub decode_host_ms_per_step: Option<f64>,
+    /// On a GPU, how many decode steps were replayed from a recording
+    /// ([`crate::LoadOptions::gpu_decode`]); `None` on the CPU device.
+    pub decode_replayed_steps: Option<usize>,
 }
 
 /// CPU seconds this process has used so far (user and system, every thread); `None` in a
@@ -309,6 +312,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
         kv_cache: kv_name(model.kv_dtype()).into(),
         kv_cache_mib,
         decode_host_ms_per_step,
+        decode_replayed_steps: (*device != burn::tensor::Device::flex()).then(|| model.decode_replays().0),
     })
 }
 

@@ -67,6 +67,19 @@ impl std::fmt::Display for MatvecKernel {
     }
 }
 
+/// How a decode step reaches a GPU ([`crate::model::LoadOptions::gpu_decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuDecode {
+    /// Recorded once (CubeCL's software graph capture) and replayed for each later step with
+    /// new inputs: the launches' pipelines, bindings and bind groups are resolved once instead
+    /// of at every launch (quantized weights with the fused attention; other steps launch).
+    #[default]
+    Replay,
+    /// Every launch of every step issued anew.
+    Launch,
+}
+
 /// How decode attends over the KV cache on a GPU ([`crate::model::LoadOptions::gpu_attention`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

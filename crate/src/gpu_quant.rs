@@ -468,6 +468,39 @@ impl GpuQuant {
         Tensor::from_primitive::<Cube>(out)
     }
 
+    /// [`GpuQuant::gather`] of ids already on the device (i32, `[n]`): every block's kernel
+    /// runs, each writing the ids it holds (a recorded decode step replays it with new ids).
+    pub fn gather_device(&self, ids: &Tensor<1, Int>) -> Tensor<2> {
+        let n = ids.dims()[0];
+        let id_tensor = into_contiguous(ids.clone().try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+        let client = id_tensor.client.clone();
+        let out = empty_device_contiguous_dtype(client.clone(), id_tensor.device.clone(), Shape::new([n, self.cols]), DType::F32);
+        let units = n * self.cols;
+        let cube_dim = CubeDim::new(&client, units);
+        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
+        let mut start = 0usize;
+        for block in &self.blocks {
+            let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+            let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
+            gather_kernel::launch(
+                &client,
+                cube_count.clone(),
+                cube_dim,
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                id_tensor.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                n as u32,
+                start as u32,
+                block.rows as u32,
+                self.cols as u32,
+                self.bits(),
+            );
+            start += block.rows;
+        }
+        Tensor::from_primitive::<Cube>(out)
+    }
+
     /// Rows `ids` expanded to f32, `[ids.len(), cols]` (the embedding lookup), read from the
     /// packed blocks on the GPU: the table is never expanded and no host copy is needed.
     /// Every id must be below [`GpuQuant::rows`].

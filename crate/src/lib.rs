@@ -45,7 +45,7 @@ pub mod weights;
 
 pub use burn;
 pub use config::Qwen2Config;
-pub use device::{DecodeAttention, DeviceKind, MatvecKernel, device};
+pub use device::{DecodeAttention, DeviceKind, GpuDecode, MatvecKernel, device};
 pub use engine::{Engine, EngineStats, LocalEngine};
 pub use error::{Error, Result};
 pub use generate::{CachedPrefix, CancelFlag, GenerateOptions, Generation, StopReason, TokenEvent, generate, score};

@@ -344,6 +344,8 @@ pub struct LoadOptions {
     pub gpu_matvec: Option<crate::device::MatvecKernel>,
     /// How decode attends on a GPU: the fused kernel (default), or burn's ops (comparisons).
     pub gpu_attention: crate::device::DecodeAttention,
+    /// How decode steps reach a GPU: recorded once and replayed (default), or launched anew.
+    pub gpu_decode: crate::device::GpuDecode,
 }
 
 /// [`LoadOptions::kv_f16`] decided for a loaded model: the element type of its KV cache.
@@ -402,6 +404,60 @@ pub struct KvCache {
     /// has been written below `n` since). Every row keeps its own copy; this only lets the CPU
     /// attention read a prompt shared by many samples once for all of them.
     same_as: Vec<Option<(usize, usize)>>,
+    /// The decode step recorded on this cache's buffers, replayed while they stay the same
+    /// ([`Qwen2Model::forward_rows`] on a GPU).
+    #[cfg(feature = "wgpu")]
+    graph: GraphSlot,
+}
+
+/// A recorded decode step, owned by one cache: a clone of the cache does not share it (its
+/// buffers would be another's).
+#[cfg(feature = "wgpu")]
+#[derive(Default)]
+struct GraphSlot(Option<DecodeGraph>);
+
+#[cfg(feature = "wgpu")]
+impl Clone for GraphSlot {
+    fn clone(&self) -> Self {
+        GraphSlot(None)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl std::fmt::Debug for GraphSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "a recorded decode step" } else { "none" })
+    }
+}
+
+/// One decode step of the whole model on a GPU, recorded once with CubeCL's software graph
+/// capture (every launch's pipeline, bindings and bind group resolved at recording) and
+/// replayed for each later step: the step's inputs are written into the same buffers, then the
+/// recorded launches run again. Valid while the rows, the cache's capacity and its buffers are
+/// those it was recorded on ([`GraphKey`]).
+#[cfg(feature = "wgpu")]
+struct DecodeGraph {
+    key: GraphKey,
+    graph: cubecl::client::Graph,
+    /// The inputs, `[rows]` i32 ids, `[rows, head_dim]` rotary table, `[rows]` i32 lengths,
+    /// `[rows · kv_heads]` i32 cache rows: written before each replay.
+    ids: Tensor<1, Int>,
+    rope: Tensor<2>,
+    lens: Tensor<1, Int>,
+    writes: Tensor<1, Int>,
+    /// The logits `[rows, 1, vocab]` each replay writes.
+    logits: Tensor<3>,
+}
+
+/// What a recorded decode step depends on besides its inputs.
+#[cfg(feature = "wgpu")]
+#[derive(Debug, Clone, PartialEq)]
+struct GraphKey {
+    first: usize,
+    rows: usize,
+    capacity: usize,
+    /// Every layer's key and value buffers (CubeCL's memory ids).
+    buffers: Vec<String>,
 }
 
 impl KvCache {
@@ -500,6 +556,17 @@ impl KvCache {
         self.written(to, 0);
         self.same_as[to] = Some((from, len));
         Ok(())
+    }
+
+    /// Every layer's key and value buffers, by CubeCL's memory id (a recorded decode step is
+    /// valid while they stay the same).
+    #[cfg(feature = "wgpu")]
+    fn buffer_ids(&self) -> Vec<String> {
+        let id = |t: &Tensor<2>| match t.clone().try_into_primitive::<burn::backend::Cube>() {
+            Ok(c) => format!("{:?}", c.handle.memory.descriptor().id),
+            Err(_) => String::new(),
+        };
+        self.layers.iter().flatten().flat_map(|(k, v)| [id(k), id(v)]).collect()
     }
 
     /// Records that `row` is written from position `from` on: its own and every other row's
@@ -884,6 +951,13 @@ pub struct Qwen2Model {
     kv_dtype: DType,
     /// How decode attends on a GPU ([`LoadOptions::gpu_attention`]).
     decode_attention: crate::device::DecodeAttention,
+    /// How decode steps reach a GPU ([`LoadOptions::gpu_decode`]); replaying turns itself off
+    /// for good when a recording fails.
+    gpu_decode: crate::device::GpuDecode,
+    replay_failed: std::sync::atomic::AtomicBool,
+    /// Decode steps replayed from a recording, and recordings made (benchmarks, tests).
+    replays: std::sync::atomic::AtomicUsize,
+    recordings: std::sync::atomic::AtomicUsize,
 }
 
 impl Qwen2Model {
@@ -991,6 +1065,10 @@ impl Qwen2Model {
             lm_head,
             kv_dtype: DType::F32,
             decode_attention: options.gpu_attention,
+            gpu_decode: options.gpu_decode,
+            replay_failed: Default::default(),
+            replays: Default::default(),
+            recordings: Default::default(),
         };
         model.kv_dtype = resolve_kv_dtype(options.kv_f16, device, model.gpu_f16())?;
         Ok(model)
@@ -1164,6 +1242,13 @@ impl Qwen2Model {
             gpu_lens: None,
         };
 
+        #[cfg(feature = "wgpu")]
+        if which == LogitsFor::Last
+            && let Some(logits) = self.decode_recorded(&step, inputs, cache)?
+        {
+            return Ok(logits);
+        }
+
         // Padding repeats each row's last id (or id 0); its keys land past the row's length.
         let padded: Vec<u32> = inputs.iter().flat_map(|t| (0..seq).map(move |i| t.get(i).or(t.last()).copied().unwrap_or(0))).collect();
         let mut x = self.embed.gather(&padded, &self.device); // [n * seq, hidden]
@@ -1217,8 +1302,7 @@ impl Qwen2Model {
         let angles = step.past.iter().flat_map(|&past| past..past + step.seq).map(|p| inv.iter().map(move |f| p as f32 * f));
         #[cfg(feature = "wgpu")]
         if self.device != Device::flex() {
-            let table: Vec<f32> = angles.flat_map(|a| a.clone().map(f32::cos).chain(a.map(f32::sin))).collect();
-            return Rope::Packed(Tensor::from_data(TensorData::new(table, [n * step.seq, d]), &self.device));
+            return Rope::Packed(Tensor::from_data(TensorData::new(self.rope_table(step), [n * step.seq, d]), &self.device));
         }
         let mut cos = Vec::with_capacity(n * step.seq * d);
         let mut sin = Vec::with_capacity(n * step.seq * d);
@@ -1230,6 +1314,148 @@ impl Qwen2Model {
         }
         let shape = [n, 1, step.seq, d];
         Rope::Tables(Tensor::from_data(TensorData::new(cos, shape), &self.device), Tensor::from_data(TensorData::new(sin, shape), &self.device))
+    }
+
+    /// How many decode steps were replayed from a recording, and how many recordings were made
+    /// ([`LoadOptions::gpu_decode`]).
+    pub fn decode_replays(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.replays.load(Relaxed), self.recordings.load(Relaxed))
+    }
+
+    /// A decode step on a GPU through a recording ([`DecodeGraph`]): replayed when `cache`
+    /// holds one for these rows and buffers, else recorded (after one ordinary run of the same
+    /// launches, which sizes CubeCL's pools so the recording allocates nothing) and replayed.
+    /// `None`: this step launches as usual (the CPU, f32 weights, burn's attention, several
+    /// new positions or an empty row, replaying turned off, or a recording that failed).
+    #[cfg(feature = "wgpu")]
+    fn decode_recorded(&self, step: &Step, inputs: &[&[u32]], cache: &mut KvCache) -> Result<Option<Tensor<3>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Weight::GpuQuant(embed) = &self.embed else { return Ok(None) };
+        if self.device == Device::flex()
+            || self.gpu_decode != crate::device::GpuDecode::Replay
+            || self.replay_failed.load(Relaxed)
+            || !self.fused_decode_attention(step)
+            || inputs.iter().any(|t| t.len() != 1)
+        {
+            return Ok(None);
+        }
+        let (n, d, kvh) = (inputs.len(), self.config.head_dim(), self.config.kv_heads());
+        let ids: Vec<i32> = inputs.iter().map(|t| t[0] as i32).collect();
+        let table = self.rope_table(step);
+        let lens: Vec<i32> = step.past.iter().map(|&p| (p + 1) as i32).collect();
+        let writes = self.cache_write_rows(step, kvh);
+        let writes: Vec<i32> = writes.into_iter().map(|i| i32::try_from(i).expect("a KV cache of fewer than 2³¹ rows")).collect();
+        let key = GraphKey { first: step.first, rows: n, capacity: step.capacity, buffers: cache.buffer_ids() };
+        let finish = |cache: &mut KvCache| {
+            for r in 0..n {
+                cache.lens[step.first + r] += 1;
+            }
+        };
+        if let Some(g) = cache.graph.0.as_ref().filter(|g| g.key == key) {
+            let client = crate::gpu_layer::cube(g.rope.clone()).client;
+            for (t, bytes) in [
+                (g.ids.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<i32, u8>(&ids).to_vec()),
+                (g.lens.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<i32, u8>(&lens).to_vec()),
+                (g.writes.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<i32, u8>(&writes).to_vec()),
+                (g.rope.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<f32, u8>(&table).to_vec()),
+            ] {
+                let t = t.map_err(|_| Error::Device("a recorded step's input is not a GPU tensor".into()))?;
+                client.write(&t.handle, burn::tensor::Bytes::from_bytes_vec(bytes));
+            }
+            // SAFETY: the graph's buffers are alive and unshared: the inputs and logits are held
+            // here, the weights by the model, the cache's buffers by `cache` (the key checked
+            // they are the recorded ones), the rest pinned by the graph; one thread decodes.
+            unsafe { g.graph.replay() }.map_err(|e| Error::Device(format!("replaying the recorded decode step: {e:?}")))?;
+            self.replays.fetch_add(1, Relaxed);
+            let logits = g.logits.clone();
+            finish(cache);
+            return Ok(Some(logits));
+        }
+        // A new recording: the old one (and the pool pages it pins) goes first.
+        cache.graph.0 = None;
+        let dev = &self.device;
+        let ids_t = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), dev);
+        let rope_t = Tensor::<2>::from_data(TensorData::new(table, [n, d]), dev);
+        let lens_t = Tensor::<1, Int>::from_data(TensorData::new(lens, [n]), dev);
+        let writes_t = Tensor::<1, Int>::from_data(TensorData::new(writes, [n * kvh]), dev);
+        let client = crate::gpu_layer::cube(rope_t.clone()).client;
+        let give_up = || {
+            self.replay_failed.store(true, Relaxed);
+            Ok(None)
+        };
+        if client.graph_prepare().is_err() {
+            return give_up();
+        }
+        // The same launches, run once for real: they write this step's keys and values (which
+        // the recording writes again, identically) and leave the pools as the recording needs.
+        let warm = Step { first: step.first, past: step.past.clone(), seq: 1, capacity: step.capacity, shared: step.shared.clone(), gpu_lens: Some(lens_t.clone()) };
+        drop(self.decode_launches(embed, &ids_t, &rope_t, &warm, &writes_t, cache));
+        let before = cache.buffer_ids();
+        if client.start_capture().is_err() {
+            let _ = client.stop_capture();
+            return give_up();
+        }
+        let logits = self.decode_launches(embed, &ids_t, &rope_t, &warm, &writes_t, cache);
+        let graph = match client.stop_capture() {
+            Ok(g) => g,
+            Err(_) => return give_up(),
+        };
+        if cache.buffer_ids() != before {
+            // The recording copied the cache instead of writing it in place: replays would write
+            // a stale copy. Launch as usual from now on.
+            return give_up();
+        }
+        // SAFETY: as for a replay above; nothing else holds these buffers yet.
+        unsafe { graph.replay() }.map_err(|e| Error::Device(format!("running the recorded decode step: {e:?}")))?;
+        self.recordings.fetch_add(1, Relaxed);
+        let key = GraphKey { first: step.first, rows: n, capacity: step.capacity, buffers: before };
+        cache.graph.0 = Some(DecodeGraph { key, graph, ids: ids_t, rope: rope_t, lens: lens_t, writes: writes_t, logits: logits.clone() });
+        finish(cache);
+        Ok(Some(logits))
+    }
+
+    /// A decode step's launches from inputs on the device (one new position per row, fused
+    /// attention, the embedding looked up from packed weights): the logits `[rows, 1, vocab]`.
+    #[cfg(feature = "wgpu")]
+    fn decode_launches(
+        &self,
+        embed: &crate::gpu_quant::GpuQuant,
+        ids: &Tensor<1, Int>,
+        rope: &Tensor<2>,
+        step: &Step,
+        writes: &Tensor<1, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let n = step.past.len();
+        let rope = Rope::Packed(rope.clone());
+        let mut x = embed.gather_device(ids);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.input_norm.forward(x.clone());
+            let heads = self.attention(&layer.attention, h, step, &rope, None, writes, slot);
+            x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
+            let h = layer.post_norm.forward(x.clone());
+            let m = &layer.mlp;
+            let h = m.gate_up.forward_then(h, Epilogue::SwiGlu);
+            x = m.down.forward_then(h, Epilogue::Add(x));
+        }
+        let x = self.norm.forward(x);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => self.embed.matmul_t(x),
+        };
+        logits.reshape([n, 1, self.config.vocab_size])
+    }
+
+    /// The GPU kernel's rotary table of this pass's new positions ([`Rope::Packed`]): each
+    /// position's `head_dim/2` cosines, then its sines, computed as [`Qwen2Model::rope`] does.
+    #[cfg(feature = "wgpu")]
+    fn rope_table(&self, step: &Step) -> Vec<f32> {
+        let d = self.config.head_dim();
+        let base = self.config.rope_theta as f32;
+        let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
+        let angles = step.past.iter().flat_map(|&past| past..past + step.seq).map(|p| inv.iter().map(move |f| p as f32 * f));
+        angles.flat_map(|a| a.clone().map(f32::cos).chain(a.map(f32::sin))).collect()
     }
 
     /// Whether this pass attends with a fused decode kernel, without a mask: one new position
@@ -1268,13 +1494,7 @@ impl Qwen2Model {
     /// Cache rows the new keys and values go to, in the order of `[rows, kv_heads, seq, d]`
     /// (i64 for burn's `select_assign` on the CPU device, i32 for the GPU kernel).
     fn cache_writes(&self, step: &Step, heads: usize) -> Tensor<1, Int> {
-        let mut idx = Vec::with_capacity(step.past.len() * heads * step.seq);
-        for (r, &past) in step.past.iter().enumerate() {
-            for h in 0..heads {
-                let base = ((step.first + r) * heads + h) * step.capacity;
-                idx.extend((0..step.seq).map(|i| (base + past + i) as i64));
-            }
-        }
+        let idx = self.cache_write_rows(step, heads);
         let n = idx.len();
         if self.device == Device::flex() {
             return Tensor::from_data(TensorData::new(idx, [n]), &self.device);
@@ -1282,6 +1502,18 @@ impl Qwen2Model {
         // The GPU kernel that writes the cache reads 32-bit indices.
         let idx: Vec<i32> = idx.into_iter().map(|i| i32::try_from(i).expect("a KV cache of fewer than 2³¹ rows")).collect();
         Tensor::from_data(TensorData::new(idx, [n]), &self.device)
+    }
+
+    /// The cache rows of [`Qwen2Model::cache_writes`], on the host.
+    fn cache_write_rows(&self, step: &Step, heads: usize) -> Vec<i64> {
+        let mut idx = Vec::with_capacity(step.past.len() * heads * step.seq);
+        for (r, &past) in step.past.iter().enumerate() {
+            for h in 0..heads {
+                let base = ((step.first + r) * heads + h) * step.capacity;
+                idx.extend((0..step.seq).map(|i| (base + past + i) as i64));
+            }
+        }
+        idx
     }
 
     /// Self-attention of one layer up to the output projection: the new queries, keys and

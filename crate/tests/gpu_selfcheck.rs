@@ -174,3 +174,62 @@ fn kernel_choices_are_load_options() {
         assert!(kernels.iter().all(|k| !matches!(k, Kernel::Decode { kernel, .. } if *kernel != matvec)), "{kernels:?}");
     }
 }
+
+/// Decode steps recorded once and replayed (`GpuDecode::Replay`, CubeCL's software graph)
+/// compute exactly what launching every kernel anew computes: the same logits, bit for bit,
+/// at batch 1 and 3, across the KV cache's growth past its first 256 positions (a new
+/// recording on the new buffers), after rows are truncated (a conversation's next step) and
+/// after a row is copied from another (Maj@N): every change the engine makes between steps.
+#[test]
+fn replayed_decode_steps_equal_launched_ones() {
+    use genprm::burn::tensor::Tensor;
+    use genprm::{GpuDecode, KvCache, LogitsFor};
+    let device = gpu();
+    let load = |gpu_decode| {
+        let options = LoadOptions { quant: Some(QuantFormat::Q4), gpu_decode, ..Default::default() };
+        load_q4(&device, options).unwrap_or_else(|e| panic!("{e}")).model
+    };
+    let (replay, launch) = (load(GpuDecode::Replay), load(GpuDecode::Launch));
+    let read = |t: Tensor<3>| -> Vec<f32> { t.into_data().try_into_vec().unwrap() };
+    let argmax = |row: &[f32]| genprm::sampling::argmax(row);
+    let vocab = replay.vocab_size();
+    // Batch 1: a prompt, then 300 greedy steps (the cache grows at 256).
+    let (mut a, mut b) = (KvCache::new(), KvCache::new());
+    let prompt = [1u32, 5, 9, 3, 7];
+    let la = read(replay.forward(&prompt, 1, &mut a, LogitsFor::Last).unwrap());
+    let lb = read(launch.forward(&prompt, 1, &mut b, LogitsFor::Last).unwrap());
+    assert_eq!(la, lb, "prefill");
+    let mut next = argmax(&la);
+    for step in 0..300 {
+        let la = read(replay.forward(&[next], 1, &mut a, LogitsFor::Last).unwrap());
+        let lb = read(launch.forward(&[next], 1, &mut b, LogitsFor::Last).unwrap());
+        assert_eq!(la, lb, "decode step {step}");
+        next = argmax(&la);
+        if step == 280 {
+            // The next step of a conversation starts from an earlier position.
+            a.truncate(200);
+            b.truncate(200);
+        }
+    }
+    let (replays, recordings) = replay.decode_replays();
+    assert!(replays >= 290 && recordings >= 2, "{replays} replays, {recordings} recordings");
+    assert_eq!(launch.decode_replays(), (0, 0));
+    // Batch 3, after row 2 copies row 0's prefix.
+    let (mut a, mut b) = (KvCache::new(), KvCache::new());
+    let rows: [&[u32]; 3] = [&[1, 2, 3, 4], &[7, 8], &[9]];
+    replay.forward_rows(0, &rows, &mut a, LogitsFor::Last).unwrap();
+    launch.forward_rows(0, &rows, &mut b, LogitsFor::Last).unwrap();
+    let mut next = vec![3u32, 4, 5];
+    for step in 0..20 {
+        let inputs: Vec<&[u32]> = next.chunks(1).collect();
+        let la = read(replay.forward_rows(0, &inputs, &mut a, LogitsFor::Last).unwrap());
+        let lb = read(launch.forward_rows(0, &inputs, &mut b, LogitsFor::Last).unwrap());
+        assert_eq!(la, lb, "batch step {step}");
+        next = la.chunks(vocab).map(argmax).collect();
+        if step == 10 {
+            a.copy_prefix(0, 2, 3).unwrap();
+            b.copy_prefix(0, 2, 3).unwrap();
+        }
+    }
+    assert!(replay.decode_replays().0 > replays + 15);
+}

@@ -80,6 +80,19 @@ pub(crate) struct GpuArgs {
     /// operations, for comparisons).
     #[arg(long, value_enum, default_value = "fused", env = "GENPRM_GPU_ATTENTION")]
     gpu_attention: GpuAttention,
+    /// How decode steps reach a GPU: `replay` (recorded once, replayed with new inputs) or
+    /// `launch` (every launch issued anew, for comparisons).
+    #[arg(long, value_enum, default_value = "replay", env = "GENPRM_GPU_DECODE")]
+    gpu_decode: GpuDecodeArg,
+}
+
+/// The `--gpu-decode` choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum GpuDecodeArg {
+    /// Recorded once and replayed.
+    Replay,
+    /// Launched anew each step.
+    Launch,
 }
 
 impl GpuArgs {
@@ -98,6 +111,10 @@ impl GpuArgs {
             gpu_attention: match self.gpu_attention {
                 GpuAttention::Fused => genprm::DecodeAttention::Fused,
                 GpuAttention::Ops => genprm::DecodeAttention::Ops,
+            },
+            gpu_decode: match self.gpu_decode {
+                GpuDecodeArg::Replay => genprm::GpuDecode::Replay,
+                GpuDecodeArg::Launch => genprm::GpuDecode::Launch,
             },
         }
     }
