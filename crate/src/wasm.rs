@@ -367,6 +367,10 @@ struct WebLoadOptions {
     /// WebGPU: in f16 mode only), `false` never.
     #[serde(default)]
     kv_f16: Option<bool>,
+    /// How decode steps reach WebGPU: `replay` (the default: recorded once, replayed with new
+    /// inputs) or `launch` (every launch issued anew).
+    #[serde(default)]
+    gpu_decode: Option<crate::device::GpuDecode>,
 }
 
 #[derive(Serialize)]
@@ -412,6 +416,7 @@ async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -
         head_quant: parse_format(options.head_quant.as_deref(), "headQuant")?,
         gpu_f16: options.gpu_f16,
         kv_f16: options.kv_f16,
+        gpu_decode: options.gpu_decode.unwrap_or_default(),
         ..LoadOptions::default()
     };
     report("config", 0, 1, None);
@@ -600,6 +605,9 @@ impl Model {
             // The CPU kernel of quantized products (`Simd128`, or `RelaxedSimd` in the module
             // built with relaxed SIMD).
             "cpuKernel": format!("{:?}", crate::quant::Kernel::best()),
+            // Decode steps replayed from a recording so far, and recordings made.
+            "decodeReplays": self.inner.model.decode_replays().0,
+            "decodeRecordings": self.inner.model.decode_replays().1,
         }))
     }
 

@@ -35,6 +35,8 @@ export interface LoadModelOptions {
    *  and values in f32), attention still computed in f32. By default f16 exactly in f16 mode on
    *  WebGPU and f32 on the CPU; true on WebGPU requires f16 mode. */
   kvF16?: boolean;
+  /** How decode steps reach WebGPU: 'replay' (default: recorded once and replayed) or 'launch'. */
+  gpuDecode?: 'replay' | 'launch';
   /** Keep downloads in the browser's Cache API for offline reloads (default true). */
   cache?: boolean;
   signal?: AbortSignal;
@@ -89,6 +91,7 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
     headQuant: options.headQuant ?? null,
     ...(options.gpuF16 === undefined ? {} : { gpuF16: options.gpuF16 }),
     ...(options.kvF16 === undefined ? {} : { kvF16: options.kvF16 }),
+    ...(options.gpuDecode === undefined ? {} : { gpuDecode: options.gpuDecode }),
   };
   let model: WasmModel;
   try {

@@ -20,6 +20,9 @@ export interface LoadOptions {
   /** The KV cache in f16 (attention computed in f32): absent = f16 exactly in f16 mode on
    *  WebGPU and f32 on the CPU, true = always (on WebGPU an error outside f16 mode), false = never. */
   kvF16?: boolean;
+  /** How decode steps reach WebGPU: 'replay' (default; recorded once, replayed with new
+   *  inputs: a fraction of the host's work per token) or 'launch' (every launch anew). */
+  gpuDecode?: 'replay' | 'launch';
 }
 
 export interface LoadProgress {
@@ -45,6 +48,10 @@ export interface ModelInfo {
   /** The CPU kernel of quantized products: 'Simd128', or 'RelaxedSimd' in the module built with
    *  WebAssembly relaxed SIMD (loaded where the engine has it). */
   cpuKernel?: string;
+  /** Decode steps replayed from a recording so far, and recordings made (WebGPU, quantized
+   *  weights). */
+  decodeReplays?: number;
+  decodeRecordings?: number;
 }
 
 /** The outcome of running one code block, before it is turned into the official message. */

@@ -261,6 +261,33 @@ export const tests = [
     },
   },
   {
+    name: 'WebGPU decode steps recorded once and replayed verify exactly as launched ones (the demo model as q4 on the GPU)',
+    fn: async ({ browser, server }) => {
+      const p = await browser.newPage();
+      p.setDefaultTimeout(LONG);
+      await p.goto(server.url + 'grade.html');
+      const out = await p.evaluate(async () => {
+        const g = await import('/vendor/genprm/dist/index.js');
+        const request = { problem: 'Tom has 3 apples and buys 4 more. How many apples does he have?',
+          steps: ['Tom starts with 3 apples.', 'He buys 4 more, so he has 3 + 4 = 8 apples.'], options: { greedy: true, execute: false } };
+        const run = async (gpuDecode) => {
+          const m = await g.loadModel('demo', { device: 'gpu', quant: 'q4', gpuDecode });
+          const r = await m.verify(request);
+          const info = m.wasmModel.info();
+          m.free();
+          return { complete: r.complete, steps: r.steps.map((s) => ({ reward: s.reward, texts: s.samples.map((x) => x.text) })),
+            replays: info.decodeReplays, recordings: info.decodeRecordings };
+        };
+        return { replay: await run('replay'), launch: await run('launch') };
+      });
+      await p.close();
+      ok(out.replay.complete && out.launch.complete, `both complete: ${JSON.stringify(out)}`);
+      equal(JSON.stringify(out.replay.steps), JSON.stringify(out.launch.steps), 'the same rationales and rewards');
+      ok(out.replay.replays > 10 && out.replay.recordings >= 1, `steps were replayed: ${out.replay.replays} replays, ${out.replay.recordings} recordings`);
+      equal(out.launch.replays, 0, 'launch mode replays nothing');
+    },
+  },
+  {
     name: 'no errors in the console',
     fn: async () => {
       equal(errors.filter((e) => !/status of 404/.test(e)), [], 'console errors');
