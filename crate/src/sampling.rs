@@ -56,10 +56,19 @@ pub struct SamplingParams {
     pub seed: u64,
 }
 
+/// GenPRM's sampling temperature (the official inference setting): the one place every
+/// front end (library, CLI, browser) takes it from.
+pub const GENPRM_TEMPERATURE: f32 = 0.6;
+/// GenPRM's top-k.
+pub const GENPRM_TOP_K: usize = 20;
+/// GenPRM's top-p.
+pub const GENPRM_TOP_P: f32 = 0.95;
+
 impl Default for SamplingParams {
-    /// GenPRM's defaults: T = 0.6, top-k 20, top-p 0.95.
+    /// GenPRM's defaults: T = 0.6, top-k 20, top-p 0.95 ([`GENPRM_TEMPERATURE`], [`GENPRM_TOP_K`],
+    /// [`GENPRM_TOP_P`]).
     fn default() -> Self {
-        SamplingParams { temperature: 0.6, top_k: Some(20), top_p: 0.95, seed: 0 }
+        SamplingParams { temperature: GENPRM_TEMPERATURE, top_k: Some(GENPRM_TOP_K), top_p: GENPRM_TOP_P, seed: 0 }
     }
 }
 

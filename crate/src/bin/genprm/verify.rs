@@ -85,13 +85,13 @@ pub struct ProtocolArgs {
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     greedy: bool,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = genprm::sampling::GENPRM_TEMPERATURE)]
     temperature: f32,
     /// Top-k (0 keeps all).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = genprm::sampling::GENPRM_TOP_K)]
     top_k: usize,
     /// Top-p.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = genprm::sampling::GENPRM_TOP_P)]
     top_p: f32,
     /// Random seed; the same seed gives the same verdicts.
     #[arg(long, default_value_t = 0)]
