@@ -9,6 +9,6 @@ export { PyodideExecutor, TIME_LIMIT_MS, TIMEOUT_MESSAGE } from './pyodide-execu
 export type { PyodideExecutorOptions, PythonProgress } from './pyodide-executor.ts';
 export { CACHE_NAME as MODEL_CACHE_NAME, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './model-cache.ts';
 export { baseURLFor, DEFAULT_REPO, type ModelSource } from './model-sources.ts';
-export { GenprmVerifier, defineVerifier } from './widget.ts';
+export { GenprmVerifier, defineVerifier, type GenprmVerifierEventMap, type Stage as VerifierErrorStage } from './widget.ts';
 export { undecided, undecidedSteps, summaryText } from './verdicts.ts';
 export { benchRandom } from './bench.ts';

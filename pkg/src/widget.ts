@@ -8,9 +8,10 @@
 // Attributes (and the same-named properties): model ("demo", a Hugging Face repo id or a base
 // URL), problem, steps (a JSON array; or child <li>s), samples, theme (light | dark | auto),
 // device (auto | gpu | cpu), quant (q4 | q8 | none), greedy. Events (CustomEvent, bubbling,
-// composed): `reward` (a sample's judgement: {step, sample, reward}), `step` (a step's verdict:
-// {index, reward, correct, verdict}; `correct` is null where the model reached no verdict),
-// `done` (the VerifyResult), `error` ({message, stage}). `show(result)` displays a result
+// composed; named `genprm-…` so none collides with the DOM's own, such as `error`, and typed in
+// GenprmVerifierEventMap): `genprm-reward` (a sample's judgement: {step, sample, reward}),
+// `genprm-step` (a step's verdict: {index, reward, correct, verdict}; `correct` is null where the
+// model reached no verdict), `genprm-done` (the VerifyResult), `genprm-error` ({message, stage}). `show(result)` displays a result
 // computed elsewhere (a saved one, or `genprm verify --json`'s).
 // Everything renders in a shadow root with its own styles, so the host page's CSS cannot break it.
 import { loadModel, sharedExecutor, type GenPRM, type ModelLoadProgress } from './api.ts';
@@ -81,7 +82,28 @@ progress { display: inline-block; width: 160px; height: 8px; }
 .error { margin-top: 8px; color: var(--bad); white-space: pre-wrap; }
 `;
 
-type Stage = 'input' | 'load' | 'verify';
+/** Where a widget's error arose. */
+export type Stage = 'input' | 'load' | 'verify';
+
+/** The events a <genprm-verifier> fires, with their details: `addEventListener` on the element
+ *  (or any HTMLElement) is typed by this map. */
+export interface GenprmVerifierEventMap {
+  /** One sample's judgement of a step. */
+  'genprm-reward': CustomEvent<{ step: number; sample: number; reward: Reward }>;
+  /** A step's verdict; `correct` is null where the model reached no verdict. */
+  'genprm-step': CustomEvent<{ index: number; reward: number; correct: boolean | null; verdict: StepVerdict }>;
+  /** The whole result, complete or not. */
+  'genprm-done': CustomEvent<VerifyResult>;
+  /** Bad input, a model that cannot load, or a verification that stopped on an error. */
+  'genprm-error': CustomEvent<{ message: string; stage: Stage }>;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'genprm-verifier': GenprmVerifier;
+  }
+  interface HTMLElementEventMap extends GenprmVerifierEventMap {}
+}
 
 interface StepView { li: HTMLLIElement; verdict: HTMLElement; fill: HTMLElement; value: HTMLElement; bar: HTMLElement; details: HTMLDetailsElement; rationales: HTMLPreElement[] }
 
@@ -360,11 +382,11 @@ export class GenprmVerifier extends Base {
       case 'code_ran':
         break; // the output is in the rationale text (code_output)
       case 'judged':
-        this.emit('reward', { step: e.step, sample: e.sample, reward: e.reward } satisfies { step: number; sample: number; reward: Reward });
+        this.emit('genprm-reward', { step: e.step, sample: e.sample, reward: e.reward } satisfies { step: number; sample: number; reward: Reward });
         break;
       case 'step_done':
         this.stepDone(e.verdict);
-        this.emit('step', { index: e.verdict.index, reward: e.verdict.reward, correct: undecided(e.verdict) ? null : e.verdict.reward >= 0.5, verdict: e.verdict });
+        this.emit('genprm-step', { index: e.verdict.index, reward: e.verdict.reward, correct: undecided(e.verdict) ? null : e.verdict.reward >= 0.5, verdict: e.verdict });
         break;
     }
   }
@@ -398,11 +420,11 @@ export class GenprmVerifier extends Base {
     this.present(result);
     if (!result.complete) {
       this.say(result.error === 'cancelled' ? 'Cancelled; the steps checked so far are kept.' : `Stopped: ${result.error}`);
-      if (result.error !== 'cancelled') this.emit('error', { message: result.error ?? 'the verification stopped', stage: 'verify' as Stage });
+      if (result.error !== 'cancelled') this.emit('genprm-error', { message: result.error ?? 'the verification stopped', stage: 'verify' as Stage });
     } else {
       this.say(`Done. ${summaryText(result) ?? ''}`.trim());
     }
-    this.emit('done', result);
+    this.emit('genprm-done', result);
   }
 
   /** Every step's verdict and the summary of `result`. */
@@ -453,10 +475,10 @@ export class GenprmVerifier extends Base {
     this.errorEl.textContent = message;
     this.errorEl.hidden = false;
     this.say('');
-    this.emit('error', { message, stage });
+    this.emit('genprm-error', { message, stage });
   }
 
-  private emit(type: string, detail: unknown): void {
+  private emit<K extends keyof GenprmVerifierEventMap>(type: K, detail: GenprmVerifierEventMap[K]['detail']): void {
     this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));
   }
 }

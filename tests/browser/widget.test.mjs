@@ -2,10 +2,12 @@
 // package from vendor/genprm/dist/index.js, one element), with hostile CSS that would break any
 // widget without its own shadow root: it still renders, is usable by keyboard, and its events
 // fire with the tiny demo model (the wasm CPU device: no WebGPU needed here).
+import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { equal, ok } from './lib/assert.mjs';
 import { wasmMissing } from './lib/wasm.mjs';
+import { REPO } from './lib/paths.mjs';
 
 const LONG = 10 * 60_000;
 let page;
@@ -34,7 +36,7 @@ const HOSTILE = `<!doctype html>
 <script>
   window.__events = [];
   for (const type of ['reward', 'step', 'done', 'error']) {
-    document.addEventListener(type, (e) => { if (e.target.localName === 'genprm-verifier') window.__events.push({ id: e.target.id, type, detail: e.detail }); });
+    document.addEventListener('genprm-' + type, (e) => { if (e.target.localName === 'genprm-verifier') window.__events.push({ id: e.target.id, type, detail: e.detail }); });
   }
 </script>
 </body></html>`;
@@ -173,6 +175,16 @@ export const tests = [
       ok(/no verdict on any step/.test(got.summary), `all undecided: ${got.summary}`);
       got = await shown(result([step(0, 0.93), step(1, 0.88)]));
       equal(got.summary, 'Every step looks right.', 'decided steps keep the plain summary');
+    },
+  },
+  {
+    name: 'TypeScript: querySelector gives a GenprmVerifier and its genprm-* events are typed (tests/types type-checks without casts)',
+    fn: async () => {
+      try {
+        execFileSync(join(REPO, 'web', 'node_modules', '.bin', 'tsc'), ['-p', join(REPO, 'tests', 'types')], { stdio: 'pipe' });
+      } catch (e) {
+        throw new Error(`tsc -p tests/types failed:\n${e.stdout}${e.stderr}`);
+      }
     },
   },
   {

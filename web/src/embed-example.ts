@@ -12,7 +12,7 @@ function add(text: string): void {
 }
 
 for (const type of ['reward', 'step', 'done', 'error']) {
-  document.addEventListener(type, (ev) => {
+  document.addEventListener(`genprm-${type}`, (ev) => {
     const target = ev.target as HTMLElement;
     if (target.localName !== 'genprm-verifier') return;
     const d = (ev as CustomEvent).detail;
