@@ -471,34 +471,7 @@ impl GpuQuant {
     /// [`GpuQuant::gather`] of ids already on the device (i32, `[n]`): every block's kernel
     /// runs, each writing the ids it holds (a recorded decode step replays it with new ids).
     pub fn gather_device(&self, ids: &Tensor<1, Int>) -> Tensor<2> {
-        let n = ids.dims()[0];
-        let id_tensor = into_contiguous(ids.clone().try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
-        let client = id_tensor.client.clone();
-        let out = empty_device_contiguous_dtype(client.clone(), id_tensor.device.clone(), Shape::new([n, self.cols]), DType::F32);
-        let units = n * self.cols;
-        let cube_dim = CubeDim::new(&client, units);
-        let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
-        let mut start = 0usize;
-        for block in &self.blocks {
-            let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
-            let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
-            gather_kernel::launch(
-                &client,
-                cube_count.clone(),
-                cube_dim,
-                words.into_tensor_arg(),
-                scales.into_tensor_arg(),
-                id_tensor.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                n as u32,
-                start as u32,
-                block.rows as u32,
-                self.cols as u32,
-                self.bits(),
-            );
-            start += block.rows;
-        }
-        Tensor::from_primitive::<Cube>(out)
+        self.gather_blocks(ids.clone(), |_| true)
     }
 
     /// Rows `ids` expanded to f32, `[ids.len(), cols]` (the embedding lookup), read from the
@@ -506,10 +479,16 @@ impl GpuQuant {
     /// Every id must be below [`GpuQuant::rows`].
     pub fn gather(&self, ids: &[u32]) -> Tensor<2> {
         let device = self.blocks[0].words.device();
-        let n = ids.len();
         let ids_host: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-        let id_tensor = Tensor::<1, Int>::from_data(TensorData::new(ids_host, [n]), &device);
-        let id_tensor = into_contiguous(id_tensor.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
+        let id_tensor = Tensor::<1, Int>::from_data(TensorData::new(ids_host, [ids.len()]), &device);
+        // Only the blocks holding one of the ids.
+        self.gather_blocks(id_tensor, |rows| ids.iter().any(|&i| rows.contains(&(i as usize))))
+    }
+
+    /// The lookup kernel over the blocks whose rows `launch` accepts, for the ids of `ids`.
+    fn gather_blocks(&self, ids: Tensor<1, Int>, launch: impl Fn(std::ops::Range<usize>) -> bool) -> Tensor<2> {
+        let n = ids.dims()[0];
+        let id_tensor = into_contiguous(ids.try_into_primitive::<Cube>().expect("GPU tensor on the CubeCL backend"));
         let client = id_tensor.client.clone();
         let out = empty_device_contiguous_dtype(client.clone(), id_tensor.device.clone(), Shape::new([n, self.cols]), DType::F32);
         let units = n * self.cols;
@@ -517,8 +496,7 @@ impl GpuQuant {
         let cube_count = calculate_cube_count_elemwise(&client, units, cube_dim);
         let mut start = 0usize;
         for block in &self.blocks {
-            let range = start..start + block.rows;
-            if ids.iter().any(|&i| range.contains(&(i as usize))) {
+            if launch(start..start + block.rows) {
                 let words = into_contiguous(block.words.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
                 let scales = into_contiguous(block.scales.clone().try_into_primitive::<Cube>().expect("GPU tensor"));
                 gather_kernel::launch(

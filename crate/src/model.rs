@@ -766,19 +766,11 @@ struct Loader<'a, S: ?Sized, P> {
 }
 
 impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P> {
-    fn check(&mut self, name: &str, expected: &[usize]) -> Result<()> {
-        let shape = self.source.shape(name)?;
-        if shape != expected {
-            return Err(Error::Shape {
-                path: self.source.file_of(name),
-                tensor: name.to_string(),
-                expected: expected.to_vec(),
-                actual: shape,
-            });
-        }
+    /// Reports `name` as the next tensor loaded; its presence and shape were checked against
+    /// the config before anything was read ([`check_against_config`]).
+    fn report(&mut self, name: &str) {
         self.done += 1;
         (self.progress)(LoadProgress { tensor: name, done: self.done, total: self.total });
-        Ok(())
     }
 
     /// A quantized matrix where the device keeps it: packed in host memory for the CPU kernels,
@@ -800,7 +792,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
     }
 
     async fn weight(&mut self, name: &str, expected: &[usize], format: Option<QuantFormat>) -> Result<Weight> {
-        self.check(name, expected)?;
+        self.report(name);
         if let Some(q) = self.source.read_quantized(name).await? {
             return self.stored(q);
         }
@@ -855,8 +847,8 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         })
     }
 
-    async fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<1>> {
-        self.check(name, &[len])?;
+    async fn vector(&mut self, name: &str) -> Result<Tensor<1>> {
+        self.report(name);
         let t = self.source.read_f32(name).await?;
         Ok(Tensor::<1>::from_data(TensorData::new(t.data, t.shape), self.device))
     }
@@ -872,7 +864,7 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         format: Option<QuantFormat>,
     ) -> Result<Linear> {
         let w = self.weight(&format!("{prefix}.{name}.weight"), &[out, inp], format).await?;
-        let b = if bias { Some(self.vector(&format!("{prefix}.{name}.bias"), out).await?) } else { None };
+        let b = if bias { Some(self.vector(&format!("{prefix}.{name}.bias")).await?) } else { None };
         Ok(Linear::new(w, b))
     }
 }
@@ -911,8 +903,11 @@ pub fn expected_tensors(c: &Qwen2Config) -> Vec<(String, Vec<usize>)> {
 /// The config against the weights, before any tensor's data is read: every tensor the config
 /// calls for present with its shape, and no layer beyond `num_hidden_layers` (a config that
 /// says fewer layers than the weights hold would otherwise load a truncated model silently).
-fn check_against_config<S: AsyncTensorSource + ?Sized>(c: &Qwen2Config, source: &S) -> Result<()> {
-    for (name, expected) in expected_tensors(c) {
+/// Returns how many tensors the model reads.
+fn check_against_config<S: AsyncTensorSource + ?Sized>(c: &Qwen2Config, source: &S) -> Result<usize> {
+    let expected = expected_tensors(c);
+    let total = expected.len();
+    for (name, expected) in expected {
         let actual = source.shape(&name)?;
         if actual != expected {
             return Err(Error::Shape { path: source.file_of(&name), tensor: name, expected, actual });
@@ -935,7 +930,7 @@ fn check_against_config<S: AsyncTensorSource + ?Sized>(c: &Qwen2Config, source: 
             ),
         });
     }
-    Ok(())
+    Ok(total)
 }
 
 /// A Qwen2 causal language model on one device.
@@ -1013,8 +1008,7 @@ impl Qwen2Model {
         let c = &config;
         let (h, hd, nh, kvh, inter, vocab) =
             (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size);
-        let total = 2 + c.num_hidden_layers * 12 + usize::from(!c.tie_word_embeddings);
-        check_against_config(c, source)?;
+        let total = check_against_config(c, source)?;
         let gpu_f16 = resolve_gpu_f16(options.gpu_f16, device)?;
         let mut l = Loader {
             source,
@@ -1049,11 +1043,11 @@ impl Qwen2Model {
                 ])?,
                 down: l.linear(&p, "mlp.down_proj", h, inter, false, q).await?,
             };
-            let input_norm = RmsNorm { weight: l.vector(&format!("{p}.input_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
-            let post_norm = RmsNorm { weight: l.vector(&format!("{p}.post_attention_layernorm.weight"), h).await?, eps: c.rms_norm_eps };
+            let input_norm = RmsNorm { weight: l.vector(&format!("{p}.input_layernorm.weight")).await?, eps: c.rms_norm_eps };
+            let post_norm = RmsNorm { weight: l.vector(&format!("{p}.post_attention_layernorm.weight")).await?, eps: c.rms_norm_eps };
             layers.push(Layer { input_norm, attention, post_norm, mlp });
         }
-        let norm = RmsNorm { weight: l.vector("model.norm.weight", h).await?, eps: c.rms_norm_eps };
+        let norm = RmsNorm { weight: l.vector("model.norm.weight").await?, eps: c.rms_norm_eps };
         let lm_head =
             if c.tie_word_embeddings { None } else { Some(Linear::new(l.weight("lm_head.weight", &[vocab, h], head_format).await?, None)) };
         let mut model = Qwen2Model {
@@ -1251,7 +1245,7 @@ impl Qwen2Model {
 
         // Padding repeats each row's last id (or id 0); its keys land past the row's length.
         let padded: Vec<u32> = inputs.iter().flat_map(|t| (0..seq).map(move |i| t.get(i).or(t.last()).copied().unwrap_or(0))).collect();
-        let mut x = self.embed.gather(&padded, &self.device); // [n * seq, hidden]
+        let x = self.embed.gather(&padded, &self.device); // [n * seq, hidden]
         let rope = self.rope(&step);
         // Decoding on a GPU: one fused kernel per layer attends without a mask.
         let fused = self.fused_decode_attention(&step);
@@ -1262,15 +1256,7 @@ impl Qwen2Model {
         }
         let mask = (!fused).then(|| self.attention_mask(&step));
         let writes = self.cache_writes(&step, c.kv_heads());
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = layer.input_norm.forward(x.clone());
-            let heads = self.attention(&layer.attention, h, &step, &rope, mask.as_ref(), &writes, slot);
-            x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
-            let h = layer.post_norm.forward(x.clone());
-            let m = &layer.mlp;
-            let h = m.gate_up.forward_then(h, Epilogue::SwiGlu);
-            x = m.down.forward_then(h, Epilogue::Add(x));
-        }
+        let x = self.layers_forward(x, &step, &rope, mask.as_ref(), &writes, cache);
         for (r, t) in inputs.iter().enumerate() {
             cache.lens[first + r] += t.len();
         }
@@ -1283,12 +1269,31 @@ impl Qwen2Model {
             }
         };
         let rows = x.dims()[0];
+        Ok(self.head(x).reshape([n, rows / n, c.vocab_size]))
+    }
+
+    /// Every decoder layer over the pass's hidden states `x` (`[rows · seq, hidden]`), each
+    /// writing its keys and values into `cache`.
+    fn layers_forward(&self, mut x: Tensor<2>, step: &Step, rope: &Rope, mask: Option<&Tensor<5>>, writes: &Tensor<1, Int>, cache: &mut KvCache) -> Tensor<2> {
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.input_norm.forward(x.clone());
+            let heads = self.attention(&layer.attention, h, step, rope, mask, writes, slot);
+            x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
+            let h = layer.post_norm.forward(x.clone());
+            let m = &layer.mlp;
+            let h = m.gate_up.forward_then(h, Epilogue::SwiGlu);
+            x = m.down.forward_then(h, Epilogue::Add(x));
+        }
+        x
+    }
+
+    /// The final norm and the output head: logits `[rows, vocab]`.
+    fn head(&self, x: Tensor<2>) -> Tensor<2> {
         let x = self.norm.forward(x);
-        let logits = match &self.lm_head {
+        match &self.lm_head {
             Some(head) => head.forward(x),
             None => self.embed.matmul_t(x),
-        };
-        Ok(logits.reshape([n, rows / n, c.vocab_size]))
+        }
     }
 
     /// The rotary angles of each row's new positions, computed in f32 exactly as transformers
@@ -1296,20 +1301,17 @@ impl Qwen2Model {
     /// attention reads them.
     fn rope(&self, step: &Step) -> Rope {
         let d = self.config.head_dim();
-        let base = self.config.rope_theta as f32;
-        let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
         let n = step.past.len();
-        let angles = step.past.iter().flat_map(|&past| past..past + step.seq).map(|p| inv.iter().map(move |f| p as f32 * f));
         #[cfg(feature = "wgpu")]
         if self.device != Device::flex() {
             return Rope::Packed(Tensor::from_data(TensorData::new(self.rope_table(step), [n * step.seq, d]), &self.device));
         }
         let mut cos = Vec::with_capacity(n * step.seq * d);
         let mut sin = Vec::with_capacity(n * step.seq * d);
-        for a in angles {
+        for a in self.rope_angles(step) {
             for _ in 0..2 {
-                cos.extend(a.clone().map(f32::cos));
-                sin.extend(a.clone().map(f32::sin));
+                cos.extend(a.iter().map(|v| v.cos()));
+                sin.extend(a.iter().map(|v| v.sin()));
             }
         }
         let shape = [n, 1, step.seq, d];
@@ -1428,34 +1430,24 @@ impl Qwen2Model {
         cache: &mut KvCache,
     ) -> Tensor<3> {
         let n = step.past.len();
-        let rope = Rope::Packed(rope.clone());
-        let mut x = embed.gather_device(ids);
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = layer.input_norm.forward(x.clone());
-            let heads = self.attention(&layer.attention, h, step, &rope, None, writes, slot);
-            x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
-            let h = layer.post_norm.forward(x.clone());
-            let m = &layer.mlp;
-            let h = m.gate_up.forward_then(h, Epilogue::SwiGlu);
-            x = m.down.forward_then(h, Epilogue::Add(x));
-        }
-        let x = self.norm.forward(x);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => self.embed.matmul_t(x),
-        };
-        logits.reshape([n, 1, self.config.vocab_size])
+        let x = self.layers_forward(embed.gather_device(ids), step, &Rope::Packed(rope.clone()), None, writes, cache);
+        self.head(x).reshape([n, 1, self.config.vocab_size])
     }
 
     /// The GPU kernel's rotary table of this pass's new positions ([`Rope::Packed`]): each
     /// position's `head_dim/2` cosines, then its sines, computed as [`Qwen2Model::rope`] does.
     #[cfg(feature = "wgpu")]
     fn rope_table(&self, step: &Step) -> Vec<f32> {
+        self.rope_angles(step).flat_map(|a| a.iter().map(|v| v.cos()).chain(a.iter().map(|v| v.sin())).collect::<Vec<f32>>()).collect()
+    }
+
+    /// Each new position's `head_dim/2` rotary angles, row by row (position × inverse
+    /// frequency, in f32 as transformers computes them).
+    fn rope_angles<'s>(&self, step: &'s Step) -> impl Iterator<Item = Vec<f32>> + 's {
         let d = self.config.head_dim();
         let base = self.config.rope_theta as f32;
         let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
-        let angles = step.past.iter().flat_map(|&past| past..past + step.seq).map(|p| inv.iter().map(move |f| p as f32 * f));
-        angles.flat_map(|a| a.clone().map(f32::cos).chain(a.map(f32::sin))).collect()
+        step.past.iter().flat_map(|&past| past..past + step.seq).map(move |p| inv.iter().map(|f| p as f32 * f).collect())
     }
 
     /// Whether this pass attends with a fused decode kernel, without a mask: one new position

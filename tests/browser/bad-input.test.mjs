@@ -20,15 +20,22 @@ export async function teardown() {
   await page?.close();
 }
 
-/** Loads the model folder `name` (under the server's `mount`) by URL in a fresh page and returns the page's error message. */
-async function loadError(server, name, mount = '__test__') {
+/** Loads the model at `url` (as typed in the page's URL field) in a fresh page; resolves once
+ *  the load ended, with whether a model loaded and the page's alerts. */
+async function loadURL(server, url) {
   await page.goto(server.url);
   await page.getByTestId('source-url').check();
-  await page.getByTestId('model-url').fill(`${server.url}${mount}/models/${name}/`);
+  await page.getByTestId('model-url').fill(url);
   await page.getByTestId('load-model').click();
   await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
     && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
-  equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'false', `${name}: no model loaded`);
+  return { loaded: await page.getByTestId('model-info').getAttribute('data-loaded') === 'true', alerts: await page.getByRole('alert').allTextContents() };
+}
+
+/** Loads the model folder `name` (under the server's `mount`) by URL in a fresh page and returns the page's error message. */
+async function loadError(server, name, mount = '__test__') {
+  const { loaded } = await loadURL(server, `${server.url}${mount}/models/${name}/`);
+  equal(loaded, false, `${name}: no model loaded`);
   const alert = page.getByRole('alert').first();
   await alert.waitFor();
   return alert.textContent();
@@ -77,14 +84,8 @@ export const tests = [
     name: 'a server that answers unknown paths with its web page (status 200): the model loads, no HTML is cached, a missing config.json is named as such',
     fn: async ({ server }) => {
       // The optional files (a pack manifest, a shard index, ...) come back as HTML: absent.
-      await page.goto(server.url);
-      await page.getByTestId('source-url').check();
-      await page.getByTestId('model-url').fill(`${server.url}__spa__/models/secret/`);
-      await page.getByTestId('load-model').click();
-      await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
-        && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
-      const alerts = await page.getByRole('alert').allTextContents();
-      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', `the model loads: ${alerts}`);
+      const { loaded, alerts } = await loadURL(server, `${server.url}__spa__/models/secret/`);
+      equal(loaded, true, `the model loads: ${alerts}`);
       const cachedTypes = await page.evaluate(async () => {
         const cache = await caches.open('genprm-models-v1');
         const out = [];
@@ -102,14 +103,8 @@ export const tests = [
     name: 'a model at a path on the site (/models/x/, ./models/x) loads, resolved against the page',
     fn: async ({ server }) => {
       for (const path of ['/__test__/models/secret/', './__test__/models/secret']) {
-        await page.goto(server.url);
-        await page.getByTestId('source-url').check();
-        await page.getByTestId('model-url').fill(path);
-        await page.getByTestId('load-model').click();
-        await page.waitForFunction(() => document.querySelector('[data-testid=model-info]')?.dataset.loaded !== undefined
-          && !document.querySelector('[data-testid=load-model]').disabled, null, { timeout: 120_000 });
-        const alerts = await page.getByRole('alert').allTextContents();
-        equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', `${path} loads: ${alerts}`);
+        const { loaded, alerts } = await loadURL(server, path);
+        equal(loaded, true, `${path} loads: ${alerts}`);
       }
     },
   },
