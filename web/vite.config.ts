@@ -1,4 +1,5 @@
-// The demo app's build. The package sources (../pkg/src) are compiled in; the wasm module is
+// The demo app's build. The package sources (../pkg/src) are compiled in: the pages import the
+// package's public entry as 'genprm' (../pkg/src/index.ts), as a site would; the wasm module is
 // pkg/wasm/genprm.js (scripts/build-wasm); static files (Pyodide, the Python bundle, the tiny demo
 // model) come from public/generated/ (scripts/copy-assets.mjs).
 import { createHash } from 'node:crypto';
@@ -74,6 +75,8 @@ function serviceWorkerPlugin(): Plugin {
 
 export default defineConfig({
   base: './',
+  // The package's public entry, nothing else of it (tsconfig.json's paths say the same).
+  resolve: { alias: [{ find: /^genprm$/, replacement: resolve(here, '../pkg/src/index.ts') }] },
   plugins: [wasmModulePlugin(), serviceWorkerPlugin()],
   server: { host: '127.0.0.1', fs: { allow: [resolve(here, '..')] } },
   preview: { host: '127.0.0.1' },

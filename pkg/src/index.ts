@@ -7,8 +7,8 @@ export { loadModel, modelSource, sharedExecutor, GenPRM, type ModelSpec, type Mo
 export { gpuInfo, splitParagraphs, parseGradingInput, gradeResult, hasWasmFunction, wasm } from './wasm.ts';
 export { PyodideExecutor, TIME_LIMIT_MS, TIMEOUT_MESSAGE } from './pyodide-executor.ts';
 export type { PyodideExecutorOptions, PythonProgress } from './pyodide-executor.ts';
-export { CACHE_NAME as MODEL_CACHE_NAME, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './model-cache.ts';
-export { baseURLFor, DEFAULT_REPO, type ModelSource } from './model-sources.ts';
+export { CACHE_NAME as MODEL_CACHE_NAME, cacheAvailable, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './model-cache.ts';
+export { baseURLFor, DEFAULT_REPO, filesSource, urlSource, type ModelSource } from './model-sources.ts';
 export { GenprmVerifier, defineVerifier, type GenprmVerifierEventMap, type Stage as VerifierErrorStage } from './widget.ts';
-export { undecided, undecidedSteps, summaryText } from './verdicts.ts';
+export { undecided, undecidedSteps, stepList, summaryText } from './verdicts.ts';
 export { benchRandom } from './bench.ts';

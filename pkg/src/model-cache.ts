@@ -10,6 +10,8 @@ export class DownloadError extends Error {
   constructor(message: string, readonly status?: number) { super(message); }
 }
 
+/** Whether the browser gives this page the Cache API (not in private mode, not without HTTPS):
+ *  only then are downloads kept. */
 export function cacheAvailable(): boolean {
   return typeof caches !== 'undefined';
 }

@@ -36,6 +36,9 @@ export function baseURLFor(input: string): string {
   return `https://huggingface.co/${m[1]}/resolve/${encodeURIComponent(revision)}/`;
 }
 
+/** The files under a base URL ending in '/' (a Hugging Face repo's `resolve/<revision>/`, any
+ *  site): each downloaded as the loader asks for it, with progress, and kept in the Cache API
+ *  when `cache` is set; names that would leave the folder are refused. */
 export function urlSource(label: string, base: string, onProgress: (p: DownloadProgress) => void,
   options: { cache: boolean; signal?: AbortSignal }): ModelSource {
   const missing = new Map<string, string>();

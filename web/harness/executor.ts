@@ -1,7 +1,6 @@
 // A page with nothing but the Python executor, for the browser tests (tests/browser/).
-import { PyodideExecutor } from '../../pkg/src/index.ts';
+import { PyodideExecutor, pythonAssetURLs } from 'genprm';
 import '../src/app-assets.ts';
-import { pythonAssetURLs } from '../../pkg/src/assets.ts';
 
 const status = document.getElementById('status')!;
 const t0 = performance.now();

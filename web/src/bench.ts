@@ -3,11 +3,9 @@
 // call (shader compilation), time to first token, prefill and decode tokens per second.
 import './app-assets.ts';
 import './styles.css';
-import { benchRandom } from '../../pkg/src/bench.ts';
-import type { BenchOptions, BenchProgress, BenchResult, GpuInfo } from '../../pkg/src/types.ts';
+import { benchRandom, gpuInfo, hasWasmFunction, type BenchOptions, type BenchProgress, type BenchResult, type GpuInfo } from 'genprm';
 import { Alerts } from './alerts.ts';
 import { bytes, errorMessage, h, uid } from './dom.ts';
-import { hasWasmFunction, wasm } from './genprm.ts';
 import { offlineFooter } from './offline.ts';
 
 const alerts = new Alerts();
@@ -72,8 +70,7 @@ let adapter: GpuInfo | null = null;
 
 async function checkGpu(): Promise<void> {
   try {
-    const w = await wasm();
-    adapter = await w.gpuInfo();
+    adapter = await gpuInfo();
     gpuLine.textContent = `WebGPU adapter: ${adapter.backend}; largest buffer ${bytes(adapter.maxBufferSize)}, largest binding ${bytes(adapter.maxStorageBufferBindingSize)}; shader-f16 ${adapter.shaderF16 ? 'yes' : 'no'}.`;
   } catch (e) {
     gpuLine.textContent = `No WebGPU here (${errorMessage(e)}): the CPU benchmark still runs.`;

@@ -2,11 +2,10 @@
 // this device. Beside it: grade.html (a file of solutions) and bench.html (`?bench` goes there).
 import './app-assets.ts';
 import './styles.css';
-import type { ProtocolOptions, VerifyRequest } from '../../pkg/src/types.ts';
+import { splitParagraphs, type ProtocolOptions, type VerifyRequest } from 'genprm';
 import { Alerts } from './alerts.ts';
 import { errorMessage, h } from './dom.ts';
 import { EXAMPLES, SolutionEditor } from './editor.ts';
-import { splitParagraphs } from './genprm.ts';
 import { ModelPanel } from './model-panel.ts';
 import { offlineFooter } from './offline.ts';
 import { OptionsPanel } from './options.ts';

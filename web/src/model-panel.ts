@@ -1,13 +1,12 @@
 // Choosing and loading a model: a Hugging Face repo or URL (downloads kept in the Cache API),
 // files or a folder from disk, or the tiny demo model; WebGPU checks; download and weight-loading
 // progress; the cache's size and a control to clear it.
-import type { GpuInfo, LoadOptions, LoadProgress, ModelInfo } from '../../pkg/src/types.ts';
-import { GenPRM, withContext } from '../../pkg/src/api.ts';
+import {
+  baseURLFor, cacheAvailable, cacheUsage, clearCache, DEFAULT_REPO, demoModelBase, filesSource, gpuInfo, loadModel, persistStorage, urlSource, wasm,
+  type DownloadProgress, type GenPRM, type GpuInfo, type LoadModelOptions, type LoadProgress, type ModelInfo, type ModelLoadProgress, type ModelSource,
+} from 'genprm';
 import type { Alerts } from './alerts.ts';
 import { bytes, errorMessage, h, uid } from './dom.ts';
-import { wasm } from './genprm.ts';
-import { cacheAvailable, cacheUsage, clearCache, persistStorage, type DownloadProgress } from '../../pkg/src/model-cache.ts';
-import { baseURLFor, DEFAULT_REPO, demoModelBase, filesSource, urlSource, type ModelSource } from '../../pkg/src/model-sources.ts';
 import { ProgressBar } from './progress.ts';
 
 type SourceKind = 'url' | 'files' | 'folder' | 'demo';
@@ -139,29 +138,30 @@ export class ModelPanel {
     this.cancelButton.hidden = false;
     this.downloadBar.hide();
     this.weightsBar.hide();
-    let source: ModelSource | null = null;
     try {
-      source = this.source(abort.signal);
+      const source = this.source(abort.signal);
       this.infoLine.textContent = `Loading ${source.label}…`;
-      const w = await wasm().catch((e) => { throw new StageError('The app could not start its WebAssembly module', errorMessage(e)); });
+      // The package's loader does these too; here they fail with what the page tells the user.
+      await wasm().catch((e) => { throw new StageError('The app could not start its WebAssembly module', errorMessage(e)); });
       const device = this.device.value as 'gpu' | 'cpu';
       if (device === 'gpu') {
         try {
-          this.gpu = await w.gpuInfo();
+          this.gpu = await gpuInfo();
         } catch (e) {
           throw new StageError('WebGPU is not available', errorMessage(e),
             'Use a browser with WebGPU (Chrome or Edge 113+, Safari 26+, Firefox 141+ on Windows) on a machine with a GPU, or choose Device: CPU (much slower).');
         }
       }
       if (this.kind === 'url') void persistStorage();
-      const options: LoadOptions = {
-        device,
-        quant: this.kind === 'demo' ? null : (this.quant.value || null) as LoadOptions['quant'],
-        ...(this.kv.value ? { kvF16: this.kv.value === 'f16' } : {}),
-      };
+      // The model it replaces goes first: two would hold the GPU's memory at once.
       if (this.model) { this.model.free(); this.model = null; this.info = null; this.onModel(null); }
-      const model = new GenPRM(await w.Model.load(source.fetchFile, options, (p) => this.loadProgress(p)), source.label, device === 'gpu' ? this.gpu : null);
-      if (abort.signal.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
+      const model = await loadModel(source, {
+        device,
+        quant: this.kind === 'demo' ? null : (this.quant.value || null) as LoadModelOptions['quant'],
+        ...(this.kv.value ? { kvF16: this.kv.value === 'f16' } : {}),
+        signal: abort.signal,
+        onProgress: (p) => this.loadProgress(p),
+      });
       this.model = model;
       this.info = model.info;
       const i = this.info!;
@@ -180,7 +180,7 @@ export class ModelPanel {
         this.infoLine.textContent = 'No model loaded.';
         this.downloadBar.el.hidden || this.downloadBar.fail('failed');
         this.weightsBar.el.hidden || this.weightsBar.fail('failed');
-        this.reportLoadError(e, source);
+        this.reportLoadError(e);
       }
     } finally {
       if (this.abort === abort) this.abort = null;
@@ -190,7 +190,9 @@ export class ModelPanel {
     }
   }
 
-  private loadProgress(p: LoadProgress): void {
+  /** The weights bar (the sources report downloads to the download bar themselves). */
+  private loadProgress(p: ModelLoadProgress): void {
+    if (p.phase !== 'load') return;
     const names: Record<LoadProgress['stage'], string> = {
       config: 'reading config.json', tokenizer: 'reading the tokenizer', headers: 'reading safetensors headers',
       weights: 'loading weights', checksum: 'checking the pack', ready: 'ready',
@@ -201,10 +203,10 @@ export class ModelPanel {
     else this.weightsBar.set(0, undefined, names[p.stage]);
   }
 
-  private reportLoadError(e: unknown, source: ModelSource | null): void {
+  private reportLoadError(e: unknown): void {
     if (e instanceof StageError) { this.alerts.error(e.title, e.message, e.hint); return; }
-    // Say which URL 404'd when the loader complains about a file it did not get.
-    const detail = source ? withContext(e, source).message : errorMessage(e);
+    // The loader's message says which URL 404'd when it complains about a file it did not get.
+    const detail = errorMessage(e);
     if ((e as Error)?.name === 'GpuKernelError' && this.device.value === 'gpu') {
       // This adapter computes one of the model's kernels wrongly: offer the CPU instead.
       this.device.value = 'cpu';

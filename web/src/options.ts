@@ -1,6 +1,6 @@
 // The protocol options: Maj@N samples, prompt style, reward, decoding (greedy or sampling with a
 // seed), mode and code execution. Defaults are GenPRM's (as the CLI's).
-import type { ProtocolOptions } from '../../pkg/src/types.ts';
+import type { ProtocolOptions } from 'genprm';
 import { h, uid } from './dom.ts';
 
 function field(label: string, control: HTMLElement, hint?: string): HTMLElement {

@@ -1,9 +1,8 @@
 // The Python executor the model's code runs in (Pyodide in a Web Worker), started when the page
 // opens so it is ready by the time a model is; its start-up progress and restarts.
-import { PyodideExecutor } from '../../pkg/src/pyodide-executor.ts';
+import { PyodideExecutor, pythonAssetURLs } from 'genprm';
 import { bytes, errorMessage, h } from './dom.ts';
 import { ProgressBar } from './progress.ts';
-import { pythonAssetURLs } from '../../pkg/src/assets.ts';
 
 export class PythonPanel {
   readonly executor: PyodideExecutor;

@@ -1,8 +1,7 @@
 // The verification as it happens: one panel per step with each sample's rationale streaming in
 // (forced protocol text dim, model text plain, code output set apart), the Python runs with their
 // outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
-import type { Reward, StepVerdict, VerifyEvent, VerifyResult } from '../../pkg/src/types.ts';
-import { stepList, undecided, undecidedSteps } from '../../pkg/src/verdicts.ts';
+import { stepList, undecided, undecidedSteps, type Reward, type StepVerdict, type VerifyEvent, type VerifyResult } from 'genprm';
 import { h, uid } from './dom.ts';
 import { renderMath } from './math.ts';
 

@@ -1,8 +1,6 @@
 // Runs a verification: checks the input, resets the executor's namespaces, streams the events to
 // the results view, and cancels on request.
-import type { VerifyEvent, VerifyRequest, VerifyResult } from '../../pkg/src/types.ts';
-import type { GenPRM } from '../../pkg/src/api.ts';
-import type { PyodideExecutor } from '../../pkg/src/pyodide-executor.ts';
+import type { GenPRM, PyodideExecutor, VerifyEvent, VerifyRequest, VerifyResult } from 'genprm';
 import { errorMessage } from './dom.ts';
 import type { ResultsView } from './results.ts';
 

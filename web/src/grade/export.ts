@@ -2,7 +2,7 @@
 // spreadsheets, JSON (the records exactly as `genprm grade` writes them, with the options and a
 // summary), and JSON Lines (the CLI's output format). The summary of agreement with the
 // reference labels uses ProcessBench's measures.
-import type { GradeResult, ProtocolOptions } from '../../../pkg/src/types.ts';
+import type { GradeResult, ProtocolOptions } from 'genprm';
 
 export interface Summary {
   rows: number;

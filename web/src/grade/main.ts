@@ -6,10 +6,9 @@
 import '../app-assets.ts';
 import '../styles.css';
 import './grade.css';
-import type { GradeResult, GradeRow, ProtocolOptions, VerifyResult } from '../../../pkg/src/types.ts';
+import { gradeResult, parseGradingInput, type GradeResult, type GradeRow, type ProtocolOptions, type VerifyResult } from 'genprm';
 import { Alerts } from '../alerts.ts';
 import { errorMessage, h } from '../dom.ts';
-import { gradeResult, parseGradingInput } from '../genprm.ts';
 import { ModelPanel } from '../model-panel.ts';
 import { offlineFooter } from '../offline.ts';
 import { OptionsPanel } from '../options.ts';

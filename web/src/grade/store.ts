@@ -5,7 +5,7 @@
 // A job's key is a hash of the input file's bytes, its format (the extension decides JSON Lines
 // or CSV) and the protocol options: the same file graded with the same options resumes; other
 // options make another job.
-import type { GradeResult, ProtocolOptions } from '../../../pkg/src/types.ts';
+import type { GradeResult, ProtocolOptions } from 'genprm';
 
 export interface Job {
   key: string;
