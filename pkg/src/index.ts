@@ -10,5 +10,6 @@ export type { PyodideExecutorOptions, PythonProgress } from './pyodide-executor.
 export { CACHE_NAME as MODEL_CACHE_NAME, cacheAvailable, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './model-cache.ts';
 export { baseURLFor, DEFAULT_REPO, filesSource, urlSource, type ModelSource } from './model-sources.ts';
 export { GenprmVerifier, defineVerifier, type GenprmVerifierEventMap, type Stage as VerifierErrorStage } from './widget.ts';
-export { undecided, undecidedSteps, stepList, summaryText } from './verdicts.ts';
+export { undecided, undecidedSteps, stepList, summaryText, REWARD_THRESHOLD, verifyProgress, reduceVerifyEvent, rationaleAppended } from './verdicts.ts';
+export type { RationalePart, SampleProgress, StepProgress, VerifyProgress, VerifyFinished } from './verdicts.ts';
 export { benchRandom } from './bench.ts';

@@ -16,7 +16,7 @@
 // Everything renders in a shadow root with its own styles, so the host page's CSS cannot break it.
 import { loadModel, sharedExecutor, type GenPRM, type ModelLoadProgress } from './api.ts';
 import type { ProtocolOptions, Reward, StepVerdict, VerifyEvent, VerifyResult } from './types.ts';
-import { summaryText, undecided, undecidedSteps } from './verdicts.ts';
+import { rationaleAppended, reduceVerifyEvent, summaryText, undecidedSteps, verifyProgress, type VerifyProgress } from './verdicts.ts';
 
 const STYLE = `
 :host { display: block !important; visibility: visible !important; contain: content; }
@@ -155,6 +155,8 @@ export class GenprmVerifier extends Base {
   private summaryEl!: HTMLParagraphElement;
   private errorEl!: HTMLParagraphElement;
   private views: StepView[] = [];
+  /** What the events of the running (or last) verification say, one entry per view. */
+  private progress: VerifyProgress = verifyProgress(0);
   private observer: MutationObserver | null = null;
   private built = false;
 
@@ -340,6 +342,7 @@ export class GenprmVerifier extends Base {
       return { li, verdict, fill, value, bar, details, rationales: [] };
     });
     this.list.replaceChildren(...this.views.map((v) => v.li));
+    this.progress = verifyProgress(this.views.length);
     this.summaryEl.textContent = '';
     this.summaryEl.removeAttribute('data-bad');
     this.summaryEl.removeAttribute('data-good');
@@ -360,48 +363,64 @@ export class GenprmVerifier extends Base {
   }
 
   private onEvent(e: VerifyEvent, total: number): void {
+    const before = this.progress;
+    this.progress = reduceVerifyEvent(before, e);
     switch (e.event) {
-      case 'step_started': {
-        const v = this.views[e.step];
-        if (!v) return;
-        v.li.dataset.state = 'active';
-        (v.verdict.firstChild as HTMLElement).textContent = 'checking…';
+      case 'step_started':
+        if (!this.views[e.step]) return;
+        this.renderStep(e.step);
         this.rationale(e.step, e.sample);
         this.say(`Checking step ${e.step + 1} of ${total}${this.samples > 1 ? ` (sample ${e.sample + 1} of ${this.samples})` : ''}…`);
         break;
-      }
-      case 'text': {
-        this.rationale(e.step, e.sample)?.append(e.text);
+      case 'text':
+      case 'fallback':
+        this.renderRationale(e.step, e.sample, before);
         break;
-      }
-      case 'fallback': {
-        const r = this.rationale(e.step, e.sample);
-        if (r) r.textContent = e.text;
-        break;
-      }
       case 'code_ran':
         break; // the output is in the rationale text (code_output)
       case 'judged':
         this.emit('genprm-reward', { step: e.step, sample: e.sample, reward: e.reward } satisfies { step: number; sample: number; reward: Reward });
         break;
-      case 'step_done':
-        this.stepDone(e.verdict);
-        this.emit('genprm-step', { index: e.verdict.index, reward: e.verdict.reward, correct: undecided(e.verdict) ? null : e.verdict.reward >= 0.5, verdict: e.verdict });
+      case 'step_done': {
+        this.renderStep(e.verdict.index);
+        const step = this.progress.steps[e.verdict.index];
+        this.emit('genprm-step', { index: e.verdict.index, reward: e.verdict.reward, correct: !step || step.undecided ? null : !step.wrong, verdict: e.verdict });
         break;
+      }
     }
   }
 
-  private stepDone(v: StepVerdict): void {
-    const view = this.views[v.index];
-    if (!view) return;
-    const good = v.reward >= 0.5;
-    const open = undecided(v);
-    view.li.dataset.state = open ? 'unsure' : good ? 'good' : 'bad';
-    (view.verdict.firstChild as HTMLElement).textContent = open ? 'no verdict' : good ? 'looks right' : 'looks wrong';
-    view.bar.hidden = false;
-    view.fill.style.width = `${Math.round(v.reward * 100)}%`;
-    view.bar.setAttribute('aria-valuenow', v.reward.toFixed(3));
-    view.value.textContent = v.reward.toFixed(2);
+  /** A sample's rationale as the events since `before` left it. */
+  private renderRationale(step: number, sample: number, before: VerifyProgress): void {
+    const pre = this.rationale(step, sample);
+    const now = this.progress.steps[step]?.samples[sample];
+    if (!pre || !now) return;
+    const grown = rationaleAppended(before.steps[step]?.samples[sample]?.rationale ?? [], now.rationale);
+    if (!grown) pre.textContent = now.rationale.map((p) => p.text).join('');
+    else pre.append(grown.continued + grown.added.map((p) => p.text).join(''));
+  }
+
+  /** A step's state and verdict as the progress has them. */
+  private renderStep(i: number): void {
+    const view = this.views[i];
+    const step = this.progress.steps[i];
+    if (!view || !step) return;
+    const label = view.verdict.firstChild as HTMLElement;
+    if (step.phase === 'judging') {
+      view.li.dataset.state = 'active';
+      label.textContent = 'checking…';
+    } else if (step.phase === 'stopped') {
+      view.li.dataset.state = 'waiting';
+      label.textContent = 'not checked';
+    } else if (step.verdict) {
+      const v = step.verdict;
+      view.li.dataset.state = step.undecided ? 'unsure' : step.wrong ? 'bad' : 'good';
+      label.textContent = step.undecided ? 'no verdict' : step.wrong ? 'looks wrong' : 'looks right';
+      view.bar.hidden = false;
+      view.fill.style.width = `${Math.round(v.reward * 100)}%`;
+      view.bar.setAttribute('aria-valuenow', v.reward.toFixed(3));
+      view.value.textContent = v.reward.toFixed(2);
+    }
   }
 
   /**
@@ -412,12 +431,14 @@ export class GenprmVerifier extends Base {
     if (this.running) return;
     if (!this.built) this.build();
     this.render();
-    this.present(result);
+    this.progress = reduceVerifyEvent(this.progress, { event: 'finished', result });
+    this.present();
     this.say(this.summaryEl.textContent ?? '');
   }
 
   private finish(result: VerifyResult): void {
-    this.present(result);
+    this.progress = reduceVerifyEvent(this.progress, { event: 'finished', result });
+    this.present();
     if (!result.complete) {
       this.say(result.error === 'cancelled' ? 'Cancelled; the steps checked so far are kept.' : `Stopped: ${result.error}`);
       if (result.error !== 'cancelled') this.emit('genprm-error', { message: result.error ?? 'the verification stopped', stage: 'verify' as Stage });
@@ -427,13 +448,14 @@ export class GenprmVerifier extends Base {
     this.emit('genprm-done', result);
   }
 
-  /** Every step's verdict and the summary of `result`. */
-  private present(result: VerifyResult): void {
+  /** Every step's verdict and the summary of the finished progress's result. */
+  private present(): void {
+    const result = this.progress.result;
+    if (!result) return;
     this.result = result;
-    for (const v of result.steps) this.stepDone(v);
     this.views.forEach((v, i) => {
-      if (i >= result.steps.length && v.li.dataset.state !== 'waiting') { v.li.dataset.state = 'waiting'; (v.verdict.firstChild as HTMLElement).textContent = 'not checked'; }
-      const first = i === result.first_error_step;
+      this.renderStep(i);
+      const first = i === this.progress.firstError;
       v.li.toggleAttribute('data-first-error', first);
       if (first) {
         v.li.setAttribute('aria-current', 'step');

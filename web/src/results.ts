@@ -1,7 +1,7 @@
 // The verification as it happens: one panel per step with each sample's rationale streaming in
 // (forced protocol text dim, model text plain, code output set apart), the Python runs with their
 // outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
-import { stepList, undecided, undecidedSteps, type Reward, type StepVerdict, type VerifyEvent, type VerifyResult } from 'genprm';
+import { rationaleAppended, reduceVerifyEvent, stepList, undecidedSteps, verifyProgress, type Reward, type VerifyEvent, type VerifyProgress, type VerifyResult } from 'genprm';
 import { h, uid } from './dom.ts';
 import { renderMath } from './math.ts';
 
@@ -34,7 +34,8 @@ export class ResultsView {
   private live: HTMLElement;
   private steps: StepPanel[] = [];
   private nSamples = 1;
-  private threshold = 0.5;
+  /** What the events of the verification shown say, one entry per step. */
+  private progress: VerifyProgress = verifyProgress(0);
   readonly heading: HTMLHeadingElement;
 
   constructor(title = 'Verification', testId = 'results') {
@@ -54,6 +55,7 @@ export class ResultsView {
     this.summary.className = 'summary';
     this.list.replaceChildren();
     this.steps = steps.map((text, i) => this.stepPanel(text, i));
+    this.progress = verifyProgress(steps.length);
     this.setLive(`Verifying ${steps.length} step${steps.length === 1 ? '' : 's'}…`);
     // On a narrow screen the results are below the form: bring them into view.
     if (this.el.getBoundingClientRect().top > window.innerHeight) this.el.scrollIntoView({ behavior: 'smooth', block: 'start' });
@@ -80,64 +82,35 @@ export class ResultsView {
   setLive(text: string): void { this.live.textContent = text; }
 
   onEvent(e: VerifyEvent): void {
+    const before = this.progress;
+    this.progress = reduceVerifyEvent(before, e);
     switch (e.event) {
-      case 'step_started': {
-        const step = this.steps[e.step];
-        if (!step) return;
-        step.root.classList.add('active');
-        // The samples of a step are decoded together (one batch), so they start at once.
-        step.status.textContent = this.nSamples > 1 ? `judging ${this.nSamples} samples together…` : 'judging…';
-        this.sample(e.step, e.sample);
+      case 'step_started':
+        if (!this.steps[e.step]) return;
+        this.renderStep(e.step);
+        this.renderSample(e.step, e.sample, before);
         this.setLive(`Judging step ${e.step + 1} of ${this.steps.length}${this.nSamples > 1 ? ` (${this.nSamples} samples)` : ''}…`);
         break;
-      }
-      case 'text': {
-        const s = this.sample(e.step, e.sample);
-        if (!s) return;
-        const last = s.rationale.lastElementChild as HTMLElement | null;
-        if (last && last.dataset.source === e.source) last.append(e.text);
-        else s.rationale.append(h('span', { class: `src-${e.source}`, 'data-source': e.source }, e.text));
+      case 'text':
+      case 'fallback':
+      case 'code_ran':
+      case 'judged':
+        this.renderSample(e.step, e.sample, before);
         break;
-      }
-      case 'fallback': {
-        const s = this.sample(e.step, e.sample);
-        if (!s) return;
-        s.rationale.replaceChildren(h('span', { class: 'src-forced', 'data-source': 'forced' }, e.text));
-        s.root.classList.add('fallback');
-        s.runs.append(h('li', { class: 'note', text: 'Out of code rounds or tokens: the verification was dropped and the judgement forced (the official fallback).' }));
-        break;
-      }
-      case 'code_ran': {
-        const s = this.sample(e.step, e.sample);
-        if (!s) return;
-        const kind = /^Code execute time out/.test(e.output) ? 'timeout' : /^Code (execute Error|format error)/.test(e.output) ? 'error' : 'ok';
-        s.runs.append(h('li', { class: `code-run run-${kind}`, 'data-testid': 'code-run' },
-          h('div', { class: 'run-label', text: kind === 'ok' ? 'Python ran' : kind === 'timeout' ? 'Python timed out (5 s)' : 'Python error' }),
-          e.code !== null ? h('pre', { class: 'code', 'aria-label': 'Code' }, h('code', { text: e.code })) : null,
-          h('pre', { class: 'code-output', 'data-testid': 'code-output', 'aria-label': 'Output', text: e.output })));
-        break;
-      }
-      case 'judged': {
-        const s = this.sample(e.step, e.sample);
-        if (!s) return;
-        s.judgement.replaceChildren(this.judgementText(e.reward));
-        s.judgement.dataset.reward = String(e.reward.value);
-        if (s.summary) s.summary.textContent = `Sample ${e.sample + 1}: ${e.reward.judgement ?? 'no judgement'}, reward ${rewardText(e.reward.value)}`;
-        break;
-      }
       case 'step_done':
-        this.stepDone(e.verdict);
+        this.renderStep(e.verdict.index);
         break;
     }
   }
 
   finish(result: VerifyResult): void {
-    for (const v of result.steps) this.stepDone(v);
+    this.progress = reduceVerifyEvent(this.progress, { event: 'finished', result });
     this.steps.forEach((s, i) => {
+      this.renderStep(i);
       s.root.classList.remove('active');
-      if (i >= result.steps.length) { s.root.classList.add('skipped'); s.status.textContent = result.complete ? 'not judged (stopped at the first wrong step)' : 'not judged'; }
+      if (!this.progress.steps[i]?.verdict) { s.root.classList.add('skipped'); s.status.textContent = result.complete ? 'not judged (stopped at the first wrong step)' : 'not judged'; }
     });
-    this.highlight(result.first_error_step);
+    this.highlight(this.progress.firstError);
     const parts: (HTMLElement | string)[] = [];
     if (result.first_error_step >= 0) {
       parts.push(h('p', { class: 'verdict-line', 'data-testid': 'first-error' }, 'First wrong step: ', h('strong', { text: `Step ${result.first_error_step + 1}` })));
@@ -216,11 +189,21 @@ export class ResultsView {
     return h('span', {}, 'Judgement: ', h('strong', { class: `j-${j.toLowerCase()}`, text: j }), ` — reward ${rewardText(r.value)}${probs}`, r.note ? h('span', { class: 'hint', text: ` ${r.note}` }) : null);
   }
 
-  private stepDone(v: StepVerdict): void {
-    const p = this.steps[v.index];
-    if (!p) return;
-    const good = v.reward >= this.threshold;
-    const open = undecided(v);
+  /** A step's state and verdict as the progress has them. */
+  private renderStep(i: number): void {
+    const p = this.steps[i];
+    const step = this.progress.steps[i];
+    if (!p || !step) return;
+    if (step.phase === 'judging') {
+      p.root.classList.add('active');
+      // The samples of a step are decoded together (one batch), so they start at once.
+      p.status.textContent = this.nSamples > 1 ? `judging ${this.nSamples} samples together…` : 'judging…';
+      return;
+    }
+    const v = step.verdict;
+    if (!v) return;
+    const good = !step.wrong;
+    const open = step.undecided;
     p.root.classList.remove('active');
     p.root.classList.add('judged', good ? 'good' : 'bad');
     p.root.classList.toggle('undecided', open);
@@ -230,9 +213,38 @@ export class ResultsView {
     p.bar.setAttribute('aria-valuenow', v.reward.toFixed(3));
     p.bar.setAttribute('aria-valuetext', `${rewardText(v.reward)}, ${open ? 'no verdict' : good ? 'correct' : 'wrong'}`);
     p.value.textContent = rewardText(v.reward);
-    // Until the result says otherwise, the first step below the threshold is the first wrong one.
-    const first = this.steps.findIndex((s) => s.root.classList.contains('bad'));
-    this.highlight(first);
+    // Until the result says otherwise, the first step judged wrong is the first wrong one.
+    this.highlight(this.progress.firstError);
+  }
+
+  /** A sample's rationale, code runs and judgement as the events since `before` left them. */
+  private renderSample(step: number, sample: number, before: VerifyProgress): void {
+    const s = this.sample(step, sample);
+    const now = this.progress.steps[step]?.samples[sample];
+    if (!s || !now) return;
+    const was = before.steps[step]?.samples[sample];
+    const grown = rationaleAppended(was?.rationale ?? [], now.rationale);
+    if (!grown) s.rationale.replaceChildren();
+    if (grown?.continued) (s.rationale.lastElementChild as HTMLElement).append(grown.continued);
+    for (const part of grown ? grown.added : now.rationale) {
+      s.rationale.append(h('span', { class: `src-${part.source}`, 'data-source': part.source }, part.text));
+    }
+    if (now.fallback && !was?.fallback) {
+      s.root.classList.add('fallback');
+      s.runs.append(h('li', { class: 'note', text: 'Out of code rounds or tokens: the verification was dropped and the judgement forced (the official fallback).' }));
+    }
+    for (const run of now.codeRuns.slice(was?.codeRuns.length ?? 0)) {
+      const kind = /^Code execute time out/.test(run.output) ? 'timeout' : /^Code (execute Error|format error)/.test(run.output) ? 'error' : 'ok';
+      s.runs.append(h('li', { class: `code-run run-${kind}`, 'data-testid': 'code-run' },
+        h('div', { class: 'run-label', text: kind === 'ok' ? 'Python ran' : kind === 'timeout' ? 'Python timed out (5 s)' : 'Python error' }),
+        run.code !== null ? h('pre', { class: 'code', 'aria-label': 'Code' }, h('code', { text: run.code })) : null,
+        h('pre', { class: 'code-output', 'data-testid': 'code-output', 'aria-label': 'Output', text: run.output })));
+    }
+    if (now.reward && now.reward !== was?.reward) {
+      s.judgement.replaceChildren(this.judgementText(now.reward));
+      s.judgement.dataset.reward = String(now.reward.value);
+      if (s.summary) s.summary.textContent = `Sample ${sample + 1}: ${now.reward.judgement ?? 'no judgement'}, reward ${rewardText(now.reward.value)}`;
+    }
   }
 
   private highlight(first: number): void {
