@@ -2,6 +2,7 @@
 // WebAssembly, Python checks in Pyodide), grade files of solutions, and the <genprm-verifier>
 // custom element (defined when this module is imported).
 export * from './types.ts';
+export * from './defaults.ts';
 export { configure, assetsURL, pythonAssetURLs, demoModelBase, type GenprmConfig } from './assets.ts';
 export { loadModel, modelSource, sharedExecutor, GenPRM, type ModelSpec, type ModelLoadProgress, type LoadModelOptions, type VerifyOptions } from './api.ts';
 export { gpuInfo, splitParagraphs, parseGradingInput, gradeResult, hasWasmFunction, wasm } from './wasm.ts';

@@ -19,13 +19,14 @@
 //   request's id and random nonce; everything else is dropped (`ignoredMessages` counts it).
 import type { ExecOutcome, ExecutorBridge } from './types.ts';
 import type { FromFrame, InterpreterInfo, PythonFiles, PythonProgress, ToFrame } from './worker-protocol.ts';
+import { TIME_LIMIT_SECS } from './defaults.ts';
 import { capOutcome, frameDocument, OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
 export type { PythonProgress, InterpreterInfo } from './worker-protocol.ts';
 export { OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
-/** The official per-run limit. */
-export const TIME_LIMIT_MS = 5000;
+/** The official per-run limit, in milliseconds. */
+export const TIME_LIMIT_MS = TIME_LIMIT_SECS * 1000;
 /** The official text of a time-out. */
 export const TIMEOUT_MESSAGE = 'Code execution timed out';
 /** How long an interpreter may take to start (not counted in the run's limit). */

@@ -15,6 +15,7 @@
 // computed elsewhere (a saved one, or `genprm verify --json`'s).
 // Everything renders in a shadow root with its own styles, so the host page's CSS cannot break it.
 import { loadModel, sharedExecutor, type GenPRM, type ModelLoadProgress } from './api.ts';
+import { MAX_SAMPLES } from './defaults.ts';
 import type { ProtocolOptions, Reward, StepVerdict, VerifyEvent, VerifyResult } from './types.ts';
 import { rationaleAppended, reduceVerifyEvent, summaryText, undecidedSteps, verifyProgress, type VerifyProgress } from './verdicts.ts';
 
@@ -204,7 +205,7 @@ export class GenprmVerifier extends Base {
   }
   get samples(): number {
     const n = Number(this.getAttribute('samples') ?? '1');
-    return Number.isFinite(n) && n >= 1 ? Math.min(64, Math.round(n)) : 1;
+    return Number.isFinite(n) && n >= 1 ? Math.min(MAX_SAMPLES, Math.round(n)) : 1;
   }
   set samples(v: number) { this.setAttribute('samples', String(v)); }
   get theme(): 'light' | 'dark' | 'auto' {

@@ -1,6 +1,6 @@
 // The protocol options: Maj@N samples, prompt style, reward, decoding (greedy or sampling with a
-// seed), mode and code execution. Defaults are GenPRM's (as the CLI's).
-import type { ProtocolOptions } from 'genprm';
+// seed), mode and code execution. Defaults are GenPRM's (as the CLI's), from the package.
+import { GENPRM_TEMPERATURE, GENPRM_TOP_K, GENPRM_TOP_P, MAX_SAMPLES, TIME_LIMIT_SECS, type ProtocolOptions } from 'genprm';
 import { h, uid } from './dom.ts';
 
 function field(label: string, control: HTMLElement, hint?: string): HTMLElement {
@@ -21,15 +21,15 @@ function number(testId: string, value: number, min: number, max: number, step: n
 
 export class OptionsPanel {
   readonly el: HTMLElement;
-  private samples = number('samples', 1, 1, 64, 1);
+  private samples = number('samples', 1, 1, MAX_SAMPLES, 1);
   private style = select('style', [['card', 'Model card (default)'], ['processbench', 'ProcessBench evaluation']], 'card');
   private reward = select('reward', [['official', 'Official (vLLM log-probabilities)'], ['calibrated', 'Calibrated (raw Yes/No logits)']], 'official');
   private mode = select('mode', [['cot_code', 'Reasoning + Python checks'], ['cot', 'Reasoning only'], ['code', 'Python checks only']], 'cot_code');
   private greedy = h('input', { type: 'checkbox', 'data-testid': 'greedy' });
   private seed = number('seed', 0, 0, 2 ** 32 - 1, 1);
-  private temperature = number('temperature', 0.6, 0.01, 2, 0.05);
-  private topK = number('top-k', 20, 0, 1000, 1);
-  private topP = number('top-p', 0.95, 0.01, 1, 0.01);
+  private temperature = number('temperature', GENPRM_TEMPERATURE, 0.01, 2, 0.05);
+  private topK = number('top-k', GENPRM_TOP_K, 0, 1000, 1);
+  private topP = number('top-p', GENPRM_TOP_P, 0.01, 1, 0.01);
   private execute = h('input', { type: 'checkbox', checked: true, 'data-testid': 'execute' });
   private stopAtFirst = h('input', { type: 'checkbox', 'data-testid': 'stop-at-first-error' });
 
@@ -51,7 +51,7 @@ export class OptionsPanel {
         field('Mode', this.mode)),
       check(this.greedy, 'Greedy decoding (deterministic, no sampling)'),
       sampling,
-      check(this.execute, 'Run the Python the model writes (Pyodide, 5 s per block)'),
+      check(this.execute, `Run the Python the model writes (Pyodide, ${TIME_LIMIT_SECS} s per block)`),
       check(this.stopAtFirst, 'Stop at the first wrong step'));
     sync();
   }
@@ -59,7 +59,7 @@ export class OptionsPanel {
   get(): ProtocolOptions {
     const num = (i: HTMLInputElement, d: number) => (Number.isFinite(i.valueAsNumber) ? i.valueAsNumber : d);
     const o: ProtocolOptions = {
-      samples: Math.max(1, Math.min(64, Math.round(num(this.samples, 1)))),
+      samples: Math.max(1, Math.min(MAX_SAMPLES, Math.round(num(this.samples, 1)))),
       style: this.style.value as ProtocolOptions['style'],
       reward: this.reward.value as ProtocolOptions['reward'],
       mode: this.mode.value as ProtocolOptions['mode'],
@@ -69,9 +69,9 @@ export class OptionsPanel {
     };
     if (!o.greedy) {
       o.seed = Math.max(0, Math.round(num(this.seed, 0)));
-      o.temperature = num(this.temperature, 0.6);
-      o.top_k = Math.max(0, Math.round(num(this.topK, 20)));
-      o.top_p = num(this.topP, 0.95);
+      o.temperature = num(this.temperature, GENPRM_TEMPERATURE);
+      o.top_k = Math.max(0, Math.round(num(this.topK, GENPRM_TOP_K)));
+      o.top_p = num(this.topP, GENPRM_TOP_P);
     }
     return o;
   }

@@ -1,6 +1,6 @@
 // The Python executor the model's code runs in (Pyodide in a Web Worker), started when the page
 // opens so it is ready by the time a model is; its start-up progress and restarts.
-import { PyodideExecutor, pythonAssetURLs } from 'genprm';
+import { PyodideExecutor, pythonAssetURLs, TIME_LIMIT_SECS } from 'genprm';
 import { bytes, errorMessage, h } from './dom.ts';
 import { ProgressBar } from './progress.ts';
 
@@ -28,7 +28,7 @@ export class PythonPanel {
     this.executor.ready.then(
       () => {
         const v = this.executor.versions;
-        this.line.textContent = `Python ${v?.python} with sympy ${v?.sympy} is ready (Pyodide, in a worker; 5 s per code block).`;
+        this.line.textContent = `Python ${v?.python} with sympy ${v?.sympy} is ready (Pyodide, in a worker; ${TIME_LIMIT_SECS} s per code block).`;
         setTimeout(() => this.bar.hide(), 1500);
       },
       (e) => {

@@ -1,7 +1,7 @@
 // The verification as it happens: one panel per step with each sample's rationale streaming in
 // (forced protocol text dim, model text plain, code output set apart), the Python runs with their
 // outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
-import { rationaleAppended, reduceVerifyEvent, stepList, undecidedSteps, verifyProgress, type Reward, type VerifyEvent, type VerifyProgress, type VerifyResult } from 'genprm';
+import { rationaleAppended, reduceVerifyEvent, stepList, TIME_LIMIT_SECS, undecidedSteps, verifyProgress, type Reward, type VerifyEvent, type VerifyProgress, type VerifyResult } from 'genprm';
 import { h, uid } from './dom.ts';
 import { renderMath } from './math.ts';
 
@@ -236,7 +236,7 @@ export class ResultsView {
     for (const run of now.codeRuns.slice(was?.codeRuns.length ?? 0)) {
       const kind = /^Code execute time out/.test(run.output) ? 'timeout' : /^Code (execute Error|format error)/.test(run.output) ? 'error' : 'ok';
       s.runs.append(h('li', { class: `code-run run-${kind}`, 'data-testid': 'code-run' },
-        h('div', { class: 'run-label', text: kind === 'ok' ? 'Python ran' : kind === 'timeout' ? 'Python timed out (5 s)' : 'Python error' }),
+        h('div', { class: 'run-label', text: kind === 'ok' ? 'Python ran' : kind === 'timeout' ? `Python timed out (${TIME_LIMIT_SECS} s)` : 'Python error' }),
         run.code !== null ? h('pre', { class: 'code', 'aria-label': 'Code' }, h('code', { text: run.code })) : null,
         h('pre', { class: 'code-output', 'data-testid': 'code-output', 'aria-label': 'Output', text: run.output })));
     }

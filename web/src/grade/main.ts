@@ -6,7 +6,7 @@
 import '../app-assets.ts';
 import '../styles.css';
 import './grade.css';
-import { gradeResult, parseGradingInput, type GradeResult, type GradeRow, type ProtocolOptions, type VerifyResult } from 'genprm';
+import { GENPRM_TEMPERATURE, gradeResult, parseGradingInput, type GradeResult, type GradeRow, type ProtocolOptions, type VerifyResult } from 'genprm';
 import { Alerts } from '../alerts.ts';
 import { errorMessage, h } from '../dom.ts';
 import { ModelPanel } from '../model-panel.ts';
@@ -107,7 +107,7 @@ function updateButtons(): void {
 }
 
 function describeOptions(o: ProtocolOptions): string {
-  const parts = [`${o.samples ?? 1} sample${(o.samples ?? 1) === 1 ? '' : 's'}`, o.greedy ? 'greedy' : `sampling (seed ${o.seed ?? 0}, T ${o.temperature ?? 0.6})`,
+  const parts = [`${o.samples ?? 1} sample${(o.samples ?? 1) === 1 ? '' : 's'}`, o.greedy ? 'greedy' : `sampling (seed ${o.seed ?? 0}, T ${o.temperature ?? GENPRM_TEMPERATURE})`,
     `${o.style ?? 'card'} prompt`, `${o.reward ?? 'official'} reward`, `mode ${o.mode ?? 'cot_code'}`];
   if (o.execute === false) parts.push('no Python');
   if (o.stop_at_first_error) parts.push('stops at the first wrong step');
