@@ -104,7 +104,7 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
 }
 
 /** Adds what the source knows (which URL answered 404) to the loader's error. */
-export function withContext(e: unknown, source: ModelSource): Error {
+function withContext(e: unknown, source: ModelSource): Error {
   let detail = errorText(e);
   const context = [...source.missing.entries()].filter(([name]) => detail.includes(name)).map(([, why]) => why);
   if (context.length) detail += ` — ${context.join('; ')}`;
