@@ -7,6 +7,9 @@
 //                   model (web/scripts/copy-assets.mjs makes them), found at run time next to the
 //                   modules with new URL(..., import.meta.url)
 // The toolchain (TypeScript, Pyodide for the bundle) is web/'s: run `npm ci --prefix web` first.
+// The web app's build runs this (web/package.json's "pkg" script), so the project's build and test
+// command (scripts/test) build pkg/dist too. It ends with scripts/check-dist.mjs, which is also
+// all `npm pack` runs (prepack): a copy of pkg/ with a complete dist/ packs anywhere.
 //
 //   node pkg/scripts/build.mjs [--require-wasm]     (npm run build --prefix pkg)
 import { execFileSync } from 'node:child_process';
@@ -81,4 +84,9 @@ const { copyAssets } = await import(pathToFileURL(join(web, 'scripts', 'copy-ass
 await copyAssets();
 const generated = join(web, 'public', 'generated');
 for (const d of ['pyodide', 'python', 'models']) await cp(join(generated, d), join(dist, 'assets', d), { recursive: true });
+try {
+  execFileSync(process.execPath, [join(pkg, 'scripts', 'check-dist.mjs'), '--quiet', ...(requireWasm ? [] : ['--allow-missing-wasm'])], { stdio: 'inherit' });
+} catch {
+  fail('dist/ is incomplete (above)');
+}
 console.log(`pkg build: ${dist}`);

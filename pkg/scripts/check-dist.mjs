@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+// Checks that the package is complete, without building anything or reaching outside pkg/: run by
+// `npm pack` / `npm publish` (prepack), so that a copy of pkg/ packs anywhere once dist/ is built,
+// and at the end of scripts/build.mjs. It checks
+//   - the modules: dist/index.js, dist/widget.js and every module they import (relative imports,
+//     followed), each with its .d.ts, and every .d.ts's relative imports;
+//   - the wasm module: both builds (dist/wasm/genprm*.js + *_bg.wasm + .d.ts), not the stand-in
+//     the build writes when pkg/wasm is missing;
+//   - the assets: the Pyodide runtime, the sympy + mpmath bundle, the tiny demo model;
+//   - the files every copy of the package carries: README.md, the two licence texts and the
+//     third-party notices.
+// On failure it names each missing file and the commands that build it, and exits 1.
+//
+//   node scripts/check-dist.mjs [--allow-missing-wasm] [--quiet]
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, posix } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(pkg, 'dist');
+const allowMissingWasm = process.argv.includes('--allow-missing-wasm');
+const quiet = process.argv.includes('--quiet');
+
+/** Files a site gets in every copy of the package, besides dist/ (committed in pkg/). */
+export const PACKAGE_FILES = ['README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'THIRD_PARTY_NOTICES.md'];
+export const WASM_FILES = [
+  'genprm.js', 'genprm.d.ts', 'genprm_bg.wasm',
+  'genprm_relaxed.js', 'genprm_relaxed.d.ts', 'genprm_relaxed_bg.wasm',
+];
+export const ASSET_FILES = [
+  'pyodide/pyodide.mjs', 'pyodide/pyodide.asm.mjs', 'pyodide/pyodide.asm.wasm', 'pyodide/python_stdlib.zip', 'pyodide/pyodide-lock.json',
+  'python/genprm-python.zip',
+  'models/tiny-genprm/config.json', 'models/tiny-genprm/generation_config.json', 'models/tiny-genprm/model.safetensors',
+  'models/tiny-genprm/tokenizer.json', 'models/tiny-genprm/tokenizer_config.json', 'models/tiny-genprm/chat_template.jinja',
+];
+/** The first line of the stand-in scripts/build.mjs writes when pkg/wasm is missing. */
+export const WASM_STANDIN = 'the genprm wasm module was not built';
+
+const problems = [];
+const missing = (file, why = '') => problems.push(`${relative(pkg, file)}${why ? ` (${why})` : ''}`);
+const nonEmpty = (file) => existsSync(file) && statSync(file).isFile() && statSync(file).size > 0;
+
+// The modules: follow the relative imports from the entry points.
+const RELATIVE = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(['"])(\.\.?\/[^'"]+)\1/g;
+const seen = new Set();
+function follow(file) {
+  if (seen.has(file)) return;
+  seen.add(file);
+  if (!nonEmpty(file)) { missing(file); return; }
+  const text = readFileSync(file, 'utf8');
+  if (file.endsWith('.js') && !file.includes(`${join('dist', 'wasm')}`)) {
+    const dts = file.replace(/\.js$/, '.d.ts');
+    if (!nonEmpty(dts) && !seen.has(dts)) { seen.add(dts); missing(dts, `the types of ${relative(pkg, file)}`); }
+    else follow(dts);
+  }
+  for (const m of text.matchAll(RELATIVE)) {
+    let target = posix.normalize(posix.join(posix.dirname(relative(dist, file).split('\\').join('/')), m[2]));
+    if (file.endsWith('.d.ts') && target.endsWith('.js')) target = target.replace(/\.js$/, '.d.ts');
+    // Asset URLs (new URL('./x', import.meta.url)) are checked below; only modules are followed.
+    if (!/\.(m?js|d\.ts)$/.test(target)) continue;
+    follow(join(dist, ...target.split('/')));
+  }
+}
+for (const entry of ['index.js', 'widget.js']) follow(join(dist, entry));
+
+// package.json's exports point at files that exist.
+const manifest = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8'));
+const targets = (v) => (typeof v === 'string' ? [v] : Object.values(v ?? {}).flatMap(targets));
+for (const t of targets(manifest.exports)) {
+  if (t.startsWith('./dist/wasm/') && allowMissingWasm) continue;
+  if (!nonEmpty(join(pkg, t))) missing(join(pkg, t), 'named in package.json "exports"');
+}
+
+// The wasm module.
+let wasmMissing = false;
+for (const f of WASM_FILES) {
+  const file = join(dist, 'wasm', f);
+  if (!nonEmpty(file)) { wasmMissing = true; if (!allowMissingWasm) missing(file); continue; }
+  if (f.endsWith('.js') && readFileSync(file, 'utf8').includes(WASM_STANDIN)) {
+    wasmMissing = true;
+    if (!allowMissingWasm) missing(file, 'a stand-in: dist/ was built without pkg/wasm');
+  }
+}
+
+for (const f of ASSET_FILES) if (!nonEmpty(join(dist, 'assets', ...f.split('/')))) missing(join(dist, 'assets', ...f.split('/')));
+for (const f of PACKAGE_FILES) if (!nonEmpty(join(pkg, f))) missing(join(pkg, f));
+
+if (problems.length) {
+  console.error(`genprm: the package is incomplete; missing:\n  ${problems.join('\n  ')}\n`
+    + 'Build it in a checkout of the genprm repository, then pack (a copy of pkg/ with a complete dist/ packs anywhere):\n'
+    + '  scripts/build-wasm            # pkg/wasm: the wasm module (dist/wasm/)\n'
+    + '  npm ci --prefix web           # the build toolchain (TypeScript, Pyodide)\n'
+    + '  npm run build --prefix pkg    # pkg/dist: the modules and their .d.ts, wasm/, assets/\n'
+    + '(README.md, LICENSE-MIT, LICENSE-APACHE and THIRD_PARTY_NOTICES.md are committed in pkg/.)');
+  process.exit(1);
+}
+if (!quiet) console.log(`genprm: dist/ is complete (${seen.size} module files${wasmMissing ? ', no wasm module' : ', the wasm module'}, ${ASSET_FILES.length} assets)`);
