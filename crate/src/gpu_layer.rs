@@ -1,9 +1,12 @@
 //! A decoder layer's small operations on a GPU, one CubeCL kernel each where burn's generic ops
 //! take several: RMSNorm (seven launches with burn's ops), and the rotary embedding of the new
 //! queries and keys together with the write of keys and values into the KV cache (about
-//! eighteen). With the q/k/v and gate/up projections stacked into one product each and the
-//! epilogues of the packed products ([`crate::model::Epilogue`]: bias, residual add, SwiGLU), a
-//! decode step launches 8 kernels per layer instead of about 51.
+//! eighteen). With the q/k/v and gate/up projections stacked into one product each, the
+//! epilogues of the packed products ([`crate::model::Epilogue`]: bias, residual add, SwiGLU)
+//! and the RMSNorms before the q/k/v, gate/up and output products applied as those products
+//! read their input ([`crate::gpu_quant::InputNorm`]), a decode step over packed weights
+//! launches 6 kernels per layer instead of about 51 (the norm kernel here runs in prefill and
+//! with f32 weights).
 //! At batch 1 each launch costs the host a few microseconds of driver and validation work, about
 //! as long as a small layer's reads from memory take on a real GPU, so launches, not bandwidth,
 //! bounded decode there.

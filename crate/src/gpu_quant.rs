@@ -90,6 +90,24 @@ pub struct GpuQuant {
     max_bytes: usize,
 }
 
+/// An RMSNorm applied to a product's input ([`GpuQuant::matmul_t_normed`]): `x / √(mean(x²) +
+/// eps) · weight` per activation row, as Qwen2 computes it in f32. The decode kernels apply it
+/// as they read `x`, so a norm followed by a product is one launch.
+#[derive(Debug, Clone, Copy)]
+pub struct InputNorm<'a> {
+    /// The norm's weight, one per column.
+    pub weight: &'a Tensor<1>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl InputNorm<'_> {
+    /// The norm on its own ([`crate::gpu_layer::rms_norm`], one launch).
+    pub fn apply(&self, x: Tensor<2>) -> Tensor<2> {
+        crate::gpu_layer::rms_norm(x, self.weight, self.eps)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Block {
     words: Tensor<1, Int>,
@@ -116,19 +134,26 @@ mod kernels {
 
     /// Group `g` of weight row `r` against each of the `n` activation rows, added to `acc[i]`:
     /// `scale[r, g] · Σ_k level · x[i, 32g + k]`. The group's words and scale are read once for
-    /// all rows (the rows of a batch share every weight read).
+    /// all rows (the rows of a batch share every weight read). With `normed`, each activation
+    /// is multiplied by the input norm's weight (`norm[32g + k]`) as it is read, and with
+    /// `squares` its square is added to `sq[i]` too (the norm's sum, taken where the product
+    /// reads its input anyway).
     #[cube]
     #[allow(clippy::too_many_arguments)]
     fn group_dot_rows(
         x: &Tensor<f32>,
         words: &Tensor<i32>,
         scales: &Tensor<f32>,
+        norm: &Tensor<f32>,
         r: u32,
         g: u32,
         cols: u32,
         acc: &mut Array<f32>,
+        sq: &mut Array<f32>,
         #[comptime] n: u32,
         #[comptime] bits: u32,
+        #[comptime] normed: bool,
+        #[comptime] squares: bool,
     ) {
         let per_word = comptime!(32 / bits);
         let words_per_group = comptime!(32 / (32 / bits));
@@ -141,7 +166,15 @@ mod kernels {
                 let col = g * 32 + w * per_word + k;
                 #[unroll]
                 for i in 0..n {
-                    part[i as usize] += l * x[(i * cols + col) as usize];
+                    let v = x[(i * cols + col) as usize];
+                    if comptime!(normed) {
+                        part[i as usize] += l * (v * norm[col as usize]);
+                        if comptime!(squares) {
+                            sq[i as usize] += v * v;
+                        }
+                    } else {
+                        part[i as usize] += l * v;
+                    }
                 }
             }
         }
@@ -150,6 +183,12 @@ mod kernels {
         for i in 0..n {
             acc[i as usize] += part[i as usize] * scale;
         }
+    }
+
+    /// RMSNorm's factor `1 / √(Σx² / cols + eps)` for an activation row's sum of squares.
+    #[cube]
+    fn inv_rms(sum: f32, cols: u32, eps: f32) -> f32 {
+        1.0f32 / (sum / f32::cast_from(cols) + eps).sqrt()
     }
 
     /// What a product does with its sums before storing output `pos` (output row `r`): adds
@@ -200,7 +239,10 @@ mod kernels {
     /// One unit per output row `r`, for all `n` activation rows: `out[i, r] = Σ_g scale[r, g] ·
     /// Σ_k level(r, g, k) · x[i, 32g + k]`, finished by [`finish`] (for SwiGLU, `then` = 2,
     /// weight row `r + rows` too: the up projection). `bits` is 4 (eight levels per word, stored
-    /// as level + 8) or 8 (four two's-complement bytes).
+    /// as level + 8) or 8 (four two's-complement bytes). With `normed`, the product is of
+    /// RMSNorm(x) (`x / √(mean(x²) + eps) · extra`, `extra` then holding the norm's weight):
+    /// the weight is applied as `x` is read and the row's factor to the sums, so the norm needs
+    /// no launch of its own.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn quant_matmul_kernel(
@@ -212,33 +254,44 @@ mod kernels {
         out: &mut Tensor<f32>,
         rows: u32,
         cols: u32,
+        eps: f32,
         #[comptime] n: u32,
         #[comptime] bits: u32,
         #[comptime] has_bias: bool,
         #[comptime] then: u32,
+        #[comptime] normed: bool,
     ) {
         let r = ABSOLUTE_POS as u32;
         if r < rows {
             let mut acc = zeros(n);
             let mut up = zeros(n);
+            let mut sq = zeros(n);
             for g in 0..cols / 32 {
-                group_dot_rows(x, words, scales, r, g, cols, &mut acc, n, bits);
+                group_dot_rows(x, words, scales, extra, r, g, cols, &mut acc, &mut sq, n, bits, normed, normed);
                 if comptime!(then == 2) {
-                    group_dot_rows(x, words, scales, r + rows, g, cols, &mut up, n, bits);
+                    group_dot_rows(x, words, scales, extra, r + rows, g, cols, &mut up, &mut sq, n, bits, normed, false);
                 }
             }
             #[unroll]
             for i in 0..n {
                 let pos = i * rows + r;
-                out[pos as usize] = finish(acc[i as usize], up[i as usize], bias, extra, pos, r, rows, has_bias, then);
+                let mut total = acc[i as usize];
+                let mut up_total = up[i as usize];
+                if comptime!(normed) {
+                    let inv = inv_rms(sq[i as usize], cols, eps);
+                    total *= inv;
+                    up_total *= inv;
+                }
+                out[pos as usize] = finish(total, up_total, bias, extra, pos, r, rows, has_bias, then);
             }
         }
     }
 
     /// One cube per output row `r`, for all `n` activation rows: its `units` units stride over
     /// the row's groups (neighbouring units read neighbouring groups, so a cube's loads are
-    /// contiguous), then a tree sum in shared memory per activation row (two for SwiGLU) and
-    /// [`finish`]. Needs no subgroup instructions.
+    /// contiguous), then a tree sum in shared memory per activation row (two for SwiGLU, one
+    /// more for the sum of squares when `normed`: see [`quant_matmul_kernel`]) and [`finish`].
+    /// Needs no subgroup instructions.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn quant_matvec_kernel(
@@ -250,24 +303,27 @@ mod kernels {
         out: &mut Tensor<f32>,
         rows: u32,
         cols: u32,
+        eps: f32,
         #[comptime] n: u32,
         #[comptime] bits: u32,
         #[comptime] units: u32,
         #[comptime] has_bias: bool,
         #[comptime] then: u32,
+        #[comptime] normed: bool,
     ) {
         let r = CUBE_POS as u32;
         let live = r < rows;
         let mut acc = zeros(n);
         let mut up = zeros(n);
+        let mut sq = zeros(n);
         // Barriers must sit in control flow every unit of the cube reaches, so cubes past the
         // end run the reductions too, on zeros.
         if live {
             let mut g = UNIT_POS;
             while g < cols / 32 {
-                group_dot_rows(x, words, scales, r, g, cols, &mut acc, n, bits);
+                group_dot_rows(x, words, scales, extra, r, g, cols, &mut acc, &mut sq, n, bits, normed, normed);
                 if comptime!(then == 2) {
-                    group_dot_rows(x, words, scales, r + rows, g, cols, &mut up, n, bits);
+                    group_dot_rows(x, words, scales, extra, r + rows, g, cols, &mut up, &mut sq, n, bits, normed, false);
                 }
                 g += units;
             }
@@ -277,19 +333,31 @@ mod kernels {
         for i in 0..n {
             // The last barrier of the previous sum has passed: only unit 0 still reads (slot 0,
             // its own), so the slots can be refilled.
+            let mut inv = 1.0f32;
+            if comptime!(normed) {
+                partial[UNIT_POS as usize] = sq[i as usize];
+                crate::gpu_reduce::tree_sum(&mut partial, units);
+                inv = inv_rms(partial[0], cols, eps);
+                // Every unit has read slot 0 before it is refilled.
+                sync_cube();
+            }
             let mut up_total = 0.0f32;
             if comptime!(then == 2) {
                 partial[UNIT_POS as usize] = up[i as usize];
                 crate::gpu_reduce::tree_sum(&mut partial, units);
                 up_total = partial[0];
-                // Every unit has read slot 0 before it is refilled.
                 sync_cube();
             }
             partial[UNIT_POS as usize] = acc[i as usize];
             crate::gpu_reduce::tree_sum(&mut partial, units);
             if live && UNIT_POS == 0 {
                 let pos = i * rows + r;
-                out[pos as usize] = finish(partial[0], up_total, bias, extra, pos, r, rows, has_bias, then);
+                let mut total = partial[0];
+                if comptime!(normed) {
+                    total *= inv;
+                    up_total *= inv;
+                }
+                out[pos as usize] = finish(total, up_total, bias, extra, pos, r, rows, has_bias, then);
             }
         }
     }
@@ -538,20 +606,33 @@ impl GpuQuant {
     /// `x Wᵀ + bias`, finished by `then`: in the product's own launch when the packed kernels
     /// run it on a single block (decode), with burn's ops otherwise.
     pub fn matmul_t_then(&self, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue) -> Tensor<2> {
-        self.matmul_t_with(x, bias, then, self.matvec)
+        self.matmul_t_with(x, None, bias, then, self.matvec)
     }
 
-    /// [`GpuQuant::matmul_t_then`] with a chosen matrix-vector kernel (for fewer than
+    /// [`GpuQuant::matmul_t_then`] of `norm(x)`: in decode the kernels normalise `x` as they
+    /// read it (no launch of its own); in prefill the norm runs first.
+    pub fn matmul_t_normed(&self, x: Tensor<2>, norm: InputNorm<'_>, bias: Option<&Tensor<1>>, then: Epilogue) -> Tensor<2> {
+        self.matmul_t_with(x, Some(norm), bias, then, self.matvec)
+    }
+
+    /// [`GpuQuant::matmul_t_then`] of `x`, or of `norm(x)` ([`GpuQuant::matmul_t_normed`]),
+    /// with a chosen matrix-vector kernel (for fewer than
     /// [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows).
-    pub fn matmul_t_with(&self, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
+    pub fn matmul_t_with(&self, x: Tensor<2>, norm: Option<InputNorm<'_>>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
         let n = x.dims()[0];
+        // The kernels read the norm's weight where a residual would be (no product has both):
+        // with both, or in prefill, the norm runs on its own first.
+        let (x, norm) = match norm {
+            Some(nm) if n >= crate::model::PREFILL_ROWS || matches!(then, Epilogue::Add(_)) => (nm.apply(x), None),
+            norm => (x, norm),
+        };
         if n < crate::model::PREFILL_ROWS && self.blocks.len() == 1 {
-            return self.block_matmul_t(&self.blocks[0], x, bias, then, kernel);
+            return self.block_matmul_t(&self.blocks[0], x, norm, bias, then, kernel);
         }
         let y = if n >= crate::model::PREFILL_ROWS {
             self.dense_matmul_t(x)
         } else {
-            Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), None, Epilogue::Plain, kernel)).collect(), 1)
+            Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), norm, None, Epilogue::Plain, kernel)).collect(), 1)
         };
         then.apply(y, bias)
     }
@@ -600,7 +681,7 @@ impl GpuQuant {
     /// Decode: `x Wᵀ + bias` for fewer than [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) rows
     /// with the packed-weight kernels, which expand the levels inside the product and apply
     /// `then` before storing.
-    fn block_matmul_t(&self, block: &Block, x: Tensor<2>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
+    fn block_matmul_t(&self, block: &Block, x: Tensor<2>, norm: Option<InputNorm<'_>>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
         let [n, cols] = x.dims();
         debug_assert_eq!(cols, self.cols);
         debug_assert_eq!(cols % GROUP, 0);
@@ -617,12 +698,17 @@ impl GpuQuant {
         let has_bias = bias.is_some();
         let bias = bias.map_or_else(unused, |b| cube(b.clone()));
         let code = then.code();
-        let extra = match then {
-            Epilogue::Plain | Epilogue::SwiGlu => unused(),
-            Epilogue::Add(t) => {
+        let normed = norm.is_some();
+        let eps = norm.map_or(0.0, |nm| nm.eps as f32);
+        // `extra` holds the residual, or the input norm's weight (never both: see matmul_t_with).
+        let extra = match (then, norm) {
+            (Epilogue::Add(t), _) => {
                 debug_assert_eq!(t.dims(), [n, rows]);
+                debug_assert!(!normed, "a residual add and an input norm share one binding");
                 cube(t)
             }
+            (_, Some(nm)) => cube(nm.weight.clone()),
+            _ => unused(),
         };
         let (n32, rows32, cols32) = (n as u32, rows as u32, self.cols as u32);
         let args = (x.into_tensor_arg(), words.into_tensor_arg(), scales.into_tensor_arg(), bias.into_tensor_arg(), extra.into_tensor_arg());
@@ -636,13 +722,13 @@ impl GpuQuant {
             let cube_count = cubecl::CubeCount::Static(x_count, cubes.div_ceil(x_count), 1);
             let dim = CubeDim::new_1d(MATVEC_UNITS);
             quant_matvec_kernel::launch(
-                &client, cube_count, dim, args.0, args.1, args.2, args.3, args.4, out_arg, rows32, cols32, n32, bits, MATVEC_UNITS, has_bias, code,
+                &client, cube_count, dim, args.0, args.1, args.2, args.3, args.4, out_arg, rows32, cols32, eps, n32, bits, MATVEC_UNITS, has_bias, code, normed,
             );
         } else {
             let cube_dim = CubeDim::new(&client, rows);
             let cube_count = calculate_cube_count_elemwise(&client, rows, cube_dim);
             quant_matmul_kernel::launch(
-                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, out_arg, rows32, cols32, n32, bits, has_bias, code,
+                &client, cube_count, cube_dim, args.0, args.1, args.2, args.3, args.4, out_arg, rows32, cols32, eps, n32, bits, has_bias, code, normed,
             );
         }
         Tensor::from_primitive::<Cube>(out)

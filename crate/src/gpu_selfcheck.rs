@@ -21,7 +21,7 @@ use std::cell::Cell;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::gpu_quant::{GpuQuant, MatvecKernel, PrefillPrecision};
+use crate::gpu_quant::{GpuQuant, InputNorm, MatvecKernel, PrefillPrecision};
 use crate::model::{Epilogue, MAX_BINDING_BYTES, PREFILL_ROWS, Qwen2Model};
 use crate::quant::{QuantFormat, QuantMatrix};
 
@@ -50,6 +50,9 @@ pub enum Kernel {
         kernel: MatvecKernel,
         /// Its epilogue.
         finish: Finish,
+        /// Whether it applies an RMSNorm to its input as it reads it (the products after a
+        /// norm: q/k/v, gate/up, the lm_head).
+        normed: bool,
     },
     /// Prefill's product: packed weights expanded on the GPU (f32 or f16), then a dense product.
     Prefill {
@@ -90,14 +93,15 @@ impl std::fmt::Display for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cache = |f16: bool| if f16 { "f16" } else { "f32" };
         match *self {
-            Kernel::Decode { format, kernel, finish } => {
+            Kernel::Decode { format, kernel, finish, normed } => {
+                let norm = if normed { ", input RMSNorm" } else { "" };
                 let finish = match finish {
                     Finish::Plain => "",
                     Finish::Bias => ", bias",
                     Finish::Residual => ", residual add",
                     Finish::SwiGlu => ", SwiGLU",
                 };
-                write!(f, "{format} decode ({kernel}{finish})")
+                write!(f, "{format} decode ({kernel}{norm}{finish})")
             }
             Kernel::Prefill { format, precision } => write!(f, "{format} prefill ({precision})"),
             Kernel::Lookup { format } => write!(f, "{format} embedding lookup"),
@@ -162,7 +166,8 @@ pub fn kernels_for(model: &Qwen2Model) -> Vec<Kernel> {
     let tied = model.gpu_quant_roles().iter().all(|(role, _)| *role != "lm_head");
     for (role, g) in model.gpu_quant_roles() {
         let (format, kernel) = (g.format(), g.matvec());
-        let decode = |finish| Kernel::Decode { format, kernel, finish };
+        // Every decode product follows a norm except the two that add to the residual stream.
+        let decode = |finish| Kernel::Decode { format, kernel, finish, normed: finish != Finish::Residual };
         let uses: Vec<Kernel> = match role {
             "embed" if tied => vec![Kernel::Lookup { format }, decode(Finish::Plain)],
             "embed" => vec![Kernel::Lookup { format }],
@@ -195,7 +200,10 @@ pub fn all_kernels(device: &Device) -> Vec<Kernel> {
         kernels.push(Kernel::Lookup { format });
         for kernel in [MatvecKernel::PerUnit, MatvecKernel::Cooperative] {
             for finish in [Finish::Plain, Finish::Bias, Finish::Residual, Finish::SwiGlu] {
-                kernels.push(Kernel::Decode { format, kernel, finish });
+                // A residual add never follows a norm in the same launch (they share a binding).
+                for normed in [false, true].into_iter().filter(|&n| !n || finish != Finish::Residual) {
+                    kernels.push(Kernel::Decode { format, kernel, finish, normed });
+                }
             }
         }
         kernels.push(Kernel::Prefill { format, precision: PrefillPrecision::F32 });
@@ -309,20 +317,35 @@ fn reference_product(x: &[f32], w: &[f32], n: usize, rows: usize, cols: usize) -
     y
 }
 
+/// RMSNorm of the rows of `x` (`cols` wide) in f64: `x / √(mean(x²) + eps) · weight`.
+fn rms_norm_reference(x: &[f32], weight: &[f32], cols: usize, eps: f64) -> Vec<f32> {
+    x.chunks(cols)
+        .flat_map(|row| {
+            let mean = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / cols as f64;
+            let inv = 1.0 / (mean + eps).sqrt();
+            row.iter().zip(weight).map(move |(&v, &w)| (f64::from(v) * inv * f64::from(w)) as f32)
+        })
+        .collect()
+}
+
 /// Runs one kernel on its tiny input: what it gave, the reference, and the relative tolerance.
 async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Vec<f32>, f32)> {
     const F32_RTOL: f32 = 1e-3;
     const F16_RTOL: f32 = 2e-2;
     match kernel {
-        Kernel::Decode { format, kernel: matvec, finish } => {
+        Kernel::Decode { format, kernel: matvec, finish, normed } => {
             // One activation row (decode of one sequence); 8 outputs over 4 groups of 32.
             let (n, rows, cols) = (1, 8, 128);
             let weight_rows = if finish == Finish::SwiGlu { 2 * rows } else { rows };
             let q = QuantMatrix::quantize(&values(seed, weight_rows * cols), weight_rows, cols, format, "self-check")?;
             let w = q.dequantize();
             let g = GpuQuant::upload_with(&q, device, MAX_BINDING_BYTES, PrefillPrecision::F32, matvec);
-            let x = values(seed + 1000, n * cols);
-            let y = reference_product(&x, &w, n, weight_rows, cols);
+            let x: Vec<f32> = values(seed + 1000, n * cols).iter().map(|v| 3.0 * v).collect();
+            let (norm_weight, eps) = (values(seed + 4000, cols), 1e-6);
+            let y = match normed {
+                true => reference_product(&rms_norm_reference(&x, &norm_weight, cols, eps), &w, n, weight_rows, cols),
+                false => reference_product(&x, &w, n, weight_rows, cols),
+            };
             let bias = values(seed + 2000, weight_rows);
             let residual = values(seed + 3000, n * rows);
             let (then, want) = match finish {
@@ -341,7 +364,9 @@ async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Ve
                 }
             };
             let bias_t = (finish == Finish::Bias).then(|| tensor1(bias, device));
-            let out = g.matmul_t_with(tensor2(x, [n, cols], device), bias_t.as_ref(), then, matvec);
+            let norm_t = tensor1(norm_weight, device);
+            let norm = normed.then_some(InputNorm { weight: &norm_t, eps });
+            let out = g.matmul_t_with(tensor2(x, [n, cols], device), norm, bias_t.as_ref(), then, matvec);
             Ok((read(out, kernel).await?, want, F32_RTOL))
         }
         Kernel::Prefill { format, precision } => {
@@ -351,7 +376,7 @@ async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Ve
             let g = GpuQuant::upload_with(&q, device, MAX_BINDING_BYTES, precision, MatvecKernel::PerUnit);
             let x = values(seed + 1000, n * cols);
             let want = reference_product(&x, &w, n, rows, cols);
-            let out = g.matmul_t_with(tensor2(x, [n, cols], device), None, Epilogue::Plain, MatvecKernel::PerUnit);
+            let out = g.matmul_t_with(tensor2(x, [n, cols], device), None, None, Epilogue::Plain, MatvecKernel::PerUnit);
             let rtol = if precision == PrefillPrecision::F16 { F16_RTOL } else { F32_RTOL };
             Ok((read(out, kernel).await?, want, rtol))
         }
@@ -369,14 +394,7 @@ async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Ve
             let (rows, cols, eps) = (3, 200, 1e-6);
             let x: Vec<f32> = values(seed, rows * cols).iter().map(|v| 3.0 * v).collect();
             let weight = values(seed + 1000, cols);
-            let want = x
-                .chunks(cols)
-                .flat_map(|row| {
-                    let mean = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / cols as f64;
-                    let inv = 1.0 / (mean + eps).sqrt();
-                    row.iter().zip(&weight).map(move |(&v, &w)| (f64::from(v) * inv * f64::from(w)) as f32)
-                })
-                .collect();
+            let want = rms_norm_reference(&x, &weight, cols, eps);
             let out = crate::gpu_layer::rms_norm(tensor2(x, [rows, cols], device), &tensor1(weight, device), eps);
             Ok((read(out, kernel).await?, want, F32_RTOL))
         }

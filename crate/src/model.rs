@@ -139,6 +139,16 @@ impl Weight {
         }
     }
 
+    /// `norm(x) Wᵀ`: on a GPU's packed weights the decode kernels apply the norm as they read
+    /// `x` ([`crate::gpu_quant::InputNorm`]); elsewhere it runs first.
+    pub fn matmul_t_normed(&self, x: Tensor<2>, norm: &RmsNorm) -> Tensor<2> {
+        #[cfg(feature = "wgpu")]
+        if let Weight::GpuQuant(g) = self {
+            return g.matmul_t_normed(x, norm.input(), None, Epilogue::Plain);
+        }
+        self.matmul_t(norm.forward(x))
+    }
+
     /// Rows `ids` of the matrix (the embedding lookup), `[ids.len(), in]`.
     pub fn gather(&self, ids: &[u32], device: &Device) -> Tensor<2> {
         match self {
@@ -245,6 +255,16 @@ impl Linear {
             return g.matmul_t_then(x, self.bias.as_ref(), then);
         }
         then.apply(self.weight.matmul_t(x), self.bias.as_ref())
+    }
+
+    /// [`Linear::forward_then`] of `norm(x)`: on a GPU's packed weights the norm is applied as
+    /// the decode kernels read `x`, in the product's launch ([`crate::gpu_quant::InputNorm`]).
+    pub fn forward_normed(&self, x: Tensor<2>, norm: &RmsNorm, then: Epilogue) -> Tensor<2> {
+        #[cfg(feature = "wgpu")]
+        if let Weight::GpuQuant(g) = &self.weight {
+            return g.matmul_t_normed(x, norm.input(), self.bias.as_ref(), then);
+        }
+        self.forward_then(norm.forward(x), then)
     }
 
     /// Output width.
@@ -380,6 +400,12 @@ impl RmsNorm {
         let variance = x.clone().square().mean_dim(1);
         let x = x * (variance + self.eps).sqrt().recip();
         x * self.weight.clone().unsqueeze_dim(0)
+    }
+
+    /// The norm as a GPU product applies it to its input.
+    #[cfg(feature = "wgpu")]
+    fn input(&self) -> crate::gpu_quant::InputNorm<'_> {
+        crate::gpu_quant::InputNorm { weight: &self.weight, eps: self.eps }
     }
 }
 
@@ -1276,12 +1302,11 @@ impl Qwen2Model {
     /// writing its keys and values into `cache`.
     fn layers_forward(&self, mut x: Tensor<2>, step: &Step, rope: &Rope, mask: Option<&Tensor<5>>, writes: &Tensor<1, Int>, cache: &mut KvCache) -> Tensor<2> {
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = layer.input_norm.forward(x.clone());
-            let heads = self.attention(&layer.attention, h, step, rope, mask, writes, slot);
+            let qkv = layer.attention.qkv.forward_normed(x.clone(), &layer.input_norm, Epilogue::Plain);
+            let heads = self.attention(qkv, step, rope, mask, writes, slot);
             x = layer.attention.o.forward_then(heads, Epilogue::Add(x));
-            let h = layer.post_norm.forward(x.clone());
             let m = &layer.mlp;
-            let h = m.gate_up.forward_then(h, Epilogue::SwiGlu);
+            let h = m.gate_up.forward_normed(x.clone(), &layer.post_norm, Epilogue::SwiGlu);
             x = m.down.forward_then(h, Epilogue::Add(x));
         }
         x
@@ -1289,10 +1314,9 @@ impl Qwen2Model {
 
     /// The final norm and the output head: logits `[rows, vocab]`.
     fn head(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = self.norm.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => self.embed.matmul_t(x),
+            Some(head) => head.forward_normed(x, &self.norm, Epilogue::Plain),
+            None => self.embed.matmul_t_normed(x, &self.norm),
         }
     }
 
@@ -1508,14 +1532,13 @@ impl Qwen2Model {
         idx
     }
 
-    /// Self-attention of one layer up to the output projection: the new queries, keys and
-    /// values, rotated, the keys and values written to the cache, and each head's attention over
-    /// its row's cache, `[rows · seq, heads · d]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Self-attention of one layer up to the output projection, from the q/k/v projection's
+    /// output (`[rows · seq, (heads + 2 · kv_heads) · d]`): the new queries and keys rotated,
+    /// the keys and values written to the cache, and each head's attention over its row's
+    /// cache, `[rows · seq, heads · d]`.
     fn attention(
         &self,
-        a: &Attention,
-        x: Tensor<2>,
+        qkv: Tensor<2>,
         step: &Step,
         rope: &Rope,
         mask: Option<&Tensor<5>>,
@@ -1526,7 +1549,6 @@ impl Qwen2Model {
         let (nh, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let (n, seq, cap) = (step.past.len(), step.seq, step.capacity);
         let groups = nh / kvh;
-        let qkv = a.qkv.forward(x); // [n · seq, (nh + 2 kvh) · d]
         let (ck, cv) = slot.take().expect("the cache was reserved for every layer");
         // Rotate the new queries and keys, and write the new keys and values in place; then
         // attend over the rows' whole storage.

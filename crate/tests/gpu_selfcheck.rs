@@ -54,8 +54,9 @@ fn a_wrong_answer_is_an_error_naming_the_kernel() {
 #[test]
 fn kernel_names_say_the_mode() {
     let names = [
-        (Kernel::Decode { format: QuantFormat::Q4, kernel: MatvecKernel::Cooperative, finish: Finish::Plain }, "q4 decode (cooperative)"),
-        (Kernel::Decode { format: QuantFormat::Q8, kernel: MatvecKernel::PerUnit, finish: Finish::SwiGlu }, "q8 decode (per-unit, SwiGLU)"),
+        (Kernel::Decode { format: QuantFormat::Q4, kernel: MatvecKernel::Cooperative, finish: Finish::Plain, normed: false }, "q4 decode (cooperative)"),
+        (Kernel::Decode { format: QuantFormat::Q4, kernel: MatvecKernel::Cooperative, finish: Finish::Bias, normed: true }, "q4 decode (cooperative, input RMSNorm, bias)"),
+        (Kernel::Decode { format: QuantFormat::Q8, kernel: MatvecKernel::PerUnit, finish: Finish::SwiGlu, normed: false }, "q8 decode (per-unit, SwiGLU)"),
         (Kernel::Prefill { format: QuantFormat::Q4, precision: PrefillPrecision::F16 }, "q4 prefill (f16)"),
         (Kernel::Lookup { format: QuantFormat::Q8 }, "q8 embedding lookup"),
         (Kernel::RmsNorm, "RMSNorm"),
@@ -88,10 +89,11 @@ fn loading_on_a_gpu_checks_the_kernels_the_model_uses() {
             Kernel::RmsNorm,
             Kernel::RotaryCache { f16_cache },
             Kernel::Lookup { format: QuantFormat::Q8 },
-            Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::Bias },
-            Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::Residual },
-            Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::SwiGlu },
-            Kernel::Decode { format: QuantFormat::Q8, kernel: matvec, finish: Finish::Plain },
+            // The products after a norm apply it as they read their input.
+            Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::Bias, normed: true },
+            Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::Residual, normed: false },
+            Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::SwiGlu, normed: true },
+            Kernel::Decode { format: QuantFormat::Q8, kernel: matvec, finish: Finish::Plain, normed: true },
             Kernel::Prefill { format: QuantFormat::Q4, precision },
             Kernel::Prefill { format: QuantFormat::Q8, precision },
         ] {
@@ -101,7 +103,7 @@ fn loading_on_a_gpu_checks_the_kernels_the_model_uses() {
         assert_eq!(genprm::generate::block_on(gpu_selfcheck::check_model(&model)).unwrap(), SelfCheck::Passed { kernels: kernels.len() });
 
         // The same load with one of those kernels made wrong fails, naming it.
-        for bad in [Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::SwiGlu }, Kernel::RotaryCache { f16_cache }] {
+        for bad in [Kernel::Decode { format: QuantFormat::Q4, kernel: matvec, finish: Finish::SwiGlu, normed: true }, Kernel::RotaryCache { f16_cache }] {
             let _sabotage = gpu_selfcheck::sabotage(bad);
             match load_q4(&device, options) {
                 Err(Error::GpuKernel { kernel, .. }) => assert_eq!(kernel, bad.to_string()),
@@ -124,7 +126,7 @@ fn a_tied_head_is_checked_as_a_product_too() {
     let (matvec, precision) = (model.matvec_kernel().unwrap(), model.prefill_precision().unwrap());
     for k in [
         Kernel::Lookup { format: QuantFormat::Q8 },
-        Kernel::Decode { format: QuantFormat::Q8, kernel: matvec, finish: Finish::Plain },
+        Kernel::Decode { format: QuantFormat::Q8, kernel: matvec, finish: Finish::Plain, normed: true },
         Kernel::Prefill { format: QuantFormat::Q8, precision },
     ] {
         assert!(kernels.contains(&k), "{k} missing from {kernels:?}");

@@ -262,7 +262,22 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                     let extra: Vec<f32> = (0..n * rows).map(|i| (i as f32 * 0.43).cos() * 3.0).collect();
                     let tensor = |v: &[f32], shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), &device);
                     let bias_t = Tensor::<1>::from_data(TensorData::new(bias.clone(), [rows]), &device);
-                    for kernel in [MatvecKernel::Cooperative, MatvecKernel::PerUnit] {
+                    // An RMSNorm applied to the input as the kernels read it (with a residual
+                    // add, or in prefill, it runs on its own first).
+                    let norm_weight: Vec<f32> = (0..cols).map(|k| 0.5 + (k as f32 * 0.37).sin().abs()).collect();
+                    let norm_t = Tensor::<1>::from_data(TensorData::new(norm_weight.clone(), [cols]), &device);
+                    let eps = 1e-6;
+                    let normed_x: Vec<f32> = x
+                        .chunks(cols)
+                        .flat_map(|row| {
+                            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / cols as f32 + eps as f32).sqrt();
+                            row.iter().zip(&norm_weight).map(move |(v, w)| v * inv * w)
+                        })
+                        .collect();
+                    for (kernel, normed) in [MatvecKernel::Cooperative, MatvecKernel::PerUnit].into_iter().flat_map(|k| [(k, false), (k, true)]) {
+                        let norm = normed.then_some(genprm::gpu_quant::InputNorm { weight: &norm_t, eps });
+                        // What the product multiplies.
+                        let xr = if normed { &normed_x } else { &x };
                         for then in 0..4 {
                             // SwiGLU pairs row r (gate) with row r + rows/2 (up).
                             if then == 3 && rows % 2 == 1 {
@@ -275,9 +290,9 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                             };
                             let outs = if then == 3 { rows / 2 } else { rows };
                             let with_bias = (then > 0).then_some(&bias_t);
-                            let y: Vec<f32> = g.matmul_t_with(tensor(&x, [n, cols]), with_bias, epilogue, kernel).into_data().try_into_vec().unwrap();
+                            let y: Vec<f32> = g.matmul_t_with(tensor(&x, [n, cols]), norm, with_bias, epilogue, kernel).into_data().try_into_vec().unwrap();
                             assert_eq!(y.len(), n * outs);
-                            let sum = |i: usize, r: usize| (0..cols).map(|k| x[i * cols + k] * d[r * cols + k]).sum::<f32>() + if then > 0 { bias[r] } else { 0.0 };
+                            let sum = |i: usize, r: usize| (0..cols).map(|k| xr[i * cols + k] * d[r * cols + k]).sum::<f32>() + if then > 0 { bias[r] } else { 0.0 };
                             for i in 0..n {
                                 for r in 0..outs {
                                     let expect = match then {
@@ -290,7 +305,7 @@ fn gpu_packed_kernels_equal_the_dequantized_reference() {
                                     };
                                     let tol = 1e-3 * (cols as f32 / 128.0).max(1.0) * if then == 3 { 3.0 } else { 1.0 };
                                     let got = y[i * outs + r];
-                                    assert!((got - expect).abs() < tol, "{format} {kernel:?} epilogue {then} {rows}x{cols} n={n} blocks {} [{i},{r}]: {got} vs {expect}", g.blocks());
+                                    assert!((got - expect).abs() < tol, "{format} {kernel:?} normed {normed} epilogue {then} {rows}x{cols} n={n} blocks {} [{i},{r}]: {got} vs {expect}", g.blocks());
                                 }
                             }
                         }
