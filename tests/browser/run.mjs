@@ -11,8 +11,10 @@
 // model verified in the page against the native CLI; needs pkg/wasm and the genprm binary),
 // widget (<genprm-verifier> from the built package in a host page with hostile CSS), grade (the
 // grading page: a JSONL with a bad row, a reload mid-run, exports), bench (the benchmark page,
-// small shape), offline (the service worker: a reload with the server stopped). The new suites
-// use the wasm CPU device and the tiny demo model.
+// small shape), offline (the service worker: a reload with the server stopped), package-install
+// (a copy of pkg/ packed outside the repository, installed with npm into a Vite + TypeScript site
+// and a page with no bundler, each verifying with the widget). The new suites use the wasm CPU
+// device and the tiny demo model.
 // Screenshots go to tests/artifacts/. Exit status 1 when a test fails.
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -23,7 +25,7 @@ import { makeBrokenModels } from './lib/fixtures.mjs';
 import { Skip } from './lib/assert.mjs';
 import { ARTIFACTS, DIST } from './lib/paths.mjs';
 
-const SUITES = ['executor', 'app', 'bad-input', 'e2e', 'widget', 'grade', 'bench', 'offline'];
+const SUITES = ['executor', 'app', 'bad-input', 'e2e', 'widget', 'grade', 'bench', 'offline', 'package-install'];
 // --require-all (or GENPRM_BROWSER_REQUIRE_ALL=1): a skipped test (no pkg/wasm, no genprm binary)
 // fails the run, for CI where everything is built.
 const requireAll = process.argv.includes('--require-all') || process.env.GENPRM_BROWSER_REQUIRE_ALL === '1';

@@ -1,0 +1,254 @@
+// The npm package the way a tutoring site gets it: a copy of pkg/ outside the repository is packed
+// there (`npm pack`: prepack only checks that dist/ is complete), and the tarball is installed
+// with npm into
+//   (a) a fresh Vite + TypeScript site (vite and typescript at web/'s versions): its main.ts uses
+//       <genprm-verifier> and the typed genprm-* events without casts, `tsc --noEmit` with the
+//       package's own .d.ts checked too (skipLibCheck off), `vite build`; the one step a bundled
+//       site needs for the run-time assets is the package's `genprm-assets public/genprm` in the
+//       build script and `configure({ assetsURL: '/genprm/' })` (README: "Bundlers");
+//   (b) a plain page with no bundler and no build: an import map sends 'genprm' to
+//       node_modules/genprm/dist/index.js, and the assets are found next to the modules.
+// Each is served as built (tests/browser/lib/server.mjs) and verifies the "apples" example with
+// the widget and the package's demo model on the wasm CPU device: step 2 ("3 + 4 = 8") is flagged,
+// with no console errors and no failed requests. Also: a copy without dist/ refuses to pack and
+// says what is missing and how to build it, and THIRD_PARTY_NOTICES.md lists the crates of the
+// wasm build as Cargo.lock has them.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { equal, ok, Skip } from './lib/assert.mjs';
+import { serve } from './lib/server.mjs';
+import { REPO } from './lib/paths.mjs';
+
+const run = promisify(execFile);
+const LONG = 10 * 60_000;
+const PKG = join(REPO, 'pkg');
+const APPLES = {
+  problem: 'Tom has 3 apples and buys 4 more. How many apples does he have?',
+  steps: ['Tom starts with 3 apples.', 'He buys 4 more, so he has 3 + 4 = 8 apples.', 'The answer is 8.'],
+};
+
+let tmp, tarball, packed;
+
+/** Runs a command; on failure the error carries its output. */
+async function sh(cmd, args, cwd, env = {}) {
+  try {
+    return await run(cmd, args, { cwd, env: { ...process.env, npm_config_update_notifier: 'false', ...env }, maxBuffer: 64 << 20, timeout: LONG });
+  } catch (e) {
+    throw new Error(`${cmd} ${args.join(' ')} (in ${cwd}) failed:\n${e.stdout ?? ''}${e.stderr ?? ''}${e.message}`);
+  }
+}
+
+/** npm install of the tarball (and devDependencies from package.json), from the npm cache when it
+ *  has them. */
+async function npmInstall(dir) {
+  await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarball], dir);
+}
+
+export async function setup() {
+  const { wasmMissing } = await import('./lib/wasm.mjs');
+  const why = wasmMissing();
+  if (why) return why;
+  if (!existsSync(join(PKG, 'dist', 'index.js'))) return 'pkg/dist is missing (npm run build --prefix pkg)';
+  tmp = await mkdtemp(join(tmpdir(), 'genprm-package-'));
+}
+
+export async function teardown() {
+  if (tmp && !process.env.GENPRM_KEEP_TMP) await rm(tmp, { recursive: true, force: true });
+  else if (tmp) console.log(`     (kept ${tmp})`);
+}
+
+/** Opens `url`, verifies the apples example with the widget #w and returns what happened. */
+async function verifyApples(browser, url, artifacts, shot) {
+  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  page.setDefaultTimeout(LONG);
+  const errors = [];
+  const failed = [];
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()} (${m.location()?.url ?? ''})`); });
+  page.on('requestfailed', (r) => failed.push(`${r.url()}: ${r.failure()?.errorText}`));
+  page.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.url()}: HTTP ${r.status()}`); });
+  try {
+    await page.goto(url);
+    await page.waitForFunction(() => customElements.get('genprm-verifier') !== undefined);
+    await page.locator('#w').getByRole('button', { name: 'Verify the steps' }).click();
+    await page.waitForFunction(() => window.__events?.some((e) => e.type === 'done' || e.type === 'error'), null, { timeout: LONG });
+    const got = await page.evaluate(() => ({
+      events: window.__events,
+      states: [...document.getElementById('w').shadowRoot.querySelectorAll('li.step')].map((li) => li.dataset.state),
+      summary: document.getElementById('w').shadowRoot.querySelector('.summary')?.textContent ?? '',
+    }));
+    await page.screenshot({ path: join(artifacts, shot), fullPage: true });
+    return { ...got, errors, failed };
+  } finally {
+    await page.close();
+  }
+}
+
+// Known (issue 24): the model loader asks for two optional files the demo model does not have
+// (genprm-pack.json, a q4 pack's manifest, and model.safetensors.index.json, a sharded
+// checkpoint's index), and the browser logs each 404 as a console error. These two, and only
+// these, are let through until the demo model's source stops asking for files it knows it lacks.
+const KNOWN_PROBES = /\/models\/tiny-genprm\/(genprm-pack\.json|model\.safetensors\.index\.json)\b.*(404|Not Found)|(404|Not Found).*\/models\/tiny-genprm\/(genprm-pack\.json|model\.safetensors\.index\.json)\b/;
+
+function checkApples(got, what) {
+  const err = got.events.find((e) => e.type === 'error');
+  ok(!err, `${what}: no genprm-error event: ${JSON.stringify(err?.detail)}`);
+  const done = got.events.filter((e) => e.type === 'done');
+  equal(done.length, 1, `${what}: one genprm-done event`);
+  const result = done[0].detail;
+  equal(result.complete, true, `${what}: complete`);
+  equal(result.first_error_step, 1, `${what}: the first wrong step is step 2 ("3 + 4 = 8")`);
+  const steps = got.events.filter((e) => e.type === 'step').map((e) => e.detail);
+  ok(steps.length >= 2, `${what}: a genprm-step event for steps 1 and 2: ${JSON.stringify(steps)}`);
+  equal(steps[0].correct, true, `${what}: step 1 judged right`);
+  equal(steps[1].correct, false, `${what}: step 2 judged wrong`);
+  equal(got.states.slice(0, 2), ['good', 'bad'], `${what}: the widget shows step 1 right and step 2 wrong`);
+  ok(/step 2/i.test(got.summary), `${what}: the summary names step 2: ${got.summary}`);
+  equal(got.errors.filter((e) => !KNOWN_PROBES.test(e)), [], `${what}: console errors`);
+  equal(got.failed.filter((e) => !KNOWN_PROBES.test(e)), [], `${what}: failed requests`);
+}
+
+const WIDGET = `<genprm-verifier id="w" model="demo" device="cpu" greedy
+  problem="${APPLES.problem}"
+  steps='${JSON.stringify(APPLES.steps)}'></genprm-verifier>`;
+// Sites have an icon; without one the browser asks for /favicon.ico, a 404 that is not the package's.
+const ICON = '<link rel="icon" href="data:,">';
+
+export const tests = [
+  {
+    name: 'a copy of pkg/ outside the repository packs (prepack only checks dist/): the tarball holds dist/, the README, the licences, the notices and genprm-assets, none of src/',
+    fn: async () => {
+      const copy = join(tmp, 'pkg');
+      await cp(PKG, copy, { recursive: true, filter: (src) => !src.includes('node_modules') });
+      const { stdout } = await sh('npm', ['pack', '--json', '--pack-destination', tmp], copy);
+      packed = JSON.parse(stdout.slice(stdout.indexOf('[')))[0];
+      tarball = join(tmp, packed.filename);
+      ok(existsSync(tarball), `the tarball ${tarball}`);
+      const files = new Set(packed.files.map((f) => f.path));
+      const { ASSET_FILES, PACKAGE_FILES, WASM_FILES } = await import('../../pkg/scripts/check-dist.mjs');
+      const want = [...PACKAGE_FILES, 'package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/widget.js', 'dist/widget.d.ts',
+        ...WASM_FILES.map((f) => `dist/wasm/${f}`), ...ASSET_FILES.map((f) => `dist/assets/${f}`)];
+      equal(want.filter((f) => !files.has(f)), [], 'files missing from the tarball');
+      equal([...files].filter((f) => !f.startsWith('dist/') && !want.includes(f)), [], 'files outside dist/ that are not meant to ship');
+    },
+  },
+  {
+    name: 'a copy of pkg/ without a built dist/ refuses to pack, naming what is missing and the command that builds it',
+    fn: async () => {
+      const copy = join(tmp, 'pkg-unbuilt');
+      await cp(PKG, copy, { recursive: true, filter: (src) => !src.startsWith(join(PKG, 'dist')) && !src.startsWith(join(PKG, 'wasm')) });
+      let out = null;
+      try {
+        await run('npm', ['pack', '--dry-run'], { cwd: copy, maxBuffer: 16 << 20 });
+      } catch (e) {
+        out = `${e.stdout}${e.stderr}`;
+      }
+      ok(out !== null, 'npm pack failed');
+      ok(/missing:[\s\S]*dist\/index\.js[\s\S]*dist\/wasm\/genprm_bg\.wasm[\s\S]*dist\/assets\/pyodide\/pyodide\.mjs/.test(out), `it names the missing files:\n${out}`);
+      ok(/npm run build --prefix pkg/.test(out) && /scripts\/build-wasm/.test(out), `it says how to build them:\n${out}`);
+      ok(!/web\/node_modules/.test(out), `it does not reach into web/:\n${out}`);
+    },
+  },
+  {
+    name: 'THIRD_PARTY_NOTICES.md lists the crates of the wasm build as Cargo.lock has them (pkg/scripts/notices.mjs --check)',
+    fn: async () => {
+      try {
+        await run('cargo', ['--version']);
+      } catch {
+        throw new Skip('no cargo here');
+      }
+      await sh(process.execPath, [join(PKG, 'scripts', 'notices.mjs'), '--check'], REPO);
+    },
+  },
+  {
+    name: 'a Vite + TypeScript site installs the tarball: tsc --noEmit and vite build pass, and the widget flags step 2 of "apples" with no console errors or failed requests',
+    fn: async ({ browser, artifacts }) => {
+      ok(tarball, 'the tarball (the first test)');
+      const app = join(tmp, 'vite-site');
+      await mkdir(join(app, 'src'), { recursive: true });
+      const web = JSON.parse(await readFile(join(REPO, 'web', 'package.json'), 'utf8')).devDependencies;
+      await writeFile(join(app, 'package.json'), JSON.stringify({
+        name: 'a-tutoring-site', private: true, type: 'module',
+        scripts: { build: 'genprm-assets public/genprm && tsc --noEmit && vite build' },
+        devDependencies: { typescript: web.typescript, vite: web.vite },
+      }, null, 2));
+      await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022', module: 'ESNext', moduleResolution: 'Bundler', lib: ['ES2022', 'DOM', 'DOM.Iterable'],
+          strict: true, noEmit: true, isolatedModules: true, skipLibCheck: false, types: [],
+        },
+        include: ['src'],
+      }, null, 2));
+      await writeFile(join(app, 'index.html'), `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Vite)</title>${ICON}
+<script type="module" src="/src/main.ts"></script></head>
+<body><h1>Check your steps</h1>
+${WIDGET}
+</body></html>
+`);
+      // The site's code: typed events, no casts (a type error fails tsc, so the test).
+      await writeFile(join(app, 'src', 'main.ts'), `import { configure, type VerifyResult } from 'genprm';
+
+// The package's run-time assets, copied by \`genprm-assets public/genprm\` (package.json).
+configure({ assetsURL: '/genprm/' });
+
+type Logged = { type: 'step'; detail: { index: number; reward: number; correct: boolean | null } }
+  | { type: 'done'; detail: VerifyResult } | { type: 'error'; detail: { message: string; stage: string } };
+const events: Logged[] = [];
+(window as unknown as { __events: Logged[] }).__events = events;
+
+const widget = document.querySelector('genprm-verifier');
+if (!widget) throw new Error('no <genprm-verifier>');
+widget.addEventListener('genprm-step', (e) => {
+  const { index, reward, correct } = e.detail;
+  events.push({ type: 'step', detail: { index, reward, correct } });
+});
+widget.addEventListener('genprm-done', (e) => events.push({ type: 'done', detail: e.detail }));
+widget.addEventListener('genprm-error', (e) => events.push({ type: 'error', detail: { message: e.detail.message, stage: e.detail.stage } }));
+`);
+      await npmInstall(app);
+      await sh('npm', ['run', 'build'], app);
+      ok(existsSync(join(app, 'dist', 'genprm', 'pyodide', 'pyodide.asm.wasm')), 'genprm-assets copied the assets into the build');
+      const server = await serve(join(app, 'dist'));
+      try {
+        checkApples(await verifyApples(browser, server.url, artifacts, 'package-vite.png'), 'Vite site');
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name: 'a page with no bundler (an import map to node_modules/genprm/dist/index.js, no configuration) flags step 2 of "apples" with no console errors or failed requests',
+    fn: async ({ browser, artifacts }) => {
+      ok(tarball, 'the tarball (the first test)');
+      const site = join(tmp, 'plain-site');
+      await mkdir(site, { recursive: true });
+      await writeFile(join(site, 'package.json'), JSON.stringify({ name: 'a-plain-site', private: true }, null, 2));
+      await writeFile(join(site, 'index.html'), `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (no bundler)</title>${ICON}
+<script type="importmap">{ "imports": { "genprm": "./node_modules/genprm/dist/index.js" } }</script>
+<script type="module">
+  import { GenprmVerifier } from 'genprm';
+  window.__events = [];
+  const widget = document.getElementById('w');
+  if (!(widget instanceof GenprmVerifier)) throw new Error('the element is not upgraded');
+  for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));
+</script></head>
+<body><h1>Check your steps</h1>
+${WIDGET}
+</body></html>
+`);
+      await npmInstall(site);
+      const server = await serve(site);
+      try {
+        checkApples(await verifyApples(browser, server.url, artifacts, 'package-plain.png'), 'plain page');
+      } finally {
+        await server.close();
+      }
+    },
+  },
+];
