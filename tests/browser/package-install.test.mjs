@@ -7,7 +7,8 @@
 //       site needs for the run-time assets is the package's `genprm-assets public/genprm` in the
 //       build script and `configure({ assetsURL: '/genprm/' })` (README: "Bundlers");
 //   (b) a plain page with no bundler and no build: an import map sends 'genprm' to
-//       node_modules/genprm/dist/index.js, and the assets are found next to the modules.
+//       node_modules/genprm/dist/index.js, and the assets are found next to the modules; the page
+//       has the Content-Security-Policy the README gives sites (CSP below).
 // Each is served as built (tests/browser/lib/server.mjs) and verifies the "apples" example with
 // the widget and the package's demo model on the wasm CPU device: step 2 ("3 + 4 = 8") is flagged,
 // with no console errors and no failed requests. Also: a copy without dist/ refuses to pack and
@@ -17,7 +18,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { equal, ok, Skip } from './lib/assert.mjs';
 import { serve } from './lib/server.mjs';
@@ -112,6 +113,13 @@ function checkApples(got, what) {
   equal(got.failed.filter((e) => !KNOWN_PROBES.test(e)), [], `${what}: failed requests`);
 }
 
+// The policy pkg/README.md gives sites ("Content-Security-Policy"): the Python frame inherits the
+// page's policy, so its inline script and its data: workers (with blob: modules) need
+// 'unsafe-inline', data: and blob:; the widget's shadow root has a <style>; WebAssembly needs
+// 'wasm-unsafe-eval'.
+const CSP = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval' data: blob:; worker-src data:; "
+  + "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'";
+
 const WIDGET = `<genprm-verifier id="w" model="demo" device="cpu" greedy
   problem="${APPLES.problem}"
   steps='${JSON.stringify(APPLES.steps)}'></genprm-verifier>`;
@@ -123,7 +131,8 @@ export const tests = [
     name: 'a copy of pkg/ outside the repository packs (prepack only checks dist/): the tarball holds dist/, the README, the licences, the notices and genprm-assets, none of src/',
     fn: async () => {
       const copy = join(tmp, 'pkg');
-      await cp(PKG, copy, { recursive: true, filter: (src) => !src.includes('node_modules') });
+      // pkg/wasm (scripts/build-wasm's output, copied into dist/wasm by the build) is not needed.
+      await cp(PKG, copy, { recursive: true, filter: (src) => !src.includes('node_modules') && !/^wasm($|\.|\/)/.test(relative(PKG, src)) });
       const { stdout } = await sh('npm', ['pack', '--json', '--pack-destination', tmp], copy);
       packed = JSON.parse(stdout.slice(stdout.indexOf('[')))[0];
       tarball = join(tmp, packed.filename);
@@ -222,14 +231,16 @@ widget.addEventListener('genprm-error', (e) => events.push({ type: 'error', deta
     },
   },
   {
-    name: 'a page with no bundler (an import map to node_modules/genprm/dist/index.js, no configuration) flags step 2 of "apples" with no console errors or failed requests',
+    name: 'a page with no bundler (an import map to node_modules/genprm/dist/index.js, no configuration, the README\'s Content-Security-Policy) flags step 2 of "apples" with no console errors or failed requests',
     fn: async ({ browser, artifacts }) => {
       ok(tarball, 'the tarball (the first test)');
+      ok((await readFile(join(PKG, 'README.md'), 'utf8')).includes(CSP), `pkg/README.md gives the policy tested here: ${CSP}`);
       const site = join(tmp, 'plain-site');
       await mkdir(site, { recursive: true });
       await writeFile(join(site, 'package.json'), JSON.stringify({ name: 'a-plain-site', private: true }, null, 2));
       await writeFile(join(site, 'index.html'), `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>A tutoring site (no bundler)</title>${ICON}
+<meta http-equiv="Content-Security-Policy" content="${CSP}">
 <script type="importmap">{ "imports": { "genprm": "./node_modules/genprm/dist/index.js" } }</script>
 <script type="module">
   import { GenprmVerifier } from 'genprm';
