@@ -26,8 +26,10 @@ need_web_deps() {
 }
 
 # Builds the web app into web/dist: fetches the sympy/mpmath wheels from PyPI (pinned, sha256
-# checked), compiles them to bytecode with Pyodide, copies Pyodide and the tiny model, type-checks
-# and bundles (with pkg/wasm when scripts/build-wasm has made it).
+# checked), compiles them to bytecode with Pyodide, copies Pyodide and the tiny model, builds the
+# npm package into pkg/dist (pkg/scripts/build.mjs, which ends by checking that dist/ is complete;
+# `npm pack --prefix pkg` then packs it), type-checks and bundles (with pkg/wasm when
+# scripts/build-wasm has made it).
 build_web() {
   need_web_deps
   log "building the web app (web/dist)"
