@@ -7,11 +7,11 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin } from 'vite';
-import { RELAXED_SIMD_PROBE } from '../pkg/src/relaxed-simd.ts';
+import { RELAXED_SIMD_PROBE } from '../pkg/src/runtime/relaxed-simd.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The two builds of the module (scripts/build-wasm): SIMD128, and relaxed SIMD where the engine
-// has it (pkg/src/wasm.ts picks).
+// has it (pkg/src/runtime/wasm.ts picks).
 const wasmModules: Record<string, string> = {
   'genprm-wasm': resolve(here, '../pkg/wasm/genprm.js'),
   'genprm-wasm-relaxed': resolve(here, '../pkg/wasm/genprm_relaxed.js'),
@@ -37,8 +37,8 @@ function wasmModulePlugin(): Plugin {
   };
 }
 
-// dist/sw.js: src/service-worker.js with the list of files to cache on install (everything the
-// pages need: pages, scripts, styles, fonts, the wasm, Pyodide, the Python bundle, the demo
+// dist/sw.js: src/lib/service-worker.js with the list of files to cache on install (everything
+// the pages need: pages, scripts, styles, fonts, the wasm, Pyodide, the Python bundle, the demo
 // model) and a version hashed from their contents, so any change installs a new worker whose
 // caches replace the old ones. The package copy (vendor/) and the test harness are left out:
 // the worker caches vendor/ files as the embedding example fetches them.
@@ -63,7 +63,7 @@ function serviceWorkerPlugin(): Plugin {
         .sort();
       const hash = createHash('sha256');
       for (const f of precache) { hash.update(f); hash.update(readFileSync(join(outDir, f))); }
-      const template = readFileSync(resolve(here, 'src/service-worker.js'), 'utf8');
+      const template = readFileSync(resolve(here, 'src/lib/service-worker.js'), 'utf8');
       const sw = template
         .replace('self.__GENPRM_PRECACHE__', JSON.stringify(precache))
         .replace('self.__GENPRM_RELAXED_SIMD_PROBE__', JSON.stringify(RELAXED_SIMD_PROBE))

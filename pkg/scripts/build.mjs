@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Builds the npm package into pkg/dist/ (gitignored):
-//   *.js + *.d.ts   pkg/src compiled by tsc (ES modules, one file per module, no bundler needed:
-//                   a page can load dist/index.js with one <script type="module">)
+//   *.js + *.d.ts   pkg/src compiled by tsc, laid out as src/ is: the entries index.js and
+//                   widget.js at the top, the rest in api/, contract/, present/, python/ and
+//                   runtime/ (ES modules, one file per module, no bundler needed: a page can load
+//                   dist/index.js with one <script type="module">)
 //   wasm/           the wasm-bindgen module from pkg/wasm/ (scripts/build-wasm)
 //   assets/         the Pyodide runtime, the sympy + mpmath bytecode bundle and the tiny demo
 //                   model (web/scripts/copy-assets.mjs makes them), found at run time next to the
@@ -41,24 +43,25 @@ try {
 // Module specifiers a browser can load without a bundler: the wasm module's bare name (the web
 // app's Vite plugin resolves it there) and the worker's source name.
 const rewrites = [
-  [/(['"])genprm-wasm\1/g, "'./wasm/genprm.js'", 'wasm.js'],
-  [/(['"])genprm-wasm-relaxed\1/g, "'./wasm/genprm_relaxed.js'", 'wasm.js'],
-  [/\.\/pyodide-worker\.ts(['"])/g, './pyodide-worker.js$1', 'pyodide-executor.js'],
+  [/(['"])genprm-wasm\1/g, "'../wasm/genprm.js'", 'runtime/wasm.js'],
+  [/(['"])genprm-wasm-relaxed\1/g, "'../wasm/genprm_relaxed.js'", 'runtime/wasm.js'],
+  [/\.\/pyodide-worker\.ts(['"])/g, './pyodide-worker.js$1', 'python/pyodide-executor.js'],
 ];
 for (const [re, to, file] of rewrites) {
-  const path = join(dist, file);
+  const path = join(dist, ...file.split('/'));
   const text = await readFile(path, 'utf8');
   const out = text.replace(re, to);
   if (out === text) fail(`${file}: expected to rewrite ${re}`);
   await writeFile(path, out);
 }
 // tsc rewrites .ts specifiers in the JavaScript it emits but not in declarations.
-for (const f of await readdir(dist)) {
+const emitted = (await readdir(dist, { recursive: true })).map((f) => f.split('\\').join('/'));
+for (const f of emitted) {
   if (!f.endsWith('.d.ts')) continue;
   const text = await readFile(join(dist, f), 'utf8');
   await writeFile(join(dist, f), text.replace(/((?:from|import)\s*\(?\s*['"]\.\.?\/[^'"]+)\.ts(['"])/g, '$1.js$2'));
 }
-for (const f of await readdir(dist)) {
+for (const f of emitted) {
   if (!f.endsWith('.js') && !f.endsWith('.d.ts')) continue;
   const text = await readFile(join(dist, f), 'utf8');
   if (/from ['"][^'"]+\.ts['"]/.test(text) || /import\(['"][^'"]+\.ts['"]\)/.test(text)) fail(`${f} still imports a .ts file`);

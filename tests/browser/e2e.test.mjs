@@ -237,7 +237,7 @@ export const tests = [
     fn: async ({ artifacts, fixtures, server }) => {
       const other = await browserRef.newPage({ viewport: { width: 1280, height: 1000 } });
       try {
-        // Answer the relaxed-SIMD probe (pkg/src/wasm.ts) as an engine without it would.
+        // Answer the relaxed-SIMD probe (pkg/src/runtime/wasm.ts) as an engine without it would.
         await other.addInitScript((probe) => {
           const validate = WebAssembly.validate.bind(WebAssembly);
           WebAssembly.validate = (bytes, ...rest) => {

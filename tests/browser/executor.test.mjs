@@ -96,8 +96,8 @@ export const tests = [
       try {
         await other.goto(server.url + 'vendor/genprm/package.json');
         const got = await other.evaluate(async () => {
-          const { PyodideExecutor } = await import('/vendor/genprm/dist/pyodide-executor.js');
-          const { pythonAssetURLs } = await import('/vendor/genprm/dist/assets.js');
+          const { PyodideExecutor } = await import('/vendor/genprm/dist/python/pyodide-executor.js');
+          const { pythonAssetURLs } = await import('/vendor/genprm/dist/runtime/assets.js');
           const ex = new PyodideExecutor(pythonAssetURLs());
           const outs = [await ex.run(0, 'import sympy\nprint(sympy.factor("x**2 - 1"))'), await ex.run(1, 'import js\nprint(js.self.origin)')];
           ex.terminate();

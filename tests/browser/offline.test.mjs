@@ -36,7 +36,7 @@ export const tests = [
         const names = await caches.keys();
         const app = names.find((n) => n.startsWith('genprm-app-'));
         const keys = app ? (await (await caches.open(app)).keys()).map((r) => new URL(r.url).pathname) : [];
-        // The probe pkg/src/wasm.ts and the worker ask: does this engine have relaxed SIMD?
+        // The probe pkg/src/runtime/wasm.ts and the worker ask: does this engine have relaxed SIMD?
         const relaxed = WebAssembly.validate(new Uint8Array(probe));
         return { scope: reg.scope, names, keys, relaxed };
       }, RELAXED_SIMD_PROBE);

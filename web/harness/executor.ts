@@ -1,6 +1,6 @@
 // A page with nothing but the Python executor, for the browser tests (tests/browser/).
 import { PyodideExecutor, pythonAssetURLs } from 'genprm';
-import '../src/app-assets.ts';
+import '../src/lib/app-assets.ts';
 
 const status = document.getElementById('status')!;
 const t0 = performance.now();

@@ -12,7 +12,7 @@ export function wasmMissing() {
 }
 
 /** The bytes the wasm loader and the service worker validate to ask whether the engine has
- *  WebAssembly relaxed SIMD, read from their one source (pkg/src/relaxed-simd.ts). */
+ *  WebAssembly relaxed SIMD, read from their one source (pkg/src/runtime/relaxed-simd.ts). */
 export const RELAXED_SIMD_PROBE = JSON.parse(
-  readFileSync(join(REPO, 'pkg', 'src', 'relaxed-simd.ts'), 'utf8').match(/RELAXED_SIMD_PROBE[^=]*=\s*(\[[^\]]*\])/)[1],
+  readFileSync(join(REPO, 'pkg', 'src', 'runtime', 'relaxed-simd.ts'), 'utf8').match(/RELAXED_SIMD_PROBE[^=]*=\s*(\[[^\]]*\])/)[1],
 );

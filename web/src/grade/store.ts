@@ -1,3 +1,7 @@
+// grade/: the grading page's own modules (its entry is pages/grade.ts): jobs and results kept in
+// IndexedDB (store.ts), the exports (export.ts) and its stylesheet. They import the package's
+// types as 'genprm' and lib/; never pages/ or components/.
+//
 // Grading jobs and their results in IndexedDB, so closing the tab loses nothing: each result is
 // written (a committed transaction, durability "strict") as soon as it is produced, and a job
 // keeps its input file, so coming back needs no file pick.

@@ -1,4 +1,4 @@
-// Registers the app's service worker (dist/sw.js, see src/service-worker.js) so the pages work
+// Registers the app's service worker (dist/sw.js, see service-worker.js) so the pages work
 // offline after the first load, and says so in the page; when a new version has been
 // downloaded, offers to reload into it. Used by the demo, the grading page, the benchmark and
 // the embedding example. Not in development (Vite's server): there is no sw.js there.

@@ -1,17 +1,21 @@
+// pages/: one entry module per HTML page (main.ts: index.html, grade.ts: grade.html, bench.ts:
+// bench.html, embed-example.ts: embed-example.html) and their shared stylesheet; each builds its
+// page from components/, grade/ and lib/, and the package as 'genprm'. Nothing imports a page.
+//
 // The GenPRM demo app: pick a model, a problem and its steps, and watch GenPRM judge each step on
 // this device. Beside it: grade.html (a file of solutions) and bench.html (`?bench` goes there).
-import './app-assets.ts';
+import '../lib/app-assets.ts';
 import './styles.css';
 import { splitParagraphs, type ProtocolOptions, type VerifyRequest } from 'genprm';
-import { Alerts } from './alerts.ts';
-import { errorMessage, h } from './dom.ts';
-import { EXAMPLES, SolutionEditor } from './editor.ts';
-import { ModelPanel } from './model-panel.ts';
-import { offlineFooter } from './offline.ts';
-import { OptionsPanel } from './options.ts';
-import { PythonPanel } from './python-panel.ts';
-import { ResultsView } from './results.ts';
-import { VerifyController } from './verify-controller.ts';
+import { Alerts } from '../components/alerts.ts';
+import { errorMessage, h } from '../lib/dom.ts';
+import { EXAMPLES, SolutionEditor } from '../components/editor.ts';
+import { ModelPanel } from '../components/model-panel.ts';
+import { offlineFooter } from '../lib/offline.ts';
+import { OptionsPanel } from '../components/options.ts';
+import { PythonPanel } from '../components/python-panel.ts';
+import { ResultsView } from '../components/results.ts';
+import { VerifyController } from '../components/verify-controller.ts';
 
 if (new URLSearchParams(location.search).has('bench')) location.replace('./bench.html');
 

@@ -10,7 +10,7 @@
 // The frame's script (`pythonFrameMain`, sent as source text, so self-contained) keeps a few
 // started interpreters in reserve, gives each solution path its own, forwards runs, and passes
 // back only the answer to the run it sent to that path's worker, with the output capped again.
-import type { ExecOutcome } from './types.ts';
+import type { ExecOutcome } from '../contract/types.ts';
 import type { FromFrame, FromWorker, InterpreterInfo, PythonFiles, ToFrame, ToWorker } from './worker-protocol.ts';
 import { pythonWorkerMain } from './pyodide-worker.ts';
 

@@ -1,5 +1,5 @@
 // A labelled progress bar (native <progress>, so screen readers announce it).
-import { h, uid } from './dom.ts';
+import { h, uid } from '../lib/dom.ts';
 
 export class ProgressBar {
   readonly el: HTMLDivElement;

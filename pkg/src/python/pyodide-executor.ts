@@ -1,3 +1,8 @@
+// python/: running the model's Python: PyodideExecutor (this file) in the page, the sandboxed
+// frame it starts (pyodide-frame.ts), the interpreters' workers inside it (pyodide-worker.ts) and
+// the messages between them (worker-protocol.ts). Imports contract/ only; pyodide-worker.ts's
+// function travels as source text, so it may use nothing outside itself at run time.
+//
 // PyodideExecutor: the browser's CodeExecutor (the contract's ExecutorBridge), used by the demo
 // page, the grading page and the widget alike. Python runs the way GenPRM's official executor
 // does (stdout captured, `type(e).__name__` and `str(e)` for errors, a TimeoutError raised by the
@@ -17,9 +22,9 @@
 //   appended (the model reads at most the crate's 8,192 of them, as natively).
 // - The page accepts only answers to its own requests: from its frame's window, with the
 //   request's id and random nonce; everything else is dropped (`ignoredMessages` counts it).
-import type { ExecOutcome, ExecutorBridge } from './types.ts';
+import type { ExecOutcome, ExecutorBridge } from '../contract/types.ts';
 import type { FromFrame, InterpreterInfo, PythonFiles, PythonProgress, ToFrame } from './worker-protocol.ts';
-import { TIME_LIMIT_SECS } from './defaults.ts';
+import { TIME_LIMIT_SECS } from '../contract/defaults.ts';
 import { capOutcome, frameDocument, OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
 
 export type { PythonProgress, InterpreterInfo } from './worker-protocol.ts';

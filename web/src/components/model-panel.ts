@@ -6,7 +6,7 @@ import {
   type DownloadProgress, type GenPRM, type GpuInfo, type LoadModelOptions, type LoadProgress, type ModelInfo, type ModelLoadProgress, type ModelSource,
 } from 'genprm';
 import type { Alerts } from './alerts.ts';
-import { bytes, errorMessage, h, uid } from './dom.ts';
+import { bytes, errorMessage, h, uid } from '../lib/dom.ts';
 import { ProgressBar } from './progress.ts';
 
 type SourceKind = 'url' | 'files' | 'folder' | 'demo';

@@ -1,5 +1,10 @@
+// runtime/: what runs the model: the wasm module loaded once (wasm.ts; relaxed-simd.ts picks one
+// of its two builds, wasm-module.d.ts types their bare names) on WebGPU or the CPU, the benchmark
+// (bench.ts), where the static assets are served (assets.ts) and the Cache API that keeps
+// downloaded model files (model-cache.ts). Imports contract/ only.
+//
 // The wasm module, loaded once on first use. Errors become messages that say what to do.
-import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from './types.ts';
+import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from '../contract/types.ts';
 import { RELAXED_SIMD_PROBE } from './relaxed-simd.ts';
 
 let loading: Promise<WasmModule> | null = null;

@@ -3,21 +3,21 @@
 // (closing the tab and coming back resumes where it stopped, nothing graded twice), every
 // solution can be opened to read the step rationales, and the results export as CSV, JSON or
 // JSON Lines (the records `genprm grade` writes).
-import '../app-assets.ts';
-import '../styles.css';
-import './grade.css';
+import '../lib/app-assets.ts';
+import './styles.css';
+import '../grade/grade.css';
 import { GENPRM_TEMPERATURE, gradeResult, parseGradingInput, type GradeResult, type GradeRow, type ProtocolOptions, type VerifyResult } from 'genprm';
-import { Alerts } from '../alerts.ts';
-import { errorMessage, h } from '../dom.ts';
-import { ModelPanel } from '../model-panel.ts';
-import { offlineFooter } from '../offline.ts';
-import { OptionsPanel } from '../options.ts';
-import { ProgressBar } from '../progress.ts';
-import { PythonPanel } from '../python-panel.ts';
-import { ResultsView, rewardText } from '../results.ts';
-import { VerifyController } from '../verify-controller.ts';
-import { download, summarize, toCSV, toJSON, toJSONL, type Summary } from './export.ts';
-import { deleteJob, getJob, jobKey, listJobs, putJob, putResult, results, type Job, type StoredResult } from './store.ts';
+import { Alerts } from '../components/alerts.ts';
+import { errorMessage, h } from '../lib/dom.ts';
+import { ModelPanel } from '../components/model-panel.ts';
+import { offlineFooter } from '../lib/offline.ts';
+import { OptionsPanel } from '../components/options.ts';
+import { ProgressBar } from '../components/progress.ts';
+import { PythonPanel } from '../components/python-panel.ts';
+import { ResultsView, rewardText } from '../components/results.ts';
+import { VerifyController } from '../components/verify-controller.ts';
+import { download, summarize, toCSV, toJSON, toJSONL, type Summary } from '../grade/export.ts';
+import { deleteJob, getJob, jobKey, listJobs, putJob, putResult, results, type Job, type StoredResult } from '../grade/store.ts';
 
 const alerts = new Alerts();
 const python = new PythonPanel();

@@ -1,5 +1,5 @@
 // Messages to the user in the page (role=alert for errors), never a dead tab.
-import { h } from './dom.ts';
+import { h } from '../lib/dom.ts';
 
 export class Alerts {
   readonly el = h('div', { class: 'alerts', 'data-testid': 'alerts' });

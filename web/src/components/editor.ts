@@ -1,9 +1,9 @@
 // The problem and steps editor: pick an example, paste a solution and split it into paragraphs
 // (the wasm splitParagraphs, as the CLI splits), edit, add, move and remove steps. Live math
 // previews under each field.
-import { h, uid } from './dom.ts';
+import { h, uid } from '../lib/dom.ts';
 import examples from './examples.json';
-import { renderMath } from './math.ts';
+import { renderMath } from '../lib/math.ts';
 
 export interface Example { id: string; title: string; source: string; problem: string; steps: string[]; label: number | null }
 export const EXAMPLES = examples as Example[];

@@ -19,8 +19,9 @@ const OURS = /^genprm-(app|runtime)-/;
 const scope = () => new URL(self.registration.scope);
 
 // The wasm module comes in two builds (scripts/build-wasm): SIMD128, and relaxed SIMD for
-// engines that have it. The page loads one (pkg/src/wasm.ts asks the same question with the
-// same probe, pkg/src/relaxed-simd.ts, written in here by the build), so only that one is cached.
+// engines that have it. The page loads one (pkg/src/runtime/wasm.ts asks the same question with
+// the same probe, pkg/src/runtime/relaxed-simd.ts, written in here by the build), so only that one
+// is cached.
 const RELAXED_SIMD_PROBE = new Uint8Array(self.__GENPRM_RELAXED_SIMD_PROBE__);
 function hasRelaxedSimd() {
   try {

@@ -1,3 +1,8 @@
+// lib/: small helpers with no panel of their own: building DOM (dom.ts), KaTeX math (math.ts),
+// the service worker (service-worker.js, built into dist/sw.js) and its registration
+// (offline.ts), and where the app serves the package's assets (app-assets.ts). They import the
+// package as 'genprm' and npm packages, never components/, grade/ or pages/.
+//
 // A small helper to build DOM elements without a framework.
 type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, unknown>;

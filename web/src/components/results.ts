@@ -1,9 +1,14 @@
+// components/: the panels and views the pages are built of: the model (model-panel.ts), Python
+// (python-panel.ts), the solution editor and its examples, the options, one verification
+// (verify-controller.ts) and its results (results.ts), progress bars and alerts. They import the
+// package as 'genprm', each other and lib/; never pages/ or grade/.
+//
 // The verification as it happens: one panel per step with each sample's rationale streaming in
 // (forced protocol text dim, model text plain, code output set apart), the Python runs with their
 // outputs, the judgement and a reward bar; the first wrong step highlighted; the scores.
 import { rationaleAppended, reduceVerifyEvent, stepList, TIME_LIMIT_SECS, undecidedSteps, verifyProgress, type Reward, type VerifyEvent, type VerifyProgress, type VerifyResult } from 'genprm';
-import { h, uid } from './dom.ts';
-import { renderMath } from './math.ts';
+import { h, uid } from '../lib/dom.ts';
+import { renderMath } from '../lib/math.ts';
 
 interface SamplePanel {
   root: HTMLElement;

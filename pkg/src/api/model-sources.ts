@@ -1,9 +1,9 @@
 // Where a model's files come from: a Hugging Face repo or any base URL (downloaded into the
 // Cache API), files or a folder picked from disk, or the tiny demo model the app ships.
 // Each source gives the wasm loader its `fetchFile(name) => Promise<Blob | null>`.
-import type { FetchFile } from './types.ts';
-import { download, type DownloadProgress } from './model-cache.ts';
-export { demoModelBase } from './assets.ts';
+import type { FetchFile } from '../contract/types.ts';
+import { download, type DownloadProgress } from '../runtime/model-cache.ts';
+export { demoModelBase } from '../runtime/assets.ts';
 
 export const DEFAULT_REPO = 'GenPRM/GenPRM-1.5B';
 

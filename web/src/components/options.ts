@@ -1,7 +1,7 @@
 // The protocol options: Maj@N samples, prompt style, reward, decoding (greedy or sampling with a
 // seed), mode and code execution. Defaults are GenPRM's (as the CLI's), from the package.
 import { GENPRM_TEMPERATURE, GENPRM_TOP_K, GENPRM_TOP_P, MAX_SAMPLES, TIME_LIMIT_SECS, type ProtocolOptions } from 'genprm';
-import { h, uid } from './dom.ts';
+import { h, uid } from '../lib/dom.ts';
 
 function field(label: string, control: HTMLElement, hint?: string): HTMLElement {
   const id = control.id || uid('opt');

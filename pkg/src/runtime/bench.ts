@@ -1,6 +1,6 @@
 // The browser benchmark: GenPRM-1.5B's shape (or a small Qwen2) with random weights built on
 // this device, timed as `genprm bench --random-shape` does natively.
-import type { BenchOptions, BenchProgress, BenchResult } from './types.ts';
+import type { BenchOptions, BenchProgress, BenchResult } from '../contract/types.ts';
 import { wasm } from './wasm.ts';
 
 export async function benchRandom(options: BenchOptions, onProgress: (p: BenchProgress) => void = () => {}): Promise<BenchResult> {

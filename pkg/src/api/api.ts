@@ -1,3 +1,7 @@
+// api/: the engine API a site calls: loadModel and the GenPRM model (api.ts), and where a model's
+// files come from (model-sources.ts). It joins runtime/ (the wasm model) and python/ (the
+// executor): imports those and contract/, never present/.
+//
 // The programmatic API: load GenPRM from a Hugging Face repo, a URL, local files or the bundled
 // demo model (with progress), and verify solutions with streamed events, cancellable, with the
 // model's Python run in the shared Pyodide worker.
@@ -6,12 +10,12 @@
 //   const model = await loadModel('GenPRM/GenPRM-1.5B', { onProgress: console.log });
 //   const result = await model.verify({ problem, steps }, { onEvent: (e) => console.log(e) });
 //   for await (const e of model.stream({ problem, steps })) ...
-import { pythonAssetURLs, demoModelBase } from './assets.ts';
+import { pythonAssetURLs, demoModelBase } from '../runtime/assets.ts';
 import { baseURLFor, filesSource, urlSource, type ModelSource } from './model-sources.ts';
-import type { DownloadProgress } from './model-cache.ts';
-import { PyodideExecutor, type PyodideExecutorOptions } from './pyodide-executor.ts';
-import type { ExecutorBridge, FetchFile, GpuInfo, LoadOptions, LoadProgress, ModelInfo, VerifyEvent, VerifyRequest, VerifyResult, WasmModel } from './types.ts';
-import { wasm } from './wasm.ts';
+import type { DownloadProgress } from '../runtime/model-cache.ts';
+import { PyodideExecutor, type PyodideExecutorOptions } from '../python/pyodide-executor.ts';
+import type { ExecutorBridge, FetchFile, GpuInfo, LoadOptions, LoadProgress, ModelInfo, VerifyEvent, VerifyRequest, VerifyResult, WasmModel } from '../contract/types.ts';
+import { wasm } from '../runtime/wasm.ts';
 
 /** What to load: `'demo'` (the tiny model shipped with the package), a Hugging Face repo id
  *  (`owner/name`, optionally `@revision`), a base URL holding the files, local files (an

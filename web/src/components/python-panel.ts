@@ -1,7 +1,7 @@
 // The Python executor the model's code runs in (Pyodide in a Web Worker), started when the page
 // opens so it is ready by the time a model is; its start-up progress and restarts.
 import { PyodideExecutor, pythonAssetURLs, TIME_LIMIT_SECS } from 'genprm';
-import { bytes, errorMessage, h } from './dom.ts';
+import { bytes, errorMessage, h } from '../lib/dom.ts';
 import { ProgressBar } from './progress.ts';
 
 export class PythonPanel {

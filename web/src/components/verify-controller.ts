@@ -1,7 +1,7 @@
 // Runs a verification: checks the input, resets the executor's namespaces, streams the events to
 // the results view, and cancels on request.
 import type { GenPRM, PyodideExecutor, VerifyEvent, VerifyRequest, VerifyResult } from 'genprm';
-import { errorMessage } from './dom.ts';
+import { errorMessage } from '../lib/dom.ts';
 import type { ResultsView } from './results.ts';
 
 export class VerifyController {

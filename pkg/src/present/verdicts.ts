@@ -1,8 +1,12 @@
+// present/: what people see: a verification's events reduced to one state (verdicts.ts, the one
+// reducer the widget and the demo's panels share) and the <genprm-verifier> element (widget.ts).
+// Imports contract/ and api/ (the widget loads models through it), not runtime/ or python/.
+//
 // Reading a verification for people: its events reduced to what a page shows (each sample's
 // rationale, code runs and judgement, each step's verdict, the first wrong step so far), which
 // steps the model reached no verdict on, and a summary. The widget and the demo page show the
 // same state and say the same thing about it.
-import type { CodeRun, Reward, StepVerdict, VerifyEvent, VerifyResult } from './types.ts';
+import type { CodeRun, Reward, StepVerdict, VerifyEvent, VerifyResult } from '../contract/types.ts';
 
 /** A step whose reward is below this is wrong (the protocol's `first_error_step`). */
 export const REWARD_THRESHOLD = 0.5;

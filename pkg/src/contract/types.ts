@@ -1,6 +1,10 @@
-// The types of the wasm API, as pkg/src/contract.md specifies them. wasm-bindgen passes these
-// objects as plain JS values, so its generated .d.ts types them loosely; the app and the package
-// use these instead.
+// contract/: what the Rust library and this package agree on: the wasm API's types (types.ts,
+// as contract.md specifies them) and GenPRM's defaults (defaults.ts, checked against the library
+// by its tests). Types and constants only: it imports nothing; every other folder may import it.
+//
+// The types of the wasm API, as contract.md (beside this file) specifies them. wasm-bindgen
+// passes these objects as plain JS values, so its generated .d.ts types them loosely; the app and
+// the package use these instead.
 
 export interface GpuInfo {
   backend: string;

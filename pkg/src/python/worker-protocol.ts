@@ -1,6 +1,6 @@
 // Messages between PyodideExecutor (the page), the sandboxed frame it starts (pyodide-frame.ts)
 // and the Python workers inside that frame (pyodide-worker.ts), one worker per solution path.
-import type { ExecOutcome } from './types.ts';
+import type { ExecOutcome } from '../contract/types.ts';
 
 export type PythonStage = 'runtime' | 'packages' | 'imports' | 'ready';
 

@@ -1,11 +1,12 @@
 // Where the package's static assets are served: the Pyodide runtime, the sympy + mpmath bytecode
-// bundle and the tiny demo model. By default next to this module (`assets/` in the built
-// package, resolved with import.meta.url so the package works from any URL or CDN path);
-// `configure({ assetsURL })` points elsewhere (the demo app serves them from `generated/`).
+// bundle and the tiny demo model. By default `dist/assets/` in the built package, one level above
+// this module (dist/runtime/assets.js), resolved with import.meta.url so the package works from
+// any URL or CDN path; `configure({ assetsURL })` points elsewhere (the demo app serves them from
+// `generated/`).
 let base: URL | null = null;
 // Not a literal inside new URL(): bundlers would try to resolve a directory as a module asset.
 // A site that bundles the package serves dist/assets/ itself and says where with configure().
-const ASSET_DIR = './assets/';
+const ASSET_DIR = '../assets/';
 
 /** The base URL of the assets (a directory URL ending in '/'). */
 export function assetsURL(): URL {

@@ -1,12 +1,12 @@
 // The benchmark page: builds GenPRM-1.5B's shape (or a small Qwen2) with random weights on this
 // device and reports what the native `genprm bench --random-shape` reports: load time, the first
 // call (shader compilation), time to first token, prefill and decode tokens per second.
-import './app-assets.ts';
+import '../lib/app-assets.ts';
 import './styles.css';
 import { benchRandom, gpuInfo, hasWasmFunction, type BenchOptions, type BenchProgress, type BenchResult, type GpuInfo } from 'genprm';
-import { Alerts } from './alerts.ts';
-import { bytes, errorMessage, h, uid } from './dom.ts';
-import { offlineFooter } from './offline.ts';
+import { Alerts } from '../components/alerts.ts';
+import { bytes, errorMessage, h, uid } from '../lib/dom.ts';
+import { offlineFooter } from '../lib/offline.ts';
 
 const alerts = new Alerts();
 

@@ -1,6 +1,6 @@
 // The embedding example's own script (what a tutoring site might write): it logs the widgets'
 // events and registers the app's service worker so the page works offline after a first visit.
-import { offlineFooter } from './offline.ts';
+import { offlineFooter } from '../lib/offline.ts';
 
 const log = document.getElementById('log')!;
 function add(text: string): void {
