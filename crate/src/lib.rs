@@ -1,47 +1,59 @@
 //! genprm: GenPRM, a generative process reward model, on the user's own device.
 //!
-//! The crate loads a Hugging Face Qwen2 checkpoint ([`config`], [`weights`], or a pre-quantized
-//! [`pack`]), runs it with burn on the CPU or a GPU ([`model`], [`device`], [`quant`] and the GPU
-//! kernels), tokenizes and renders chat prompts ([`tokenizer`]), generates text ([`sampling`],
-//! [`generate`], [`engine`]), runs the GenPRM verification protocol ([`prm`]) with the model's
-//! Python executed in a sandbox ([`exec`]), and measures itself ([`bench`]).
+//! The modules follow the path a solution takes, each building only on those above it:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`error`] | the typed errors every module returns |
+//! | [`load`] | reading a checkpoint: `config.json`, safetensors, the pre-quantized pack |
+//! | [`quant`] | the quantized weight format and its CPU kernels (the `genprm-quant` crate) |
+//! | [`backend`] | the devices, chosen once at load: the CPU and the GPU kernels |
+//! | [`model`] | the Qwen2 decoder: linear layers, RMSNorm, the KV cache, loading, the forward pass |
+//! | [`tokenizer`] | the tokenizer and the chat template |
+//! | [`generate`] | sampling and the decode loop |
+//! | [`engine`] | the model behind one interface: local, or a remote server |
+//! | [`prm`] | the GenPRM protocol: prompts, rewards, grading, result files |
+//! | [`exec`] | running the model's Python in a sandbox |
+//! | [`bench`] | measuring speed, memory and bandwidth at real shapes |
+//! | `wasm` | the browser API (wasm32 only) |
+//!
+//! The former flat module paths (`genprm::device`, `genprm::gpu_quant`, `genprm::sampling`, …)
+//! remain as aliases of their new places.
 
 #![warn(missing_docs)]
 
-pub mod bandwidth;
+pub mod backend;
 pub mod bench;
-pub mod config;
-pub(crate) mod cpu_attention;
-pub mod device;
 pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod generate;
-pub mod jsonl;
-#[cfg(feature = "wgpu")]
-pub mod gpu_attention;
-#[cfg(feature = "wgpu")]
-pub mod gpu_layer;
-#[cfg(feature = "wgpu")]
-pub mod gpu_quant;
-#[cfg(feature = "wgpu")]
-pub(crate) mod gpu_reduce;
-#[cfg(feature = "wgpu")]
-pub mod gpu_selfcheck;
-#[cfg(feature = "wgpu")]
-pub mod gpu_topk;
+pub mod load;
 pub mod model;
-pub mod pack;
 pub mod prm;
 /// The quantized weight format and its CPU kernels (the `genprm-quant` crate).
 pub use genprm_quant as quant;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod remote;
-pub mod sampling;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", feature = "wgpu"))]
 pub mod wasm;
-pub mod weights;
+
+// The former flat paths, kept for existing callers.
+pub use backend as device;
+pub use bench::bandwidth;
+#[cfg(feature = "wgpu")]
+pub use backend::gpu::{attention as gpu_attention, layer as gpu_layer, quant as gpu_quant, topk as gpu_topk};
+pub use generate::sampling;
+pub use load::{config, pack, safetensors as weights};
+pub use prm::jsonl;
+#[cfg(not(target_arch = "wasm32"))]
+pub use engine::remote;
+/// The GPU kernels' start-up self-check ([`backend::gpu::selfcheck`]) and which kernels a model
+/// runs ([`model::kernels_for`]), at their former path.
+#[cfg(feature = "wgpu")]
+pub mod gpu_selfcheck {
+    pub use crate::backend::gpu::selfcheck::*;
+    pub use crate::model::{check_model, kernels_for};
+}
 
 pub use burn;
 pub use config::Qwen2Config;

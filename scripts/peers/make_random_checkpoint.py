@@ -5,7 +5,7 @@ GGUF), so all of them run identical weights.
 
     make_random_checkpoint.py --shape qwen2-1.5b|qwen2-small --tokenizer DIR --out DIR [--seed S]
 
-The shapes are those of `genprm bench --random-shape` (crate/src/bench.rs): qwen2-1.5b is
+The shapes are those of `genprm bench --random-shape` (crate/src/bench/mod.rs): qwen2-1.5b is
 GenPRM-1.5B (DeepSeek-R1-Distill-Qwen-1.5B: hidden 1536, 28 layers, 12 heads, 2 KV heads,
 intermediate 8960, vocabulary 151936, untied lm_head); qwen2-small is a quarter of the widths and
 4 layers. The weights are stored as bfloat16, as the real checkpoint is, so every peer upcasts or
@@ -52,7 +52,7 @@ BASE = {
 
 SHAPES = {
     "qwen2-1.5b": {},
-    # crate/src/bench.rs qwen2_small(): same architecture, 1/4 of the widths, 4 layers.
+    # crate/src/bench/mod.rs qwen2_small(): same architecture, 1/4 of the widths, 4 layers.
     "qwen2-small": {
         "hidden_size": 384,
         "intermediate_size": 2240,

@@ -88,7 +88,7 @@ const cases = [
 ];
 
 // The modules themselves (no Dawn needed): each calls its static constructors once, at start
-// (crate/src/wasm.rs), so wasm-ld links it as a library. A module that never calls them is linked
+// (crate/src/wasm/mod.rs), so wasm-ld links it as a library. A module that never calls them is linked
 // as a "command": every export is wrapped to rerun them (`<export>.command_export` in the name
 // section), which made each call from JavaScript rerun CubeCL's registrations.
 function checkModules() {

@@ -4,6 +4,8 @@
 //!
 //! Executors: [`native::PythonSandbox`] (a sandboxed `python3` process) natively; the browser
 //! build implements the same contract with Pyodide in a Web Worker.
+//!
+//! May import: the error type only: the sandbox knows nothing of the model or the protocol.
 
 #[cfg(target_os = "linux")]
 pub mod linux;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Solution, Verification};
 use crate::engine::{CompletionRequest, Engine};
 use crate::error::Result;
-use crate::sampling::{Sampling, SamplingParams};
+use crate::generate::sampling::{Sampling, SamplingParams};
 use crate::tokenizer::{ChatMessage, TemplateChoice, Tokenizer};
 
 /// The refinement instruction that opens the critique turn.

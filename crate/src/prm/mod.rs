@@ -4,10 +4,16 @@
 //! output inserted as `[Code Output]`, up to three rounds within a 2048-token budget, then a
 //! fallback that forces `<output>\n**Judgement**: $\boxed`; the reward is the probability of
 //! "Yes" at the judgement token. Every string here is the official one, to the character.
+//!
+//! Files: [`input`] (solutions and paragraphs), [`reward`], [`critic`] (the critic prompt),
+//! [`grade`] (grading files of solutions), [`processbench`], [`jsonl`] (resumable result files).
+//! May import: the engines, generation's sampling options, the tokenizer and the sandbox
+//! ([`crate::exec`]). Not the model or the backend directly: the protocol runs through an engine.
 
 pub mod critic;
 pub mod grade;
 pub mod input;
+pub mod jsonl;
 pub mod processbench;
 pub mod reward;
 
@@ -16,11 +22,14 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Completion, CompletionRequest, Engine};
 use crate::error::{Error, Result};
 use crate::exec::{CodeExecutor, code_output_section, execute_text};
-use crate::sampling::{Sampling, SamplingParams};
+use crate::generate::sampling::{Sampling, SamplingParams};
 use crate::tokenizer::{ChatMessage, TemplateChoice, Tokenizer};
 
 pub use input::{Solution, parse_solutions, split_paragraphs};
 pub use reward::{Judgement, Reward, RewardMode, step_reward};
+
+/// The most rationales per paragraph (Maj@N) a verification runs, in the CLI and the browser.
+pub const MAX_SAMPLES: usize = 64;
 
 /// The system prompt when the model analyzes and/or verifies.
 pub const SYSTEM_PROMPT: &str =
@@ -595,4 +604,44 @@ pub async fn verify<E: Engine, X: CodeExecutor>(
         }
     }
     Ok(Verification::from_steps(verdicts))
+}
+
+/// GenPRM's defaults are the library's ([`crate::generate::sampling`], [`crate::exec`], this
+/// module); the browser package mirrors them in TypeScript, checked here.
+#[cfg(test)]
+mod browser_defaults {
+    use crate::generate::sampling::{GENPRM_TEMPERATURE, GENPRM_TOP_K, GENPRM_TOP_P};
+
+    /// The number `export const NAME = value;` sets in a TypeScript module.
+    fn typescript_constant<T: std::str::FromStr>(source: &str, file: &str, name: &str) -> T {
+        let value = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("export const ")?.strip_suffix(';')?.split_once(" = "))
+            .find_map(|(n, v)| (n.trim() == name).then_some(v.trim()))
+            .unwrap_or_else(|| panic!("{file} has no `export const {name} = ...;`"));
+        value.parse().unwrap_or_else(|_| panic!("{file}: {name} = {value} is not a number of the library's type"))
+    }
+
+    #[test]
+    fn the_browser_package_has_the_library_defaults() {
+        // pkg/src/contract/defaults.ts holds the defaults for the demo, the grading page and the widget.
+        const FILE: &str = "pkg/src/contract/defaults.ts";
+        let ts = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../pkg/src/contract/defaults.ts"));
+        assert_eq!(typescript_constant::<f32>(ts, FILE, "GENPRM_TEMPERATURE"), GENPRM_TEMPERATURE, "GENPRM_TEMPERATURE");
+        assert_eq!(typescript_constant::<usize>(ts, FILE, "GENPRM_TOP_K"), GENPRM_TOP_K, "GENPRM_TOP_K");
+        assert_eq!(typescript_constant::<f32>(ts, FILE, "GENPRM_TOP_P"), GENPRM_TOP_P, "GENPRM_TOP_P");
+        assert_eq!(typescript_constant::<u64>(ts, FILE, "TIME_LIMIT_SECS"), crate::exec::TIME_LIMIT_SECS, "TIME_LIMIT_SECS");
+        assert_eq!(typescript_constant::<usize>(ts, FILE, "MAX_SAMPLES"), super::MAX_SAMPLES, "MAX_SAMPLES");
+
+        // The demo's options take them from there, with no literal of its own.
+        let options = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../web/src/components/options.ts"));
+        let imports = options.lines().find(|l| l.starts_with("import") && l.contains("GENPRM_TEMPERATURE")).unwrap_or("");
+        assert!(imports.ends_with("from 'genprm';"), "web/src/components/options.ts does not import the defaults from the package: {imports:?}");
+        for name in ["GENPRM_TEMPERATURE", "GENPRM_TOP_K", "GENPRM_TOP_P", "MAX_SAMPLES"] {
+            assert!(imports.contains(name), "web/src/components/options.ts does not import {name} from the package");
+        }
+        for literal in ["0.6", "0.95", " 20", "64"] {
+            assert!(!options.contains(literal), "web/src/components/options.ts holds the literal {literal:?}: use the package's defaults");
+        }
+    }
 }

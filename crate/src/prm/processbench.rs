@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::jsonl::{self, JsonlWriter, OpenMode};
+use crate::prm::jsonl::{self, JsonlWriter, OpenMode};
 
 /// The four ProcessBench subsets, in the paper's order.
 pub const SUBSETS: &[&str] = &["gsm8k", "math", "olympiadbench", "omnimath"];

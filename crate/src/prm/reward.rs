@@ -114,7 +114,7 @@ fn precision_note(s: &AnswerScores) -> Option<String> {
 mod tests {
     use super::*;
     use crate::engine::answer_scores;
-    use crate::sampling::{Sampling, SamplingParams};
+    use crate::generate::sampling::{Sampling, SamplingParams};
 
     const YES: u32 = 5;
     const NO: u32 = 6;

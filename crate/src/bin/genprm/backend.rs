@@ -21,26 +21,6 @@ enum BackendKind {
     Openai,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum PromptArg {
-    /// Token ids from the local tokenizer (one BOS, exactly the local engine's input).
-    Tokens,
-    /// The rendered prompt text, tokenized by the server (as the official code gives vLLM; a
-    /// server that adds a BOS makes it two).
-    Text,
-    /// The text without its leading BOS, for servers that add one and take no token ids
-    /// (llama-cpp-python).
-    TextNoBos,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogprobsArg {
-    /// Log-softmax of the raw logits (current vLLM by default, SGLang, llama.cpp).
-    Raw,
-    /// After temperature/top-k/top-p, as vLLM 0.7.1 (GenPRM's pinned version) returns them.
-    Processed,
-}
-
 /// Options choosing the engine, shared by `verify`, `grade` and `eval`.
 #[derive(Args)]
 pub struct BackendArgs {
@@ -59,10 +39,10 @@ pub struct BackendArgs {
     remote_model: Option<String>,
     /// How prompts are sent to the server.
     #[arg(long, value_enum, default_value = "tokens")]
-    remote_prompt: PromptArg,
+    remote_prompt: PromptFormat,
     /// What the server's log-probabilities are.
     #[arg(long, value_enum, default_value = "raw")]
-    server_logprobs: LogprobsArg,
+    server_logprobs: ServerLogprobs,
     /// Attempts after the first when the server cannot be reached or answers 429/5xx (waits
     /// double from 0.5 s up to 30 s).
     #[arg(long, value_name = "N", default_value_t = 8)]
@@ -149,15 +129,8 @@ impl Backend {
                 config.timeout = std::time::Duration::from_secs_f64(args.request_timeout);
                 config.allow_cross_host_redirects = args.allow_cross_host_redirects;
                 config.max_body_bytes = args.max_response_mib << 20;
-                config.prompt = match args.remote_prompt {
-                    PromptArg::Tokens => PromptFormat::Tokens,
-                    PromptArg::Text => PromptFormat::Text,
-                    PromptArg::TextNoBos => PromptFormat::TextWithoutBos,
-                };
-                config.logprobs = match args.server_logprobs {
-                    LogprobsArg::Raw => ServerLogprobs::Raw,
-                    LogprobsArg::Processed => ServerLogprobs::Processed,
-                };
+                config.prompt = args.remote_prompt;
+                config.logprobs = args.server_logprobs;
                 if let Some(var) = &args.api_key_env {
                     let key = std::env::var(var).with_context(|| format!("--api-key-env {var}: the environment variable is not set"))?;
                     config.api_key = Some(key);

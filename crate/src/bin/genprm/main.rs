@@ -74,25 +74,31 @@ pub(crate) struct GpuArgs {
     kv_cache: KvCacheFormat,
     /// The decode kernel of packed weights on a GPU: `auto` (cooperative on a hardware GPU,
     /// per-unit on a software adapter), `cooperative` or `per-unit`.
-    #[arg(long, value_enum, default_value = "auto", env = "GENPRM_GPU_MATVEC")]
-    gpu_matvec: GpuMatvec,
+    #[arg(long, value_name = "auto|cooperative|per-unit", default_value = "auto", env = "GENPRM_GPU_MATVEC", value_parser = auto_or::<genprm::MatvecKernel>)]
+    gpu_matvec: AutoOr<genprm::MatvecKernel>,
     /// How decode attends on a GPU: `fused` (one kernel per layer) or `ops` (burn's generic
     /// operations, for comparisons).
     #[arg(long, value_enum, default_value = "fused", env = "GENPRM_GPU_ATTENTION")]
-    gpu_attention: GpuAttention,
+    gpu_attention: genprm::DecodeAttention,
     /// How decode steps reach a GPU: `replay` (recorded once, replayed with new inputs) or
     /// `launch` (every launch issued anew, for comparisons).
     #[arg(long, value_enum, default_value = "replay", env = "GENPRM_GPU_DECODE")]
-    gpu_decode: GpuDecodeArg,
+    gpu_decode: genprm::GpuDecode,
 }
 
-/// The `--gpu-decode` choice.
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum GpuDecodeArg {
-    /// Recorded once and replayed.
-    Replay,
-    /// Launched anew each step.
-    Launch,
+/// A library choice, or `auto`: the library decides (`None`).
+#[derive(Clone, Copy)]
+pub(crate) struct AutoOr<T>(Option<T>);
+
+/// Parses `auto` or one of `T`'s values (the library's enum, its CLI names derived there).
+fn auto_or<T: ValueEnum>(s: &str) -> Result<AutoOr<T>, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(AutoOr(None));
+    }
+    T::from_str(s, true).map(|v| AutoOr(Some(v))).map_err(|_| {
+        let names: Vec<String> = T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect();
+        format!("`{s}` is not one of auto, {}", names.join(", "))
+    })
 }
 
 impl GpuArgs {
@@ -103,41 +109,11 @@ impl GpuArgs {
             head_quant,
             gpu_f16: self.gpu_f16.option(),
             kv_f16: self.kv_cache.option(),
-            gpu_matvec: match self.gpu_matvec {
-                GpuMatvec::Auto => None,
-                GpuMatvec::Cooperative => Some(genprm::MatvecKernel::Cooperative),
-                GpuMatvec::PerUnit => Some(genprm::MatvecKernel::PerUnit),
-            },
-            gpu_attention: match self.gpu_attention {
-                GpuAttention::Fused => genprm::DecodeAttention::Fused,
-                GpuAttention::Ops => genprm::DecodeAttention::Ops,
-            },
-            gpu_decode: match self.gpu_decode {
-                GpuDecodeArg::Replay => genprm::GpuDecode::Replay,
-                GpuDecodeArg::Launch => genprm::GpuDecode::Launch,
-            },
+            gpu_matvec: self.gpu_matvec.0,
+            gpu_attention: self.gpu_attention,
+            gpu_decode: self.gpu_decode,
         }
     }
-}
-
-/// The `--gpu-matvec` choice.
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum GpuMatvec {
-    /// Cooperative on a hardware GPU, per-unit on a software adapter.
-    Auto,
-    /// One cube per weight row.
-    Cooperative,
-    /// One unit per weight row.
-    PerUnit,
-}
-
-/// The `--gpu-attention` choice.
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum GpuAttention {
-    /// One fused kernel per layer.
-    Fused,
-    /// burn's generic operations.
-    Ops,
 }
 
 /// The `--kv-cache` choice.

@@ -64,7 +64,7 @@ enum TemplateArg {
 #[derive(Args)]
 pub struct ProtocolArgs {
     /// Rationales per paragraph (Maj@N); rewards are averaged.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=genprm::prm::MAX_SAMPLES as i64))]
     samples: u32,
     /// Prompt layout (verify: card; eval: processbench).
     #[arg(long, value_enum)]

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
-use crate::weights::{HostTensor, TensorSource, WeightDtype, check_file_name, check_finite, to_f32};
+use crate::load::safetensors::{HostTensor, TensorSource, WeightDtype, check_file_name, check_finite, to_f32};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "genprm-pack.json";
@@ -255,7 +255,7 @@ impl Pack {
             .enumerate()
             .map(|(i, s)| {
                 let field = format!("shards[{i}].file");
-                let p = crate::weights::confined_file(dir, &s.file, &mpath, &field)?;
+                let p = crate::load::safetensors::confined_file(dir, &s.file, &mpath, &field)?;
                 let len = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
                 if len != s.bytes {
                     return Err(Error::Safetensors {

@@ -1,15 +1,20 @@
 //! Speed and memory measurements at real model shapes: a [`TensorSource`] of random weights for
 //! a given config (so the real loading code runs, quantization included) and the timing of
 //! prefill and decode.
+//!
+//! [`bandwidth`] measures a device's memory bandwidth. May import anything below the protocol;
+//! nothing but the CLI and the browser API imports it.
+
+pub mod bandwidth;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::Qwen2Config;
+use crate::load::config::Qwen2Config;
 use crate::error::{Error, Result};
 use crate::model::{KvCache, LoadOptions, LogitsFor, Qwen2Model};
-use crate::weights::{AsyncTensorSource, HostTensor, TensorSource};
+use crate::load::safetensors::{AsyncTensorSource, HostTensor, TensorSource};
 
 /// The config of GenPRM-1.5B (DeepSeek-R1-Distill-Qwen-1.5B).
 pub fn qwen2_1_5b() -> Qwen2Config {
@@ -151,7 +156,7 @@ pub struct BenchResult {
     /// Bytes of parameters one decode step reads ([`Qwen2Model::decode_weight_bytes`]).
     pub weight_bytes_per_step: u64,
     /// The device's memory read bandwidth in GB/s, measured after the run
-    /// ([`crate::bandwidth::read_gb_s`]); `None` where it is not measured (the browser's CPU).
+    /// ([`crate::bench::bandwidth::read_gb_s`]); `None` where it is not measured (the browser's CPU).
     pub read_gb_s: Option<f64>,
     /// Decode's memory-bandwidth bound: batch × bandwidth ÷ weight bytes per step, tokens per
     /// second (the KV cache's reads left out: small at short contexts).
@@ -221,7 +226,7 @@ pub fn run(config: Qwen2Config, source: &dyn TensorSource, device: &burn::tensor
 }
 
 /// The greedy choice of each row of a pass's logits (`[rows, 1, vocab]`) as the local engine
-/// reads it back: on a GPU each row's largest logit alone ([`crate::gpu_topk`]; 8 bytes per row),
+/// reads it back: on a GPU each row's largest logit alone ([`crate::backend::gpu::topk`]; 8 bytes per row),
 /// on the CPU the whole rows. Random weights feed whatever token, so a row the top-k cannot
 /// decide takes id 0 instead of the engine's whole-row read: on a device that computes nothing
 /// (Dawn's null backend) the read-back holds no result at all.
@@ -229,12 +234,12 @@ async fn greedy_ids(model: &Qwen2Model, t: burn::tensor::Tensor<3>) -> Result<Ve
     let [rows, _, vocab] = t.dims();
     #[cfg(feature = "wgpu")]
     if *model.device() != burn::tensor::Device::flex() {
-        let top = crate::generate::read_logits(crate::gpu_topk::top_k(t.reshape([rows, vocab]), 1).reshape([rows, 1, 2])).await?;
-        return Ok(top.chunks(2).map(|row| crate::gpu_topk::Candidates::parse(row, vocab).and_then(|c| c.ids.first().copied()).unwrap_or(0)).collect());
+        let top = crate::generate::read_logits(crate::backend::gpu::topk::top_k(t.reshape([rows, vocab]), 1).reshape([rows, 1, 2])).await?;
+        return Ok(top.chunks(2).map(|row| crate::backend::gpu::topk::Candidates::parse(row, vocab).and_then(|c| c.ids.first().copied()).unwrap_or(0)).collect());
     }
     #[cfg(not(feature = "wgpu"))]
     let _ = (model, rows);
-    Ok(crate::generate::read_logits(t).await?.chunks(vocab).map(crate::sampling::argmax).collect())
+    Ok(crate::generate::read_logits(t).await?.chunks(vocab).map(crate::generate::sampling::argmax).collect())
 }
 
 /// [`run`] for any source and clock (`now()` in seconds; the browser's `performance.now`),
@@ -294,7 +299,7 @@ pub async fn run_async<S: AsyncTensorSource + ?Sized>(
     let peak_host_mib = if cfg!(target_arch = "wasm32") { None } else { peak_host_mib() };
     stage("bandwidth");
     let weight_bytes_per_step = model.decode_weight_bytes();
-    let read_gb_s = crate::bandwidth::read_gb_s(device, &now).await?;
+    let read_gb_s = crate::bench::bandwidth::read_gb_s(device, &now).await?;
     Ok(BenchResult {
         load_s,
         first_call_s,
@@ -324,7 +329,7 @@ fn kv_name(dtype: burn::tensor::DType) -> &'static str {
 /// The GPU adapter's name.
 fn gpu_adapter(device: &burn::tensor::Device) -> Option<String> {
     #[cfg(feature = "wgpu")]
-    return crate::device::adapter_name(device);
+    return crate::backend::adapter_name(device);
     #[cfg(not(feature = "wgpu"))]
     {
         let _ = device;
@@ -347,7 +352,7 @@ fn gpu_matvec(model: &Qwen2Model) -> Option<String> {
 fn device_reserved_mib(device: &burn::tensor::Device) -> Option<f64> {
     #[cfg(feature = "wgpu")]
     {
-        crate::gpu_quant::device_memory(device).map(|m| m.reserved as f64 / (1 << 20) as f64)
+        crate::backend::gpu::quant::device_memory(device).map(|m| m.reserved as f64 / (1 << 20) as f64)
     }
     #[cfg(not(feature = "wgpu"))]
     {
@@ -383,7 +388,7 @@ pub struct MajResult {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run_maj(model: &Qwen2Model, tokenizer: &crate::Tokenizer, samples: usize, prompt_tokens: usize, new_tokens: usize) -> Result<MajResult> {
     use crate::engine::{CompletionRequest, Engine, LocalEngine};
-    use crate::sampling::{Sampling, SamplingParams};
+    use crate::generate::sampling::{Sampling, SamplingParams};
     if samples == 0 || prompt_tokens == 0 || new_tokens == 0 {
         return Err(Error::InvalidArgument { name: "bench", message: "samples, prompt tokens and new tokens must be at least 1".into() });
     }

@@ -21,8 +21,8 @@ use std::cell::Cell;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::gpu_quant::{GpuQuant, InputNorm, MatvecKernel, PrefillPrecision};
-use crate::model::{Epilogue, MAX_BINDING_BYTES, PREFILL_ROWS, Qwen2Model};
+use crate::backend::gpu::quant::{GpuQuant, InputNorm, MatvecKernel, PrefillPrecision};
+use crate::backend::product::{Epilogue, MAX_BINDING_BYTES, PREFILL_ROWS};
 use crate::quant::{QuantFormat, QuantMatrix};
 
 /// What a decode product does with its sums in its own launch ([`Epilogue`], and whether a
@@ -78,7 +78,7 @@ pub enum Kernel {
         /// Whether the cache holds f16 (else f32).
         f16_cache: bool,
     },
-    /// The selection of each row's `k` largest logits ([`crate::gpu_topk`]): `k` = 1 for
+    /// The selection of each row's `k` largest logits ([`crate::backend::gpu::topk`]): `k` = 1 for
     /// greedy decoding, 21 for GenPRM's top-k 20 (other values compile when first used).
     TopK {
         /// How many per row.
@@ -87,7 +87,7 @@ pub enum Kernel {
 }
 
 /// The top-k sizes the engine runs with GenPRM's settings (greedy; top-k 20, read as 21).
-const TOP_KS: [usize; 2] = [1, 21];
+pub(crate) const TOP_KS: [usize; 2] = [1, 21];
 
 impl std::fmt::Display for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,46 +151,10 @@ impl Drop for Sabotage {
     }
 }
 
-/// The kernels `model` runs on its device, each in the mode it runs it (empty on the CPU).
-pub fn kernels_for(model: &Qwen2Model) -> Vec<Kernel> {
-    let device = model.device();
-    if *device == Device::flex() {
-        return Vec::new();
-    }
-    let f16_cache = model.kv_dtype() == DType::F16;
-    let mut kernels = vec![Kernel::RmsNorm, Kernel::RotaryCache { f16_cache }];
-    kernels.extend(TOP_KS.map(|k| Kernel::TopK { k }));
-    if model.decode_attention() == crate::device::DecodeAttention::Fused {
-        kernels.push(Kernel::Attention { f16_cache });
-    }
-    let tied = model.gpu_quant_roles().iter().all(|(role, _)| *role != "lm_head");
-    for (role, g) in model.gpu_quant_roles() {
-        let (format, kernel) = (g.format(), g.matvec());
-        // Every decode product follows a norm except the two that add to the residual stream.
-        let decode = |finish| Kernel::Decode { format, kernel, finish, normed: finish != Finish::Residual };
-        let uses: Vec<Kernel> = match role {
-            "embed" if tied => vec![Kernel::Lookup { format }, decode(Finish::Plain)],
-            "embed" => vec![Kernel::Lookup { format }],
-            "qkv" => vec![decode(Finish::Bias)],
-            "o" | "down" => vec![decode(Finish::Residual)],
-            "gate_up" => vec![decode(Finish::SwiGlu)],
-            _ => vec![decode(Finish::Plain)],
-        };
-        // Every product also runs as prefill (from PREFILL_ROWS positions on).
-        let prefill = (role != "embed" || tied).then_some(Kernel::Prefill { format, precision: g.precision() });
-        for k in uses.into_iter().chain(prefill) {
-            if !kernels.contains(&k) {
-                kernels.push(k);
-            }
-        }
-    }
-    kernels
-}
-
 /// Every kernel in every mode `device` can run: both formats, both decode kernels and all
 /// their epilogues, f32 and (where the device has f16 arithmetic) f16 prefill and KV caches.
 pub fn all_kernels(device: &Device) -> Vec<Kernel> {
-    let f16 = crate::gpu_quant::supports_f16(device);
+    let f16 = crate::backend::gpu::quant::supports_f16(device);
     let mut kernels = vec![Kernel::RmsNorm];
     kernels.extend(TOP_KS.map(|k| Kernel::TopK { k }));
     for f16_cache in [false, true].into_iter().filter(|&h| !h || f16) {
@@ -212,11 +176,6 @@ pub fn all_kernels(device: &Device) -> Vec<Kernel> {
         }
     }
     kernels
-}
-
-/// Runs [`kernels_for`] `model` on its device ([`check`]).
-pub async fn check_model(model: &Qwen2Model) -> Result<SelfCheck> {
-    check(model.device(), &kernels_for(model)).await
 }
 
 /// Runs each of `kernels` on `device` on a tiny input and compares the result with a
@@ -268,7 +227,7 @@ fn compare(kernel: Kernel, device: &Device, got: &[f32], mut want: Vec<f32>, rto
     }
     Err(Error::GpuKernel {
         kernel: kernel.to_string(),
-        adapter: crate::device::adapter_name(device).unwrap_or_else(|| "unknown".into()),
+        adapter: crate::backend::adapter_name(device).unwrap_or_else(|| "unknown".into()),
         max_error,
         tolerance,
     })
@@ -395,7 +354,7 @@ async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Ve
             let x: Vec<f32> = values(seed, rows * cols).iter().map(|v| 3.0 * v).collect();
             let weight = values(seed + 1000, cols);
             let want = rms_norm_reference(&x, &weight, cols, eps);
-            let out = crate::gpu_layer::rms_norm(tensor2(x, [rows, cols], device), &tensor1(weight, device), eps);
+            let out = crate::backend::gpu::layer::rms_norm(tensor2(x, [rows, cols], device), &tensor1(weight, device), eps);
             Ok((read(out, kernel).await?, want, F32_RTOL))
         }
         Kernel::TopK { k } => {
@@ -412,7 +371,7 @@ async fn run(kernel: Kernel, device: &Device, seed: u32) -> Result<(Vec<f32>, Ve
                     top.iter().map(|&i| row[i]).chain(top.iter().map(|&i| i as f32)).collect::<Vec<f32>>()
                 })
                 .collect();
-            let out = crate::gpu_topk::top_k(tensor2(x, [rows, vocab], device), k);
+            let out = crate::backend::gpu::topk::top_k(tensor2(x, [rows, vocab], device), k);
             Ok((read(out, kernel).await?, want, 0.0))
         }
         Kernel::RotaryCache { f16_cache } => rotary_cache(kernel, device, seed, f16_cache).await,
@@ -479,8 +438,8 @@ async fn rotary_cache(kernel: Kernel, device: &Device, seed: u32, f16_cache: boo
         }
     }
     let writes_t = ints(writes.iter().map(|&w| w as i32).collect(), device);
-    let shape = crate::gpu_layer::NewPositions { rows, seq, heads, kv_heads, head_dim: d };
-    let (q, k, v) = crate::gpu_layer::rotary_and_cache_write(tensor2(qkv, [m, width], device), tensor2(table, [m, d], device), &writes_t, (keys_t, vals_t), shape);
+    let shape = crate::backend::gpu::layer::NewPositions { rows, seq, heads, kv_heads, head_dim: d };
+    let (q, k, v) = crate::backend::gpu::layer::rotary_and_cache_write(tensor2(qkv, [m, width], device), tensor2(table, [m, d], device), &writes_t, (keys_t, vals_t), shape);
     let mut got = read(q, kernel).await?;
     got.extend(read(k, kernel).await?);
     got.extend(read(v, kernel).await?);
@@ -520,7 +479,7 @@ async fn attention(kernel: Kernel, device: &Device, seed: u32, f16_cache: bool) 
     let keys_t = Tensor::<2>::from_data(TensorData::new(keys, [cache_rows, d]), (device, dtype));
     let vals_t = Tensor::<2>::from_data(TensorData::new(vals, [cache_rows, d]), (device, dtype));
     let q_t = Tensor::<3>::from_data(TensorData::new(q, [n, heads, d]), device);
-    let lens_t = crate::gpu_attention::row_lens(&lens, device);
-    let out = crate::gpu_attention::decode_attention(q_t, &keys_t, &vals_t, first, &lens_t, kv_heads, capacity);
+    let lens_t = crate::backend::gpu::attention::row_lens(&lens, device);
+    let out = crate::backend::gpu::attention::decode_attention(q_t, &keys_t, &vals_t, first, &lens_t, kv_heads, capacity);
     Ok((read(out, kernel).await?, want, 1e-3))
 }

@@ -1,6 +1,12 @@
 //! The language-model interface the GenPRM protocol drives: text in, text out with stop strings,
 //! and the Yes/No log-probabilities the reward needs. [`LocalEngine`] runs a [`Qwen2Model`] on
 //! this device; other engines (a remote server, a scripted test double) implement the same trait.
+//!
+//! May import: the model, generation, the tokenizer and the backend. Not the protocol ([`crate::prm`])
+//! or the sandbox: engines know nothing of GenPRM.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod remote;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -12,7 +18,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::generate::{CancelFlag, Decoder, GenerateOptions, Generation, StopReason, read_logits, yield_to_browser};
 use crate::model::{KvCache, LogitsFor, Qwen2Model};
-use crate::sampling::{Sampling, processed_logprobs};
+use crate::generate::sampling::{Sampling, processed_logprobs};
 use crate::tokenizer::Tokenizer;
 
 /// How many log-probabilities vLLM was asked for (`logprobs=20` in GenPRM's code): the official
@@ -404,14 +410,14 @@ impl<'m> LocalEngine<'m> {
     /// Reads a pass's logits (`[rows, 1, vocab]`) back and hands row `i` to the decoder of
     /// batch row `rows[i]` (`None`: nothing to take). On a GPU, when every row's sampling is
     /// decided by a few of its largest logits ([`Sampling::top_needed`]), only those are read
-    /// back ([`crate::gpu_topk`]), and the whole rows only when a row's token is Yes or No
+    /// back ([`crate::backend::gpu::topk`]), and the whole rows only when a row's token is Yes or No
     /// (its answer scores need them); the tokens are the same as from the whole rows.
     async fn take_pass(&self, t: burn::tensor::Tensor<3>, rows: &[Option<usize>]) -> Result<()> {
         let vocab = self.model.vocab_size();
         #[cfg(feature = "wgpu")]
         if let Some(k) = self.top_needed(rows) {
             let n = rows.len();
-            let top = crate::gpu_topk::top_k(t.clone().reshape([n, vocab]), k);
+            let top = crate::backend::gpu::topk::top_k(t.clone().reshape([n, vocab]), k);
             let top = read_logits(top.reshape([n, 1, 2 * k])).await?;
             if let Some(picks) = self.pick_among(&top, k, rows) {
                 let yes_no = picks.iter().any(|&(_, id)| id.is_some_and(|id| id == self.yes || id == self.no));
@@ -469,7 +475,7 @@ impl<'m> LocalEngine<'m> {
             let Some(r) = *r else { continue };
             let Some(decoder) = b.slots.get(r).and_then(|s| s.as_ref()).and_then(|s| s.decoder.as_ref()) else { continue };
             let row = &top[i * 2 * k..(i + 1) * 2 * k];
-            let c = crate::gpu_topk::Candidates::parse(row, vocab).filter(|_| decoder.top_suffices(&row[..k]))?;
+            let c = crate::backend::gpu::topk::Candidates::parse(row, vocab).filter(|_| decoder.top_suffices(&row[..k]))?;
             found.push((i, r, c));
         }
         let mut picks: Vec<(usize, Option<u32>)> = rows.iter().enumerate().map(|(i, _)| (i, None)).collect();
@@ -613,7 +619,7 @@ impl Engine for LocalEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::SamplingParams;
+    use crate::generate::sampling::SamplingParams;
 
     #[test]
     fn both_answers_in_the_nucleus() {

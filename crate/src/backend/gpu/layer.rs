@@ -4,7 +4,7 @@
 //! eighteen). With the q/k/v and gate/up projections stacked into one product each, the
 //! epilogues of the packed products ([`crate::model::Epilogue`]: bias, residual add, SwiGLU)
 //! and the RMSNorms before the q/k/v, gate/up and output products applied as those products
-//! read their input ([`crate::gpu_quant::InputNorm`]), a decode step over packed weights
+//! read their input ([`crate::backend::gpu::quant::InputNorm`]), a decode step over packed weights
 //! launches 6 kernels per layer instead of about 51 (the norm kernel here runs in prefill and
 //! with f32 weights).
 //! At batch 1 each launch costs the host a few microseconds of driver and validation work, about
@@ -44,7 +44,7 @@ mod kernels {
         }
         let mut partial = Shared::<[f32]>::new_slice(units as usize);
         partial[UNIT_POS as usize] = sum;
-        crate::gpu_reduce::tree_sum(&mut partial, units);
+        crate::backend::gpu::reduce::tree_sum(&mut partial, units);
         if live {
             let variance = partial[0] / f32::cast_from(cols);
             let inv = 1.0f32 / (variance + eps).sqrt();

@@ -384,44 +384,6 @@ mod tests {
         }
     }
 
-    /// The number `export const NAME = value;` sets in a TypeScript module.
-    fn typescript_constant<T: std::str::FromStr>(source: &str, file: &str, name: &str) -> T {
-        let value = source
-            .lines()
-            .filter_map(|line| line.strip_prefix("export const ")?.strip_suffix(';')?.split_once(" = "))
-            .find_map(|(n, v)| (n.trim() == name).then_some(v.trim()))
-            .unwrap_or_else(|| panic!("{file} has no `export const {name} = ...;`"));
-        value.parse().unwrap_or_else(|_| panic!("{file}: {name} = {value} is not a number of the library's type"))
-    }
-
-    #[test]
-    fn the_browser_package_has_the_library_defaults() {
-        // pkg/src/defaults.ts holds the defaults for the demo, the grading page and the widget.
-        const FILE: &str = "pkg/src/defaults.ts";
-        let ts = include_str!("../../pkg/src/defaults.ts");
-        assert_eq!(typescript_constant::<f32>(ts, FILE, "GENPRM_TEMPERATURE"), GENPRM_TEMPERATURE, "GENPRM_TEMPERATURE");
-        assert_eq!(typescript_constant::<usize>(ts, FILE, "GENPRM_TOP_K"), GENPRM_TOP_K, "GENPRM_TOP_K");
-        assert_eq!(typescript_constant::<f32>(ts, FILE, "GENPRM_TOP_P"), GENPRM_TOP_P, "GENPRM_TOP_P");
-        assert_eq!(typescript_constant::<u64>(ts, FILE, "TIME_LIMIT_SECS"), crate::exec::TIME_LIMIT_SECS, "TIME_LIMIT_SECS");
-        // The browser module refuses more samples than that (crate/src/wasm.rs, WebOptions).
-        let max_samples = typescript_constant::<usize>(ts, FILE, "MAX_SAMPLES");
-        assert!(
-            include_str!("wasm.rs").contains(&format!("(1..={max_samples}).contains(&self.samples)")),
-            "crate/src/wasm.rs no longer refuses samples outside 1..={max_samples}: update MAX_SAMPLES in {FILE}"
-        );
-
-        // The demo's options take them from there, with no literal of its own.
-        let options = include_str!("../../web/src/options.ts");
-        let imports = options.lines().find(|l| l.starts_with("import") && l.contains("GENPRM_TEMPERATURE")).unwrap_or("");
-        assert!(imports.ends_with("from 'genprm';"), "web/src/options.ts does not import the defaults from the package: {imports:?}");
-        for name in ["GENPRM_TEMPERATURE", "GENPRM_TOP_K", "GENPRM_TOP_P", "MAX_SAMPLES"] {
-            assert!(imports.contains(name), "web/src/options.ts does not import {name} from the package");
-        }
-        for literal in ["0.6", "0.95", " 20", "64"] {
-            assert!(!options.contains(literal), "web/src/options.ts holds the literal {literal:?}: use the package's defaults");
-        }
-    }
-
     #[test]
     fn bad_parameters_are_refused() {
         let p = SamplingParams { top_p: 0.0, ..Default::default() };

@@ -62,7 +62,7 @@ mod kernels {
         }
         let mut red = Shared::<[f32]>::new_slice(units as usize);
         red[UNIT_POS as usize] = best;
-        crate::gpu_reduce::tree_max(&mut red, units);
+        crate::backend::gpu::reduce::tree_max(&mut red, units);
         let max = red[0];
         sync_cube();
 
@@ -76,7 +76,7 @@ mod kernels {
             t += units;
         }
         red[UNIT_POS as usize] = sum;
-        crate::gpu_reduce::tree_sum(&mut red, units);
+        crate::backend::gpu::reduce::tree_sum(&mut red, units);
         let total = red[0];
         // The probabilities other units wrote must be visible before they are read.
         sync_storage();

@@ -1,4 +1,16 @@
-//! Choosing the compute device at run time: the pure-Rust CPU backend or a GPU through wgpu.
+//! The devices the model runs on, chosen once at run time: the pure-Rust CPU backend (burn's
+//! flex, with [`cpu`]'s own decode attention) or a GPU through wgpu ([`gpu`]: CubeCL kernels
+//! for packed weights, the decode layer, attention, top-k, and their start-up self-check), and
+//! what products share on every device ([`product`]). The GPU options a model is loaded with
+//! ([`MatvecKernel`], [`DecodeAttention`], [`GpuDecode`]) are typed here.
+//!
+//! May import: the error type and the quantized format (`crate::quant`). Not the model, the
+//! loaders, generation, the engines or the protocol: they build on this.
+
+pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
+pub mod product;
 
 use std::str::FromStr;
 
@@ -44,6 +56,7 @@ impl std::fmt::Display for DeviceKind {
 
 /// Which kernel multiplies packed weights by a few activation rows (decode) on a GPU
 /// ([`crate::model::LoadOptions::gpu_matvec`]).
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatvecKernel {
@@ -68,6 +81,7 @@ impl std::fmt::Display for MatvecKernel {
 }
 
 /// How a decode step reaches a GPU ([`crate::model::LoadOptions::gpu_decode`]).
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuDecode {
@@ -81,10 +95,11 @@ pub enum GpuDecode {
 }
 
 /// How decode attends over the KV cache on a GPU ([`crate::model::LoadOptions::gpu_attention`]).
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecodeAttention {
-    /// One fused kernel per layer, without a mask ([`crate::gpu_attention`]).
+    /// One fused kernel per layer, without a mask (`backend::gpu::attention`).
     #[default]
     Fused,
     /// burn's generic tensor operations with a mask, as prefill attends (for comparisons).

@@ -4,7 +4,7 @@
 //! Three launches: 1024 lanes per row each keep the top `k` of a stripe of the vocabulary
 //! (coalesced reads), then 32 lanes each merge 32 of those lists, then one lane merges the last
 //! 32. Order is by value, then by lower id among equal values: the first entry is exactly what
-//! [`crate::sampling::argmax`] picks. Ids travel as f32 (exact below 2^24). A row holding NaN
+//! [`crate::generate::sampling::argmax`] picks. Ids travel as f32 (exact below 2^24). A row holding NaN
 //! reports id −1 first; an entry with an id past the vocabulary means the row had fewer than `k`
 //! values above the kernel's floor. The host then reads the whole row ([`Candidates::parse`]).
 
@@ -13,7 +13,7 @@ use burn::tensor::{DType, Shape, Tensor};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::{CubeCount, CubeDim};
 
-use crate::gpu_layer::cube;
+use crate::backend::gpu::layer::cube;
 
 /// Lanes of the first pass per row.
 const SCAN_LANES: u32 = 1024;

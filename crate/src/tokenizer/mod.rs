@@ -1,5 +1,7 @@
 //! The tokenizer (Hugging Face `tokenizer.json` through the `tokenizers` crate) and the chat
 //! template (the checkpoint's Jinja template rendered with minijinja, as transformers renders it).
+//!
+//! May import: the error type only.
 
 use std::path::Path;
 

@@ -25,10 +25,11 @@ use serde_json::{Value, json};
 
 use crate::engine::{AnswerScores, Completion, CompletionRequest, Engine, OFFICIAL_LOGPROBS};
 use crate::error::{Error, Result};
-use crate::sampling::{Sampling, processed_logprobs};
+use crate::generate::sampling::{Sampling, processed_logprobs};
 use crate::tokenizer::Tokenizer;
 
 /// How the prompt is sent.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PromptFormat {
     /// The local tokenizer's ids for the rendered prompt (one BOS, identical to the local engine).
@@ -39,10 +40,12 @@ pub enum PromptFormat {
     Text,
     /// The rendered text without its leading BOS, for servers that add one themselves and take
     /// no token ids (llama-cpp-python): one BOS, as the local engine.
+    #[cfg_attr(feature = "cli", value(name = "text-no-bos"))]
     TextWithoutBos,
 }
 
 /// What a server's `logprobs` are.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServerLogprobs {
     /// Log-softmax of the raw logits (current vLLM by default, SGLang, llama.cpp).
@@ -536,7 +539,7 @@ impl Engine for OpenAiEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::SamplingParams;
+    use crate::generate::sampling::SamplingParams;
 
     const YES: u32 = 7;
     const NO: u32 = 9;

@@ -2,7 +2,7 @@
 //! stay packed on the device — 4 bits per weight plus a scale per group of 32 — and are
 //! expanded inside the matrix product, never in memory.
 //!
-//! Prefill (from [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows on) expands a
+//! Prefill (from [`PREFILL_ROWS`](crate::backend::product::PREFILL_ROWS) activation rows on) expands a
 //! piece of rows at a time (at most one binding's worth) for a dense product instead. Where the
 //! device runs f16 arithmetic (WebGPU's `shader-f16`, Vulkan's `shaderFloat16`), that product
 //! takes f16 operands with f32 accumulation and an f32 result ([`PrefillPrecision`]);
@@ -15,15 +15,15 @@ use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
-use crate::device::gpu_client;
-use crate::gpu_layer::cube;
-use crate::model::Epilogue;
+use crate::backend::gpu_client;
+use crate::backend::gpu::layer::cube;
+use crate::backend::product::Epilogue;
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 
 /// Units per cube of the cooperative matrix-vector kernel.
 const MATVEC_UNITS: u32 = 32;
 
-pub use crate::device::MatvecKernel;
+pub use crate::backend::MatvecKernel;
 
 /// The decode kernel for `device`: `choice` when given; otherwise the cooperative kernel on a
 /// hardware GPU and the per-unit one on a software adapter ([`is_software_adapter`]).
@@ -102,9 +102,9 @@ pub struct InputNorm<'a> {
 }
 
 impl InputNorm<'_> {
-    /// The norm on its own ([`crate::gpu_layer::rms_norm`], one launch).
+    /// The norm on its own ([`crate::backend::gpu::layer::rms_norm`], one launch).
     pub fn apply(&self, x: Tensor<2>) -> Tensor<2> {
-        crate::gpu_layer::rms_norm(x, self.weight, self.eps)
+        crate::backend::gpu::layer::rms_norm(x, self.weight, self.eps)
     }
 }
 
@@ -193,7 +193,7 @@ mod kernels {
 
     /// What a product does with its sums before storing output `pos` (output row `r`): adds
     /// the bias (`bias[r]`, and `bias[r + rows]` for the up half), then per `then`
-    /// ([`Epilogue::code`](crate::model::Epilogue)): nothing (0), adds `extra[pos]` (1, a
+    /// ([`Epilogue::code`](crate::backend::product::Epilogue)): nothing (0), adds `extra[pos]` (1, a
     /// residual), or (2, SwiGLU) returns `silu(total) · up`, `total` being the gate
     /// projection's sum and `up` the up projection's (weight row `r + rows`).
     #[cube]
@@ -336,7 +336,7 @@ mod kernels {
             let mut inv = 1.0f32;
             if comptime!(normed) {
                 partial[UNIT_POS as usize] = sq[i as usize];
-                crate::gpu_reduce::tree_sum(&mut partial, units);
+                crate::backend::gpu::reduce::tree_sum(&mut partial, units);
                 inv = inv_rms(partial[0], cols, eps);
                 // Every unit has read slot 0 before it is refilled.
                 sync_cube();
@@ -344,12 +344,12 @@ mod kernels {
             let mut up_total = 0.0f32;
             if comptime!(then == 2) {
                 partial[UNIT_POS as usize] = up[i as usize];
-                crate::gpu_reduce::tree_sum(&mut partial, units);
+                crate::backend::gpu::reduce::tree_sum(&mut partial, units);
                 up_total = partial[0];
                 sync_cube();
             }
             partial[UNIT_POS as usize] = acc[i as usize];
-            crate::gpu_reduce::tree_sum(&mut partial, units);
+            crate::backend::gpu::reduce::tree_sum(&mut partial, units);
             if live && UNIT_POS == 0 {
                 let pos = i * rows + r;
                 let mut total = partial[0];
@@ -409,9 +409,9 @@ use kernels::{dequant_kernel, gather_kernel, quant_matmul_kernel, quant_matvec_k
 
 impl GpuQuant {
     /// Uploads a quantized matrix, still packed, in blocks of at most
-    /// [`MAX_BINDING_BYTES`](crate::model::MAX_BINDING_BYTES) of words.
+    /// [`MAX_BINDING_BYTES`](crate::backend::product::MAX_BINDING_BYTES) of words.
     pub fn upload(q: &QuantMatrix, device: &Device) -> Self {
-        Self::upload_in_blocks(q, device, crate::model::MAX_BINDING_BYTES)
+        Self::upload_in_blocks(q, device, crate::backend::product::MAX_BINDING_BYTES)
     }
 
     /// [`GpuQuant::upload`] with an explicit block size in bytes.
@@ -617,19 +617,19 @@ impl GpuQuant {
 
     /// [`GpuQuant::matmul_t_then`] of `x`, or of `norm(x)` ([`GpuQuant::matmul_t_normed`]),
     /// with a chosen matrix-vector kernel (for fewer than
-    /// [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) activation rows).
+    /// [`PREFILL_ROWS`](crate::backend::product::PREFILL_ROWS) activation rows).
     pub fn matmul_t_with(&self, x: Tensor<2>, norm: Option<InputNorm<'_>>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {
         let n = x.dims()[0];
         // The kernels read the norm's weight where a residual would be (no product has both):
         // with both, or in prefill, the norm runs on its own first.
         let (x, norm) = match norm {
-            Some(nm) if n >= crate::model::PREFILL_ROWS || matches!(then, Epilogue::Add(_)) => (nm.apply(x), None),
+            Some(nm) if n >= crate::backend::product::PREFILL_ROWS || matches!(then, Epilogue::Add(_)) => (nm.apply(x), None),
             norm => (x, norm),
         };
-        if n < crate::model::PREFILL_ROWS && self.blocks.len() == 1 {
+        if n < crate::backend::product::PREFILL_ROWS && self.blocks.len() == 1 {
             return self.block_matmul_t(&self.blocks[0], x, norm, bias, then, kernel);
         }
-        let y = if n >= crate::model::PREFILL_ROWS {
+        let y = if n >= crate::backend::product::PREFILL_ROWS {
             self.dense_matmul_t(x)
         } else {
             Tensor::cat(self.blocks.iter().map(|b| self.block_matmul_t(b, x.clone(), norm, None, Epilogue::Plain, kernel)).collect(), 1)
@@ -678,7 +678,7 @@ impl GpuQuant {
         }
     }
 
-    /// Decode: `x Wᵀ + bias` for fewer than [`PREFILL_ROWS`](crate::model::PREFILL_ROWS) rows
+    /// Decode: `x Wᵀ + bias` for fewer than [`PREFILL_ROWS`](crate::backend::product::PREFILL_ROWS) rows
     /// with the packed-weight kernels, which expand the levels inside the product and apply
     /// `then` before storing.
     fn block_matmul_t(&self, block: &Block, x: Tensor<2>, norm: Option<InputNorm<'_>>, bias: Option<&Tensor<1>>, then: Epilogue, kernel: MatvecKernel) -> Tensor<2> {

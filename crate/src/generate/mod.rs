@@ -4,12 +4,17 @@
 //!
 //! The loop is `async` because reading logits back from a GPU in the browser must be awaited;
 //! native callers block on it (see [`block_on`]).
+//!
+//! [`sampling`] holds the sampler and GenPRM's sampling defaults. May import: the model, the
+//! tokenizer and the backend. Not the engines, the protocol or the sandbox.
+
+pub mod sampling;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::{KvCache, LogitsFor, Qwen2Model};
-use crate::sampling::{Sampler, Sampling};
+use crate::generate::sampling::{Sampler, Sampling};
 use crate::tokenizer::Tokenizer;
 
 /// What to generate and when to stop.

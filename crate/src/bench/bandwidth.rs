@@ -101,7 +101,7 @@ async fn gpu_read_gb_s(device: &Device, now: impl Fn() -> f64) -> Result<f64> {
     use cubecl::CubeDim;
 
     use crate::error::Error;
-    use crate::gpu_layer::cube;
+    use crate::backend::gpu::layer::cube;
 
     let values = GPU_PROBE_BYTES / 4;
     // Ones, not zeros: a buffer never written may be backed by one shared zero page (lavapipe's

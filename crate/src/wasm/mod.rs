@@ -18,18 +18,18 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 use web_sys::{AbortSignal, Blob};
 
-use crate::config::Qwen2Config;
+use crate::load::config::Qwen2Config;
 use crate::error::{Error, Result};
 use crate::exec::{CodeExecutor, ExecOutcome};
 use crate::generate::CancelFlag;
 use crate::model::{LoadOptions, LoadProgress, MAX_BINDING_BYTES, Qwen2Model};
-use crate::pack::{MANIFEST, Manifest};
+use crate::load::pack::{MANIFEST, Manifest};
 use crate::prm::grade::{self, GradeResult, GradeRow, InputFormat};
 use crate::prm::{self, History, Mode, PromptStyle, RewardMode, Solution, VerifyOptions};
 use crate::quant::{QuantFormat, QuantMatrix};
-use crate::sampling::Sampling;
+use crate::generate::sampling::Sampling;
 use crate::tokenizer::{TemplateChoice, Tokenizer};
-use crate::weights::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32_checked};
+use crate::load::safetensors::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32_checked};
 use crate::engine::LocalEngine;
 
 // The module's static constructors (the `inventory` registrations of CubeCL's IR crates), which
@@ -57,7 +57,7 @@ fn js_error(e: impl std::fmt::Display) -> JsValue {
 }
 
 /// A load error for the page. A GPU kernel that failed the start-up self-check
-/// ([`crate::gpu_selfcheck`]) is an Error named `GpuKernelError` with the kernel's name in
+/// ([`crate::backend::gpu::selfcheck`]) is an Error named `GpuKernelError` with the kernel's name in
 /// `kernel`, so the page can offer the CPU device.
 fn load_error(e: Error) -> JsValue {
     let js = js_sys::Error::new(&e.to_string());
@@ -212,7 +212,7 @@ impl BlobCheckpoint {
                     field: "(file)".into(),
                     message: format!("not UTF-8 text: {e}"),
                 })?;
-                crate::weights::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
+                crate::load::safetensors::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
             }
             None => vec!["model.safetensors".to_string()],
         };
@@ -370,7 +370,7 @@ struct WebLoadOptions {
     /// How decode steps reach WebGPU: `replay` (the default: recorded once, replayed with new
     /// inputs) or `launch` (every launch issued anew).
     #[serde(default)]
-    gpu_decode: Option<crate::device::GpuDecode>,
+    gpu_decode: Option<crate::backend::GpuDecode>,
 }
 
 #[derive(Serialize)]
@@ -493,9 +493,9 @@ impl Default for WebOptions {
             history: History::PerPath,
             template: TemplateChoice::Checkpoint,
             greedy: false,
-            temperature: crate::sampling::GENPRM_TEMPERATURE,
-            top_k: crate::sampling::GENPRM_TOP_K,
-            top_p: crate::sampling::GENPRM_TOP_P,
+            temperature: crate::generate::sampling::GENPRM_TEMPERATURE,
+            top_k: crate::generate::sampling::GENPRM_TOP_K,
+            top_p: crate::generate::sampling::GENPRM_TOP_P,
             seed: 0,
             execute: true,
             stop_at_first_error: false,
@@ -505,8 +505,8 @@ impl Default for WebOptions {
 
 impl WebOptions {
     fn verify_options(&self) -> Result<VerifyOptions> {
-        if !(1..=64).contains(&self.samples) {
-            return Err(Error::InvalidArgument { name: "samples", message: format!("{} is not in 1..=64", self.samples) });
+        if !(1..=crate::prm::MAX_SAMPLES).contains(&self.samples) {
+            return Err(Error::InvalidArgument { name: "samples", message: format!("{} is not in 1..={}", self.samples, crate::prm::MAX_SAMPLES) });
         }
         let sampling = Sampling::from_options(self.greedy, self.temperature, self.top_k, self.top_p, self.seed)?;
         Ok(VerifyOptions {
