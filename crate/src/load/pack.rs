@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
-use crate::load::safetensors::{HostTensor, TensorSource, WeightDtype, check_file_name, check_finite, to_f32};
+use crate::load::safetensors::{ByteSource, HostTensor, InMemory, TensorSource, WeightDtype, check_file_name, check_finite, ready, to_f32};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "genprm-pack.json";
@@ -227,11 +227,12 @@ impl ShardWriter {
     }
 }
 
-/// A pack read back: the manifest and the shard bytes, every checksum verified.
-pub struct Pack {
+/// A pack read back: the manifest and its shards over any [`ByteSource`] (bytes read from
+/// files, a browser's `Blob`s), every checksum verified before a tensor is read.
+pub struct Pack<B = Vec<u8>> {
     dir: PathBuf,
     manifest: Manifest,
-    shards: Vec<Vec<u8>>,
+    shards: Vec<B>,
 }
 
 impl Pack {
@@ -278,9 +279,38 @@ impl Pack {
         if shards.len() != manifest.shards.len() {
             return Err(manifest.error(dir, format!("{} shards given, the manifest lists {}", shards.len(), manifest.shards.len())));
         }
-        for (bytes, info) in shards.iter().zip(&manifest.shards) {
-            info.verify(dir, bytes)?;
+        let mut given = shards.into_iter();
+        ready(Self::verified(dir, manifest, config_json, async |_: &ShardInfo| Ok(given.next().unwrap_or_default()), &mut |_, _, _| {}))
+    }
+}
+
+impl<B: ByteSource> Pack<B> {
+    /// A pack over shards fetched one at a time by `fetch` (in the manifest's order): the
+    /// manifest checked against `config_json` and its own layout, then each shard's size and
+    /// checksum verified (one shard read whole at a time) before the next is fetched.
+    /// `progress(file, done, total)` is called before each shard and at the end. `dir` names
+    /// the source in errors.
+    pub async fn verified(
+        dir: &Path,
+        manifest: Manifest,
+        config_json: &[u8],
+        mut fetch: impl AsyncFnMut(&ShardInfo) -> Result<B>,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Self> {
+        manifest.check(dir, config_json)?;
+        let total = manifest.shards.len();
+        let mut shards = Vec::with_capacity(total);
+        for (i, info) in manifest.shards.iter().enumerate() {
+            progress(&info.file, i, total);
+            let shard = fetch(info).await?;
+            let path = dir.join(&info.file);
+            if shard.size() != info.bytes {
+                return Err(Error::Safetensors { path, message: format!("shard is {} bytes, the manifest says {} (truncated?)", shard.size(), info.bytes) });
+            }
+            info.verify(dir, &shard.read(0..info.bytes, &path).await?)?;
+            shards.push(shard);
         }
+        progress("", total, total);
         Ok(Pack { dir: dir.to_path_buf(), manifest, shards })
     }
 
@@ -289,12 +319,47 @@ impl Pack {
         &self.manifest
     }
 
-    fn bytes(&self, offset: u64, len: u64) -> Vec<u8> {
+    /// Bytes `offset..offset + len` of the shards laid end to end.
+    async fn bytes(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(len as usize);
         for (s, start, end) in self.manifest.locate(offset, len) {
-            out.extend_from_slice(&self.shards[s][start as usize..end as usize]);
+            out.extend_from_slice(&self.shards[s].read(start..end, &self.dir.join(&self.manifest.shards[s].file)).await?);
         }
-        out
+        Ok(out)
+    }
+
+    /// A tensor's shape, or [`Error::MissingTensor`].
+    pub fn entry_shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.manifest.entry(&self.dir, name)?.shape.clone())
+    }
+
+    /// Every tensor the pack holds.
+    pub fn names(&self) -> Vec<String> {
+        self.manifest.tensors.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// The file errors about a tensor name: the manifest.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(MANIFEST)
+    }
+
+    /// Any tensor in f32 (a quantized one expanded).
+    pub async fn tensor_f32(&self, name: &str) -> Result<HostTensor> {
+        let t = self.manifest.entry(&self.dir, name)?;
+        let values = self.bytes(t.offset, t.values_bytes).await?;
+        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes).await?;
+        self.manifest.decode_f32(&self.dir, t, &values, &scales)
+    }
+
+    /// A quantized tensor as stored (`None` for an f32 one).
+    pub async fn tensor_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
+        let t = self.manifest.entry(&self.dir, name)?;
+        if t.kind == "f32" {
+            return Ok(None);
+        }
+        let values = self.bytes(t.offset, t.values_bytes).await?;
+        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes).await?;
+        self.manifest.decode_quantized(&self.dir, t, &values, &scales).map(Some)
     }
 }
 
@@ -476,30 +541,21 @@ impl ShardInfo {
     }
 }
 
-impl TensorSource for Pack {
+impl<B: InMemory> TensorSource for Pack<B> {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.manifest.entry(&self.dir, name)?.shape.clone())
+        self.entry_shape(name)
     }
     fn tensor_names(&self) -> Vec<String> {
-        self.manifest.tensors.iter().map(|t| t.name.clone()).collect()
+        self.names()
     }
     fn read_f32(&self, name: &str) -> Result<HostTensor> {
-        let t = self.manifest.entry(&self.dir, name)?;
-        let values = self.bytes(t.offset, t.values_bytes);
-        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes);
-        self.manifest.decode_f32(&self.dir, t, &values, &scales)
+        ready(self.tensor_f32(name))
     }
     fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
-        let t = self.manifest.entry(&self.dir, name)?;
-        if t.kind == "f32" {
-            return Ok(None);
-        }
-        let values = self.bytes(t.offset, t.values_bytes);
-        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes);
-        self.manifest.decode_quantized(&self.dir, t, &values, &scales).map(Some)
+        ready(self.tensor_quantized(name))
     }
     fn file_of(&self, _name: &str) -> PathBuf {
-        self.dir.join(MANIFEST)
+        self.file()
     }
 }
 

@@ -3,6 +3,7 @@
 //! f32 one at a time, so the whole checkpoint is never in memory at once (files are memory-mapped
 //! natively; in the browser the same header parser works on byte chunks).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -313,16 +314,6 @@ pub fn to_f32(bytes: &[u8], dtype: WeightDtype) -> Vec<f32> {
     }
 }
 
-/// Converts one tensor's bytes, refusing dtypes the loader does not read.
-fn read_entry(path: &Path, name: &str, entry: &TensorEntry, file: &[u8]) -> Result<HostTensor> {
-    let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
-        path: path.to_path_buf(),
-        tensor: name.to_string(),
-        dtype: entry.dtype_name.clone(),
-    })?;
-    Ok(HostTensor { shape: entry.shape.clone(), data: to_f32_checked(&file[entry.range.clone()], dtype, path, name, 0)? })
-}
-
 /// The byte range of rows `rows` of a 2-D tensor, with its dtype; refuses other shapes, dtypes
 /// the loader does not read and ranges past the last row.
 pub fn entry_rows(path: &Path, name: &str, entry: &TensorEntry, rows: Range<usize>) -> Result<(Range<usize>, WeightDtype)> {
@@ -441,15 +432,188 @@ pub(crate) fn ready<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Safetensors files held as bytes (downloaded, picked by the user in a browser, or embedded):
-/// the same header checks and per-tensor conversion as the memory-mapped [`Checkpoint`].
-#[derive(Default)]
-pub struct BytesCheckpoint {
-    files: Vec<(PathBuf, Vec<u8>, SafetensorsHeader)>,
-    index: HashMap<String, usize>,
+/// The bytes of one file, however they are held: a memory map, a buffer, or (in the browser) a
+/// `Blob` read piece by piece. The safetensors reader ([`Safetensors`]) and the pack reader
+/// ([`crate::load::pack::Pack`]) read through this, whatever the bytes come from.
+#[allow(async_fn_in_trait)]
+pub trait ByteSource {
+    /// The file's size in bytes.
+    fn size(&self) -> u64;
+    /// Bytes `range` of the file (inside it); `path` names the file in errors. A short read is
+    /// an error.
+    async fn read(&self, range: Range<u64>, path: &Path) -> Result<Cow<'_, [u8]>>;
 }
 
-impl BytesCheckpoint {
+/// A [`ByteSource`] already in memory (a buffer, a memory map): read without waiting, so the
+/// readers over it are synchronous [`TensorSource`]s too.
+pub trait InMemory: ByteSource {
+    /// The whole file.
+    fn bytes(&self) -> &[u8];
+}
+
+/// Bytes `range` of an in-memory file, or an error naming `path` when the range runs past it.
+fn slice<'a>(bytes: &'a [u8], range: Range<u64>, path: &Path) -> Result<Cow<'a, [u8]>> {
+    usize::try_from(range.start)
+        .ok()
+        .zip(usize::try_from(range.end).ok())
+        .and_then(|(s, e)| bytes.get(s..e))
+        .map(Cow::Borrowed)
+        .ok_or_else(|| Error::Safetensors { path: path.to_path_buf(), message: format!("bytes {range:?} lie past the file's end ({} bytes)", bytes.len()) })
+}
+
+impl ByteSource for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    async fn read(&self, range: Range<u64>, path: &Path) -> Result<Cow<'_, [u8]>> {
+        slice(self, range, path)
+    }
+}
+
+impl InMemory for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ByteSource for memmap2::Mmap {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    async fn read(&self, range: Range<u64>, path: &Path) -> Result<Cow<'_, [u8]>> {
+        slice(self, range, path)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl InMemory for memmap2::Mmap {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Safetensors files over any [`ByteSource`]: one `model.safetensors` or the shards of an index.
+/// Each file's header is read and checked when it is added; each tensor is read (whole, or a
+/// range of rows) and converted when the loader asks, so the checkpoint is never in memory at
+/// once. [`Checkpoint`] (memory-mapped files), [`BytesCheckpoint`] (buffers) and the browser's
+/// `Blob`s are this one reader.
+pub struct Safetensors<B> {
+    files: Vec<(PathBuf, B, SafetensorsHeader)>,
+    index: HashMap<String, usize>,
+    /// What errors about a tensor found in no file name: the directory, or the first file.
+    origin: Option<PathBuf>,
+}
+
+impl<B> Default for Safetensors<B> {
+    fn default() -> Self {
+        Safetensors { files: Vec::new(), index: HashMap::new(), origin: None }
+    }
+}
+
+impl<B: ByteSource> Safetensors<B> {
+    /// No files yet; `origin` (a directory) names the checkpoint in errors about a tensor no
+    /// file holds (the first file does when `None`).
+    pub fn empty(origin: Option<PathBuf>) -> Self {
+        Safetensors { files: Vec::new(), index: HashMap::new(), origin }
+    }
+
+    /// Adds one safetensors file: its header is read (the first 8 bytes, then the header's
+    /// length) and checked against the file's size before any tensor data is read.
+    pub async fn add(&mut self, path: PathBuf, bytes: B) -> Result<()> {
+        let len = bytes.size();
+        let prefix = bytes.read(0..len.min(SafetensorsHeader::PREFIX as u64), &path).await?;
+        let data_start = (SafetensorsHeader::PREFIX + SafetensorsHeader::header_len(&prefix, &path)?) as u64;
+        if len < data_start {
+            return Err(Error::Safetensors { path, message: format!("truncated: the header needs {data_start} bytes but the file has {len}") });
+        }
+        let header = {
+            let head = bytes.read(0..data_start, &path).await?;
+            let file_len = usize::try_from(len).unwrap_or(usize::MAX);
+            SafetensorsHeader::parse(&head, file_len, &path)?
+        };
+        for t in header.tensors.keys() {
+            self.index.insert(t.clone(), self.files.len());
+        }
+        self.files.push((path, bytes, header));
+        Ok(())
+    }
+
+    fn origin(&self) -> PathBuf {
+        self.origin.clone().or_else(|| self.files.first().map(|f| f.0.clone())).unwrap_or_default()
+    }
+
+    fn entry(&self, name: &str) -> Result<(&PathBuf, &B, &TensorEntry)> {
+        let i = *self.index.get(name).ok_or_else(|| Error::MissingTensor { path: self.origin(), tensor: name.to_string() })?;
+        let (path, bytes, header) = &self.files[i];
+        Ok((path, bytes, &header.tensors[name]))
+    }
+
+    /// A tensor's shape, or [`Error::MissingTensor`].
+    pub fn entry_shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.entry(name)?.2.shape.clone())
+    }
+
+    /// Every tensor the files hold.
+    pub fn names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+
+    /// The file a tensor comes from (the checkpoint's origin when no file holds it).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_else(|| self.origin())
+    }
+
+    /// One tensor in f32, refusing dtypes the loader does not read and non-finite values.
+    pub async fn tensor_f32(&self, name: &str) -> Result<HostTensor> {
+        let (path, bytes, entry) = self.entry(name)?;
+        let dtype = entry.dtype.ok_or_else(|| Error::Dtype { path: path.clone(), tensor: name.to_string(), dtype: entry.dtype_name.clone() })?;
+        let data = bytes.read(entry.range.start as u64..entry.range.end as u64, path).await?;
+        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32_checked(&data, dtype, path, name, 0)? })
+    }
+
+    /// Rows `rows` of a 2-D tensor in f32.
+    pub async fn rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        let (path, bytes, entry) = self.entry(name)?;
+        let first = rows.start * entry.shape.get(1).copied().unwrap_or(0);
+        let (range, dtype) = entry_rows(path, name, entry, rows)?;
+        let data = bytes.read(range.start as u64..range.end as u64, path).await?;
+        to_f32_checked(&data, dtype, path, name, first)
+    }
+}
+
+impl<B: ByteSource> Safetensors<B> {
+    /// Whether a file holds `name`.
+    pub fn holds(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+}
+
+impl<B: InMemory> TensorSource for Safetensors<B> {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.entry_shape(name)
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.names()
+    }
+    fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        ready(self.tensor_f32(name))
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.file(name)
+    }
+    fn reads_rows(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+    fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
+        ready(self.rows_f32(name, rows))
+    }
+}
+
+/// Safetensors files held as bytes (downloaded, embedded, built by a test).
+pub type BytesCheckpoint = Safetensors<Vec<u8>>;
+
+impl Safetensors<Vec<u8>> {
     /// An empty checkpoint; add each shard with [`BytesCheckpoint::add_file`].
     pub fn new() -> Self {
         Self::default()
@@ -457,142 +621,47 @@ impl BytesCheckpoint {
 
     /// Adds one safetensors file; `name` is used in error messages.
     pub fn add_file(&mut self, name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<()> {
-        let name = name.into();
-        let header = SafetensorsHeader::parse(&bytes, bytes.len(), &name)?;
-        for t in header.tensors.keys() {
-            self.index.insert(t.clone(), self.files.len());
-        }
-        self.files.push((name, bytes, header));
-        Ok(())
-    }
-
-    fn entry(&self, name: &str) -> Result<(&PathBuf, &[u8], &TensorEntry)> {
-        let i = *self.index.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.files.first().map(|f| f.0.clone()).unwrap_or_default(),
-            tensor: name.to_string(),
-        })?;
-        let (path, bytes, header) = &self.files[i];
-        Ok((path, bytes, &header.tensors[name]))
+        ready(self.add(name.into(), bytes))
     }
 }
 
-impl TensorSource for BytesCheckpoint {
-    fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.entry(name)?.2.shape.clone())
-    }
-    fn tensor_names(&self) -> Vec<String> {
-        self.index.keys().cloned().collect()
-    }
-    fn read_f32(&self, name: &str) -> Result<HostTensor> {
-        let (path, bytes, entry) = self.entry(name)?;
-        read_entry(path, name, entry, bytes)
-    }
-    fn file_of(&self, name: &str) -> PathBuf {
-        self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
-    }
-    fn reads_rows(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-    fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
-        let (path, bytes, entry) = self.entry(name)?;
-        let first = rows.start * entry.shape.get(1).copied().unwrap_or(0);
-        let (range, dtype) = entry_rows(path, name, entry, rows)?;
-        to_f32_checked(&bytes[range], dtype, path, name, first)
-    }
-}
+/// The safetensors weights of a Hugging Face checkpoint directory, memory-mapped.
+#[cfg(not(target_arch = "wasm32"))]
+pub type Checkpoint = Safetensors<memmap2::Mmap>;
 
 #[cfg(not(target_arch = "wasm32"))]
-mod native {
-    use super::*;
-
-    struct Shard {
-        path: PathBuf,
-        map: memmap2::Mmap,
-        header: SafetensorsHeader,
-    }
-
-    /// The safetensors weights of a Hugging Face checkpoint directory, memory-mapped.
-    pub struct Checkpoint {
-        shards: Vec<Shard>,
-        /// Tensor name to shard number.
-        index: HashMap<String, usize>,
-        dir: PathBuf,
-    }
-
-    impl Checkpoint {
-        /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`.
-        /// Every header is checked (dtypes, offsets, truncation) before any tensor is read.
-        pub fn open(dir: &Path) -> Result<Self> {
-            let single = dir.join("model.safetensors");
-            let index_path = dir.join("model.safetensors.index.json");
-            let files: Vec<PathBuf> = if index_path.exists() {
-                let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-                parse_index(&text, &index_path)?
-                    .into_iter()
-                    .map(|(file, tensor)| confined_file(dir, &file, &index_path, &format!("weight_map.{tensor}")))
-                    .collect::<Result<_>>()?
-            } else if single.exists() {
-                regular_file(&single, &single, "model.safetensors")?;
-                vec![single]
-            } else {
-                return Err(Error::MissingFile {
-                    path: single,
-                    hint: "; expected model.safetensors or model.safetensors.index.json with its shards".into(),
-                });
-            };
-            let mut shards = Vec::with_capacity(files.len());
-            let mut index = HashMap::new();
-            for path in files {
-                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-                // SAFETY: the map is read-only and the file is not modified while the checkpoint is open;
-                // a file truncated underneath would fault, which the header check above cannot prevent.
-                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-                let header = SafetensorsHeader::parse(&map, map.len(), &path)?;
-                for name in header.tensors.keys() {
-                    index.insert(name.clone(), shards.len());
-                }
-                shards.push(Shard { path, map, header });
-            }
-            Ok(Checkpoint { shards, index, dir: dir.to_path_buf() })
+impl Safetensors<memmap2::Mmap> {
+    /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`.
+    /// Every header is checked (dtypes, offsets, truncation) before any tensor is read.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            parse_index(&text, &index_path)?
+                .into_iter()
+                .map(|(file, tensor)| confined_file(dir, &file, &index_path, &format!("weight_map.{tensor}")))
+                .collect::<Result<_>>()?
+        } else if single.exists() {
+            regular_file(&single, &single, "model.safetensors")?;
+            vec![single]
+        } else {
+            return Err(Error::MissingFile {
+                path: single,
+                hint: "; expected model.safetensors or model.safetensors.index.json with its shards".into(),
+            });
+        };
+        let mut checkpoint = Safetensors::empty(Some(dir.to_path_buf()));
+        for path in files {
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: the map is read-only and the file is not modified while the checkpoint is open;
+            // a file truncated underneath would fault, which the header check cannot prevent.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            ready(checkpoint.add(path, map))?;
         }
-
-        fn entry(&self, name: &str) -> Result<(&Shard, &TensorEntry)> {
-            let shard = self.index.get(name).map(|&i| &self.shards[i]).ok_or_else(|| Error::MissingTensor {
-                path: self.dir.clone(),
-                tensor: name.to_string(),
-            })?;
-            Ok((shard, &shard.header.tensors[name]))
-        }
-    }
-
-    impl TensorSource for Checkpoint {
-        fn shape(&self, name: &str) -> Result<Vec<usize>> {
-            Ok(self.entry(name)?.1.shape.clone())
-        }
-        fn tensor_names(&self) -> Vec<String> {
-            self.index.keys().cloned().collect()
-        }
-        fn read_f32(&self, name: &str) -> Result<HostTensor> {
-            let (shard, entry) = self.entry(name)?;
-            read_entry(&shard.path, name, entry, &shard.map)
-        }
-        fn file_of(&self, name: &str) -> PathBuf {
-            self.index.get(name).map(|&i| self.shards[i].path.clone()).unwrap_or_else(|| self.dir.clone())
-        }
-        fn reads_rows(&self, name: &str) -> bool {
-            self.index.contains_key(name)
-        }
-        fn read_rows_f32(&self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
-            let (shard, entry) = self.entry(name)?;
-            let first = rows.start * entry.shape.get(1).copied().unwrap_or(0);
-            let (range, dtype) = entry_rows(&shard.path, name, entry, rows)?;
-            to_f32_checked(&shard.map[range], dtype, &shard.path, name, first)
-        }
+        Ok(checkpoint)
     }
 }
-
-#[cfg(not(target_arch = "wasm32"))]
-pub use native::Checkpoint;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 //! Web Worker).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -23,13 +23,13 @@ use crate::error::{Error, Result};
 use crate::exec::{CodeExecutor, ExecOutcome};
 use crate::generate::CancelFlag;
 use crate::model::{LoadOptions, LoadProgress, MAX_BINDING_BYTES, Qwen2Model};
-use crate::load::pack::{MANIFEST, Manifest};
+use crate::load::pack::{MANIFEST, Manifest, Pack, ShardInfo};
 use crate::prm::grade::{self, GradeResult, GradeRow, InputFormat};
 use crate::prm::{self, History, Mode, PromptStyle, RewardMode, Solution, VerifyOptions};
 use crate::quant::{QuantFormat, QuantMatrix};
 use crate::generate::sampling::Sampling;
 use crate::tokenizer::{TemplateChoice, Tokenizer};
-use crate::load::safetensors::{AsyncTensorSource, HostTensor, SafetensorsHeader, entry_rows, to_f32_checked};
+use crate::load::safetensors::{AsyncTensorSource, ByteSource, HostTensor, Safetensors};
 use crate::engine::LocalEngine;
 
 // The module's static constructors (the `inventory` registrations of CubeCL's IR crates), which
@@ -194,156 +194,82 @@ async fn read_all(blob: &Blob, path: &Path) -> Result<Vec<u8>> {
     read_range(blob, 0, blob.size() as u64, path).await
 }
 
-/// Safetensors files as blobs: headers read up front, each tensor read when the loader asks.
-struct BlobCheckpoint {
-    files: Vec<(PathBuf, Blob, SafetensorsHeader)>,
-    index: HashMap<String, usize>,
+/// A model file as a `Blob`, read piece by piece: the [`ByteSource`] the one safetensors reader
+/// and the one pack reader take in the browser.
+struct BlobBytes(Blob);
+
+impl ByteSource for BlobBytes {
+    fn size(&self) -> u64 {
+        self.0.size() as u64
+    }
+    async fn read(&self, range: std::ops::Range<u64>, path: &Path) -> Result<Cow<'_, [u8]>> {
+        read_range(&self.0, range.start, range.end, path).await.map(Cow::Owned)
+    }
 }
 
-impl BlobCheckpoint {
-    async fn open(files: &Files) -> Result<Self> {
-        let names: Vec<String> = match files.get("model.safetensors.index.json").await? {
-            Some(blob) => {
-                // Shard names confined to the model's folder (no `..`, no absolute path or URL).
-                let path = Path::new("model.safetensors.index.json");
-                let bytes = read_all(&blob, path).await?;
-                let text = std::str::from_utf8(&bytes).map_err(|e| Error::Config {
-                    path: path.to_path_buf(),
-                    field: "(file)".into(),
-                    message: format!("not UTF-8 text: {e}"),
-                })?;
-                crate::load::safetensors::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
-            }
-            None => vec!["model.safetensors".to_string()],
-        };
-        let mut out = BlobCheckpoint { files: Vec::new(), index: HashMap::new() };
-        for name in names {
-            let path = PathBuf::from(&name);
-            let blob = files
-                .required(&name, "; expected model.safetensors, model.safetensors.index.json with its shards, or a genprm pack")
-                .await?;
-            let len = blob.size() as u64;
-            let prefix = read_range(&blob, 0, len.min(8), &path).await?;
-            let n = SafetensorsHeader::header_len(&prefix, &path)? as u64;
-            if len < 8 + n {
-                return Err(Error::Safetensors {
-                    path,
-                    message: format!("truncated: the header needs {} bytes but the file has {len}", 8 + n),
-                });
-            }
-            let head = read_range(&blob, 0, 8 + n, &path).await?;
-            let header = SafetensorsHeader::parse(&head, len as usize, &path)?;
-            for t in header.tensors.keys() {
-                out.index.insert(t.clone(), out.files.len());
-            }
-            out.files.push((path, blob, header));
+/// Opens the safetensors files of a model folder: `model.safetensors`, or the shards its index
+/// lists (names confined to the folder: no `..`, no absolute path or URL).
+async fn open_safetensors(files: &Files) -> Result<Safetensors<BlobBytes>> {
+    let names: Vec<String> = match files.get("model.safetensors.index.json").await? {
+        Some(blob) => {
+            let path = Path::new("model.safetensors.index.json");
+            let bytes = read_all(&blob, path).await?;
+            let text = std::str::from_utf8(&bytes).map_err(|e| Error::Config {
+                path: path.to_path_buf(),
+                field: "(file)".into(),
+                message: format!("not UTF-8 text: {e}"),
+            })?;
+            crate::load::safetensors::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
         }
-        Ok(out)
+        None => vec!["model.safetensors".to_string()],
+    };
+    let mut checkpoint = Safetensors::empty(None);
+    for name in names {
+        let blob = files.required(&name, "; expected model.safetensors, model.safetensors.index.json with its shards, or a genprm pack").await?;
+        checkpoint.add(PathBuf::from(name), BlobBytes(blob)).await?;
     }
-
-    fn entry(&self, name: &str) -> Result<&(PathBuf, Blob, SafetensorsHeader)> {
-        self.index.get(name).map(|&i| &self.files[i]).ok_or_else(|| Error::MissingTensor {
-            path: self.files.first().map(|f| f.0.clone()).unwrap_or_default(),
-            tensor: name.to_string(),
-        })
-    }
+    Ok(checkpoint)
 }
 
-impl AsyncTensorSource for BlobCheckpoint {
+impl AsyncTensorSource for Safetensors<BlobBytes> {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.entry(name)?.2.tensors[name].shape.clone())
+        self.entry_shape(name)
     }
     fn tensor_names(&self) -> Vec<String> {
-        self.index.keys().cloned().collect()
+        self.names()
     }
     async fn read_f32(&self, name: &str) -> Result<HostTensor> {
-        let (path, blob, header) = self.entry(name)?;
-        let entry = &header.tensors[name];
-        let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
-            path: path.clone(),
-            tensor: name.to_string(),
-            dtype: entry.dtype_name.clone(),
-        })?;
-        let bytes = read_range(blob, entry.range.start as u64, entry.range.end as u64, path).await?;
-        Ok(HostTensor { shape: entry.shape.clone(), data: to_f32_checked(&bytes, dtype, path, name, 0)? })
+        self.tensor_f32(name).await
     }
     async fn read_quantized(&self, _name: &str) -> Result<Option<QuantMatrix>> {
         Ok(None)
     }
     fn file_of(&self, name: &str) -> PathBuf {
-        self.index.get(name).map(|&i| self.files[i].0.clone()).unwrap_or_default()
+        self.file(name)
     }
     fn reads_rows(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.holds(name)
     }
     async fn read_rows_f32(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
-        let (path, blob, header) = self.entry(name)?;
-        let first = rows.start * header.tensors[name].shape.get(1..).map_or(1, |d| d.iter().product());
-        let (range, dtype) = entry_rows(path, name, &header.tensors[name], rows)?;
-        let bytes = read_range(blob, range.start as u64, range.end as u64, path).await?;
-        to_f32_checked(&bytes, dtype, path, name, first)
+        self.rows_f32(name, rows).await
     }
 }
 
-/// A pre-quantized genprm pack as blobs: the manifest checked against `config.json`, each
-/// shard's size and checksum verified (one shard in memory at a time), then tensors read by
-/// range.
-struct BlobPack {
-    manifest: Manifest,
-    shards: Vec<Blob>,
-}
-
-impl BlobPack {
-    async fn open(files: &Files, manifest_blob: Blob, config_json: &[u8], progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Self> {
-        let mpath = Path::new(MANIFEST);
-        let manifest: Manifest = serde_json::from_slice(&read_all(&manifest_blob, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
-        manifest.check(Path::new(""), config_json)?;
-        let mut shards = Vec::with_capacity(manifest.shards.len());
-        let total = manifest.shards.len();
-        for (i, info) in manifest.shards.iter().enumerate() {
-            progress(&info.file, i, total);
-            let blob = files.required(&info.file, &format!("; {MANIFEST} lists it")).await?;
-            let bytes = read_all(&blob, Path::new(&info.file)).await?;
-            info.verify(Path::new(""), &bytes)?;
-            shards.push(blob);
-        }
-        progress("", total, total);
-        Ok(BlobPack { manifest, shards })
-    }
-
-    async fn bytes(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(len as usize);
-        for (shard, start, end) in self.manifest.locate(offset, len) {
-            out.extend(read_range(&self.shards[shard], start, end, Path::new(&self.manifest.shards[shard].file)).await?);
-        }
-        Ok(out)
-    }
-}
-
-impl AsyncTensorSource for BlobPack {
+impl AsyncTensorSource for Pack<BlobBytes> {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.manifest.entry(Path::new(""), name)?.shape.clone())
+        self.entry_shape(name)
     }
     fn tensor_names(&self) -> Vec<String> {
-        self.manifest.tensors.iter().map(|t| t.name.clone()).collect()
+        self.names()
     }
     async fn read_f32(&self, name: &str) -> Result<HostTensor> {
-        let t = self.manifest.entry(Path::new(""), name)?;
-        let values = self.bytes(t.offset, t.values_bytes).await?;
-        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes).await?;
-        self.manifest.decode_f32(Path::new(""), t, &values, &scales)
+        self.tensor_f32(name).await
     }
     async fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
-        let t = self.manifest.entry(Path::new(""), name)?;
-        if t.kind == "f32" {
-            return Ok(None);
-        }
-        let values = self.bytes(t.offset, t.values_bytes).await?;
-        let scales = self.bytes(t.offset + t.values_bytes, t.scales_bytes).await?;
-        self.manifest.decode_quantized(Path::new(""), t, &values, &scales).map(Some)
+        self.tensor_quantized(name).await
     }
     fn file_of(&self, _name: &str) -> PathBuf {
-        PathBuf::from(MANIFEST)
+        self.file()
     }
 }
 
@@ -449,13 +375,17 @@ async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -
     let mut on_tensor = |p: LoadProgress<'_>| report("weights", p.done, p.total, Some(p.tensor));
     let (model, quant) = match files.get(MANIFEST).await? {
         Some(manifest) => {
-            let pack = BlobPack::open(&files, manifest, &config_bytes, &mut |file, done, total| report("checksum", done, total, Some(file))).await?;
-            let quant = Some(pack.manifest.quant.to_string());
+            let mpath = Path::new(MANIFEST);
+            let manifest: Manifest = serde_json::from_slice(&read_all(&manifest, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
+            let hint = format!("; {MANIFEST} lists it");
+            let fetch = async |info: &ShardInfo| Ok(BlobBytes(files.required(&info.file, &hint).await?));
+            let pack = Pack::verified(Path::new(""), manifest, &config_bytes, fetch, &mut |file, done, total| report("checksum", done, total, Some(file))).await?;
+            let quant = Some(pack.manifest().quant.to_string());
             (Qwen2Model::load_async(config, &pack, &device, load_options, &mut on_tensor).await?, quant)
         }
         None => {
             report("headers", 0, 1, None);
-            let checkpoint = BlobCheckpoint::open(&files).await?;
+            let checkpoint = open_safetensors(&files).await?;
             let quant = load_options.quant.map(|q| q.to_string());
             (Qwen2Model::load_async(config, &checkpoint, &device, load_options, &mut on_tensor).await?, quant)
         }
