@@ -81,24 +81,7 @@ pub(super) fn resolve_gpu_f16(choice: Option<bool>, device: &Device) -> Result<b
 
 /// The names of every tensor a config calls for, in the order the loader reads them.
 pub fn tensor_names(config: &Qwen2Config) -> Vec<String> {
-    let mut names = vec!["model.embed_tokens.weight".to_string()];
-    for i in 0..config.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        for n in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
-            names.push(format!("{p}.{n}.weight"));
-            names.push(format!("{p}.{n}.bias"));
-        }
-        for n in ["self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"] {
-            names.push(format!("{p}.{n}.weight"));
-        }
-        names.push(format!("{p}.input_layernorm.weight"));
-        names.push(format!("{p}.post_attention_layernorm.weight"));
-    }
-    names.push("model.norm.weight".to_string());
-    if !config.tie_word_embeddings {
-        names.push("lm_head.weight".to_string());
-    }
-    names
+    expected_tensors(config).into_iter().map(|(name, _)| name).collect()
 }
 
 /// Progress of a model load, reported once per tensor.
