@@ -80,7 +80,8 @@ export default defineConfig({
   plugins: [wasmModulePlugin(), serviceWorkerPlugin()],
   server: { host: '127.0.0.1', fs: { allow: [resolve(here, '..')] } },
   preview: { host: '127.0.0.1' },
-  worker: { format: 'es' },
+  // The engine's worker (pkg/src/api/engine-worker.ts) loads the wasm module too.
+  worker: { format: 'es', plugins: () => [wasmModulePlugin()] },
   build: {
     target: 'es2022',
     chunkSizeWarningLimit: 2000,

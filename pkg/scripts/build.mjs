@@ -41,11 +41,14 @@ try {
 }
 
 // Module specifiers a browser can load without a bundler: the wasm module's bare name (the web
-// app's Vite plugin resolves it there) and the worker's source name.
+// app's Vite plugin resolves it there) and the workers' source names (the engine's worker is
+// started with new Worker(new URL('./engine-worker.js', import.meta.url), { type: 'module' }),
+// literally, which bundlers recognise and browsers load as it is).
 const rewrites = [
   [/(['"])genprm-wasm\1/g, "'../wasm/genprm.js'", 'runtime/wasm.js'],
   [/(['"])genprm-wasm-relaxed\1/g, "'../wasm/genprm_relaxed.js'", 'runtime/wasm.js'],
   [/\.\/pyodide-worker\.ts(['"])/g, './pyodide-worker.js$1', 'python/pyodide-executor.js'],
+  [/\.\/engine-worker\.ts(['"])/g, './engine-worker.js$1', 'api/engine.js'],
 ];
 for (const [re, to, file] of rewrites) {
   const path = join(dist, ...file.split('/'));

@@ -3,7 +3,8 @@
 // `npm pack` / `npm publish` (prepack), so that a copy of pkg/ packs anywhere once dist/ is built,
 // and at the end of scripts/build.mjs. It checks
 //   - the modules: dist/index.js, dist/widget.js and every module they import (relative imports,
-//     followed), each with its .d.ts, and every .d.ts's relative imports;
+//     followed) or start as a worker (new Worker(new URL('./x.js', import.meta.url)): the engine's
+//     worker, dist/api/engine-worker.js), each with its .d.ts, and every .d.ts's relative imports;
 //   - the wasm module: both builds (dist/wasm/genprm*.js + *_bg.wasm + .d.ts), not the stand-in
 //     the build writes when pkg/wasm is missing;
 //   - the assets: the Pyodide runtime, the sympy + mpmath bundle, the tiny demo model;
@@ -42,7 +43,7 @@ export function checkDist({ allowMissingWasm = false } = {}) {
   const nonEmpty = (file) => existsSync(file) && statSync(file).isFile() && statSync(file).size > 0;
 
   // The modules: follow the relative imports from the entry points.
-  const RELATIVE = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(['"])(\.\.?\/[^'"]+)\1/g;
+  const RELATIVE = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\bnew\s+Worker\(\s*new\s+URL\(\s*)(['"])(\.\.?\/[^'"]+)\1/g;
   const seen = new Set();
   function follow(file) {
     if (seen.has(file)) return;
@@ -63,6 +64,9 @@ export function checkDist({ allowMissingWasm = false } = {}) {
     }
   }
   for (const entry of ['index.js', 'widget.js']) follow(join(dist, entry));
+  // The engine's worker, started by dist/api/engine.js (followed above when its new Worker(...) is
+  // intact; named here so that a build that lost it fails).
+  if (!seen.has(join(dist, 'api', 'engine-worker.js'))) missing(join(dist, 'api', 'engine-worker.js'), 'the engine\'s worker, started by dist/api/engine.js');
 
   // package.json's exports point at files that exist.
   const manifest = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8'));

@@ -11,7 +11,8 @@ export * from './contract/types.ts';
 export * from './contract/defaults.ts';
 export { configure, assetsURL, pythonAssetURLs, demoModelBase, type GenprmConfig } from './runtime/assets.ts';
 export { loadModel, modelSource, sharedExecutor, GenPRM, type ModelSpec, type ModelLoadProgress, type LoadModelOptions, type VerifyOptions } from './api/api.ts';
-export { gpuInfo, splitParagraphs, parseGradingInput, gradeResult, hasWasmFunction, wasm } from './runtime/wasm.ts';
+export { gpuInfo, splitParagraphs, parseGradingInput, gradeResult, hasWasmFunction, benchRandom, startEngine, RemoteModel } from './api/engine.ts';
+export { wasm } from './runtime/wasm.ts';
 export { PyodideExecutor, TIME_LIMIT_MS, TIMEOUT_MESSAGE } from './python/pyodide-executor.ts';
 export type { PyodideExecutorOptions, PythonProgress } from './python/pyodide-executor.ts';
 export { CACHE_NAME as MODEL_CACHE_NAME, cacheAvailable, cacheUsage, clearCache, cached, download, persistStorage, DownloadError, type DownloadProgress } from './runtime/model-cache.ts';
@@ -19,4 +20,3 @@ export { baseURLFor, DEFAULT_REPO, filesSource, urlSource, type ModelSource } fr
 export { GenprmVerifier, defineVerifier, type GenprmVerifierEventMap, type Stage as VerifierErrorStage } from './present/widget.ts';
 export { undecided, undecidedSteps, stepList, summaryText, REWARD_THRESHOLD, verifyProgress, reduceVerifyEvent, rationaleAppended } from './present/verdicts.ts';
 export type { RationalePart, SampleProgress, StepProgress, VerifyProgress, VerifyFinished } from './present/verdicts.ts';
-export { benchRandom } from './runtime/bench.ts';

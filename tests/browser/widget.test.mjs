@@ -1,7 +1,10 @@
 // <genprm-verifier> in a host page the way a site embeds it (one script tag loading the built
 // package from vendor/genprm/dist/index.js, one element), with hostile CSS that would break any
 // widget without its own shadow root: it still renders, is usable by keyboard, and its events
-// fire with the tiny demo model (the wasm CPU device: no WebGPU needed here).
+// fire with the tiny demo model (the wasm CPU device: no WebGPU needed here). The model runs in
+// the package's engine worker, one for both widgets, never on the page's thread: the page keeps
+// answering during a verification and its Cancel still stops it; where the worker cannot start
+// (a policy that forbids it) the widget still works, on the page's thread.
 import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -153,6 +156,56 @@ export const tests = [
     },
   },
   {
+    name: 'the model runs in one engine worker shared by both widgets: the worker fetched the wasm module and the model once, the page neither',
+    fn: async () => {
+      const engines = page.workers().filter((w) => /engine-worker/.test(w.url()));
+      equal(engines.length, 1, `one engine worker: ${page.workers().map((w) => w.url())}`);
+      const WASM = /genprm(_relaxed)?_bg[^/]*\.wasm$/;
+      const CONFIG = /\/models\/tiny-genprm\/config\.json$/;
+      const pageFetched = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
+      equal(pageFetched.filter((n) => WASM.test(n) || CONFIG.test(n)), [], 'the page fetched neither the wasm module nor the model');
+      const workerFetched = await engines[0].evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
+      equal(workerFetched.filter((n) => WASM.test(n)).length, 1, `the worker fetched the wasm module once: ${workerFetched}`);
+      equal(workerFetched.filter((n) => CONFIG.test(n)).length, 1, 'the two widgets loaded the model once, in the worker');
+    },
+  },
+  {
+    name: 'during a verification the page keeps answering (a timer keeps ticking), events stream, and Cancel from the page stops it',
+    fn: async () => {
+      const got = await page.evaluate(async () => {
+        const w = document.getElementById('w1');
+        let ticks = 0, beating = true;
+        const beat = () => { ticks++; if (beating) setTimeout(beat, 10); };
+        setTimeout(beat, 10);
+        const seen = [];
+        const log = (e) => seen.push({ type: e.type, ticks, rationale: w.shadowRoot.querySelector('pre.rationale')?.textContent.length ?? 0 });
+        w.addEventListener('genprm-reward', log);
+        w.addEventListener('genprm-step', log);
+        const t0 = ticks;
+        const full = await w.verify();
+        const ticked = ticks - t0;
+        w.removeEventListener('genprm-reward', log);
+        w.removeEventListener('genprm-step', log);
+        // Cancel from the page as soon as step 1 is judged: step 2 is never finished.
+        const cancelAt = () => w.cancel();
+        w.addEventListener('genprm-reward', cancelAt, { once: true });
+        const cancelled = await w.verify();
+        beating = false;
+        return { ticked, seen, full: { complete: full.complete, steps: full.steps.length }, cancelled: { complete: cancelled.complete, error: cancelled.error, steps: cancelled.steps.length },
+          status: w.shadowRoot.querySelector('[role=status]').textContent };
+      });
+      ok(got.ticked > 0, `the page's timer ticked during the verification: ${got.ticked}`);
+      equal(got.full, { complete: true, steps: 2 }, 'the verification completed');
+      const first = got.seen[0];
+      ok(first && first.type === 'genprm-reward' && first.rationale > 0, `step 1's rationale streamed into the widget before its judgement: ${JSON.stringify(first)}`);
+      ok(got.seen.filter((e) => e.type === 'genprm-step').length === 2, `a step event per step: ${JSON.stringify(got.seen)}`);
+      equal(got.cancelled.complete, false, 'the cancelled verification is not complete');
+      equal(got.cancelled.error, 'cancelled', 'it says cancelled');
+      ok(got.cancelled.steps < 2, `step 2 was not finished: ${got.cancelled.steps} steps`);
+      ok(/Cancelled/.test(got.status), `the widget says so: ${got.status}`);
+    },
+  },
+  {
     name: 'a step the model reached no verdict on is shown as such, never as "looks right" (show() of a result)',
     fn: async () => {
       const reward = (value, note) => ({ value, judgement: note ? null : 'Yes', p_yes: note ? null : value, p_no: note ? null : 1 - value, ...(note ? { note } : {}) });
@@ -184,6 +237,31 @@ export const tests = [
         execFileSync(join(REPO, 'web', 'node_modules', '.bin', 'tsc'), ['-p', join(REPO, 'tests', 'types')], { stdio: 'pipe' });
       } catch (e) {
         throw new Error(`tsc -p tests/types failed:\n${e.stdout}${e.stderr}`);
+      }
+    },
+  },
+  {
+    name: 'a page whose policy forbids the worker (worker-src without \'self\') still verifies, on its own thread, with a console warning',
+    fn: async ({ browser, server, fixtures }) => {
+      const csp = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval' data: blob:; worker-src data:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
+      await writeFile(join(fixtures, 'pages', 'no-worker.html'), `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>no worker</title>
+<meta http-equiv="Content-Security-Policy" content="${csp}">
+<script type="module" src="/vendor/genprm/dist/index.js"></script></head><body>
+<genprm-verifier id="w" model="demo" device="cpu" greedy problem="What is 2 + 3?"><ol><li>2 + 3 = 5.</li></ol></genprm-verifier>
+</body></html>`);
+      const p = await browser.newPage();
+      p.setDefaultTimeout(LONG);
+      const warnings = [];
+      p.on('console', (m) => { if (m.type() === 'warning') warnings.push(m.text()); });
+      try {
+        await p.goto(server.url + '__test__/pages/no-worker.html');
+        await p.waitForFunction(() => customElements.get('genprm-verifier') !== undefined);
+        const result = await p.evaluate(() => document.getElementById('w').verify());
+        ok(result && result.complete && result.steps.length === 1, `verified: ${JSON.stringify(result)?.slice(0, 200)}`);
+        ok(warnings.some((w) => /engine's worker could not start/.test(w)), `a warning says the worker could not start: ${warnings}`);
+        equal(p.workers().filter((w) => /engine-worker/.test(w.url())).length, 0, 'no engine worker');
+      } finally {
+        await p.close();
       }
     },
   },

@@ -10,12 +10,16 @@
 //   const model = await loadModel('GenPRM/GenPRM-1.5B', { onProgress: console.log });
 //   const result = await model.verify({ problem, steps }, { onEvent: (e) => console.log(e) });
 //   for await (const e of model.stream({ problem, steps })) ...
+//
+// The model runs in the engine's Web Worker (engine.ts), one per page, unless `worker: false`
+// (here or in configure()) or the worker cannot start; the Python runs stay on the page (the
+// executor's sandboxed frame), asked for by the worker.
 import { pythonAssetURLs, demoModelBase } from '../runtime/assets.ts';
-import { baseURLFor, filesSource, urlSource, type ModelSource } from './model-sources.ts';
+import { baseURLFor, filesSource, urlSource, withContext, type ModelSource } from './model-sources.ts';
 import type { DownloadProgress } from '../runtime/model-cache.ts';
 import { PyodideExecutor, type PyodideExecutorOptions } from '../python/pyodide-executor.ts';
 import type { ExecutorBridge, FetchFile, GpuInfo, LoadOptions, LoadProgress, ModelInfo, VerifyEvent, VerifyRequest, VerifyResult, WasmModel } from '../contract/types.ts';
-import { wasm } from '../runtime/wasm.ts';
+import { engine, gpuInfoOf } from './engine.ts';
 
 /** What to load: `'demo'` (the tiny model shipped with the package), a Hugging Face repo id
  *  (`owner/name`, optionally `@revision`), a base URL holding the files, local files (an
@@ -43,6 +47,9 @@ export interface LoadModelOptions {
   gpuDecode?: 'replay' | 'launch';
   /** Keep downloads in the browser's Cache API for offline reloads (default true). */
   cache?: boolean;
+  /** Run the model in the engine's Web Worker (default: configure()'s `worker`, true), keeping
+   *  the page's thread free; false runs it on the page's thread. */
+  worker?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: ModelLoadProgress) => void;
 }
@@ -66,7 +73,7 @@ export function modelSource(spec: ModelSpec, options: { cache?: boolean; signal?
   if (typeof FileList !== 'undefined' && spec instanceof FileList) return filesSource([...spec]);
   if (Array.isArray(spec)) return filesSource(spec);
   const s = spec as Partial<ModelSource> & { fetchFile: FetchFile };
-  return { label: s.label ?? 'custom files', fetchFile: s.fetchFile, missing: s.missing ?? new Map() };
+  return { label: s.label ?? 'custom files', fetchFile: s.fetchFile, missing: s.missing ?? new Map(), location: s.location, files: s.files };
 }
 
 /** Loads a model; rejects with a message naming the file or field at fault. */
@@ -77,12 +84,12 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
     cache: options.cache, signal: options.signal,
     onDownload: (p) => report({ phase: 'download', file: p.name, url: p.url, loaded: p.loaded, total: p.total, fromCache: !!p.fromCache }),
   });
-  const w = await wasm();
+  const eng = await engine(options.worker);
   let device = options.device ?? 'auto';
   let gpu: GpuInfo | null = null;
   if (device !== 'cpu') {
     try {
-      gpu = await w.gpuInfo();
+      gpu = await gpuInfoOf(eng);
       device = 'gpu';
     } catch (e) {
       if (device === 'gpu') throw new Error(`WebGPU is not available: ${errorText(e)}`);
@@ -99,25 +106,12 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
   };
   let model: WasmModel;
   try {
-    model = await w.Model.load(source.fetchFile, load, (p) => report({ phase: 'load', ...p }));
-  } catch (e) {
-    throw withContext(e, source);
+    model = await eng.load(source, load, (p) => report({ phase: 'load', ...p }), options.signal);
+  } catch (err) {
+    throw withContext(err, source);
   }
   if (options.signal?.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
   return new GenPRM(model, source.label, gpu);
-}
-
-/** Adds what the source knows (which URL answered 404) to the loader's error. */
-function withContext(e: unknown, source: ModelSource): Error {
-  let detail = errorText(e);
-  const context = [...source.missing.entries()].filter(([name]) => detail.includes(name)).map(([, why]) => why);
-  if (context.length) detail += ` — ${context.join('; ')}`;
-  const err = new Error(detail);
-  // Names callers match on: a cancelled load, and a GPU kernel that failed its start-up check
-  // (the page then offers the CPU device).
-  if (e instanceof Error && (e.name === 'AbortError' || e.name === 'GpuKernelError')) err.name = e.name;
-  if (e instanceof Error && 'kernel' in e) Object.assign(err, { kernel: (e as Error & { kernel: unknown }).kernel });
-  return err;
 }
 
 // One verification at a time per executor: the Python namespaces are per solution path.
@@ -133,8 +127,12 @@ function serialised<T>(key: object, job: () => Promise<T>): Promise<T> {
 export class GenPRM {
   readonly info: ModelInfo;
 
+  /** Where the model runs: 'worker' (the engine's Web Worker) or 'page' (the page's thread). */
+  readonly thread: 'worker' | 'page';
+
   constructor(readonly wasmModel: WasmModel, readonly label: string, readonly gpu: GpuInfo | null) {
     this.info = wasmModel.info();
+    this.thread = (wasmModel as { thread?: 'worker' }).thread ?? 'page';
   }
 
   get device(): 'gpu' | 'cpu' { return this.info.device === 'cpu' ? 'cpu' : 'gpu'; }

@@ -13,6 +13,24 @@ export interface ModelSource {
   fetchFile: FetchFile;
   /** Files the source did not have (a 404, an HTML page instead, not picked), and why: the loader's errors get this context. */
   missing: Map<string, string>;
+  /** What urlSource() and filesSource() were made from, so that the engine's worker can read the
+   *  files itself (downloading into the same Cache API, or handed the picked Files) rather than
+   *  through the page; a source without these is read through `fetchFile` on the page. */
+  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void };
+  files?: File[];
+}
+
+/** The loader's error with what the source knows (which URL answered 404) added. */
+export function withContext(e: unknown, source: ModelSource): Error {
+  let detail = e instanceof Error ? e.message : String(e);
+  const context = [...source.missing.entries()].filter(([name]) => detail.includes(name)).map(([, why]) => why);
+  if (context.length) detail += ` — ${context.join('; ')}`;
+  const err = new Error(detail);
+  // Names callers match on: a cancelled load, and a GPU kernel that failed its start-up check
+  // (the page then offers the CPU device).
+  if (e instanceof Error && (e.name === 'AbortError' || e.name === 'GpuKernelError')) err.name = e.name;
+  if (e instanceof Error && 'kernel' in e) Object.assign(err, { kernel: (e as Error & { kernel: unknown }).kernel });
+  return err;
 }
 
 /**
@@ -45,6 +63,7 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
   return {
     label,
     missing,
+    location: { base, cache: options.cache, signal: options.signal, onProgress },
     fetchFile: async (name) => {
       const url = new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
@@ -68,6 +87,9 @@ export function filesSource(files: File[]): ModelSource {
   return {
     label: folder ? `folder ${folder}` : `${files.length} local file${files.length === 1 ? '' : 's'}`,
     missing,
+    // One file per name, the folder's own first (a File's webkitRelativePath does not survive
+    // postMessage, so the engine's worker gets the choice made here).
+    files: [...byName.values()],
     fetchFile: async (name) => {
       const f = byName.get(name) ?? null;
       if (!f) missing.set(name, `${name} is not among the picked files`);

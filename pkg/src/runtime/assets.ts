@@ -16,6 +16,17 @@ export function assetsURL(): URL {
 export interface GenprmConfig {
   /** Directory holding pyodide/, python/genprm-python.zip and models/tiny-genprm/. */
   assetsURL?: string | URL;
+  /** Run the model in a dedicated Web Worker (default true), which keeps the page responsive; false
+   *  runs it on the page's thread. Where the worker cannot start, the page's thread is used anyway,
+   *  with a console warning. */
+  worker?: boolean;
+}
+
+let useWorker = true;
+
+/** Whether the model should run in the engine's worker (configure({ worker })). */
+export function workerPreferred(): boolean {
+  return useWorker;
 }
 
 /** Package-wide settings; call before the first model or executor is created. */
@@ -24,6 +35,7 @@ export function configure(config: GenprmConfig): void {
     const s = String(config.assetsURL);
     base = new URL(s.endsWith('/') ? s : s + '/', globalThis.location?.href);
   }
+  if (config.worker !== undefined) useWorker = config.worker;
 }
 
 /** The Pyodide runtime directory and the Python bundle, for PyodideExecutor. */

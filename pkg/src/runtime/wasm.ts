@@ -8,6 +8,13 @@ import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from '.
 import { RELAXED_SIMD_PROBE } from './relaxed-simd.ts';
 
 let loading: Promise<WasmModule> | null = null;
+let relaxedAllowed = true;
+
+/** Whether the relaxed-SIMD build may be loaded where the engine has it (default true). The engine's
+ *  worker is told what the page's engine answers, so both pick the same build. Call before wasm(). */
+export function allowRelaxedSimd(allowed: boolean): void {
+  relaxedAllowed = allowed;
+}
 
 /** Whether this engine has WebAssembly relaxed SIMD ([`RELAXED_SIMD_PROBE`] validates). */
 export function hasRelaxedSimd(): boolean {
@@ -24,7 +31,7 @@ export function hasRelaxedSimd(): boolean {
 export function wasm(): Promise<WasmModule> {
   if (!loading) {
     loading = (async () => {
-      if (hasRelaxedSimd()) {
+      if (relaxedAllowed && hasRelaxedSimd()) {
         try {
           const mod = await import('genprm-wasm-relaxed');
           await mod.default();

@@ -2,7 +2,7 @@
 // files or a folder from disk, or the tiny demo model; WebGPU checks; download and weight-loading
 // progress; the cache's size and a control to clear it.
 import {
-  baseURLFor, cacheAvailable, cacheUsage, clearCache, DEFAULT_REPO, demoModelBase, filesSource, gpuInfo, loadModel, persistStorage, urlSource, wasm,
+  baseURLFor, cacheAvailable, cacheUsage, clearCache, DEFAULT_REPO, demoModelBase, filesSource, gpuInfo, loadModel, persistStorage, startEngine, urlSource,
   type DownloadProgress, type GenPRM, type GpuInfo, type LoadModelOptions, type LoadProgress, type ModelInfo, type ModelLoadProgress, type ModelSource,
 } from 'genprm';
 import type { Alerts } from './alerts.ts';
@@ -142,7 +142,7 @@ export class ModelPanel {
       const source = this.source(abort.signal);
       this.infoLine.textContent = `Loading ${source.label}…`;
       // The package's loader does these too; here they fail with what the page tells the user.
-      await wasm().catch((e) => { throw new StageError('The app could not start its WebAssembly module', errorMessage(e)); });
+      await startEngine().catch((e) => { throw new StageError('The app could not start its WebAssembly module', errorMessage(e)); });
       const device = this.device.value as 'gpu' | 'cpu';
       if (device === 'gpu') {
         try {
