@@ -11,6 +11,7 @@
 //       has the Content-Security-Policy the README gives sites (CSP below).
 // Each is served as built (tests/browser/lib/server.mjs) and verifies the "apples" example with
 // the widget and the package's demo model on the wasm CPU device: step 2 ("3 + 4 = 8") is flagged,
+// in the package's engine worker (found by the bundler, or by the browser, from its new URL()),
 // with no console errors and no failed requests. Also: a copy without dist/ refuses to pack and
 // says what is missing and how to build it, and THIRD_PARTY_NOTICES.md lists the crates of the
 // wasm build as Cargo.lock has them.
@@ -83,7 +84,9 @@ async function verifyApples(browser, url, artifacts, shot) {
       summary: document.getElementById('w').shadowRoot.querySelector('.summary')?.textContent ?? '',
     }));
     await page.screenshot({ path: join(artifacts, shot), fullPage: true });
-    return { ...got, errors, failed };
+    // The bundler (or the browser, with no bundler) found the engine's worker from its new URL().
+    const workers = page.workers().map((w) => w.url());
+    return { ...got, errors, failed, workers };
   } finally {
     await page.close();
   }
@@ -109,15 +112,17 @@ function checkApples(got, what) {
   equal(steps[1].correct, false, `${what}: step 2 judged wrong`);
   equal(got.states.slice(0, 2), ['good', 'bad'], `${what}: the widget shows step 1 right and step 2 wrong`);
   ok(/step 2/i.test(got.summary), `${what}: the summary names step 2: ${got.summary}`);
+  ok(got.workers.some((u) => /engine-worker/.test(u)), `${what}: the model ran in the package's engine worker: ${got.workers}`);
   equal(got.errors.filter((e) => !KNOWN_PROBES.test(e)), [], `${what}: console errors`);
   equal(got.failed.filter((e) => !KNOWN_PROBES.test(e)), [], `${what}: failed requests`);
 }
 
 // The policy pkg/README.md gives sites ("Content-Security-Policy"): the Python frame inherits the
 // page's policy, so its inline script and its data: workers (with blob: modules) need
-// 'unsafe-inline', data: and blob:; the widget's shadow root has a <style>; WebAssembly needs
+// 'unsafe-inline', data: and blob:; the engine's worker is a module from the page's origin
+// ('self' in worker-src); the widget's shadow root has a <style>; WebAssembly needs
 // 'wasm-unsafe-eval'.
-const CSP = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval' data: blob:; worker-src data:; "
+const CSP = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval' data: blob:; worker-src 'self' data:; "
   + "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'";
 
 const WIDGET = `<genprm-verifier id="w" model="demo" device="cpu" greedy
