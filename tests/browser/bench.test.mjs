@@ -1,5 +1,6 @@
 // The benchmark page with the small Qwen2 shape on the wasm CPU device (a few seconds): it runs
-// the wasm benchRandom and reports each measurement. Behaviour only, never a speed.
+// the wasm benchRandom in the package's engine worker (and once on the page's thread) and reports
+// each measurement, the page's main thread during the run included. Behaviour only, never a speed.
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { equal, ok } from './lib/assert.mjs';
@@ -45,6 +46,26 @@ export const tests = [
       equal(runs[0].kv_cache, 'f32', 'an f32 KV cache by default on the CPU');
       equal(await page.locator('[data-stage]').evaluateAll((els) => els.map((e) => e.dataset.stage)), ['load', 'compile', 'prefill', 'decode', 'bandwidth'], 'stages reported in order');
       equal(await page.getByTestId('bench-row').count(), 1, 'a row in the table');
+      // The page's main thread during the run, as numbers (the model ran in the engine worker).
+      equal(runs[0].thread, 'worker', 'the model ran in the engine worker');
+      ok(page.workers().some((w) => /engine-worker/.test(w.url())), `an engine worker: ${page.workers().map((w) => w.url())}`);
+      ok(Number.isFinite(runs[0].main_longest_gap_ms) && runs[0].main_longest_gap_ms >= 0, `main_longest_gap_ms = ${runs[0].main_longest_gap_ms}`);
+      ok(Number.isFinite(runs[0].main_blocked_pct) && runs[0].main_blocked_pct >= 0 && runs[0].main_blocked_pct <= 100, `main_blocked_pct = ${runs[0].main_blocked_pct}`);
+      ok(runs[0].main_longest_task_ms === null || (Number.isFinite(runs[0].main_longest_task_ms) && runs[0].main_longest_task_ms >= 0), `main_longest_task_ms = ${runs[0].main_longest_task_ms}`);
+      ok(/longest task \d+ ms/.test(await page.getByTestId('bench-status').textContent()), 'the status line reports the longest main-thread task');
+      equal(errors, [], 'page errors');
+    },
+  },
+  {
+    name: 'the same on the page\'s thread (Runs on: page): reported as such',
+    fn: async () => {
+      await page.getByTestId('bench-thread').selectOption('page');
+      await page.getByTestId('bench-run').click();
+      await page.waitForFunction(() => window.genprmBench.runs.length === 2 || document.querySelector('[data-testid=bench-status]')?.dataset.state === 'failed');
+      equal(await page.getByTestId('bench-status').getAttribute('data-state'), 'done', `finished: ${await page.getByTestId('alerts').textContent()}`);
+      const runs = await page.evaluate(() => window.genprmBench.runs);
+      equal(runs[1].thread, 'page', 'on the page\'s thread');
+      ok(Number.isFinite(runs[1].decode_tok_s) && runs[1].decode_tok_s > 0 && Number.isFinite(runs[1].main_longest_gap_ms), `measured: ${JSON.stringify(runs[1])}`);
       equal(errors, [], 'page errors');
     },
   },
