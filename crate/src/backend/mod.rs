@@ -8,8 +8,8 @@
 //! loaders, generation, the engines or the protocol: they build on this.
 
 pub mod cpu;
-#[cfg(feature = "wgpu")]
 pub mod gpu;
+pub mod kernels;
 pub mod product;
 
 use std::str::FromStr;
@@ -76,6 +76,27 @@ impl std::fmt::Display for MatvecKernel {
         f.write_str(match self {
             MatvecKernel::PerUnit => "per-unit",
             MatvecKernel::Cooperative => "cooperative",
+        })
+    }
+}
+
+/// The arithmetic of prefill's dense products over expanded quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefillPrecision {
+    /// f32 weights and activations.
+    F32,
+    /// f16 weights and activations (each activation row scaled to at most 1 in magnitude
+    /// first, so no activation overflows f16's range), f32 accumulation and result: half the
+    /// memory traffic of the expanded block, and the GPU's f16 matrix units where it has them.
+    F16,
+}
+
+impl std::fmt::Display for PrefillPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PrefillPrecision::F32 => "f32",
+            PrefillPrecision::F16 => "f16",
         })
     }
 }

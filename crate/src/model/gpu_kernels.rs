@@ -4,7 +4,8 @@
 use burn::tensor::{DType, Device};
 
 use super::Qwen2Model;
-use crate::backend::gpu::selfcheck::{Finish, Kernel, SelfCheck, TOP_KS, check};
+use crate::backend::gpu::selfcheck::check;
+use crate::backend::kernels::{Finish, Kernel, SelfCheck, TOP_KS};
 use crate::error::Result;
 
 /// The kernels `model` runs on its device, each in the mode it runs it (empty on the CPU).

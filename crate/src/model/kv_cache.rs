@@ -30,24 +30,20 @@ pub struct KvCache {
     pub(super) same_as: Vec<Option<(usize, usize)>>,
     /// The decode step recorded on this cache's buffers, replayed while they stay the same
     /// ([`Qwen2Model::forward_rows`] on a GPU).
-    #[cfg(feature = "wgpu")]
     pub(super) graph: GraphSlot,
 }
 
 /// A recorded decode step, owned by one cache: a clone of the cache does not share it (its
 /// buffers would be another's).
-#[cfg(feature = "wgpu")]
 #[derive(Default)]
 pub(super) struct GraphSlot(pub(super) Option<DecodeGraph>);
 
-#[cfg(feature = "wgpu")]
 impl Clone for GraphSlot {
     fn clone(&self) -> Self {
         GraphSlot(None)
     }
 }
 
-#[cfg(feature = "wgpu")]
 impl std::fmt::Debug for GraphSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() { "a recorded decode step" } else { "none" })
@@ -59,10 +55,9 @@ impl std::fmt::Debug for GraphSlot {
 /// replayed for each later step: the step's inputs are written into the same buffers, then the
 /// recorded launches run again. Valid while the rows, the cache's capacity and its buffers are
 /// those it was recorded on ([`GraphKey`]).
-#[cfg(feature = "wgpu")]
 pub(super) struct DecodeGraph {
     pub(super) key: GraphKey,
-    pub(super) graph: cubecl::client::Graph,
+    pub(super) recording: crate::backend::gpu::replay::Recording,
     /// The inputs, `[rows]` i32 ids, `[rows, head_dim]` rotary table, `[rows]` i32 lengths,
     /// `[rows · kv_heads]` i32 cache rows: written before each replay.
     pub(super) ids: Tensor<1, Int>,
@@ -74,7 +69,6 @@ pub(super) struct DecodeGraph {
 }
 
 /// What a recorded decode step depends on besides its inputs.
-#[cfg(feature = "wgpu")]
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct GraphKey {
     pub(super) first: usize,
@@ -184,13 +178,9 @@ impl KvCache {
 
     /// Every layer's key and value buffers, by CubeCL's memory id (a recorded decode step is
     /// valid while they stay the same).
-    #[cfg(feature = "wgpu")]
     pub(super) fn buffer_ids(&self) -> Vec<String> {
-        let id = |t: &Tensor<2>| match t.clone().try_into_primitive::<burn::backend::Cube>() {
-            Ok(c) => format!("{:?}", c.handle.memory.descriptor().id),
-            Err(_) => String::new(),
-        };
-        self.layers.iter().flatten().flat_map(|(k, v)| [id(k), id(v)]).collect()
+        use crate::backend::gpu::replay::buffer_id;
+        self.layers.iter().flatten().flat_map(|(k, v)| [buffer_id(k), buffer_id(v)]).collect()
     }
 
     /// Records that `row` is written from position `from` on: its own and every other row's

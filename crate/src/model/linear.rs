@@ -24,7 +24,6 @@ pub enum Weight {
     Quant(Arc<QuantMatrix>),
     /// Packed integers with per-group scales, on a GPU (multiplied, and the embedding's rows
     /// looked up, by the CubeCL kernels).
-    #[cfg(feature = "wgpu")]
     GpuQuant(Arc<crate::backend::gpu::quant::GpuQuant>),
 }
 
@@ -50,7 +49,6 @@ impl Weight {
         match self {
             Weight::Float(w) => w.iter().map(|t| t.dims()[0]).sum(),
             Weight::Quant(q) => q.rows(),
-            #[cfg(feature = "wgpu")]
             Weight::GpuQuant(g) => g.rows(),
         }
     }
@@ -83,7 +81,6 @@ impl Weight {
                 }
                 Ok(Weight::Quant(Arc::new(all)))
             }
-            #[cfg(feature = "wgpu")]
             Weight::GpuQuant(g) => {
                 let mut all = vec![g];
                 for p in parts {
@@ -102,7 +99,6 @@ impl Weight {
             Weight::Float(w) => w.iter().map(tensor_bytes).sum(),
             // Counted, not copied out (`values_bytes` would copy the whole matrix).
             Weight::Quant(q) => ((q.rows() * q.cols()) as f64 * q.format().bytes_per_weight()) as u64,
-            #[cfg(feature = "wgpu")]
             Weight::GpuQuant(g) => g.bytes(),
         }
     }
@@ -121,7 +117,6 @@ impl Weight {
                 let data = host_values(x);
                 Tensor::from_data(TensorData::new(q.matmul(&data, n), [n, q.rows()]), &device)
             }
-            #[cfg(feature = "wgpu")]
             Weight::GpuQuant(g) => g.matmul_t(x),
         }
     }
@@ -129,7 +124,6 @@ impl Weight {
     /// `norm(x) Wᵀ`: on a GPU's packed weights the decode kernels apply the norm as they read
     /// `x` ([`crate::backend::gpu::quant::InputNorm`]); elsewhere it runs first.
     pub fn matmul_t_normed(&self, x: Tensor<2>, norm: &RmsNorm) -> Tensor<2> {
-        #[cfg(feature = "wgpu")]
         if let Weight::GpuQuant(g) = self {
             return g.matmul_t_normed(x, norm.input(), None, Epilogue::Plain);
         }
@@ -167,7 +161,6 @@ impl Weight {
                 }
                 out.expect("a weight has at least one block")
             }
-            #[cfg(feature = "wgpu")]
             Weight::GpuQuant(g) => g.gather(ids),
             Weight::Quant(q) => gather_rows(q, ids, device),
         }
@@ -212,7 +205,6 @@ impl Linear {
     /// [`Linear::forward`], its result finished by `then` (in the product's own launch on a
     /// GPU's packed-weight kernels).
     pub fn forward_then(&self, x: Tensor<2>, then: Epilogue) -> Tensor<2> {
-        #[cfg(feature = "wgpu")]
         if let Weight::GpuQuant(g) = &self.weight {
             return g.matmul_t_then(x, self.bias.as_ref(), then);
         }
@@ -222,7 +214,6 @@ impl Linear {
     /// [`Linear::forward_then`] of `norm(x)`: on a GPU's packed weights the norm is applied as
     /// the decode kernels read `x`, in the product's launch ([`crate::backend::gpu::quant::InputNorm`]).
     pub fn forward_normed(&self, x: Tensor<2>, norm: &RmsNorm, then: Epilogue) -> Tensor<2> {
-        #[cfg(feature = "wgpu")]
         if let Weight::GpuQuant(g) = &self.weight {
             return g.matmul_t_normed(x, norm.input(), self.bias.as_ref(), then);
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::*;
+use crate::backend::PrefillPrecision;
 use crate::error::{Error, Result};
 use crate::load::config::Qwen2Config;
 use crate::load::safetensors::{AsyncTensorSource, TensorSource};
@@ -63,13 +64,7 @@ pub(super) fn resolve_kv_dtype(choice: Option<bool>, device: &Device, gpu_f16: b
 /// uploaded to it run in f16 mode. Asking for f16 on a device without f16 arithmetic is an
 /// error.
 pub(super) fn resolve_gpu_f16(choice: Option<bool>, device: &Device) -> Result<bool> {
-    #[cfg(feature = "wgpu")]
     let has_f16 = crate::backend::gpu::quant::supports_f16(device);
-    #[cfg(not(feature = "wgpu"))]
-    let has_f16 = {
-        let _ = device;
-        false
-    };
     match choice {
         Some(true) if !has_f16 => {
             Err(Error::Device("f16 mode (--gpu-f16 on, gpuF16: true) was asked for, but this device has no f16 arithmetic (a GPU with shader-f16)".into()))
@@ -109,7 +104,6 @@ pub(super) struct Loader<'a, S: ?Sized, P> {
     #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(super) gpu_f16: bool,
     /// The decode kernel of quantized weights on a GPU, chosen once per load.
-    #[cfg(feature = "wgpu")]
     pub(super) matvec: crate::backend::gpu::quant::MatvecKernel,
 }
 
@@ -127,16 +121,9 @@ impl<S: AsyncTensorSource + ?Sized, P: FnMut(LoadProgress<'_>)> Loader<'_, S, P>
         if *self.device == Device::flex() {
             return Ok(Weight::Quant(Arc::new(q)));
         }
-        #[cfg(feature = "wgpu")]
-        {
-            use crate::backend::gpu::quant::{GpuQuant, PrefillPrecision};
-            let precision = if self.gpu_f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 };
-            Ok(Weight::GpuQuant(Arc::new(GpuQuant::upload_with(&q, self.device, MAX_BINDING_BYTES, precision, self.matvec))))
-        }
-        #[cfg(not(feature = "wgpu"))]
-        {
-            Ok(Weight::float(q.dequantize(), q.rows(), q.cols(), self.device))
-        }
+        use crate::backend::gpu::quant::GpuQuant;
+        let precision = if self.gpu_f16 { PrefillPrecision::F16 } else { PrefillPrecision::F32 };
+        Ok(Weight::GpuQuant(Arc::new(GpuQuant::upload_with(&q, self.device, MAX_BINDING_BYTES, precision, self.matvec))))
     }
 
     pub(super) async fn weight(&mut self, name: &str, expected: &[usize], format: Option<QuantFormat>) -> Result<Weight> {
@@ -301,7 +288,7 @@ impl Qwen2Model {
     ) -> Result<Self> {
         let model = crate::load::safetensors::ready(Self::load_in_pieces(config, source, device, options, progress, LOAD_PIECE_BYTES))?;
         // The GPU kernels' start-up self-check; in a browser, `load_async` runs it.
-        #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+        #[cfg(not(target_arch = "wasm32"))]
         pollster::block_on(super::check_model(&model))?;
         Ok(model)
     }
@@ -318,7 +305,6 @@ impl Qwen2Model {
         let model = Self::load_in_pieces(config, source, device, options, progress, LOAD_PIECE_BYTES).await?;
         // On a GPU, each kernel the model runs is checked against the CPU once
         // ([`crate::backend::gpu::selfcheck`]): an error here beats wrong rewards later.
-        #[cfg(feature = "wgpu")]
         super::check_model(&model).await?;
         Ok(model)
     }
@@ -344,7 +330,6 @@ impl Qwen2Model {
             total,
             piece_bytes,
             gpu_f16,
-            #[cfg(feature = "wgpu")]
             matvec: crate::backend::gpu::quant::matvec_kernel(device, options.gpu_matvec),
         };
         let head_format = options.head_quant.or(options.quant);

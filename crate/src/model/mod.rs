@@ -8,7 +8,6 @@
 //! decoder's forward pass. The model reaches devices only through [`crate::backend`]; it may not
 //! import the generation loop, the engines or the protocol above it.
 
-#[cfg(feature = "wgpu")]
 mod gpu_kernels;
 mod kv_cache;
 mod linear;
@@ -20,15 +19,14 @@ use burn::tensor::activation::softmax;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
-#[cfg(feature = "wgpu")]
 pub use gpu_kernels::{check_model, kernels_for};
 pub use kv_cache::{KV_CACHE_STEP, KvCache};
-#[cfg(feature = "wgpu")]
 use kv_cache::{DecodeGraph, GraphKey};
 pub use linear::{Epilogue, Linear, MAX_BINDING_BYTES, PREFILL_ROWS, Weight};
 use linear::tensor_bytes;
 pub use load::{LOAD_PIECE_BYTES, LoadOptions, LoadProgress, expected_tensors, tensor_names};
 pub use norm::RmsNorm;
+use crate::backend::gpu::replay;
 use crate::error::{Error, Result};
 use crate::load::config::Qwen2Config;
 
@@ -44,7 +42,6 @@ struct Step {
     shared: Vec<Option<(usize, usize)>>,
     /// Decoding on a GPU: each row's length after this pass, on the device for the fused
     /// attention kernel (uploaded once for all layers).
-    #[cfg(feature = "wgpu")]
     gpu_lens: Option<Tensor<1, Int>>,
 }
 
@@ -54,7 +51,6 @@ enum Rope {
     Tables(Tensor<4>, Tensor<4>),
     /// `[rows · seq, head_dim]`: each position's `head_dim/2` cosines, then its sines, for the
     /// GPU kernel ([`crate::backend::gpu::layer::rotary_and_cache_write`]).
-    #[cfg(feature = "wgpu")]
     Packed(Tensor<2>),
 }
 
@@ -114,10 +110,7 @@ impl Qwen2Model {
     /// Whether the model runs in f16 mode ([`LoadOptions::gpu_f16`]: f16 prefill products and
     /// KV cache): quantized weights on a GPU with f16 arithmetic, unless turned off.
     pub fn gpu_f16(&self) -> bool {
-        #[cfg(feature = "wgpu")]
-        return self.prefill_precision() == Some(crate::backend::gpu::quant::PrefillPrecision::F16);
-        #[cfg(not(feature = "wgpu"))]
-        false
+        self.prefill_precision() == Some(crate::backend::PrefillPrecision::F16)
     }
 
     /// The element type of the KV cache's keys and values ([`LoadOptions::kv_f16`]): by default
@@ -128,7 +121,6 @@ impl Qwen2Model {
 
     /// The arithmetic of prefill's products on a GPU with quantized weights (`None` on the CPU
     /// device and for f32 weights, whose products are always f32).
-    #[cfg(feature = "wgpu")]
     pub fn prefill_precision(&self) -> Option<crate::backend::gpu::quant::PrefillPrecision> {
         match &self.layers.first()?.mlp.gate_up.weight {
             Weight::GpuQuant(g) => Some(g.precision()),
@@ -138,7 +130,6 @@ impl Qwen2Model {
 
     /// The kernel of decode's products on a GPU with quantized weights (`None` on the CPU
     /// device and for f32 weights).
-    #[cfg(feature = "wgpu")]
     pub fn matvec_kernel(&self) -> Option<crate::backend::gpu::quant::MatvecKernel> {
         match &self.layers.first()?.mlp.gate_up.weight {
             Weight::GpuQuant(g) => Some(g.matvec()),
@@ -149,7 +140,6 @@ impl Qwen2Model {
     /// The packed GPU matrices by role (`embed`, then the first layer's `qkv`, `o`, `gate_up`,
     /// `down`, then `lm_head` unless tied): what the start-up self-check
     /// ([`crate::backend::gpu::selfcheck`]) runs follows from their formats and kernels.
-    #[cfg(feature = "wgpu")]
     pub(crate) fn gpu_quant_roles(&self) -> Vec<(&'static str, &crate::backend::gpu::quant::GpuQuant)> {
         let mut all = vec![("embed", &self.embed)];
         if let Some(l) = self.layers.first() {
@@ -275,11 +265,9 @@ impl Qwen2Model {
             seq,
             capacity: cache.capacity,
             shared,
-            #[cfg(feature = "wgpu")]
             gpu_lens: None,
         };
 
-        #[cfg(feature = "wgpu")]
         if which == LogitsFor::Last
             && let Some(logits) = self.decode_recorded(&step, inputs, cache)?
         {
@@ -292,7 +280,6 @@ impl Qwen2Model {
         let rope = self.rope(&step);
         // Decoding on a GPU: one fused kernel per layer attends without a mask.
         let fused = self.fused_decode_attention(&step);
-        #[cfg(feature = "wgpu")]
         if fused && self.device != Device::flex() {
             let lens: Vec<usize> = step.past.iter().map(|p| p + 1).collect();
             step.gpu_lens = Some(crate::backend::gpu::attention::row_lens(&lens, &self.device));
@@ -343,7 +330,6 @@ impl Qwen2Model {
     fn rope(&self, step: &Step) -> Rope {
         let d = self.config.head_dim();
         let n = step.past.len();
-        #[cfg(feature = "wgpu")]
         if self.device != Device::flex() {
             return Rope::Packed(Tensor::from_data(TensorData::new(self.rope_table(step), [n * step.seq, d]), &self.device));
         }
@@ -371,7 +357,6 @@ impl Qwen2Model {
     /// launches, which sizes CubeCL's pools so the recording allocates nothing) and replayed.
     /// `None`: this step launches as usual (the CPU, f32 weights, burn's attention, several
     /// new positions or an empty row, replaying turned off, or a recording that failed).
-    #[cfg(feature = "wgpu")]
     fn decode_recorded(&self, step: &Step, inputs: &[&[u32]], cache: &mut KvCache) -> Result<Option<Tensor<3>>> {
         use std::sync::atomic::Ordering::Relaxed;
         let Weight::GpuQuant(embed) = &self.embed else { return Ok(None) };
@@ -396,20 +381,15 @@ impl Qwen2Model {
             }
         };
         if let Some(g) = cache.graph.0.as_ref().filter(|g| g.key == key) {
-            let client = crate::backend::gpu::layer::cube(g.rope.clone()).client;
-            for (t, bytes) in [
-                (g.ids.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<i32, u8>(&ids).to_vec()),
-                (g.lens.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<i32, u8>(&lens).to_vec()),
-                (g.writes.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<i32, u8>(&writes).to_vec()),
-                (g.rope.clone().try_into_primitive::<burn::backend::Cube>(), bytemuck::cast_slice::<f32, u8>(&table).to_vec()),
-            ] {
-                let t = t.map_err(|_| Error::Device("a recorded step's input is not a GPU tensor".into()))?;
-                client.write(&t.handle, burn::tensor::Bytes::from_bytes_vec(bytes));
-            }
-            // SAFETY: the graph's buffers are alive and unshared: the inputs and logits are held
-            // here, the weights by the model, the cache's buffers by `cache` (the key checked
-            // they are the recorded ones), the rest pinned by the graph; one thread decodes.
-            unsafe { g.graph.replay() }.map_err(|e| Error::Device(format!("replaying the recorded decode step: {e:?}")))?;
+            replay::write_ints(&g.ids, &ids)?;
+            replay::write_ints(&g.lens, &lens)?;
+            replay::write_ints(&g.writes, &writes)?;
+            replay::write_floats(&g.rope, &table)?;
+            // SAFETY: the recording's buffers are alive and unshared: the inputs and logits are
+            // held here, the weights by the model, the cache's buffers by `cache` (the key
+            // checked they are the recorded ones), the rest pinned by the recording; one thread
+            // decodes.
+            unsafe { g.recording.replay() }?;
             self.replays.fetch_add(1, Relaxed);
             let logits = g.logits.clone();
             finish(cache);
@@ -422,12 +402,11 @@ impl Qwen2Model {
         let rope_t = Tensor::<2>::from_data(TensorData::new(table, [n, d]), dev);
         let lens_t = Tensor::<1, Int>::from_data(TensorData::new(lens, [n]), dev);
         let writes_t = Tensor::<1, Int>::from_data(TensorData::new(writes, [n * kvh]), dev);
-        let client = crate::backend::gpu::layer::cube(rope_t.clone()).client;
         let give_up = || {
             self.replay_failed.store(true, Relaxed);
             Ok(None)
         };
-        if client.graph_prepare().is_err() {
+        if !replay::prepare(&rope_t) {
             return give_up();
         }
         // The same launches, run once for real: they write this step's keys and values (which
@@ -435,14 +414,8 @@ impl Qwen2Model {
         let warm = Step { first: step.first, past: step.past.clone(), seq: 1, capacity: step.capacity, shared: step.shared.clone(), gpu_lens: Some(lens_t.clone()) };
         drop(self.decode_launches(embed, &ids_t, &rope_t, &warm, &writes_t, cache));
         let before = cache.buffer_ids();
-        if client.start_capture().is_err() {
-            let _ = client.stop_capture();
+        let Some((recording, logits)) = replay::record(&rope_t, || self.decode_launches(embed, &ids_t, &rope_t, &warm, &writes_t, cache)) else {
             return give_up();
-        }
-        let logits = self.decode_launches(embed, &ids_t, &rope_t, &warm, &writes_t, cache);
-        let graph = match client.stop_capture() {
-            Ok(g) => g,
-            Err(_) => return give_up(),
         };
         if cache.buffer_ids() != before {
             // The recording copied the cache instead of writing it in place: replays would write
@@ -450,17 +423,16 @@ impl Qwen2Model {
             return give_up();
         }
         // SAFETY: as for a replay above; nothing else holds these buffers yet.
-        unsafe { graph.replay() }.map_err(|e| Error::Device(format!("running the recorded decode step: {e:?}")))?;
+        unsafe { recording.replay() }?;
         self.recordings.fetch_add(1, Relaxed);
         let key = GraphKey { first: step.first, rows: n, capacity: step.capacity, buffers: before };
-        cache.graph.0 = Some(DecodeGraph { key, graph, ids: ids_t, rope: rope_t, lens: lens_t, writes: writes_t, logits: logits.clone() });
+        cache.graph.0 = Some(DecodeGraph { key, recording, ids: ids_t, rope: rope_t, lens: lens_t, writes: writes_t, logits: logits.clone() });
         finish(cache);
         Ok(Some(logits))
     }
 
     /// A decode step's launches from inputs on the device (one new position per row, fused
     /// attention, the embedding looked up from packed weights): the logits `[rows, 1, vocab]`.
-    #[cfg(feature = "wgpu")]
     fn decode_launches(
         &self,
         embed: &crate::backend::gpu::quant::GpuQuant,
@@ -477,7 +449,6 @@ impl Qwen2Model {
 
     /// The GPU kernel's rotary table of this pass's new positions ([`Rope::Packed`]): each
     /// position's `head_dim/2` cosines, then its sines, computed as [`Qwen2Model::rope`] does.
-    #[cfg(feature = "wgpu")]
     fn rope_table(&self, step: &Step) -> Vec<f32> {
         self.rope_angles(step).flat_map(|a| a.iter().map(|v| v.cos()).chain(a.iter().map(|v| v.sin())).collect::<Vec<f32>>()).collect()
     }
@@ -501,7 +472,7 @@ impl Qwen2Model {
         if self.device == Device::flex() {
             return true;
         }
-        cfg!(feature = "wgpu") && self.decode_attention == crate::backend::DecodeAttention::Fused
+        self.decode_attention == crate::backend::DecodeAttention::Fused
     }
 
     /// How decode attends on a GPU ([`LoadOptions::gpu_attention`]).
@@ -585,7 +556,6 @@ impl Qwen2Model {
                 let cv = cv.select_assign(0, writes.clone(), v, IndexingUpdateOp::Assign);
                 (q, ck, cv)
             }
-            #[cfg(feature = "wgpu")]
             Rope::Packed(table) => {
                 // One launch; an f16 cache (f16 mode) is written in f16.
                 let shape = crate::backend::gpu::layer::NewPositions { rows: n, seq, heads: nh, kv_heads: kvh, head_dim: d };
@@ -601,15 +571,10 @@ impl Qwen2Model {
                 *slot = Some((ck, cv));
                 return out;
             }
-            #[cfg(feature = "wgpu")]
-            {
-                let lens = step.gpu_lens.as_ref().expect("a fused GPU decode pass has its row lengths on the device");
-                let out = crate::backend::gpu::attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, lens, kvh, cap);
-                *slot = Some((ck, cv));
-                return out.reshape([n, nh * d]);
-            }
-            #[cfg(not(feature = "wgpu"))]
-            unreachable!("without GPU support only the CPU device exists");
+            let lens = step.gpu_lens.as_ref().expect("a fused GPU decode pass has its row lengths on the device");
+            let out = crate::backend::gpu::attention::decode_attention(q.reshape([n, nh, d]), &ck, &cv, step.first, lens, kvh, cap);
+            *slot = Some((ck, cv));
+            return out.reshape([n, nh * d]);
         };
         let span = step.first * kvh * cap..(step.first + n) * kvh * cap;
         let keys = ck.clone().slice([span.clone(), 0..d]).reshape([n, kvh, cap, d]);

@@ -13,7 +13,6 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Normalises `[rows, hidden]` activations.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        #[cfg(feature = "wgpu")]
         if x.device() != Device::flex() {
             return crate::backend::gpu::layer::rms_norm(x, &self.weight, self.eps);
         }
@@ -23,7 +22,6 @@ impl RmsNorm {
     }
 
     /// The norm as a GPU product applies it to its input.
-    #[cfg(feature = "wgpu")]
     pub(crate) fn input(&self) -> crate::backend::gpu::quant::InputNorm<'_> {
         crate::backend::gpu::quant::InputNorm { weight: &self.weight, eps: self.eps }
     }

@@ -23,7 +23,7 @@ use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 /// Units per cube of the cooperative matrix-vector kernel.
 const MATVEC_UNITS: u32 = 32;
 
-pub use crate::backend::MatvecKernel;
+pub use crate::backend::{MatvecKernel, PrefillPrecision};
 
 /// The decode kernel for `device`: `choice` when given; otherwise the cooperative kernel on a
 /// hardware GPU and the per-unit one on a software adapter ([`is_software_adapter`]).
@@ -39,27 +39,6 @@ pub fn matvec_kernel(device: &Device, choice: Option<MatvecKernel>) -> MatvecKer
 /// lavapipe, SwiftShader, WebGPU's fallback adapter): CubeCL names no physical card for it.
 pub fn is_software_adapter(device: &Device) -> bool {
     gpu_client(device).is_none_or(|client| client.properties().identity.physical.is_none())
-}
-
-/// The arithmetic of prefill's dense products over expanded quantized weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PrefillPrecision {
-    /// f32 weights and activations.
-    F32,
-    /// f16 weights and activations (each activation row scaled to at most 1 in magnitude
-    /// first, so no activation overflows f16's range), f32 accumulation and result: half the
-    /// memory traffic of the expanded block, and the GPU's f16 matrix units where it has them.
-    F16,
-}
-
-impl std::fmt::Display for PrefillPrecision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PrefillPrecision::F32 => "f32",
-            PrefillPrecision::F16 => "f16",
-        })
-    }
 }
 
 /// Whether the GPU behind `device` runs f16 arithmetic in its shaders (WebGPU's `shader-f16`,
