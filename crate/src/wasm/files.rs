@@ -1,0 +1,129 @@
+//! The model's files as the page hands them over (`fetchFile(name) => Promise<Blob | null>`),
+//! read piece by piece through the one safetensors reader and the one pack reader.
+
+use super::*;
+
+/// The model's files, fetched through the page's `fetchFile(name) => Promise<Blob | null>`.
+pub(super) struct Files {
+    pub(super) fetch: Function,
+}
+
+impl Files {
+    pub(super) async fn get(&self, name: &str) -> Result<Option<Blob>> {
+        let failed = |e: JsValue| Error::Io {
+            path: name.into(),
+            source: std::io::Error::other(e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}"))),
+        };
+        let promise = self.fetch.call1(&JsValue::NULL, &name.into()).map_err(failed)?;
+        let value = JsFuture::from(Promise::resolve(&promise)).await.map_err(failed)?;
+        if value.is_null() || value.is_undefined() {
+            return Ok(None);
+        }
+        value.dyn_into::<Blob>().map(Some).map_err(|_| Error::Io {
+            path: name.into(),
+            source: std::io::Error::other("fetchFile did not return a Blob or null"),
+        })
+    }
+
+    pub(super) async fn required(&self, name: &str, hint: &str) -> Result<Blob> {
+        self.get(name).await?.ok_or_else(|| Error::MissingFile { path: name.into(), hint: hint.to_string() })
+    }
+}
+
+/// Bytes `start..end` of a blob.
+pub(super) async fn read_range(blob: &Blob, start: u64, end: u64, path: &Path) -> Result<Vec<u8>> {
+    let io = |e: JsValue| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(format!("{e:?}")) };
+    let part = blob.slice_with_f64_and_f64(start as f64, end as f64).map_err(io)?;
+    let buffer = JsFuture::from(part.array_buffer()).await.map_err(io)?;
+    let bytes = Uint8Array::new(&buffer).to_vec();
+    if bytes.len() as u64 != end - start {
+        return Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("read {} bytes at {start}, expected {} (truncated?)", bytes.len(), end - start),
+        });
+    }
+    Ok(bytes)
+}
+
+pub(super) async fn read_all(blob: &Blob, path: &Path) -> Result<Vec<u8>> {
+    read_range(blob, 0, blob.size() as u64, path).await
+}
+
+/// A model file as a `Blob`, read piece by piece: the [`ByteSource`] the one safetensors reader
+/// and the one pack reader take in the browser.
+pub(super) struct BlobBytes(pub(super) Blob);
+
+impl ByteSource for BlobBytes {
+    fn size(&self) -> u64 {
+        self.0.size() as u64
+    }
+    async fn read(&self, range: std::ops::Range<u64>, path: &Path) -> Result<Cow<'_, [u8]>> {
+        read_range(&self.0, range.start, range.end, path).await.map(Cow::Owned)
+    }
+}
+
+/// Opens the safetensors files of a model folder: `model.safetensors`, or the shards its index
+/// lists (names confined to the folder: no `..`, no absolute path or URL).
+pub(super) async fn open_safetensors(files: &Files) -> Result<Safetensors<BlobBytes>> {
+    let names: Vec<String> = match files.get("model.safetensors.index.json").await? {
+        Some(blob) => {
+            let path = Path::new("model.safetensors.index.json");
+            let bytes = read_all(&blob, path).await?;
+            let text = std::str::from_utf8(&bytes).map_err(|e| Error::Config {
+                path: path.to_path_buf(),
+                field: "(file)".into(),
+                message: format!("not UTF-8 text: {e}"),
+            })?;
+            crate::load::safetensors::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
+        }
+        None => vec!["model.safetensors".to_string()],
+    };
+    let mut checkpoint = Safetensors::empty(None);
+    for name in names {
+        let blob = files.required(&name, "; expected model.safetensors, model.safetensors.index.json with its shards, or a genprm pack").await?;
+        checkpoint.add(PathBuf::from(name), BlobBytes(blob)).await?;
+    }
+    Ok(checkpoint)
+}
+
+impl AsyncTensorSource for Safetensors<BlobBytes> {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.entry_shape(name)
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.names()
+    }
+    async fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        self.tensor_f32(name).await
+    }
+    async fn read_quantized(&self, _name: &str) -> Result<Option<QuantMatrix>> {
+        Ok(None)
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.file(name)
+    }
+    fn reads_rows(&self, name: &str) -> bool {
+        self.holds(name)
+    }
+    async fn read_rows_f32(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        self.rows_f32(name, rows).await
+    }
+}
+
+impl AsyncTensorSource for Pack<BlobBytes> {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.entry_shape(name)
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.names()
+    }
+    async fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        self.tensor_f32(name).await
+    }
+    async fn read_quantized(&self, name: &str) -> Result<Option<QuantMatrix>> {
+        self.tensor_quantized(name).await
+    }
+    fn file_of(&self, _name: &str) -> PathBuf {
+        self.file()
+    }
+}
