@@ -4,7 +4,7 @@
 //   pyodide/   the Pyodide runtime from the npm package (no CDN at run time)
 //   python/    the sympy + mpmath bytecode bundle (scripts/build-python-bundle.mjs)
 //   models/tiny-genprm/  the tiny demo model, copied from tests/fixtures (not duplicated in git)
-import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,14 @@ export async function copyAssets() {
       if (f === 'README.md' || f.startsWith('expected')) continue;
       await copyFile(join(src, f), join(dst, f));
     }
+  }
+  // The package asks the demo folder for these names only (DEMO_MODEL_FILES, so that a load
+  // probes no absent file): the folder must hold exactly them.
+  const listed = /DEMO_MODEL_FILES[^=]*=\s*\[([^\]]*)\]/.exec(await readFile(join(repo, 'pkg', 'src', 'runtime', 'assets.ts'), 'utf8'));
+  const want = [...(listed?.[1] ?? '').matchAll(/'([^']+)'/g)].map((m) => m[1]).sort();
+  const have = (await readdir(join(out, 'models', 'tiny-genprm'))).sort();
+  if (JSON.stringify(want) !== JSON.stringify(have)) {
+    throw new Error(`the demo model's files (${have.join(', ')}) are not DEMO_MODEL_FILES in pkg/src/runtime/assets.ts (${want.join(', ')})`);
   }
   console.log(`assets ready in ${out}`);
 }

@@ -16,7 +16,7 @@ export interface ModelSource {
   /** What urlSource() and filesSource() were made from, so that the engine's worker can read the
    *  files itself (downloading into the same Cache API, or handed the picked Files) rather than
    *  through the page; a source without these is read through `fetchFile` on the page. */
-  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void };
+  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void; files?: readonly string[] };
   files?: File[];
 }
 
@@ -56,18 +56,25 @@ export function baseURLFor(input: string): string {
 
 /** The files under a base URL ending in '/' (a Hugging Face repo's `resolve/<revision>/`, any
  *  site): each downloaded as the loader asks for it, with progress, and kept in the Cache API
- *  when `cache` is set; names that would leave the folder are refused. */
+ *  when `cache` is set; names that would leave the folder are refused. With `files` (the
+ *  folder's file names, when known), a name not among them is absent without a request: the
+ *  loader's probes for optional files (a pack's manifest, a shard index) then log no 404. */
 export function urlSource(label: string, base: string, onProgress: (p: DownloadProgress) => void,
-  options: { cache: boolean; signal?: AbortSignal }): ModelSource {
+  options: { cache: boolean; signal?: AbortSignal; files?: readonly string[] }): ModelSource {
   const missing = new Map<string, string>();
+  const listed = options.files ? new Set(options.files) : null;
   return {
     label,
     missing,
-    location: { base, cache: options.cache, signal: options.signal, onProgress },
+    location: { base, cache: options.cache, signal: options.signal, onProgress, files: options.files },
     fetchFile: async (name) => {
       const url = new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
       if (!url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
+      if (listed && !listed.has(name)) {
+        missing.set(name, `${name} is not one of ${label}'s files`);
+        return null;
+      }
       const got = await download(url, name, onProgress, options);
       if (got instanceof Blob) return got;
       missing.set(name, got.absent);

@@ -47,6 +47,10 @@ export function pythonAssetURLs(): { indexURL: string; bundleURL: string } {
 }
 
 /** The tiny demo model shipped with the package. */
+/** The demo model's files (web/scripts/copy-assets.mjs copies exactly these): the loader asks for
+ *  no other name there, so a load logs no 404 for the optional files it probes. */
+export const DEMO_MODEL_FILES: readonly string[] = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+
 export function demoModelBase(): string {
   return new URL('models/tiny-genprm/', assetsURL()).href;
 }
