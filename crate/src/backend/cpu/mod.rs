@@ -1,5 +1,7 @@
 //! The CPU device's own code: decode attention in plain Rust over the KV cache's memory, and
 //! reading an activation into host memory.
+//!
+//! May import: the error type and the quantized format; never the model.
 
 pub(crate) mod attention;
 

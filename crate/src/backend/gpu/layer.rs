@@ -2,7 +2,7 @@
 //! take several: RMSNorm (seven launches with burn's ops), and the rotary embedding of the new
 //! queries and keys together with the write of keys and values into the KV cache (about
 //! eighteen). With the q/k/v and gate/up projections stacked into one product each, the
-//! epilogues of the packed products ([`crate::model::Epilogue`]: bias, residual add, SwiGLU)
+//! epilogues of the packed products ([`crate::backend::product::Epilogue`]: bias, residual add, SwiGLU)
 //! and the RMSNorms before the q/k/v, gate/up and output products applied as those products
 //! read their input ([`crate::backend::gpu::quant::InputNorm`]), a decode step over packed weights
 //! launches 6 kernels per layer instead of about 51 (the norm kernel here runs in prefill and
