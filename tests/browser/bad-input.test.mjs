@@ -3,6 +3,9 @@
 // message naming the file and the field, line or tensor, with no model loaded, nothing
 // requested outside the model's folder, and no uncaught error.
 import { equal, ok } from './lib/assert.mjs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TINY } from './lib/fixtures.mjs';
 import { wasmMissing } from './lib/wasm.mjs';
 
 let page;
@@ -128,6 +131,38 @@ export const tests = [
     fn: async ({ server }) => {
       const text = await pickGradingFile(server, 'mac.csv', 'id,problem,solution\ra,p,x\rb,q,y\r\nc,r,z\n');
       ok(/mac\.csv: 3 solutions\./.test(text), text);
+    },
+  },
+  {
+    // The loader probes optional files (a pack's manifest, a shard index); for a Hugging Face
+    // repo the source asks the repository's file list of its API first, so the probes make no
+    // request and log no 404. huggingface.co is played by a route serving the tiny model.
+    name: 'a Hugging Face repo id loads with no request for a file the repository does not list, and no console error',
+    fn: async ({ server }) => {
+      const files = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+      const requested = [];
+      const context = page.context();
+      const cors = { 'access-control-allow-origin': '*' };
+      await context.route('https://huggingface.co/**', async (route) => {
+        const url = route.request().url();
+        requested.push(url);
+        if (url === 'https://huggingface.co/api/models/someone/tiny-genprm/revision/main') {
+          return route.fulfill({ status: 200, headers: cors, contentType: 'application/json', body: JSON.stringify({ id: 'someone/tiny-genprm', siblings: files.map((rfilename) => ({ rfilename })) }) });
+        }
+        const name = url.replace('https://huggingface.co/someone/tiny-genprm/resolve/main/', '');
+        if (!files.includes(name)) return route.fulfill({ status: 404, headers: cors, body: 'Entry not found' });
+        return route.fulfill({ status: 200, headers: cors, contentType: 'application/octet-stream', body: await readFile(join(TINY, name)) });
+      });
+      try {
+        const before = errors.length;
+        const { loaded, alerts } = await loadURL(server, 'someone/tiny-genprm');
+        equal(loaded, true, `the repository's model loads: ${alerts}`);
+        ok(requested.some((u) => u.includes('/api/models/someone/tiny-genprm/')), `the file list was asked for: ${requested}`);
+        equal(requested.filter((u) => /genprm-pack\.json|model\.safetensors\.index\.json/.test(u)), [], 'requests for files the repository does not list');
+        equal(errors.slice(before), [], 'console errors while loading');
+      } finally {
+        await context.unroute('https://huggingface.co/**');
+      }
     },
   },
   {

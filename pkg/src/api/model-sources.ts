@@ -62,7 +62,8 @@ export function baseURLFor(input: string): string {
 export function urlSource(label: string, base: string, onProgress: (p: DownloadProgress) => void,
   options: { cache: boolean; signal?: AbortSignal; files?: readonly string[] }): ModelSource {
   const missing = new Map<string, string>();
-  const listed = options.files ? new Set(options.files) : null;
+  // The folder's file names: given, or (a Hugging Face repo) asked of its API once.
+  let listing: Promise<Set<string> | null> | null = options.files ? Promise.resolve(new Set(options.files)) : null;
   return {
     label,
     missing,
@@ -71,6 +72,8 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
       const url = new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
       if (!url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
+      listing ??= huggingFaceFiles(base, options);
+      const listed = await listing;
       if (listed && !listed.has(name)) {
         missing.set(name, `${name} is not one of ${label}'s files`);
         return null;
@@ -81,6 +84,27 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
       return null;
     },
   };
+}
+
+/** A Hugging Face repo's file names at the revision of `base` (`https://huggingface.co/<owner>/<name>/
+ *  resolve/<revision>/`), from its API (one small request, kept in the Cache API with the model
+ *  when `cache` is set), so the loader's probes for optional files cost no request and log no
+ *  404; `null` for any other base or when the listing cannot be had (offline, an API change):
+ *  the loader then asks for each file and takes a 404 as absent, as before. */
+async function huggingFaceFiles(base: string, options: { cache: boolean; signal?: AbortSignal }): Promise<Set<string> | null> {
+  const m = /^https:\/\/huggingface\.co\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/$/.exec(base);
+  if (!m || base) return null;
+  const url = `https://huggingface.co/api/models/${m[1]}/revision/${m[2]}`;
+  try {
+    const got = await download(url, '(the repository\'s file list)', () => {}, options);
+    if (!(got instanceof Blob)) return null;
+    const siblings = (JSON.parse(await got.text()) as { siblings?: { rfilename?: unknown }[] }).siblings;
+    const names = (siblings ?? []).map((f) => f.rfilename).filter((n): n is string => typeof n === 'string');
+    return names.length ? new Set(names) : null;
+  } catch (e) {
+    if ((e as Error)?.name === 'AbortError') throw e;
+    return null;
+  }
 }
 
 /** Files from an <input type=file multiple> or a folder (webkitdirectory). */
