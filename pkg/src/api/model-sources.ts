@@ -93,7 +93,7 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
  *  the loader then asks for each file and takes a 404 as absent, as before. */
 async function huggingFaceFiles(base: string, options: { cache: boolean; signal?: AbortSignal }): Promise<Set<string> | null> {
   const m = /^https:\/\/huggingface\.co\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/$/.exec(base);
-  if (!m || base) return null;
+  if (!m) return null;
   const url = `https://huggingface.co/api/models/${m[1]}/revision/${m[2]}`;
   try {
     const got = await download(url, '(the repository\'s file list)', () => {}, options);
