@@ -18,6 +18,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
+pub use crate::backend::gpu::NewPositions;
+
 /// Units per cube of the RMSNorm kernel (one cube per row; the 1.5B model's 1536 columns are
 /// 12 per unit).
 const NORM_UNITS: u32 = 128;
@@ -144,21 +146,6 @@ pub fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
         NORM_UNITS,
     );
     Tensor::from_primitive::<Cube>(out)
-}
-
-/// The shape of one pass's new positions for [`rotary_and_cache_write`].
-#[derive(Debug, Clone, Copy)]
-pub struct NewPositions {
-    /// Sequences (batch rows) in the pass.
-    pub rows: usize,
-    /// New positions per row.
-    pub seq: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads.
-    pub kv_heads: usize,
-    /// Head dimension.
-    pub head_dim: usize,
 }
 
 /// Qwen2's rotary embedding of a pass's new queries and keys, and the write of the rotated keys

@@ -28,3 +28,38 @@ pub mod topk;
 mod stub;
 #[cfg(not(feature = "wgpu"))]
 pub use stub::{attention, layer, quant, replay, selfcheck};
+
+use burn::tensor::Tensor;
+
+/// An RMSNorm applied to a product's input (`quant::GpuQuant::matmul_t_normed`): `x /
+/// √(mean(x²) + eps) · weight` per activation row, as Qwen2 computes it in f32. The decode
+/// kernels apply it as they read `x`, so a norm followed by a product is one launch.
+#[derive(Debug, Clone, Copy)]
+pub struct InputNorm<'a> {
+    /// The norm's weight, one per column.
+    pub weight: &'a Tensor<1>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl InputNorm<'_> {
+    /// The norm on its own ([`layer::rms_norm`], one launch).
+    pub fn apply(&self, x: Tensor<2>) -> Tensor<2> {
+        layer::rms_norm(x, self.weight, self.eps)
+    }
+}
+
+/// The shape of one pass's new positions for `layer::rotary_and_cache_write`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPositions {
+    /// Sequences (batch rows) in the pass.
+    pub rows: usize,
+    /// New positions per row.
+    pub seq: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+}

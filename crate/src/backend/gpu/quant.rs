@@ -23,6 +23,7 @@ use crate::quant::{GROUP, QuantFormat, QuantMatrix};
 /// Units per cube of the cooperative matrix-vector kernel.
 const MATVEC_UNITS: u32 = 32;
 
+pub use crate::backend::gpu::InputNorm;
 pub use crate::backend::{MatvecKernel, PrefillPrecision};
 
 /// The decode kernel for `device`: `choice` when given; otherwise the cooperative kernel on a
@@ -67,24 +68,6 @@ pub struct GpuQuant {
     matvec: MatvecKernel,
     /// The most bytes one buffer holds: the blocks' words, and each expanded piece in prefill.
     max_bytes: usize,
-}
-
-/// An RMSNorm applied to a product's input ([`GpuQuant::matmul_t_normed`]): `x / √(mean(x²) +
-/// eps) · weight` per activation row, as Qwen2 computes it in f32. The decode kernels apply it
-/// as they read `x`, so a norm followed by a product is one launch.
-#[derive(Debug, Clone, Copy)]
-pub struct InputNorm<'a> {
-    /// The norm's weight, one per column.
-    pub weight: &'a Tensor<1>,
-    /// Added to the mean square.
-    pub eps: f64,
-}
-
-impl InputNorm<'_> {
-    /// The norm on its own ([`crate::backend::gpu::layer::rms_norm`], one launch).
-    pub fn apply(&self, x: Tensor<2>) -> Tensor<2> {
-        crate::backend::gpu::layer::rms_norm(x, self.weight, self.eps)
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 
 use burn::backend::Cube;
 use burn::tensor::{Int, Tensor};
+use burn_cubecl::tensor::CubeTensor;
 
 use crate::backend::gpu::layer::cube;
 use crate::error::{Error, Result};
@@ -43,15 +44,18 @@ pub fn record<T>(on: &Tensor<2>, launch: impl FnOnce() -> T) -> Option<(Recordin
 
 /// Writes `values` into an i32 tensor's buffer in place (a recorded input).
 pub fn write_ints(t: &Tensor<1, Int>, values: &[i32]) -> Result<()> {
-    let t = t.clone().try_into_primitive::<Cube>().map_err(|_| Error::Device("a recorded step's input is not a GPU tensor".into()))?;
-    t.client.write(&t.handle, burn::tensor::Bytes::from_bytes_vec(bytemuck::cast_slice::<i32, u8>(values).to_vec()));
-    Ok(())
+    write(t.clone().try_into_primitive::<Cube>(), bytemuck::cast_slice(values))
 }
 
 /// Writes `values` into an f32 tensor's buffer in place (a recorded input).
 pub fn write_floats(t: &Tensor<2>, values: &[f32]) -> Result<()> {
-    let t = t.clone().try_into_primitive::<Cube>().map_err(|_| Error::Device("a recorded step's input is not a GPU tensor".into()))?;
-    t.client.write(&t.handle, burn::tensor::Bytes::from_bytes_vec(bytemuck::cast_slice::<f32, u8>(values).to_vec()));
+    write(t.clone().try_into_primitive::<Cube>(), bytemuck::cast_slice(values))
+}
+
+/// Writes `bytes` into a GPU tensor's buffer in place.
+fn write<E>(t: std::result::Result<CubeTensor, E>, bytes: &[u8]) -> Result<()> {
+    let t = t.map_err(|_| Error::Device("a recorded step's input is not a GPU tensor".into()))?;
+    t.client.write(&t.handle, burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()));
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 pub mod quant {
     use burn::tensor::{Device, Int, Tensor};
 
+    pub use crate::backend::gpu::InputNorm;
     pub use crate::backend::{MatvecKernel, PrefillPrecision};
     use crate::backend::product::Epilogue;
     use crate::quant::{QuantFormat, QuantMatrix};
@@ -27,15 +28,6 @@ pub mod quant {
     #[derive(Debug)]
     pub struct GpuQuant {
         _never: (),
-    }
-
-    /// An RMSNorm a GPU product would apply to its input.
-    #[derive(Debug, Clone, Copy)]
-    pub struct InputNorm<'a> {
-        /// The norm's weight.
-        pub weight: &'a Tensor<1>,
-        /// Added to the mean square.
-        pub eps: f64,
     }
 
     impl GpuQuant {
@@ -94,20 +86,7 @@ pub mod quant {
 pub mod layer {
     use burn::tensor::{Int, Tensor};
 
-    /// The shape of one pass's new positions.
-    #[derive(Debug, Clone, Copy)]
-    pub struct NewPositions {
-        /// Sequences (batch rows) in the pass.
-        pub rows: usize,
-        /// New positions per row.
-        pub seq: usize,
-        /// Query heads.
-        pub heads: usize,
-        /// Key/value heads.
-        pub kv_heads: usize,
-        /// Head dimension.
-        pub head_dim: usize,
-    }
+    pub use crate::backend::gpu::NewPositions;
 
     /// Unreachable: only CPU tensors exist.
     pub fn rms_norm(_x: Tensor<2>, _weight: &Tensor<1>, _eps: f64) -> Tensor<2> {
