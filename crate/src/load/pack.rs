@@ -280,7 +280,7 @@ impl Pack {
             return Err(manifest.error(dir, format!("{} shards given, the manifest lists {}", shards.len(), manifest.shards.len())));
         }
         let mut given = shards.into_iter();
-        ready(Self::verified(dir, manifest, config_json, async |_: &ShardInfo| Ok(given.next().unwrap_or_default()), &mut |_, _, _| {}))
+        ready(Self::fetched(dir, manifest, async |_: &ShardInfo| Ok(given.next().unwrap_or_default()), &mut |_, _, _| {}))
     }
 }
 
@@ -294,10 +294,20 @@ impl<B: ByteSource> Pack<B> {
         dir: &Path,
         manifest: Manifest,
         config_json: &[u8],
-        mut fetch: impl AsyncFnMut(&ShardInfo) -> Result<B>,
+        fetch: impl AsyncFnMut(&ShardInfo) -> Result<B>,
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<Self> {
         manifest.check(dir, config_json)?;
+        Self::fetched(dir, manifest, fetch, progress).await
+    }
+
+    /// [`Pack::verified`] of a manifest already checked.
+    async fn fetched(
+        dir: &Path,
+        manifest: Manifest,
+        mut fetch: impl AsyncFnMut(&ShardInfo) -> Result<B>,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Self> {
         let total = manifest.shards.len();
         let mut shards = Vec::with_capacity(total);
         for (i, info) in manifest.shards.iter().enumerate() {
