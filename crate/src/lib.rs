@@ -116,3 +116,51 @@ impl LoadedModel {
         })
     }
 }
+
+/// The layout's rule, checked: each folder imports only the folders its `mod.rs` allows (those
+/// above it on the data flow), so no import cycle can come back unnoticed. Comments may name
+/// anything.
+#[cfg(test)]
+mod layout {
+    use std::path::Path;
+
+    /// Every `crate::<module>` a folder's code (comments left out) names.
+    fn imports(dir: &Path, found: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                imports(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                for line in std::fs::read_to_string(&path).unwrap().lines() {
+                    let code = line.split("//").next().unwrap_or("");
+                    for (i, _) in code.match_indices("crate::") {
+                        let name: String = code[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                        found.insert(name);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_folder_imports_only_what_it_may() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let rules: [(&str, &[&str]); 9] = [
+            ("load", &["error", "load", "quant"]),
+            ("tokenizer", &["error", "tokenizer"]),
+            ("backend", &["backend", "error", "quant"]),
+            ("model", &["model", "backend", "error", "load", "quant"]),
+            ("generate", &["generate", "model", "backend", "tokenizer", "error"]),
+            ("engine", &["engine", "generate", "model", "backend", "tokenizer", "error"]),
+            ("exec", &["exec", "error"]),
+            ("prm", &["prm", "engine", "generate", "tokenizer", "exec", "error"]),
+            ("bench", &["bench", "engine", "generate", "model", "backend", "load", "tokenizer", "error", "quant"]),
+        ];
+        for (folder, allowed) in rules {
+            let mut found = std::collections::BTreeSet::new();
+            imports(&src.join(folder), &mut found);
+            let bad: Vec<&String> = found.iter().filter(|m| !allowed.contains(&m.as_str())).collect();
+            assert!(bad.is_empty(), "crate/src/{folder}/ imports {bad:?}, which its mod.rs does not allow");
+        }
+    }
+}

@@ -386,7 +386,7 @@ pub struct MajResult {
 /// Measures [`MajResult`]: sampled requests (so the samples differ) with no stop strings, on a
 /// prompt of about `prompt_tokens` tokens of ProcessBench-like text.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn run_maj(model: &Qwen2Model, tokenizer: &crate::Tokenizer, samples: usize, prompt_tokens: usize, new_tokens: usize) -> Result<MajResult> {
+pub fn run_maj(model: &Qwen2Model, tokenizer: &crate::tokenizer::Tokenizer, samples: usize, prompt_tokens: usize, new_tokens: usize) -> Result<MajResult> {
     use crate::engine::{CompletionRequest, Engine, LocalEngine};
     use crate::generate::sampling::{Sampling, SamplingParams};
     if samples == 0 || prompt_tokens == 0 || new_tokens == 0 {
