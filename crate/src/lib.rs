@@ -163,4 +163,24 @@ mod layout {
             assert!(bad.is_empty(), "crate/src/{folder}/ imports {bad:?}, which its mod.rs does not allow");
         }
     }
+
+    /// The demo (web/src) reaches the package through its public entry only (`'genprm'`), never
+    /// its files.
+    #[test]
+    fn the_demo_imports_the_package_only_through_its_public_entry() {
+        fn walk(dir: &Path, bad: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, bad);
+                } else if path.extension().is_some_and(|e| e == "ts") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    bad.extend(text.lines().filter(|l| l.contains("pkg/src") && (l.contains("from ") || l.contains("import"))).map(|l| format!("{}: {l}", path.display())));
+                }
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/src"), &mut bad);
+        assert!(bad.is_empty(), "the demo imports the package's files: {bad:#?}");
+    }
 }
