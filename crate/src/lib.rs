@@ -183,4 +183,23 @@ mod layout {
         walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/src"), &mut bad);
         assert!(bad.is_empty(), "the demo imports the package's files: {bad:#?}");
     }
+
+    /// The package's folders (pkg/src) import only those their main file allows: contract/
+    /// nothing, runtime/ and python/ contract/, api/ those three, present/ contract/ and api/.
+    #[test]
+    fn each_package_folder_imports_only_what_it_may() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pkg/src");
+        let rules: [(&str, &[&str]); 5] =
+            [("contract", &[]), ("runtime", &["contract"]), ("python", &["contract"]), ("api", &["contract", "runtime", "python"]), ("present", &["contract", "api"])];
+        for (folder, allowed) in rules {
+            for entry in std::fs::read_dir(src.join(folder)).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                for line in text.lines().filter(|l| l.contains("from '../") || l.contains("import('../")) {
+                    let target = line.split("'../").nth(1).and_then(|t| t.split('/').next()).unwrap_or("");
+                    assert!(allowed.contains(&target), "pkg/src/{folder}/ may not import ../{target}/: {}: {line}", path.display());
+                }
+            }
+        }
+    }
 }
