@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // genprm-assets DIR: copies the package's run-time assets (dist/assets/: the Pyodide runtime, the
 // sympy + mpmath bundle, the tiny demo model) and THIRD_PARTY_NOTICES.md into DIR, for a site
-// whose bundler moves the package's modules away from them (Vite, webpack, Rollup): e.g.
-// `genprm-assets public/genprm` in the build script, and `configure({ assetsURL: '/genprm/' })`
-// in the page. Files already there with the same size and an mtime no older are left alone.
+// that serves them from a place of its choosing (a CDN, a bundler the package's new URL()s do not
+// reach, such as Rollup without its assets plugin): e.g. `genprm-assets public/genprm` in the
+// build script, and `configure({ assetsURL: '/genprm/' })` in the page. Files already there with the same size and an mtime no older are left alone.
 import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';

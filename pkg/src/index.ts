@@ -9,7 +9,7 @@
 // reducer, <genprm-verifier>).
 export * from './contract/types.ts';
 export * from './contract/defaults.ts';
-export { configure, assetsURL, pythonAssetURLs, demoModelBase, DEMO_MODEL_FILES, type GenprmConfig } from './runtime/assets.ts';
+export { configure, assetsURL, assetURL, pythonAssetURLs, demoModelBase, demoModelURLs, DEMO_MODEL_FILES, type GenprmConfig } from './runtime/assets.ts';
 export { loadModel, modelSource, sharedExecutor, GenPRM, type ModelSpec, type ModelLoadProgress, type LoadModelOptions, type VerifyOptions } from './api/api.ts';
 export { gpuInfo, splitParagraphs, parseGradingInput, gradeResult, hasWasmFunction, benchRandom, startEngine, RemoteModel } from './api/engine.ts';
 export { wasm } from './runtime/wasm.ts';

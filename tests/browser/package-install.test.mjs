@@ -3,13 +3,16 @@
 // with npm into
 //   (a) a fresh Vite + TypeScript site (vite and typescript at web/'s versions): its main.ts uses
 //       <genprm-verifier> and the typed genprm-* events without casts, `tsc --noEmit` with the
-//       package's own .d.ts checked too (skipLibCheck off), `vite build`; the one step a bundled
-//       site needs for the run-time assets is the package's `genprm-assets public/genprm` in the
-//       build script and `configure({ assetsURL: '/genprm/' })` (README: "Bundlers");
-//   (b) a plain page with no bundler and no build: an import map sends 'genprm' to
+//       package's own .d.ts checked too (skipLibCheck off), `vite build`, and nothing configured
+//       for the run-time assets: Vite copies each (the package names each with a literal
+//       new URL(), dist/runtime/asset-urls.js), in `vite build` and in `vite` (the dev server,
+//       which pre-bundles the package); a third site copies them with the package's
+//       `genprm-assets public/genprm` and says so with `configure({ assetsURL })` (for CDNs);
+//   (b) a webpack 5 site (webpack-cli, no loaders or plugins), nothing configured either;
+//   (c) a plain page with no bundler and no build: an import map sends 'genprm' to
 //       node_modules/genprm/dist/index.js, and the assets are found next to the modules; the page
 //       has the Content-Security-Policy the README gives sites (CSP below).
-// Each is served as built (tests/browser/lib/server.mjs) and verifies the "apples" example with
+// Each is served as built (tests/browser/lib/server.mjs; the dev server serves itself) and verifies the "apples" example with
 // the widget and the package's demo model on the wasm CPU device: step 2 ("3 + 4 = 8") is flagged,
 // in the package's engine worker (found by the bundler, or by the browser, from its new URL()),
 // with no console errors and no failed requests. Also: a copy without dist/ refuses to pack and
@@ -27,6 +30,9 @@ import { REPO } from './lib/paths.mjs';
 
 const run = promisify(execFile);
 const LONG = 10 * 60_000;
+// The bundler versions the webpack site installs (from npm, or its cache).
+const WEBPACK = '5.113.0';
+const WEBPACK_CLI = '7.3.1';
 const PKG = join(REPO, 'pkg');
 const APPLES = {
   problem: 'Tom has 3 apples and buys 4 more. How many apples does he have?',
@@ -69,6 +75,8 @@ async function verifyApples(browser, url, artifacts, shot) {
   page.setDefaultTimeout(LONG);
   const errors = [];
   const failed = [];
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()} (${m.location()?.url ?? ''})`); });
   page.on('requestfailed', (r) => failed.push(`${r.url()}: ${r.failure()?.errorText}`));
@@ -86,7 +94,7 @@ async function verifyApples(browser, url, artifacts, shot) {
     await page.screenshot({ path: join(artifacts, shot), fullPage: true });
     // The bundler (or the browser, with no bundler) found the engine's worker from its new URL().
     const workers = page.workers().map((w) => w.url());
-    return { ...got, errors, failed, workers };
+    return { ...got, errors, failed, workers, requests };
   } finally {
     await page.close();
   }
@@ -106,7 +114,8 @@ function checkApples(got, what) {
   equal(steps[1].correct, false, `${what}: step 2 judged wrong`);
   equal(got.states.slice(0, 2), ['good', 'bad'], `${what}: the widget shows step 1 right and step 2 wrong`);
   ok(/step 2/i.test(got.summary), `${what}: the summary names step 2: ${got.summary}`);
-  ok(got.workers.some((u) => /engine-worker/.test(u)), `${what}: the model ran in the package's engine worker: ${got.workers}`);
+  // Its name: the module's (engine-worker.js), or the Worker's `name` where webpack names chunks.
+  ok(got.workers.some((u) => /engine-worker|genprm-engine/.test(u)), `${what}: the model ran in the package's engine worker: ${got.workers.map((u) => u.slice(0, 80))}`);
   // The demo source knows its files (DEMO_MODEL_FILES): the loader's probes for a pack's
   // manifest and a shard index make no request, so a working load logs nothing.
   equal(got.errors, [], `${what}: console errors`);
@@ -126,6 +135,76 @@ const WIDGET = `<genprm-verifier id="w" model="demo" device="cpu" greedy
   steps='${JSON.stringify(APPLES.steps)}'></genprm-verifier>`;
 // Sites have an icon; without one the browser asks for /favicon.ico, a 404 that is not the package's.
 const ICON = '<link rel="icon" href="data:,">';
+
+/** A fresh Vite + TypeScript site in tmp/<name> with the tarball installed (once per name): its
+ *  main.ts is `prelude` and then the typed event logging (no casts: a type error fails tsc). */
+const sites = new Map();
+async function viteSite(name, prelude, assetsStep = '') {
+  ok(tarball, 'the tarball (the first test)');
+  const app = join(tmp, name);
+  if (sites.has(app)) return app;
+  await mkdir(join(app, 'src'), { recursive: true });
+  const web = JSON.parse(await readFile(join(REPO, 'web', 'package.json'), 'utf8')).devDependencies;
+  await writeFile(join(app, 'package.json'), JSON.stringify({
+    name: 'a-tutoring-site', private: true, type: 'module',
+    scripts: { build: `${assetsStep}tsc --noEmit && vite build` },
+    devDependencies: { typescript: web.typescript, vite: web.vite },
+  }, null, 2));
+  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: {
+      target: 'ES2022', module: 'ESNext', moduleResolution: 'Bundler', lib: ['ES2022', 'DOM', 'DOM.Iterable'],
+      strict: true, noEmit: true, isolatedModules: true, skipLibCheck: false, types: [],
+    },
+    include: ['src'],
+  }, null, 2));
+  await writeFile(join(app, 'index.html'), `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Vite)</title>${ICON}
+<script type="module" src="/src/main.ts"></script></head>
+<body><h1>Check your steps</h1>
+${WIDGET}
+</body></html>
+`);
+  await writeFile(join(app, 'src', 'main.ts'), `${prelude}import 'genprm';
+import type { VerifyResult } from 'genprm';
+
+type Logged = { type: 'step'; detail: { index: number; reward: number; correct: boolean | null } }
+  | { type: 'done'; detail: VerifyResult } | { type: 'error'; detail: { message: string; stage: string } };
+const events: Logged[] = [];
+(window as unknown as { __events: Logged[] }).__events = events;
+
+const widget = document.querySelector('genprm-verifier');
+if (!widget) throw new Error('no <genprm-verifier>');
+widget.addEventListener('genprm-step', (e) => {
+  const { index, reward, correct } = e.detail;
+  events.push({ type: 'step', detail: { index, reward, correct } });
+});
+widget.addEventListener('genprm-done', (e) => events.push({ type: 'done', detail: e.detail }));
+widget.addEventListener('genprm-error', (e) => events.push({ type: 'error', detail: { message: e.detail.message, stage: e.detail.stage } }));
+`);
+  await npmInstall(app);
+  sites.set(app, true);
+  return app;
+}
+
+/** Vite's dev server for `app` on a free port; resolves once it is listening. */
+async function viteDev(app) {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), '--port', '0', '--strictPort', '--host', '127.0.0.1'],
+    { cwd: app, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  let out = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vite dev did not start:\n${out}`)), 60_000);
+    const seen = (chunk) => {
+      out += chunk;
+      const m = /Local:\s+(http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    };
+    child.stdout.on('data', seen);
+    child.stderr.on('data', seen);
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`vite dev exited (${code}):\n${out}`)); });
+  });
+  return { url, close: async () => { child.kill(); await new Promise((r) => child.once('exit', r)); } };
+}
 
 export const tests = [
   {
@@ -175,57 +254,90 @@ export const tests = [
     },
   },
   {
-    name: 'a Vite + TypeScript site installs the tarball: tsc --noEmit and vite build pass, and the widget flags step 2 of "apples" with no console errors or failed requests',
+    name: 'a Vite + TypeScript site installs the tarball and configures nothing: tsc --noEmit and vite build pass, Vite copies the package\'s assets, and the widget flags step 2 of "apples" with no console errors or failed requests',
     fn: async ({ browser, artifacts }) => {
-      ok(tarball, 'the tarball (the first test)');
-      const app = join(tmp, 'vite-site');
-      await mkdir(join(app, 'src'), { recursive: true });
-      const web = JSON.parse(await readFile(join(REPO, 'web', 'package.json'), 'utf8')).devDependencies;
-      await writeFile(join(app, 'package.json'), JSON.stringify({
-        name: 'a-tutoring-site', private: true, type: 'module',
-        scripts: { build: 'genprm-assets public/genprm && tsc --noEmit && vite build' },
-        devDependencies: { typescript: web.typescript, vite: web.vite },
-      }, null, 2));
-      await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
-        compilerOptions: {
-          target: 'ES2022', module: 'ESNext', moduleResolution: 'Bundler', lib: ['ES2022', 'DOM', 'DOM.Iterable'],
-          strict: true, noEmit: true, isolatedModules: true, skipLibCheck: false, types: [],
-        },
-        include: ['src'],
-      }, null, 2));
-      await writeFile(join(app, 'index.html'), `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Vite)</title>${ICON}
-<script type="module" src="/src/main.ts"></script></head>
-<body><h1>Check your steps</h1>
-${WIDGET}
-</body></html>
-`);
-      // The site's code: typed events, no casts (a type error fails tsc, so the test).
-      await writeFile(join(app, 'src', 'main.ts'), `import { configure, type VerifyResult } from 'genprm';
+      const app = await viteSite('vite-site', '');
+      await sh('npm', ['run', 'build'], app);
+      // Each asset was copied by Vite, renamed as Vite names assets (dist/assets/<name>-<hash>.<ext>).
+      const { readdir } = await import('node:fs/promises');
+      const emitted = await readdir(join(app, 'dist', 'assets'));
+      for (const name of ['pyodide.asm', 'python_stdlib', 'genprm-python', 'model', 'genprm_bg']) {
+        ok(emitted.some((f) => f.startsWith(`${name}-`)), `vite build copied ${name}.*: ${emitted.join(', ')}`);
+      }
+      const server = await serve(join(app, 'dist'));
+      try {
+        checkApples(await verifyApples(browser, server.url, artifacts, 'package-vite.png'), 'Vite site');
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name: 'the same site under Vite\'s dev server (`vite`, which pre-bundles the package) flags step 2 of "apples" with no console errors or failed requests',
+    fn: async ({ browser, artifacts }) => {
+      const app = await viteSite('vite-site', '');
+      const dev = await viteDev(app);
+      try {
+        checkApples(await verifyApples(browser, dev.url, artifacts, 'package-vite-dev.png'), 'Vite dev server');
+      } finally {
+        await dev.close();
+      }
+    },
+  },
+  {
+    name: 'a Vite site that copies the assets itself (`genprm-assets public/genprm`, configure({ assetsURL }), as for a CDN) flags step 2 of "apples" with no console errors or failed requests, and asks nothing of the package\'s own copies',
+    fn: async ({ browser, artifacts }) => {
+      const app = await viteSite('vite-site-assets', `import { configure } from 'genprm';
 
 // The package's run-time assets, copied by \`genprm-assets public/genprm\` (package.json).
 configure({ assetsURL: '/genprm/' });
-
-type Logged = { type: 'step'; detail: { index: number; reward: number; correct: boolean | null } }
-  | { type: 'done'; detail: VerifyResult } | { type: 'error'; detail: { message: string; stage: string } };
-const events: Logged[] = [];
-(window as unknown as { __events: Logged[] }).__events = events;
-
-const widget = document.querySelector('genprm-verifier');
-if (!widget) throw new Error('no <genprm-verifier>');
-widget.addEventListener('genprm-step', (e) => {
-  const { index, reward, correct } = e.detail;
-  events.push({ type: 'step', detail: { index, reward, correct } });
-});
-widget.addEventListener('genprm-done', (e) => events.push({ type: 'done', detail: e.detail }));
-widget.addEventListener('genprm-error', (e) => events.push({ type: 'error', detail: { message: e.detail.message, stage: e.detail.stage } }));
-`);
-      await npmInstall(app);
+`, 'genprm-assets public/genprm && ');
       await sh('npm', ['run', 'build'], app);
       ok(existsSync(join(app, 'dist', 'genprm', 'pyodide', 'pyodide.asm.wasm')), 'genprm-assets copied the assets into the build');
       const server = await serve(join(app, 'dist'));
       try {
-        checkApples(await verifyApples(browser, server.url, artifacts, 'package-vite.png'), 'Vite site');
+        const got = await verifyApples(browser, server.url, artifacts, 'package-vite-assets.png');
+        checkApples(got, 'Vite site with assetsURL');
+        const elsewhere = got.requests.filter((u) => /\.(wasm|zip|safetensors)$/.test(u) && !u.includes('/genprm/') && !/genprm(_relaxed)?_bg/.test(u));
+        equal(elsewhere, [], 'assets fetched from outside assetsURL');
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name: 'a webpack 5 site installs the tarball and configures nothing (webpack copies each asset named by the package\'s new URL()s): the widget flags step 2 of "apples" with no console errors or failed requests',
+    fn: async ({ browser, artifacts }) => {
+      ok(tarball, 'the tarball (the first test)');
+      const site = join(tmp, 'webpack-site');
+      await mkdir(join(site, 'src'), { recursive: true });
+      await writeFile(join(site, 'package.json'), JSON.stringify({
+        name: 'a-webpack-site', private: true, type: 'module',
+        scripts: { build: 'webpack' },
+        devDependencies: { webpack: WEBPACK, 'webpack-cli': WEBPACK_CLI },
+      }, null, 2));
+      await writeFile(join(site, 'webpack.config.js'), "export default { mode: 'production', entry: './src/main.js' };\n");
+      await writeFile(join(site, 'src', 'main.js'), `import 'genprm';
+window.__events = [];
+const widget = document.getElementById('w');
+for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));
+`);
+      await npmInstall(site);
+      const { stdout } = await sh('npm', ['run', 'build'], site);
+      ok(!/Critical dependency|ERROR/.test(stdout), `webpack built the package without an error or a "critical dependency" warning:\n${stdout}`);
+      const { readdir } = await import('node:fs/promises');
+      const emitted = await readdir(join(site, 'dist'));
+      for (const ext of ['wasm', 'zip', 'safetensors', 'txt']) ok(emitted.some((f) => f.endsWith(`.${ext}`)), `webpack copied the .${ext} assets: ${emitted.join(', ')}`);
+      await writeFile(join(site, 'dist', 'index.html'), `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (webpack)</title>${ICON}
+<script defer src="main.js"></script></head>
+<body><h1>Check your steps</h1>
+${WIDGET}
+</body></html>
+`);
+      const server = await serve(join(site, 'dist'));
+      try {
+        checkApples(await verifyApples(browser, server.url, artifacts, 'package-webpack.png'), 'webpack site');
       } finally {
         await server.close();
       }

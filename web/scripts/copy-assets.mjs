@@ -17,6 +17,9 @@ const repo = join(web, '..');
 const out = join(web, 'public', 'generated');
 
 const PYODIDE_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'python_stdlib.zip', 'pyodide-lock.json'];
+// Served with .txt appended to the JavaScript modules' names (pkg/src/runtime/assets.ts,
+// packagedPyodideName: dev servers would compile them; the frame needs their bytes only).
+const served = (f) => (f.endsWith('.mjs') ? `${f}.txt` : f);
 const MODELS = ['tiny-genprm'];
 
 async function copyIfChanged(from, to) {
@@ -28,8 +31,9 @@ async function copyIfChanged(from, to) {
 export async function copyAssets() {
   const bundle = await buildPythonBundle();
   const pyodideDir = dirname(require.resolve('pyodide/package.json'));
+  await rm(join(out, 'pyodide'), { recursive: true, force: true });
   await mkdir(join(out, 'pyodide'), { recursive: true });
-  for (const f of PYODIDE_FILES) await copyIfChanged(join(pyodideDir, f), join(out, 'pyodide', f));
+  for (const f of PYODIDE_FILES) await copyFile(join(pyodideDir, f), join(out, 'pyodide', served(f)));
   await mkdir(join(out, 'python'), { recursive: true });
   await copyIfChanged(bundle, join(out, 'python', 'genprm-python.zip'));
   for (const m of MODELS) {

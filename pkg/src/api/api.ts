@@ -14,7 +14,7 @@
 // The model runs in the engine's Web Worker (engine.ts), one per page, unless `worker: false`
 // (here or in configure()) or the worker cannot start; the Python runs stay on the page (the
 // executor's sandboxed frame), asked for by the worker.
-import { pythonAssetURLs, demoModelBase, DEMO_MODEL_FILES } from '../runtime/assets.ts';
+import { pythonAssetURLs, demoModelBase, demoModelURLs } from '../runtime/assets.ts';
 import { baseURLFor, filesSource, urlSource, withContext, type ModelSource } from './model-sources.ts';
 import type { DownloadProgress } from '../runtime/model-cache.ts';
 import { PyodideExecutor, type PyodideExecutorOptions } from '../python/pyodide-executor.ts';
@@ -67,7 +67,7 @@ export interface VerifyOptions {
 export function modelSource(spec: ModelSpec, options: { cache?: boolean; signal?: AbortSignal; onDownload?: (p: DownloadProgress) => void } = {}): ModelSource {
   const onProgress = options.onDownload ?? (() => {});
   if (typeof spec === 'string') {
-    if (spec.trim() === 'demo') return urlSource('the tiny demo model', demoModelBase(), onProgress, { cache: false, signal: options.signal, files: DEMO_MODEL_FILES });
+    if (spec.trim() === 'demo') return urlSource('the tiny demo model', demoModelBase(), onProgress, { cache: false, signal: options.signal, urls: demoModelURLs() });
     return urlSource(spec.trim(), baseURLFor(spec), onProgress, { cache: options.cache ?? true, signal: options.signal });
   }
   if (typeof FileList !== 'undefined' && spec instanceof FileList) return filesSource([...spec]);

@@ -3,7 +3,7 @@
 // Each source gives the wasm loader its `fetchFile(name) => Promise<Blob | null>`.
 import type { FetchFile } from '../contract/types.ts';
 import { download, type DownloadProgress } from '../runtime/model-cache.ts';
-export { demoModelBase } from '../runtime/assets.ts';
+export { demoModelBase, demoModelURLs } from '../runtime/assets.ts';
 
 export const DEFAULT_REPO = 'GenPRM/GenPRM-1.5B';
 
@@ -16,7 +16,7 @@ export interface ModelSource {
   /** What urlSource() and filesSource() were made from, so that the engine's worker can read the
    *  files itself (downloading into the same Cache API, or handed the picked Files) rather than
    *  through the page; a source without these is read through `fetchFile` on the page. */
-  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void; files?: readonly string[] };
+  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void; files?: readonly string[]; urls?: Readonly<Record<string, string>> };
   files?: File[];
 }
 
@@ -58,20 +58,24 @@ export function baseURLFor(input: string): string {
  *  site): each downloaded as the loader asks for it, with progress, and kept in the Cache API
  *  when `cache` is set; names that would leave the folder are refused. With `files` (the
  *  folder's file names, when known), a name not among them is absent without a request: the
- *  loader's probes for optional files (a pack's manifest, a shard index) then log no 404. */
+ *  loader's probes for optional files (a pack's manifest, a shard index) then log no 404. With
+ *  `urls` (each file's own URL, as a bundler placed the package's demo model), those are the
+ *  folder's only files and each is fetched from its URL. */
 export function urlSource(label: string, base: string, onProgress: (p: DownloadProgress) => void,
-  options: { cache: boolean; signal?: AbortSignal; files?: readonly string[] }): ModelSource {
+  options: { cache: boolean; signal?: AbortSignal; files?: readonly string[]; urls?: Readonly<Record<string, string>> }): ModelSource {
   const missing = new Map<string, string>();
+  const urls = options.urls ? new Map(Object.entries(options.urls)) : null;
+  const files = urls ? [...urls.keys()] : options.files;
   // The folder's file names: given, or (a Hugging Face repo) asked of its API once.
-  let listing: Promise<Set<string> | null> | null = options.files ? Promise.resolve(new Set(options.files)) : null;
+  let listing: Promise<Set<string> | null> | null = files ? Promise.resolve(new Set(files)) : null;
   return {
     label,
     missing,
-    location: { base, cache: options.cache, signal: options.signal, onProgress, files: options.files },
+    location: { base, cache: options.cache, signal: options.signal, onProgress, files, urls: options.urls },
     fetchFile: async (name) => {
-      const url = new URL(name, base).href;
+      const url = urls?.get(name) ?? new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
-      if (!url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
+      if (!urls?.has(name) && !url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
       listing ??= huggingFaceFiles(base, options);
       const listed = await listing;
       if (listed && !listed.has(name)) {

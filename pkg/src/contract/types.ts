@@ -228,3 +228,9 @@ export interface WasmModule {
   gradeResult?: (row: GradeRow, result: VerifyResult | null) => GradeResult;
   benchRandom?: (options: BenchOptions, onProgress: (p: BenchProgress) => void) => Promise<BenchResult>;
 }
+
+/** The Pyodide runtime's files, as the package ships them in assets/pyodide/: the page downloads
+ *  each (PyodideExecutor) and hands them to the sandboxed frame, so each may have its own URL. */
+export const PYODIDE_RUNTIME_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'python_stdlib.zip', 'pyodide-lock.json'] as const;
+/** One of {@link PYODIDE_RUNTIME_FILES}. */
+export type PyodideRuntimeFile = typeof PYODIDE_RUNTIME_FILES[number];

@@ -22,7 +22,7 @@
 //   appended (the model reads at most the crate's 8,192 of them, as natively).
 // - The page accepts only answers to its own requests: from its frame's window, with the
 //   request's id and random nonce; everything else is dropped (`ignoredMessages` counts it).
-import type { ExecOutcome, ExecutorBridge } from '../contract/types.ts';
+import { PYODIDE_RUNTIME_FILES, type ExecOutcome, type ExecutorBridge, type PyodideRuntimeFile } from '../contract/types.ts';
 import type { FromFrame, InterpreterInfo, PythonFiles, PythonProgress, ToFrame } from './worker-protocol.ts';
 import { TIME_LIMIT_SECS } from '../contract/defaults.ts';
 import { capOutcome, frameDocument, OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
@@ -45,6 +45,9 @@ const FRAME_LOAD_LIMIT_MS = 20_000;
 export interface PyodideExecutorOptions {
   /** Where Pyodide's runtime files are served (pyodide.mjs, pyodide.asm.wasm, python_stdlib.zip, ...). */
   indexURL: string | URL;
+  /** A runtime file's own URL where it is not `indexURL` + its name (a bundler copied and renamed
+   *  it): the page fetches each file itself, so the names need not match. */
+  runtimeURLs?: Partial<Record<PyodideRuntimeFile, string | URL>>;
   /** The sympy + mpmath bytecode bundle (genprm-python.zip). */
   bundleURL: string | URL;
   /** The limit per run, in milliseconds (default 5000, the official limit). */
@@ -77,7 +80,6 @@ interface Pending {
   accepted: () => void;
 }
 
-const PYODIDE_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'python_stdlib.zip', 'pyodide-lock.json'] as const;
 
 class RequestTimeout extends Error {}
 
@@ -318,11 +320,11 @@ export class PyodideExecutor implements ExecutorBridge {
       this.files = (async () => {
         progress({ stage: 'runtime' });
         const [runtime, bundle] = await Promise.all([
-          Promise.all(PYODIDE_FILES.map((f) => fetchBytes(new URL(f, indexURL).href))),
-          fetchBytes(bundleURL, (loaded, total) => progress({ stage: 'packages', loaded, total })),
+          Promise.all(PYODIDE_RUNTIME_FILES.map((f) => fetchBytes(new URL(String(this.opts.runtimeURLs?.[f] ?? new URL(f, indexURL)), indexURL).href, f))),
+          fetchBytes(bundleURL, 'genprm-python.zip', (loaded, total) => progress({ stage: 'packages', loaded, total })),
         ]);
         const files = {} as PythonFiles;
-        PYODIDE_FILES.forEach((f, i) => { files[f] = runtime[i]; });
+        PYODIDE_RUNTIME_FILES.forEach((f, i) => { files[f] = runtime[i]; });
         files['genprm-python.zip'] = bundle;
         return files;
       })();
@@ -334,9 +336,20 @@ export class PyodideExecutor implements ExecutorBridge {
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-async function fetchBytes(url: string, onProgress?: (loaded: number, total?: number) => void): Promise<ArrayBuffer> {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${url} gave HTTP ${res.status}`);
+/** A runtime file's bytes; an error that names the URL when the server has no such file or
+ *  answers with a web page instead (a single-page app's fallback for unknown paths). */
+async function fetchBytes(url: string, name: string, onProgress?: (loaded: number, total?: number) => void): Promise<ArrayBuffer> {
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new Error(`${name}: could not fetch ${url} (${errorText(e)})`);
+  }
+  if (!res.ok) throw new Error(`${name}: ${url} gave HTTP ${res.status}: the package's Python runtime is not served there (see the package's README, "Assets")`);
+  const type = res.headers.get('content-type') ?? '';
+  if (/^\s*(text\/html|application\/xhtml\+xml)\b/i.test(type)) {
+    throw new Error(`${name}: ${url} answered with a web page (${type.split(';')[0]}), not the file: the package's Python runtime is not served there (see the package's README, "Assets")`);
+  }
   const total = Number(res.headers.get('content-length')) || undefined;
   if (!onProgress || !res.body) return res.arrayBuffer();
   const reader = res.body.getReader();

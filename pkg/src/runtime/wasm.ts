@@ -6,6 +6,7 @@
 // The wasm module, loaded once on first use. Errors become messages that say what to do.
 import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from '../contract/types.ts';
 import { RELAXED_SIMD_PROBE } from './relaxed-simd.ts';
+import { PACKAGED_FILES } from './asset-urls.ts';
 
 let loading: Promise<WasmModule> | null = null;
 let relaxedAllowed = true;
@@ -34,19 +35,34 @@ export function wasm(): Promise<WasmModule> {
       if (relaxedAllowed && hasRelaxedSimd()) {
         try {
           const mod = await import('genprm-wasm-relaxed');
-          await mod.default();
+          await mod.default(await moduleBytes('wasm/genprm_relaxed_bg.wasm'));
           return mod as unknown as WasmModule;
         } catch (e) {
           console.warn(`genprm: the relaxed-SIMD module did not load (${e}); using the SIMD128 one`);
         }
       }
       const mod = await import('genprm-wasm');
-      await mod.default();
+      await mod.default(await moduleBytes('wasm/genprm_bg.wasm'));
       return mod as unknown as WasmModule;
     })();
     loading.catch(() => { loading = null; });
   }
   return loading;
+}
+
+/** The packaged module's response, checked: a server without the file, or one that answers with a
+ *  web page in its place (a single-page app's fallback), gets an error naming the URL rather than
+ *  WebAssembly's "expected magic word". Undefined in the source tree: the glue finds its module. */
+async function moduleBytes(path: string): Promise<{ module_or_path: Response } | undefined> {
+  const url = PACKAGED_FILES?.[path];
+  if (!url) return undefined;
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`the genprm WebAssembly module: ${url.href} gave HTTP ${res.status}`);
+  const type = res.headers.get('content-type') ?? '';
+  if (/^\s*(text\/html|application\/xhtml\+xml)\b/i.test(type)) {
+    throw new Error(`the genprm WebAssembly module: ${url.href} answered with a web page (${type.split(';')[0]}), not the module: the package's files are not served there`);
+  }
+  return { module_or_path: res };
 }
 
 /** Initialises WebGPU with the adapter's limits; rejects with a message saying what is missing. */

@@ -2,7 +2,7 @@
 // files or a folder from disk, or the tiny demo model; WebGPU checks; download and weight-loading
 // progress; the cache's size and a control to clear it.
 import {
-  baseURLFor, cacheAvailable, cacheUsage, clearCache, DEFAULT_REPO, DEMO_MODEL_FILES, demoModelBase, filesSource, gpuInfo, loadModel, persistStorage, startEngine, urlSource,
+  baseURLFor, cacheAvailable, cacheUsage, clearCache, DEFAULT_REPO, demoModelBase, demoModelURLs, filesSource, gpuInfo, loadModel, persistStorage, startEngine, urlSource,
   type DownloadProgress, type GenPRM, type GpuInfo, type LoadModelOptions, type LoadProgress, type ModelInfo, type ModelLoadProgress, type ModelSource,
 } from 'genprm';
 import type { Alerts } from './alerts.ts';
@@ -119,7 +119,7 @@ export class ModelPanel {
         return urlSource(`${this.repo.value.trim()}`, base, onProgress, { cache: true, signal });
       }
       case 'demo':
-        return urlSource('the tiny demo model', demoModelBase(), onProgress, { cache: false, signal, files: DEMO_MODEL_FILES });
+        return urlSource('the tiny demo model', demoModelBase(), onProgress, { cache: false, signal, urls: demoModelURLs() });
       case 'files':
       case 'folder': {
         const list = [...((this.kind === 'files' ? this.files : this.folder).files ?? [])];
