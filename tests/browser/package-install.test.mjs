@@ -375,4 +375,57 @@ ${WIDGET}
       }
     },
   },
+  {
+    name: 'assets missing on a single-page app\'s server (its index page, status 200, for every unknown path): the widget\'s error names the URL and says a web page came back, for the demo model\'s files and for the Python runtime\'s',
+    fn: async ({ browser }) => {
+      const site = join(tmp, 'plain-site');
+      ok(existsSync(join(site, 'node_modules', 'genprm')), 'the plain site (the test before)');
+      // /genprm/ serves a copy of dist/assets without pyodide/; /nothing/ serves no asset at all.
+      const partial = join(tmp, 'partial-assets');
+      await cp(join(site, 'node_modules', 'genprm', 'dist', 'assets'), partial, { recursive: true, filter: (src) => !src.includes('pyodide') });
+      const page = (base) => `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Assets elsewhere</title>${ICON}
+<script type="importmap">{ "imports": { "genprm": "./node_modules/genprm/dist/index.js" } }</script>
+<script type="module">
+  import { configure } from 'genprm';
+  configure({ assetsURL: '${base}' });
+  window.__events = [];
+  const widget = document.getElementById('w');
+  for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));
+</script></head>
+<body>${WIDGET}</body></html>
+`;
+      await writeFile(join(site, 'no-python.html'), page('/genprm/'));
+      await writeFile(join(site, 'no-assets.html'), page('/nothing/'));
+      const server = await serve(site, { '/genprm/': { dir: partial, spa: true }, '/nothing/': { dir: join(tmp, 'empty'), spa: true } });
+      const message = async (path) => {
+        const p = await browser.newPage();
+        p.setDefaultTimeout(LONG);
+        try {
+          await p.goto(new URL(path, server.url).href);
+          await p.waitForFunction(() => customElements.get('genprm-verifier') !== undefined);
+          await p.locator('#w').getByRole('button', { name: 'Verify the steps' }).click();
+          await p.waitForFunction(() => window.__events?.some((e) => e.type === 'done' || e.type === 'error'), null, { timeout: LONG });
+          const events = await p.evaluate(() => window.__events);
+          const err = events.find((e) => e.type === 'error');
+          ok(err, `${path}: a genprm-error event: ${JSON.stringify(events.map((e) => e.type))}`);
+          return { message: err.detail.message, stage: err.detail.stage, shown: await p.evaluate(() => document.getElementById('w').shadowRoot.textContent) };
+        } finally {
+          await p.close();
+        }
+      };
+      try {
+        const model = await message('no-assets.html');
+        ok(model.message.includes(`${server.url}nothing/models/tiny-genprm/config.json`) && /HTML page/.test(model.message),
+          `the model's error names the URL and the HTML page: ${model.message}`);
+        const python = await message('no-python.html');
+        ok(/pyodide/.test(python.message) && python.message.includes(`${server.url}genprm/pyodide/`) && /web page \(text\/html\)/.test(python.message),
+          `the Python runtime's error names the URL and the web page: ${python.message}`);
+        ok(python.stage === 'python', `the error's stage is 'python': ${python.stage}`);
+        ok(python.shown.includes('web page'), 'the widget shows it');
+      } finally {
+        await server.close();
+      }
+    },
+  },
 ];

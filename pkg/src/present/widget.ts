@@ -84,7 +84,7 @@ progress { display: inline-block; width: 160px; height: 8px; }
 `;
 
 /** Where a widget's error arose. */
-export type Stage = 'input' | 'load' | 'verify';
+export type Stage = 'input' | 'load' | 'python' | 'verify';
 
 /** The events a <genprm-verifier> fires, with their details: `addEventListener` on the element
  *  (or any HTMLElement) is typed by this map. */
@@ -255,7 +255,15 @@ export class GenprmVerifier extends Base {
       if (this.hasAttribute('greedy')) options.greedy = true;
       if (options.execute !== false) {
         this.say('Starting Python…');
-        await sharedExecutor().ready.catch(() => undefined); // runs then report the failure to the model
+        // A verification whose code cannot run would judge on error messages of ours rather than
+        // on what the code prints: stop, and say why (a site that wants verdicts without the
+        // model's code runs sets `execute: false` in the options).
+        try {
+          await sharedExecutor().ready;
+        } catch (e) {
+          this.fail('python', `Python could not start, so the model's code cannot run: ${errorText(e)}`);
+          return null;
+        }
       }
       this.say(`Checking ${steps.length} step${steps.length === 1 ? '' : 's'}…`);
       let result: VerifyResult;

@@ -96,7 +96,6 @@ export class PyodideExecutor implements ExecutorBridge {
   /** Messages dropped because they answered nothing this executor asked. */
   ignoredMessages = 0;
   private frame: Frame | null = null;
-  private lastReady: Promise<void>;
   private files: Promise<PythonFiles> | null = null;
   private pending = new Map<number, Pending>();
   private queues = new Map<number, Promise<unknown>>();
@@ -108,13 +107,14 @@ export class PyodideExecutor implements ExecutorBridge {
   constructor(options: PyodideExecutorOptions) {
     this.opts = { timeoutMs: TIME_LIMIT_MS, warm: 1, ...options };
     addEventListener('message', this.listener);
-    this.lastReady = this.startFrame().ready;
+    this.startFrame();
   }
 
-  /** Resolves when Python and sympy are loaded (the first interpreter); rejects if it cannot start. */
+  /** Resolves when Python and sympy are loaded (the first interpreter); rejects if it cannot start.
+   *  Asked again after a failure, it starts again (a download that failed is retried). */
   get ready(): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the Python executor was closed'));
-    return this.frame?.ready ?? this.lastReady;
+    return (this.frame ?? this.startFrame()).ready;
   }
 
   run(path: number, code: string): Promise<ExecOutcome> {
@@ -288,7 +288,6 @@ export class PyodideExecutor implements ExecutorBridge {
       if (this.frame === frame) this.frame = null;
       this.dropFrame(frame, errorText(e));
     });
-    this.lastReady = frame.ready;
     return frame;
   }
 
