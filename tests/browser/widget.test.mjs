@@ -269,4 +269,32 @@ export const tests = [
     name: 'no errors in the console',
     fn: async () => equal(errors.filter((e) => !/status of 404/.test(e)), [], 'console errors'),
   },
+  {
+    name: 'the engine worker crashing mid-verification (an uncaught trap in it): the widget says the verification stopped, and Verify again loads the model in a new worker and completes',
+    fn: async () => {
+      const before = page.workers().filter((w) => /engine-worker/.test(w.url()));
+      equal(before.length, 1, 'one engine worker');
+      const started = page.evaluate(() => {
+        const w = document.getElementById('w2');
+        window.__crash = { reward: new Promise((r) => w.addEventListener('genprm-reward', r, { once: true })) };
+        return true;
+      });
+      await started;
+      const run = page.evaluate(() => document.getElementById('w2').verify().then((r) => r && { complete: r.complete }));
+      await page.evaluate(() => window.__crash.reward);
+      // As a trap in the wasm module surfaces from a task the worker runs: uncaught.
+      await before[0].evaluate(() => { setTimeout(() => { throw new WebAssembly.RuntimeError('unreachable (a simulated trap)'); }, 0); });
+      equal(await run, null, 'the stopped verification resolves null');
+      const error = (await events('w2')).filter((e) => e.type === 'error').at(-1)?.detail;
+      ok(error && error.stage === 'verify' && /worker stopped/.test(error.message) && /simulated trap/.test(error.message) && /load it again|Verify again/.test(error.message),
+        `a genprm-error says the worker stopped and what to do: ${JSON.stringify(error)}`);
+      const shown = await page.evaluate(() => document.getElementById('w2').shadowRoot.textContent);
+      ok(/worker stopped/.test(shown), 'the widget shows it');
+      const again = await page.evaluate(() => document.getElementById('w2').verify().then((r) => r && { complete: r.complete, first: r.first_error_step }));
+      equal(again, { complete: true, first: 1 }, 'Verify again completes (step 2 flagged)');
+      const after = page.workers().filter((w) => /engine-worker/.test(w.url()));
+      equal(after.length, 1, `one engine worker again: ${page.workers().map((w) => w.url())}`);
+      ok(after[0] !== before[0], 'a new one');
+    },
+  },
 ];

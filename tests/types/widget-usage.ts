@@ -19,7 +19,7 @@ if (el) {
   });
   el.addEventListener('genprm-error', (e) => {
     const message: string = e.detail.message;
-    const stage: 'input' | 'load' | 'verify' = e.detail.stage;
+    const stage: 'input' | 'load' | 'python' | 'verify' = e.detail.stage;
     void message, void stage;
   });
   el.addEventListener('genprm-reward', (e) => {

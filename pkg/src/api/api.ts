@@ -137,8 +137,13 @@ export class GenPRM {
 
   get device(): 'gpu' | 'cpu' { return this.info.device === 'cpu' ? 'cpu' : 'gpu'; }
 
+  /** Why the model is gone, or null while it is usable: the engine's worker stopped (a crash, a
+   *  trap in the wasm module) and took the model with it. Load it again (a new worker starts). */
+  get lost(): Error | null { return (this.wasmModel as { lost?: Error | null }).lost ?? null; }
+
   /** Verifies a solution; resolves with the result (complete=false with `error` when stopped
-   *  part-way, judged steps kept), rejects only on invalid arguments. Calls are queued. */
+   *  part-way, judged steps kept), rejects on invalid arguments and when the model is lost (its
+   *  worker stopped: see `lost`). Calls are queued. */
   verify(request: VerifyRequest, options: VerifyOptions = {}): Promise<VerifyResult> {
     const runsCode = request.options?.execute !== false;
     const executor = options.executor ?? (runsCode ? sharedExecutor() : NO_EXECUTOR);

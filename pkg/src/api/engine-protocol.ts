@@ -42,6 +42,9 @@ export type FromEngine =
   | { type: 'done'; id: number; value: unknown; info?: ModelInfo }
   | { type: 'loaded'; id: number; model: number; info: ModelInfo }
   | { type: 'failed'; id: number; error: ErrorData }
+  /** The wasm module trapped (a panic, an out-of-bounds access): its state cannot be trusted, so
+   *  the worker ends itself, and the page fails every job and starts a new worker when next asked. */
+  | { type: 'lost'; error: ErrorData }
   // Requests to the page, during job `job`.
   | { type: 'fetch-file'; id: number; job: number; name: string }
   | { type: 'run'; id: number; job: number; path: number; code: string }

@@ -42,7 +42,13 @@ async function job(id: number, work: (signal: AbortSignal) => Promise<void>): Pr
   try {
     await work(abort.signal);
   } catch (e) {
-    post({ type: 'failed', id, error: errorData(e) });
+    if (e instanceof WebAssembly.RuntimeError) {
+      // A trap: the page fails every job (this one too) and starts a new worker when next asked.
+      post({ type: 'lost', error: errorData(e) });
+      (self as unknown as { close(): void }).close();
+    } else {
+      post({ type: 'failed', id, error: errorData(e) });
+    }
   } finally {
     aborts.delete(id);
   }

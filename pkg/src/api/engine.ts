@@ -102,6 +102,7 @@ class WorkerEngine implements Engine {
 
   private onMessage(m: FromEngine): void {
     if (m.type === 'ready') return;
+    if (m.type === 'lost') { this.die(`the engine's worker stopped: its WebAssembly module failed (${m.error.message})`); return; }
     const id = m.type === 'fetch-file' || m.type === 'run' || m.type === 'reset' ? m.job : m.id;
     const job = this.jobs.get(id);
     if (!job) return;
@@ -169,9 +170,21 @@ export class RemoteModel implements WasmModel {
   /** The model's facts as of its last verification (the counters, such as decodeReplays, move). */
   info(): ModelInfo { return { ...this.latest }; }
 
+  /** Why the model is gone with its worker (the worker stopped: a crash, a trap in the wasm
+   *  module), or null while it is usable. A lost model is loaded again in a new worker. */
+  get lost(): Error | null {
+    return this.engine.dead;
+  }
+
   async verify(request: VerifyRequest, executor: ExecutorBridge, onEvent: (e: VerifyEvent) => void, signal?: AbortSignal | null): Promise<VerifyResult> {
     if (this.freed) throw new Error('this model was freed');
-    const m = await this.engine.start((id) => ({ type: 'verify', id, model: this.handle, request }), { onEvent, executor }, signal ?? undefined);
+    let m: Extract<FromEngine, { type: 'done' | 'loaded' }>;
+    try {
+      m = await this.engine.start((id) => ({ type: 'verify', id, model: this.handle, request }), { onEvent, executor }, signal ?? undefined);
+    } catch (e) {
+      if (this.engine.dead) throw new Error(`${this.engine.dead.message}; the model was lost with it: load it again`);
+      throw e;
+    }
     const done = m as Extract<FromEngine, { type: 'done' }>;
     if (done.info) this.latest = done.info;
     return done.value as VerifyResult;

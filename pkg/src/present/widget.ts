@@ -112,8 +112,11 @@ interface StepView { li: HTMLLIElement; verdict: HTMLElement; fill: HTMLElement;
 interface Shared { promise: Promise<GenPRM>; listeners: Set<(p: ModelLoadProgress) => void> }
 const models = new Map<string, Shared>();
 
-function sharedModel(model: string, device: 'auto' | 'gpu' | 'cpu', quant: 'q4' | 'q8' | null | undefined, onProgress: (p: ModelLoadProgress) => void): Promise<GenPRM> {
+async function sharedModel(model: string, device: 'auto' | 'gpu' | 'cpu', quant: 'q4' | 'q8' | null | undefined, onProgress: (p: ModelLoadProgress) => void): Promise<GenPRM> {
   const key = JSON.stringify([model, device, quant ?? 'default']);
+  const held = models.get(key);
+  // A model lost with its worker (a crash) is loaded again, in a new one.
+  if (held && (await held.promise.catch(() => null))?.lost && models.get(key) === held) models.delete(key);
   let entry = models.get(key);
   if (!entry) {
     const listeners = new Set<(p: ModelLoadProgress) => void>();
@@ -270,7 +273,7 @@ export class GenprmVerifier extends Base {
       try {
         result = await model.verify({ problem, steps, options }, { signal: abort.signal, onEvent: (e) => this.onEvent(e, steps.length) });
       } catch (e) {
-        this.fail('verify', `The verification could not start: ${errorText(e)}`);
+        this.fail('verify', model.lost ? `The verification stopped: ${errorText(e)} (Verify again to reload it)` : `The verification could not start: ${errorText(e)}`);
         return null;
       }
       this.finish(result);
