@@ -7,8 +7,9 @@
 // Prints `dawn tests: P passed, F failed, S skipped`; exit status 1 when a case fails.
 //   node tests/dawn/run.mjs [--require-all]   (after scripts/build-wasm and npm ci --prefix web)
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { wasmNames } from './wasm-names.mjs';
@@ -114,9 +115,20 @@ function checkModules() {
     }
   }
   if (!named) {
-    // wasm-opt drops the name section; the tests' build (GENPRM_WASM_OPT=0) keeps it.
-    console.log(`SKIP dawn › ${name}: the modules have no name section (built with wasm-opt; GENPRM_WASM_OPT=0 keeps it)`);
-    return skipped++;
+    // The release build drops the name section (wasm-bindgen, wasm-opt): read the names in the
+    // module wasm-ld linked, which scripts/build-wasm left in the target directory (the last
+    // variant it built; both are linked alike).
+    const target = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'genprm', 'target');
+    const raw = ['wasm-release', 'debug'].map((p) => join(target, 'wasm32-unknown-unknown', p, 'genprm.wasm')).filter((f) => existsSync(f))
+      .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
+    const linked = raw ? wasmNames(readFileSync(raw)) : null;
+    if (!linked?.hasNameSection) {
+      console.log(`SKIP dawn › ${name}: the modules have no name section, nor has the linked module (${raw ?? 'not in the target directory'})`);
+      return skipped++;
+    }
+    const wrapped = [...linked.functions, ...linked.exports].filter((f) => f.includes('command_export'));
+    if (wrapped.length) problems.push(`${raw}: ${wrapped.length} wrapped (${wrapped.slice(0, 4).join(', ')}…)`);
+    if (!linked.functions.some((f) => f.includes('wasm_call_ctors'))) problems.push(`${raw}: no __wasm_call_ctors in its name section (is the explicit call still there?)`);
   }
   if (problems.length) {
     failed++;
