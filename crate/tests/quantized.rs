@@ -150,6 +150,13 @@ fn packs_round_trip_and_refuse_corruption() {
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "genprm-pack.json", "weights-00001.bin"] {
         assert!(pack.join(f).exists(), "{f}");
     }
+    // The manifest lists the folder's other files (the browser asks for no file it lacks): those
+    // the source had, exactly.
+    let listed: serde_json::Value = serde_json::from_slice(&std::fs::read(pack.join("genprm-pack.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = listed["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let had: Vec<&str> = genprm::pack::SIDE_FILES.iter().copied().filter(|f| model.join(f).exists()).collect();
+    assert_eq!(listed, had);
+    assert!(listed.contains(&"chat_template.jinja") && listed.contains(&"config.json"), "{listed:?}");
     // The pack loads to the same numbers as quantizing on the fly, on every device.
     let ids = prompt("tiny-genprm");
     for (kind, device) in devices() {

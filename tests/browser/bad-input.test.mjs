@@ -3,9 +3,11 @@
 // message naming the file and the field, line or tensor, with no model loaded, nothing
 // requested outside the model's folder, and no uncaught error.
 import { equal, ok } from './lib/assert.mjs';
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TINY } from './lib/fixtures.mjs';
+import { genprmBinary, TINY } from './lib/fixtures.mjs';
 import { wasmMissing } from './lib/wasm.mjs';
 
 let page;
@@ -163,6 +165,35 @@ export const tests = [
       } finally {
         await context.unroute('https://huggingface.co/**');
       }
+    },
+  },
+  {
+    name: 'a q4 pack at a path on the site loads with no request for a file its folder lacks (its manifest lists them) and no console error',
+    fn: async ({ server, fixtures }) => {
+      if (!existsSync(genprmBinary())) throw new Error(`the native CLI ${genprmBinary()} is not built (cargo build --bin genprm)`);
+      // A checkpoint whose chat template is in tokenizer_config.json (as many on Hugging Face):
+      // its pack has no chat_template.jinja, which a loader without the manifest's list asks for.
+      const source = join(fixtures, 'site-pack-source');
+      await rm(source, { recursive: true, force: true });
+      await cp(TINY, source, { recursive: true });
+      const config = JSON.parse(await readFile(join(source, 'tokenizer_config.json'), 'utf8'));
+      config.chat_template = await readFile(join(source, 'chat_template.jinja'), 'utf8');
+      await writeFile(join(source, 'tokenizer_config.json'), JSON.stringify(config));
+      await rm(join(source, 'chat_template.jinja'));
+      const pack = join(fixtures, 'models', 'site-pack');
+      await rm(pack, { recursive: true, force: true });
+      execFileSync(genprmBinary(), ['quantize', '--model', source, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
+      const has = new Set(readdirSync(pack));
+      ok(!has.has('chat_template.jinja'), 'the pack has no chat_template.jinja');
+      const asked = server.requests.length;
+      const before = errors.length;
+      const { loaded, alerts } = await loadURL(server, '/__test__/models/site-pack/');
+      equal(loaded, true, `the pack loads: ${alerts}`);
+      const prefix = '/__test__/models/site-pack/';
+      const names = server.requests.slice(asked).filter((u) => u.startsWith(prefix)).map((u) => decodeURIComponent(u.slice(prefix.length).split('?')[0]));
+      ok(names.includes('genprm-pack.json') && names.includes('weights-00001.bin'), `the pack was read by URL: ${names}`);
+      equal(names.filter((n) => !has.has(n)), [], 'files asked of the pack\'s folder that it does not have');
+      equal(errors.slice(before), [], 'console errors while loading');
     },
   },
   {

@@ -10,12 +10,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { close, equal, ok } from './lib/assert.mjs';
 import { REPO } from './lib/paths.mjs';
 import { RELAXED_SIMD_PROBE, wasmMissing } from './lib/wasm.mjs';
-import { TINY } from './lib/fixtures.mjs';
+import { genprmBinary, TINY } from './lib/fixtures.mjs';
 
 const DEVICE = process.env.GENPRM_BROWSER_DEVICE || 'gpu';
 const REWARD_TOL = 1e-3; // WebGPU (f32, another summation order) against the CPU
@@ -24,11 +24,6 @@ const LONG = 20 * 60_000; // SwiftShader is slow; tests assert behaviour, not ti
 let page;
 let records;
 const errors = [];
-
-function genprmBinary() {
-  const target = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'genprm', 'target');
-  return join(target, 'debug', 'genprm');
-}
 
 async function cli(record, samples = 1, model = join(REPO, 'tests/fixtures/models/tiny-genprm'), extra = []) {
   const dir = await mkdtemp(join(tmpdir(), 'genprm-e2e-'));

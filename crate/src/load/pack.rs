@@ -99,6 +99,11 @@ pub struct Manifest {
     pub shards: Vec<ShardInfo>,
     /// Every tensor.
     pub tensors: Vec<PackedTensor>,
+    /// The other files of the pack's folder (those of [`SIDE_FILES`] the source had), so that a
+    /// reader that must ask for each file (a browser, over HTTP) asks for none the folder lacks;
+    /// empty in packs written before the field (the reader then asks, and takes a 404 as absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -121,9 +126,11 @@ pub fn write_pack(
 ) -> Result<Manifest> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut copied_config = None;
+    let mut files = Vec::new();
     for f in SIDE_FILES {
         let from = src_dir.join(f);
         if from.exists() {
+            files.push(f.to_string());
             let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
             if *f == "config.json" {
                 copied_config = Some(sha256_hex(&bytes));
@@ -180,7 +187,7 @@ pub fn write_pack(
         }
     }
     let shards = writer.finish()?;
-    let manifest = Manifest { format: "genprm-pack".into(), version: 1, quant, group_size: GROUP, scale_dtype, config_sha256, shards, tensors };
+    let manifest = Manifest { format: "genprm-pack".into(), version: 1, quant, group_size: GROUP, scale_dtype, config_sha256, shards, tensors, files };
     let path = out.join(MANIFEST);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::json(&path, &e))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;

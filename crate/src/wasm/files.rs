@@ -6,10 +6,20 @@ use super::*;
 /// The model's files, fetched through the page's `fetchFile(name) => Promise<Blob | null>`.
 pub(super) struct Files {
     pub(super) fetch: Function,
+    /// The folder's file names when known (a pack's manifest lists them): another name is
+    /// absent without asking the page, so no request is made for it (a 404 in the console).
+    pub(super) known: Option<std::collections::HashSet<String>>,
 }
 
 impl Files {
+    pub(super) fn new(fetch: Function) -> Self {
+        Files { fetch, known: None }
+    }
+
     pub(super) async fn get(&self, name: &str) -> Result<Option<Blob>> {
+        if self.known.as_ref().is_some_and(|known| !known.contains(name)) {
+            return Ok(None);
+        }
         let failed = |e: JsValue| Error::Io {
             path: name.into(),
             source: std::io::Error::other(e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}"))),

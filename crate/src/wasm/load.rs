@@ -62,7 +62,7 @@ pub(super) fn parse_format(value: Option<&str>, field: &str) -> Result<Option<Qu
 }
 
 pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -> Result<Model> {
-    let files = Files { fetch };
+    let mut files = Files::new(fetch);
     let report = |stage: &str, done: usize, total: usize, tensor: Option<&str>| {
         let _ = on_progress.call1(&JsValue::NULL, &to_js(&WebProgress { stage, done, total, tensor }));
     };
@@ -73,6 +73,20 @@ pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: 
         kv_f16: options.kv_f16,
         gpu_decode: options.gpu_decode.unwrap_or_default(),
         ..LoadOptions::default()
+    };
+    // A pack's manifest first: it lists the folder's other files, so the optional ones it lacks
+    // (chat_template.jinja, say) are never asked for.
+    let manifest = match files.get(MANIFEST).await? {
+        Some(blob) => {
+            let mpath = Path::new(MANIFEST);
+            let manifest: Manifest = serde_json::from_slice(&read_all(&blob, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
+            if !manifest.files.is_empty() {
+                let names = manifest.files.iter().cloned().chain(manifest.shards.iter().map(|s| s.file.clone()));
+                files.known = Some(names.chain([MANIFEST.to_string()]).collect());
+            }
+            Some(manifest)
+        }
+        None => None,
     };
     report("config", 0, 1, None);
     let cpath = Path::new("config.json");
@@ -102,10 +116,8 @@ pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: 
         }
     };
     let mut on_tensor = |p: LoadProgress<'_>| report("weights", p.done, p.total, Some(p.tensor));
-    let (model, quant) = match files.get(MANIFEST).await? {
+    let (model, quant) = match manifest {
         Some(manifest) => {
-            let mpath = Path::new(MANIFEST);
-            let manifest: Manifest = serde_json::from_slice(&read_all(&manifest, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
             let hint = format!("; {MANIFEST} lists it");
             let fetch = async |info: &ShardInfo| Ok(BlobBytes(files.required(&info.file, &hint).await?));
             let pack = Pack::verified(Path::new(""), manifest, &config_bytes, fetch, &mut |file, done, total| report("checksum", done, total, Some(file))).await?;

@@ -2,11 +2,17 @@
 // served under /__test__/models/: a truncated safetensors file, a config that is not Qwen2, and a
 // good copy of the tiny model for the cache test.
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './paths.mjs';
 
 export const TINY = join(REPO, 'tests', 'fixtures', 'models', 'tiny-genprm');
+
+/** The native CLI cargo test built (the dev profile). */
+export function genprmBinary() {
+  const target = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'genprm', 'target');
+  return join(target, 'debug', 'genprm');
+}
 
 async function copyModel(to) {
   await mkdir(to, { recursive: true });
