@@ -100,7 +100,7 @@ async function verifyApples(browser, url, artifacts, shot) {
   }
 }
 
-function checkApples(got, what) {
+function checkApples(got, what, { worker = true } = {}) {
   const err = got.events.find((e) => e.type === 'error');
   ok(!err, `${what}: no genprm-error event: ${JSON.stringify(err?.detail)}`);
   const done = got.events.filter((e) => e.type === 'done');
@@ -115,7 +115,7 @@ function checkApples(got, what) {
   equal(got.states.slice(0, 2), ['good', 'bad'], `${what}: the widget shows step 1 right and step 2 wrong`);
   ok(/step 2/i.test(got.summary), `${what}: the summary names step 2: ${got.summary}`);
   // Its name: the module's (engine-worker.js), or the Worker's `name` where webpack names chunks.
-  ok(got.workers.some((u) => /engine-worker|genprm-engine/.test(u)), `${what}: the model ran in the package's engine worker: ${got.workers.map((u) => u.slice(0, 80))}`);
+  equal(got.workers.some((u) => /engine-worker|genprm-engine/.test(u)), worker, `${what}: the model ran in the package's engine worker (${worker}): ${got.workers.map((u) => u.slice(0, 80))}`);
   // The demo source knows its files (DEMO_MODEL_FILES): the loader's probes for a pack's
   // manifest and a shard index make no request, so a working load logs nothing.
   equal(got.errors, [], `${what}: console errors`);
@@ -157,15 +157,21 @@ async function viteSite(name, prelude, assetsStep = '') {
     },
     include: ['src'],
   }, null, 2));
+  // The README's policy: Vite inlines the demo model's small files as data: URLs, which its
+  // connect-src would refuse to fetch (the package decodes them itself).
   await writeFile(join(app, 'index.html'), `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Vite)</title>${ICON}
+<meta http-equiv="Content-Security-Policy" content="${CSP}">
 <script type="module" src="/src/main.ts"></script></head>
 <body><h1>Check your steps</h1>
 ${WIDGET}
 </body></html>
 `);
-  await writeFile(join(app, 'src', 'main.ts'), `${prelude}import 'genprm';
+  await writeFile(join(app, 'src', 'main.ts'), `${prelude}import { configure as configureGenprm } from 'genprm';
 import type { VerifyResult } from 'genprm';
+
+// ?page-thread: the model on the page's thread (as where workers cannot start).
+if (new URLSearchParams(location.search).has('page-thread')) configureGenprm({ worker: false });
 
 type Logged = { type: 'step'; detail: { index: number; reward: number; correct: boolean | null } }
   | { type: 'done'; detail: VerifyResult } | { type: 'error'; detail: { message: string; stage: string } };
@@ -254,7 +260,7 @@ export const tests = [
     },
   },
   {
-    name: 'a Vite + TypeScript site installs the tarball and configures nothing: tsc --noEmit and vite build pass, Vite copies the package\'s assets, and the widget flags step 2 of "apples" with no console errors or failed requests',
+    name: 'a Vite + TypeScript site with the README\'s Content-Security-Policy installs the tarball and configures nothing: tsc --noEmit and vite build pass, Vite copies the package\'s assets, and the widget flags step 2 of "apples" (in the engine worker, and on the page\'s thread) with no console errors or failed requests',
     fn: async ({ browser, artifacts }) => {
       const app = await viteSite('vite-site', '');
       await sh('npm', ['run', 'build'], app);
@@ -267,6 +273,9 @@ export const tests = [
       const server = await serve(join(app, 'dist'));
       try {
         checkApples(await verifyApples(browser, server.url, artifacts, 'package-vite.png'), 'Vite site');
+        // On the page's thread the page's policy applies to the model's downloads too: the files
+        // Vite inlined as data: URLs are decoded, not fetched (connect-src has no data:).
+        checkApples(await verifyApples(browser, `${server.url}?page-thread`, artifacts, 'package-vite-page-thread.png'), 'Vite site, page thread', { worker: false });
       } finally {
         await server.close();
       }

@@ -49,6 +49,11 @@ export interface Absent { absent: string }
  */
 export async function download(url: string, name: string, onProgress: (p: DownloadProgress) => void,
   options: { cache: boolean; signal?: AbortSignal }): Promise<Blob | Absent> {
+  if (url.startsWith('data:')) {
+    const blob = dataURLBlob(url, name);
+    onProgress({ name, url, loaded: blob.size, total: blob.size });
+    return blob;
+  }
   if (options.cache) {
     const hit = await cached(url);
     if (hit) {
@@ -136,4 +141,26 @@ export async function clearCache(): Promise<void> {
 /** Asks the browser not to evict the cache under storage pressure (best effort). */
 export async function persistStorage(): Promise<boolean> {
   try { return (await navigator.storage?.persist?.()) ?? false; } catch { return false; }
+}
+
+/**
+ * The bytes of a `data:` URL, decoded here rather than fetched: a bundler inlines small files as
+ * data: URLs (Vite, below its 4 KiB `assetsInlineLimit`: the demo model's config files), and a
+ * Content-Security-Policy whose connect-src has no `data:` (the package README's) would refuse
+ * the fetch. The bytes are already in the page's own script.
+ */
+export function dataURLBlob(url: string, name: string): Blob {
+  const comma = url.indexOf(',');
+  if (comma < 0) throw new DownloadError(`${name}: a malformed data: URL (no comma)`);
+  const meta = url.slice('data:'.length, comma);
+  const body = url.slice(comma + 1);
+  const type = meta.split(';')[0] || 'text/plain';
+  try {
+    const bytes = /;base64$/i.test(meta)
+      ? Uint8Array.from(atob(decodeURIComponent(body)), (c) => c.charCodeAt(0))
+      : new TextEncoder().encode(decodeURIComponent(body));
+    return new Blob([bytes], { type });
+  } catch (e) {
+    throw new DownloadError(`${name}: a malformed data: URL (${(e as Error)?.message ?? e})`);
+  }
 }
