@@ -229,6 +229,10 @@ export interface WasmModule {
   benchRandom?: (options: BenchOptions, onProgress: (p: BenchProgress) => void) => Promise<BenchResult>;
 }
 
+/** A Content-Type of a web page (HTML or XHTML): what a single-page app's server sends for every
+ *  unknown path, with status 200, where a model file or an asset should be. */
+export const WEB_PAGE_TYPE = /^\s*(text\/html|application\/xhtml\+xml)\b/i;
+
 /** The Pyodide runtime's files, as the package ships them in assets/pyodide/: the page downloads
  *  each (PyodideExecutor) and hands them to the sandboxed frame, so each may have its own URL. */
 export const PYODIDE_RUNTIME_FILES = ['pyodide.mjs', 'pyodide.asm.mjs', 'pyodide.asm.wasm', 'python_stdlib.zip', 'pyodide-lock.json'] as const;

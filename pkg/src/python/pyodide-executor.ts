@@ -22,7 +22,7 @@
 //   appended (the model reads at most the crate's 8,192 of them, as natively).
 // - The page accepts only answers to its own requests: from its frame's window, with the
 //   request's id and random nonce; everything else is dropped (`ignoredMessages` counts it).
-import { PYODIDE_RUNTIME_FILES, type ExecOutcome, type ExecutorBridge, type PyodideRuntimeFile } from '../contract/types.ts';
+import { PYODIDE_RUNTIME_FILES, WEB_PAGE_TYPE, type ExecOutcome, type ExecutorBridge, type PyodideRuntimeFile } from '../contract/types.ts';
 import type { FromFrame, InterpreterInfo, PythonFiles, PythonProgress, ToFrame } from './worker-protocol.ts';
 import { TIME_LIMIT_SECS } from '../contract/defaults.ts';
 import { capOutcome, frameDocument, OUTPUT_LIMIT_CHARS, OUTPUT_TRUNCATED_MARKER } from './pyodide-frame.ts';
@@ -346,7 +346,7 @@ async function fetchBytes(url: string, name: string, onProgress?: (loaded: numbe
   }
   if (!res.ok) throw new Error(`${name}: ${url} gave HTTP ${res.status}: the package's Python runtime is not served there (see the package's README, "Assets")`);
   const type = res.headers.get('content-type') ?? '';
-  if (/^\s*(text\/html|application\/xhtml\+xml)\b/i.test(type)) {
+  if (WEB_PAGE_TYPE.test(type)) {
     throw new Error(`${name}: ${url} answered with a web page (${type.split(';')[0]}), not the file: the package's Python runtime is not served there (see the package's README, "Assets")`);
   }
   const total = Number(res.headers.get('content-length')) || undefined;

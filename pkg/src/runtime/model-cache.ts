@@ -1,6 +1,8 @@
 // Downloaded model files live in the Cache API: the body streams through a byte counter into
 // `cache.put` (a multi-GB file never sits in memory), then `cache.match(url).blob()` hands the
 // wasm side a disk-backed Blob it reads piece by piece. A reload finds the files there, offline.
+import { WEB_PAGE_TYPE } from '../contract/types.ts';
+
 export const CACHE_NAME = 'genprm-models-v1';
 
 export interface DownloadProgress { name: string; url: string; loaded: number; total: number | undefined; fromCache?: boolean }
@@ -35,7 +37,7 @@ export async function cached(url: string): Promise<Blob | null> {
  * every single-page-app rewrite rule). No model file is HTML.
  */
 export function htmlInstead(url: string, contentType: string | null): boolean {
-  return /^\s*(text\/html|application\/xhtml\+xml)\b/i.test(contentType ?? '') && !/\.html?(\?|#|$)/i.test(url);
+  return WEB_PAGE_TYPE.test(contentType ?? '') && !/\.html?(\?|#|$)/i.test(url);
 }
 
 /** A file the server does not have: why (for the loader's errors), never cached. */
@@ -149,7 +151,7 @@ export async function persistStorage(): Promise<boolean> {
  * Content-Security-Policy whose connect-src has no `data:` (the package README's) would refuse
  * the fetch. The bytes are already in the page's own script.
  */
-export function dataURLBlob(url: string, name: string): Blob {
+function dataURLBlob(url: string, name: string): Blob {
   const comma = url.indexOf(',');
   if (comma < 0) throw new DownloadError(`${name}: a malformed data: URL (no comma)`);
   const meta = url.slice('data:'.length, comma);

@@ -4,7 +4,7 @@
 // downloaded model files (model-cache.ts). Imports contract/ only.
 //
 // The wasm module, loaded once on first use. Errors become messages that say what to do.
-import type { GpuInfo, GradeResult, GradeRow, VerifyResult, WasmModule } from '../contract/types.ts';
+import { WEB_PAGE_TYPE, type GpuInfo, type GradeResult, type GradeRow, type VerifyResult, type WasmModule } from '../contract/types.ts';
 import { RELAXED_SIMD_PROBE } from './relaxed-simd.ts';
 import { PACKAGED_FILES } from './asset-urls.ts';
 
@@ -59,7 +59,7 @@ async function moduleBytes(path: string): Promise<{ module_or_path: Response } |
   const res = await fetch(url);
   if (!res.ok) throw new Error(`the genprm WebAssembly module: ${url.href} gave HTTP ${res.status}`);
   const type = res.headers.get('content-type') ?? '';
-  if (/^\s*(text\/html|application\/xhtml\+xml)\b/i.test(type)) {
+  if (WEB_PAGE_TYPE.test(type)) {
     throw new Error(`the genprm WebAssembly module: ${url.href} answered with a web page (${type.split(';')[0]}), not the module: the package's files are not served there`);
   }
   return { module_or_path: res };
