@@ -90,6 +90,7 @@ async function verifyApples(browser, url, artifacts, shot) {
       events: window.__events,
       states: [...document.getElementById('w').shadowRoot.querySelectorAll('li.step')].map((li) => li.dataset.state),
       summary: document.getElementById('w').shadowRoot.querySelector('.summary')?.textContent ?? '',
+      shown: document.getElementById('w').shadowRoot.textContent,
     }));
     await page.screenshot({ path: join(artifacts, shot), fullPage: true });
     // The bundler (or the browser, with no bundler) found the engine's worker from its new URL().
@@ -99,6 +100,22 @@ async function verifyApples(browser, url, artifacts, shot) {
     await page.close();
   }
 }
+
+/** Serves `dir` (tests/browser/lib/server.mjs, with `mounts`) for `use(server)`, then stops it. */
+async function withServer(dir, use, mounts = {}) {
+  const server = await serve(dir, mounts);
+  try {
+    return await use(server);
+  } finally {
+    await server.close();
+  }
+}
+
+/** A page's script that logs the widget #w's genprm-step, -done and -error events in
+ *  window.__events, which verifyApples reads. */
+const LOG_EVENTS = `window.__events = [];
+const widget = document.getElementById('w');
+for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));`;
 
 function checkApples(got, what, { worker = true } = {}) {
   const err = got.events.find((e) => e.type === 'error');
@@ -270,15 +287,12 @@ export const tests = [
       for (const name of ['pyodide.asm', 'python_stdlib', 'genprm-python', 'model', 'genprm_bg']) {
         ok(emitted.some((f) => f.startsWith(`${name}-`)), `vite build copied ${name}.*: ${emitted.join(', ')}`);
       }
-      const server = await serve(join(app, 'dist'));
-      try {
+      await withServer(join(app, 'dist'), async (server) => {
         checkApples(await verifyApples(browser, server.url, artifacts, 'package-vite.png'), 'Vite site');
         // On the page's thread the page's policy applies to the model's downloads too: the files
         // Vite inlined as data: URLs are decoded, not fetched (connect-src has no data:).
         checkApples(await verifyApples(browser, `${server.url}?page-thread`, artifacts, 'package-vite-page-thread.png'), 'Vite site, page thread', { worker: false });
-      } finally {
-        await server.close();
-      }
+      });
     },
   },
   {
@@ -303,15 +317,10 @@ configure({ assetsURL: '/genprm/' });
 `, 'genprm-assets public/genprm && ');
       await sh('npm', ['run', 'build'], app);
       ok(existsSync(join(app, 'dist', 'genprm', 'pyodide', 'pyodide.asm.wasm')), 'genprm-assets copied the assets into the build');
-      const server = await serve(join(app, 'dist'));
-      try {
-        const got = await verifyApples(browser, server.url, artifacts, 'package-vite-assets.png');
-        checkApples(got, 'Vite site with assetsURL');
-        const elsewhere = got.requests.filter((u) => /\.(wasm|zip|safetensors)$/.test(u) && !u.includes('/genprm/') && !/genprm(_relaxed)?_bg/.test(u));
-        equal(elsewhere, [], 'assets fetched from outside assetsURL');
-      } finally {
-        await server.close();
-      }
+      const got = await withServer(join(app, 'dist'), (server) => verifyApples(browser, server.url, artifacts, 'package-vite-assets.png'));
+      checkApples(got, 'Vite site with assetsURL');
+      const elsewhere = got.requests.filter((u) => /\.(wasm|zip|safetensors)$/.test(u) && !u.includes('/genprm/') && !/genprm(_relaxed)?_bg/.test(u));
+      equal(elsewhere, [], 'assets fetched from outside assetsURL');
     },
   },
   {
@@ -327,9 +336,7 @@ configure({ assetsURL: '/genprm/' });
       }, null, 2));
       await writeFile(join(site, 'webpack.config.js'), "export default { mode: 'production', entry: './src/main.js' };\n");
       await writeFile(join(site, 'src', 'main.js'), `import 'genprm';
-window.__events = [];
-const widget = document.getElementById('w');
-for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));
+${LOG_EVENTS}
 `);
       await npmInstall(site);
       const { stdout } = await sh('npm', ['run', 'build'], site);
@@ -344,12 +351,7 @@ for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' 
 ${WIDGET}
 </body></html>
 `);
-      const server = await serve(join(site, 'dist'));
-      try {
-        checkApples(await verifyApples(browser, server.url, artifacts, 'package-webpack.png'), 'webpack site');
-      } finally {
-        await server.close();
-      }
+      checkApples(await withServer(join(site, 'dist'), (server) => verifyApples(browser, server.url, artifacts, 'package-webpack.png')), 'webpack site');
     },
   },
   {
@@ -366,27 +368,20 @@ ${WIDGET}
 <script type="importmap">{ "imports": { "genprm": "./node_modules/genprm/dist/index.js" } }</script>
 <script type="module">
   import { GenprmVerifier } from 'genprm';
-  window.__events = [];
-  const widget = document.getElementById('w');
-  if (!(widget instanceof GenprmVerifier)) throw new Error('the element is not upgraded');
-  for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));
+  if (!(document.getElementById('w') instanceof GenprmVerifier)) throw new Error('the element is not upgraded');
+  ${LOG_EVENTS}
 </script></head>
 <body><h1>Check your steps</h1>
 ${WIDGET}
 </body></html>
 `);
       await npmInstall(site);
-      const server = await serve(site);
-      try {
-        checkApples(await verifyApples(browser, server.url, artifacts, 'package-plain.png'), 'plain page');
-      } finally {
-        await server.close();
-      }
+      checkApples(await withServer(site, (server) => verifyApples(browser, server.url, artifacts, 'package-plain.png')), 'plain page');
     },
   },
   {
     name: 'assets missing on a single-page app\'s server (its index page, status 200, for every unknown path): the widget\'s error names the URL and says a web page came back, for the demo model\'s files and for the Python runtime\'s',
-    fn: async ({ browser }) => {
+    fn: async ({ browser, artifacts }) => {
       const site = join(tmp, 'plain-site');
       ok(existsSync(join(site, 'node_modules', 'genprm')), 'the plain site (the test before)');
       // /genprm/ serves a copy of dist/assets without pyodide/; /nothing/ serves no asset at all.
@@ -398,43 +393,28 @@ ${WIDGET}
 <script type="module">
   import { configure } from 'genprm';
   configure({ assetsURL: '${base}' });
-  window.__events = [];
-  const widget = document.getElementById('w');
-  for (const type of ['step', 'done', 'error']) widget.addEventListener('genprm-' + type, (e) => window.__events.push({ type, detail: e.detail }));
+  ${LOG_EVENTS}
 </script></head>
 <body>${WIDGET}</body></html>
 `;
       await writeFile(join(site, 'no-python.html'), page('/genprm/'));
       await writeFile(join(site, 'no-assets.html'), page('/nothing/'));
-      const server = await serve(site, { '/genprm/': { dir: partial, spa: true }, '/nothing/': { dir: join(tmp, 'empty'), spa: true } });
-      const message = async (path) => {
-        const p = await browser.newPage();
-        p.setDefaultTimeout(LONG);
-        try {
-          await p.goto(new URL(path, server.url).href);
-          await p.waitForFunction(() => customElements.get('genprm-verifier') !== undefined);
-          await p.locator('#w').getByRole('button', { name: 'Verify the steps' }).click();
-          await p.waitForFunction(() => window.__events?.some((e) => e.type === 'done' || e.type === 'error'), null, { timeout: LONG });
-          const events = await p.evaluate(() => window.__events);
-          const err = events.find((e) => e.type === 'error');
-          ok(err, `${path}: a genprm-error event: ${JSON.stringify(events.map((e) => e.type))}`);
-          return { message: err.detail.message, stage: err.detail.stage, shown: await p.evaluate(() => document.getElementById('w').shadowRoot.textContent) };
-        } finally {
-          await p.close();
-        }
-      };
-      try {
-        const model = await message('no-assets.html');
+      await withServer(site, async (server) => {
+        const error = async (path) => {
+          const got = await verifyApples(browser, new URL(path, server.url).href, artifacts, `package-${path.replace('.html', '')}.png`);
+          const err = got.events.find((e) => e.type === 'error');
+          ok(err, `${path}: a genprm-error event: ${JSON.stringify(got.events.map((e) => e.type))}`);
+          return { message: err.detail.message, stage: err.detail.stage, shown: got.shown };
+        };
+        const model = await error('no-assets.html');
         ok(model.message.includes(`${server.url}nothing/models/tiny-genprm/config.json`) && /HTML page/.test(model.message),
           `the model's error names the URL and the HTML page: ${model.message}`);
-        const python = await message('no-python.html');
+        const python = await error('no-python.html');
         ok(/pyodide/.test(python.message) && python.message.includes(`${server.url}genprm/pyodide/`) && /web page \(text\/html\)/.test(python.message),
           `the Python runtime's error names the URL and the web page: ${python.message}`);
         ok(python.stage === 'python', `the error's stage is 'python': ${python.stage}`);
         ok(python.shown.includes('web page'), 'the widget shows it');
-      } finally {
-        await server.close();
-      }
+      }, { '/genprm/': { dir: partial, spa: true }, '/nothing/': { dir: join(tmp, 'empty'), spa: true } });
     },
   },
 ];
