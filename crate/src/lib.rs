@@ -98,6 +98,12 @@ impl LoadedModel {
         }
         let config = Qwen2Config::from_file(&dir.join("config.json"))?;
         let tokenizer = if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(dir)?) } else { None };
+        if config.marks_pack() && !pack::Pack::is_pack(dir) {
+            return Err(Error::MissingFile {
+                path: dir.join(pack::MANIFEST),
+                hint: "; config.json says the folder is a genprm pack, whose manifest lists its weights".into(),
+            });
+        }
         let model = if pack::Pack::is_pack(dir) {
             let pack = pack::Pack::open(dir)?;
             Qwen2Model::load_with(config, &pack, device, options, progress)?

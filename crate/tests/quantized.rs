@@ -223,6 +223,21 @@ fn packs_round_trip_and_refuse_corruption() {
     assert!(!e.status.success() && err.contains("config.json") && err.contains("genprm-pack.json"), "{err}");
     std::fs::write(&cfg, text).unwrap();
 
+    // The pack's config.json says it is one (a browser reads its manifest first, asking for no
+    // model.safetensors); that config without the manifest is named, and a pack is not packed again.
+    let marked: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    assert_eq!(marked["quantization_config"]["quant_method"], "genprm-pack");
+    let manifest_path = pack.join("genprm-pack.json");
+    let manifest_text = std::fs::read(&manifest_path).unwrap();
+    std::fs::remove_file(&manifest_path).unwrap();
+    let e = run_cli(&["logits", "--model", pack.to_str().unwrap(), "--ids", "1,2"]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("genprm-pack.json") && err.contains("says the folder is a genprm pack"), "{err}");
+    std::fs::write(&manifest_path, manifest_text).unwrap();
+    let e = run_cli(&["quantize", "--model", pack.to_str().unwrap(), "--to", "q8", "--out", tmp.path().join("again").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("model.safetensors"), "{err}");
+
     // A group size that does not divide a width is refused when packing.
     let e = run_cli(&["quantize", "--model", model_dir("tiny-gqa-f32").to_str().unwrap(), "--to", "q8", "--out", tmp.path().join("bad").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&e.stderr);

@@ -4,6 +4,7 @@
 // requested outside the model's folder, and no uncaught error.
 import { equal, ok } from './lib/assert.mjs';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -44,6 +45,37 @@ async function loadError(server, name, mount = '__test__') {
   const alert = page.getByRole('alert').first();
   await alert.waitFor();
   return alert.textContent();
+}
+
+/** A copy of the tiny model at `dir` whose chat template is in tokenizer_config.json, with no chat_template.jinja. */
+async function templateInConfig(dir) {
+  await rm(dir, { recursive: true, force: true });
+  await cp(TINY, dir, { recursive: true });
+  const config = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8'));
+  config.chat_template = await readFile(join(dir, 'chat_template.jinja'), 'utf8');
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+  await rm(join(dir, 'chat_template.jinja'));
+  return dir;
+}
+
+/** `genprm quantize --to q4` of `source` into `pack`. */
+async function quantize(source, pack) {
+  if (!existsSync(genprmBinary())) throw new Error(`the native CLI ${genprmBinary()} is not built (cargo build --bin genprm)`);
+  await rm(pack, { recursive: true, force: true });
+  execFileSync(genprmBinary(), ['quantize', '--model', source, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
+}
+
+/** Loads the folder `dir`, served at the site path `prefix`, by that path; checks it loaded with
+ *  no console error, and returns the names asked of the folder and those it has. */
+async function loadFolder(server, dir, prefix) {
+  const has = new Set(readdirSync(dir));
+  const asked = server.requests.length;
+  const before = errors.length;
+  const { loaded, alerts } = await loadURL(server, prefix);
+  equal(loaded, true, `${prefix} loads: ${alerts}`);
+  equal(errors.slice(before), [], `console errors while loading ${prefix}`);
+  const names = server.requests.slice(asked).filter((u) => u.startsWith(prefix)).map((u) => decodeURIComponent(u.slice(prefix.length).split('?')[0]));
+  return { names, has };
 }
 
 const modelCase = (name, what, check) => ({
@@ -168,32 +200,55 @@ export const tests = [
     },
   },
   {
+    // A site's folder has no file list, so each request for a file it lacks logs a 404: a plain
+    // checkpoint (one model.safetensors) is read without asking for any, whether its template is
+    // in chat_template.jinja or (as in many on Hugging Face) in tokenizer_config.json.
+    name: 'a plain checkpoint folder at a path on the site loads with no request for a file it lacks and no console error',
+    fn: async ({ server, fixtures }) => {
+      const inConfig = await templateInConfig(join(fixtures, 'models', 'site-plain'));
+      const asFile = join(fixtures, 'models', 'site-plain-jinja');
+      await rm(asFile, { recursive: true, force: true });
+      await cp(TINY, asFile, { recursive: true });
+      for (const folder of [inConfig, asFile]) {
+        const name = folder.split('/').pop();
+        const { names, has } = await loadFolder(server, folder, `/__test__/models/${name}/`);
+        ok(names.includes('model.safetensors') && names.includes('tokenizer_config.json'), `${name} was read by URL: ${names}`);
+        equal(names.filter((n) => !has.has(n)), [], `files asked of ${name} that it does not have`);
+      }
+    },
+  },
+  {
     name: 'a q4 pack at a path on the site loads with no request for a file its folder lacks (its manifest lists them) and no console error',
     fn: async ({ server, fixtures }) => {
-      if (!existsSync(genprmBinary())) throw new Error(`the native CLI ${genprmBinary()} is not built (cargo build --bin genprm)`);
-      // A checkpoint whose chat template is in tokenizer_config.json (as many on Hugging Face):
-      // its pack has no chat_template.jinja, which a loader without the manifest's list asks for.
-      const source = join(fixtures, 'site-pack-source');
-      await rm(source, { recursive: true, force: true });
-      await cp(TINY, source, { recursive: true });
-      const config = JSON.parse(await readFile(join(source, 'tokenizer_config.json'), 'utf8'));
-      config.chat_template = await readFile(join(source, 'chat_template.jinja'), 'utf8');
-      await writeFile(join(source, 'tokenizer_config.json'), JSON.stringify(config));
-      await rm(join(source, 'chat_template.jinja'));
+      // A checkpoint whose chat template is in tokenizer_config.json: its pack has no
+      // chat_template.jinja, which a loader without the manifest's list would ask for.
+      const source = await templateInConfig(join(fixtures, 'site-pack-source'));
       const pack = join(fixtures, 'models', 'site-pack');
-      await rm(pack, { recursive: true, force: true });
-      execFileSync(genprmBinary(), ['quantize', '--model', source, '--to', 'q4', '--out', pack], { stdio: 'pipe' });
-      const has = new Set(readdirSync(pack));
+      await quantize(source, pack);
+      const config = JSON.parse(await readFile(join(pack, 'config.json'), 'utf8'));
+      equal(config.quantization_config?.quant_method, 'genprm-pack', 'the pack\'s config.json says it is a pack');
+      const { names, has } = await loadFolder(server, pack, '/__test__/models/site-pack/');
       ok(!has.has('chat_template.jinja'), 'the pack has no chat_template.jinja');
-      const asked = server.requests.length;
-      const before = errors.length;
-      const { loaded, alerts } = await loadURL(server, '/__test__/models/site-pack/');
-      equal(loaded, true, `the pack loads: ${alerts}`);
-      const prefix = '/__test__/models/site-pack/';
-      const names = server.requests.slice(asked).filter((u) => u.startsWith(prefix)).map((u) => decodeURIComponent(u.slice(prefix.length).split('?')[0]));
       ok(names.includes('genprm-pack.json') && names.includes('weights-00001.bin'), `the pack was read by URL: ${names}`);
       equal(names.filter((n) => !has.has(n)), [], 'files asked of the pack\'s folder that it does not have');
-      equal(errors.slice(before), [], 'console errors while loading');
+    },
+  },
+  {
+    // Packs written before config.json was marked (and before the manifest listed the folder)
+    // are found by their manifest once no safetensors weights are there.
+    name: 'a pack made before config.json was marked still loads at a path on the site',
+    fn: async ({ server, fixtures }) => {
+      const pack = join(fixtures, 'models', 'site-pack-unmarked');
+      await quantize(TINY, pack);
+      const config = await readFile(join(TINY, 'config.json'));
+      await writeFile(join(pack, 'config.json'), config);
+      const manifest = JSON.parse(await readFile(join(pack, 'genprm-pack.json'), 'utf8'));
+      manifest.config_sha256 = createHash('sha256').update(config).digest('hex');
+      delete manifest.files;
+      await writeFile(join(pack, 'genprm-pack.json'), JSON.stringify(manifest));
+      const { loaded, alerts } = await loadURL(server, '/__test__/models/site-pack-unmarked/');
+      equal(loaded, true, `the pack loads: ${alerts}`);
+      ok(/q4/.test(await page.getByTestId('model-info').textContent()), 'loaded as a q4 pack');
     },
   },
   {

@@ -8,7 +8,9 @@
 //       new URL(), dist/runtime/asset-urls.js), in `vite build` and in `vite` (the dev server,
 //       which pre-bundles the package); a third site copies them with the package's
 //       `genprm-assets public/genprm` and says so with `configure({ assetsURL })` (for CDNs);
-//   (b) a webpack 5 site (webpack-cli, no loaders or plugins), nothing configured either;
+//   (b) a webpack 5 site (webpack-cli, no loaders or plugins), nothing configured either, and a
+//       Rollup 4 site with the plugins and configuration pkg/README.md gives (Rollup copies no
+//       asset and bundles no worker by itself);
 //   (c) a plain page with no bundler and no build: an import map sends 'genprm' to
 //       node_modules/genprm/dist/index.js, and the assets are found next to the modules; the page
 //       has the Content-Security-Policy the README gives sites (CSP below).
@@ -33,6 +35,13 @@ const LONG = 10 * 60_000;
 // The bundler versions the webpack site installs (from npm, or its cache).
 const WEBPACK = '5.113.0';
 const WEBPACK_CLI = '7.3.1';
+// The Rollup site's bundler and plugins (pkg/README.md's recipe).
+const ROLLUP = {
+  rollup: '4.69.3',
+  '@rollup/plugin-node-resolve': '16.0.3',
+  '@web/rollup-plugin-import-meta-assets': '2.3.3',
+  '@surma/rollup-plugin-off-main-thread': '2.2.3',
+};
 const PKG = join(REPO, 'pkg');
 const APPLES = {
   problem: 'Tom has 3 apples and buys 4 more. How many apples does he have?',
@@ -352,6 +361,41 @@ ${WIDGET}
 </body></html>
 `);
       checkApples(await withServer(join(site, 'dist'), (server) => verifyApples(browser, server.url, artifacts, 'package-webpack.png')), 'webpack site');
+    },
+  },
+  {
+    name: 'a Rollup 4 site with the plugins pkg/README.md names (node-resolve, import-meta-assets, off-main-thread and its file-URL fix) installs the tarball: the widget flags step 2 of "apples" in the engine worker with no console errors or failed requests',
+    fn: async ({ browser, artifacts }) => {
+      ok(tarball, 'the tarball (the first test)');
+      const readme = await readFile(join(PKG, 'README.md'), 'utf8');
+      const config = /```js\n(\/\/ rollup\.config\.js[\s\S]*?)```/.exec(readme)?.[1];
+      ok(config, 'pkg/README.md gives a rollup.config.js');
+      const site = join(tmp, 'rollup-site');
+      await mkdir(join(site, 'src'), { recursive: true });
+      await writeFile(join(site, 'package.json'), JSON.stringify({
+        name: 'a-rollup-site', private: true, type: 'module',
+        scripts: { build: 'rollup -c' },
+        devDependencies: ROLLUP,
+      }, null, 2));
+      // The README's configuration, as a site copies it.
+      await writeFile(join(site, 'rollup.config.js'), config);
+      await writeFile(join(site, 'src', 'main.js'), `import 'genprm';
+${LOG_EVENTS}
+`);
+      await npmInstall(site);
+      await sh('npm', ['run', 'build'], site);
+      const { readdir } = await import('node:fs/promises');
+      const emitted = await readdir(join(site, 'dist', 'assets'));
+      for (const ext of ['wasm', 'zip', 'safetensors', 'txt']) ok(emitted.some((f) => f.endsWith(`.${ext}`)), `Rollup copied the .${ext} assets: ${emitted.join(', ')}`);
+      await writeFile(join(site, 'dist', 'index.html'), `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Rollup)</title>${ICON}
+<meta http-equiv="Content-Security-Policy" content="${CSP}">
+<script type="module" src="main.js"></script></head>
+<body><h1>Check your steps</h1>
+${WIDGET}
+</body></html>
+`);
+      checkApples(await withServer(join(site, 'dist'), (server) => verifyApples(browser, server.url, artifacts, 'package-rollup.png')), 'Rollup site');
     },
   },
   {

@@ -99,7 +99,24 @@ pub struct Qwen2Config {
     /// The dtype the weights were saved in (informative).
     #[serde(default, alias = "dtype")]
     pub torch_dtype: Option<String>,
+    /// How the checkpoint's weights are quantized, as Hugging Face marks quantized checkpoints:
+    /// absent for float weights, `{"quant_method": "genprm-pack", …}` in a genprm pack's copy.
+    /// Other methods (GPTQ, AWQ, …) are refused: their weights are not tensors genprm reads.
+    #[serde(default)]
+    pub quantization_config: Option<QuantizationConfig>,
 }
+
+/// The `quantization_config` object of a quantized checkpoint's `config.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct QuantizationConfig {
+    /// The method; genprm reads only its own packs' (`genprm-pack`).
+    pub quant_method: String,
+}
+
+/// The `quant_method` a genprm pack's `config.json` carries, so that a reader that must ask
+/// for each file (a browser, over HTTP) knows to read the pack's manifest, and asks for no
+/// `model.safetensors`.
+pub const PACK_QUANT_METHOD: &str = "genprm-pack";
 
 /// The `rope_parameters` object of transformers 5.x configs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -159,6 +176,12 @@ impl Qwen2Config {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
+    /// Whether the config is a genprm pack's (its `quantization_config` says so); packs made
+    /// before the mark have none, and are known by their manifest.
+    pub fn marks_pack(&self) -> bool {
+        self.quantization_config.as_ref().is_some_and(|q| q.quant_method == PACK_QUANT_METHOD)
+    }
+
     /// End-of-sequence ids from the config.
     pub fn eos_ids(&self) -> Vec<u32> {
         self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
@@ -179,6 +202,17 @@ impl Qwen2Config {
             && !archs.iter().any(|a| a == "Qwen2ForCausalLM")
         {
             return Err(err("architectures", format!("{archs:?} does not include Qwen2ForCausalLM")));
+        }
+        if let Some(q) = &self.quantization_config
+            && q.quant_method != PACK_QUANT_METHOD
+        {
+            return Err(err(
+                "quantization_config.quant_method",
+                format!(
+                    "`{}`: weights quantized by another tool are not supported; use the float checkpoint (genprm quantizes it while loading, or into a pack with `genprm quantize`)",
+                    q.quant_method
+                ),
+            ));
         }
         for (field, value) in [
             ("vocab_size", self.vocab_size),
@@ -314,6 +348,17 @@ mod tests {
         let text = text.replace("\"default\"", "\"yarn\"");
         let e = Qwen2Config::from_json_str(&text, Path::new("config.json")).unwrap_err().to_string();
         assert!(e.contains("rope_type"), "{e}");
+    }
+
+    #[test]
+    fn a_pack_is_marked_and_other_quantizations_are_refused() {
+        let plain = Qwen2Config::from_json_str(BASE, Path::new("config.json")).unwrap();
+        assert!(!plain.marks_pack());
+        let pack = BASE.replacen('{', r#"{"quantization_config":{"quant_method":"genprm-pack","quant":"q4"},"#, 1);
+        assert!(Qwen2Config::from_json_str(&pack, Path::new("config.json")).unwrap().marks_pack());
+        let gptq = BASE.replacen('{', r#"{"quantization_config":{"quant_method":"gptq","bits":4},"#, 1);
+        let e = Qwen2Config::from_json_str(&gptq, Path::new("m/config.json")).unwrap_err().to_string();
+        assert!(e.contains("m/config.json") && e.contains("quantization_config.quant_method") && e.contains("`gptq`"), "{e}");
     }
 
     #[test]

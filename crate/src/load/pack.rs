@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::quant::{GROUP, QuantFormat, QuantMatrix};
+use crate::load::config::PACK_QUANT_METHOD;
 use crate::load::safetensors::{ByteSource, HostTensor, InMemory, TensorSource, WeightDtype, check_file_name, check_finite, ready, to_f32};
 
 /// The manifest's file name.
@@ -93,7 +94,8 @@ pub struct Manifest {
     /// earlier versions, which know no such field).
     #[serde(default, skip_serializing_if = "ScaleDtype::is_f32")]
     pub scale_dtype: ScaleDtype,
-    /// SHA-256 of the `config.json` the pack was made from.
+    /// SHA-256 of the pack's `config.json`: the source's, marked as a pack's (see
+    /// [`PACK_QUANT_METHOD`]; packs made before the mark hold the source's unchanged).
     pub config_sha256: String,
     /// Shards in stream order.
     pub shards: Vec<ShardInfo>,
@@ -131,8 +133,9 @@ pub fn write_pack(
         let from = src_dir.join(f);
         if from.exists() {
             files.push(f.to_string());
-            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            let mut bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
             if *f == "config.json" {
+                bytes = mark_config(&bytes, quant, &from)?;
                 copied_config = Some(sha256_hex(&bytes));
             }
             let to = out.join(f);
@@ -192,6 +195,32 @@ pub fn write_pack(
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::json(&path, &e))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     Ok(manifest)
+}
+
+/// The source's `config.json` with a `quantization_config` saying it is a genprm pack (the
+/// text otherwise unchanged), as Hugging Face marks quantized checkpoints: a reader that must
+/// ask for each file then knows to read the manifest, and no other tool takes the pack's
+/// shards for float weights. A source already quantized is refused.
+fn mark_config(bytes: &[u8], quant: QuantFormat, path: &Path) -> Result<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::json(path, &e))?;
+    let Some(object) = value.as_object() else {
+        return Err(Error::Config { path: path.to_path_buf(), field: "(file)".into(), message: "is not a JSON object".into() });
+    };
+    if object.contains_key("quantization_config") {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            field: "quantization_config".into(),
+            message: "the checkpoint is already quantized; a pack is made from float weights".into(),
+        });
+    }
+    // The object's opening brace is the first byte that is not white space.
+    let brace = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let mark = format!("\n  \"quantization_config\": {{\"quant_method\": \"{PACK_QUANT_METHOD}\", \"quant\": \"{quant}\"}}{}", if object.is_empty() { "" } else { "," });
+    let mut out = Vec::with_capacity(bytes.len() + mark.len());
+    out.extend_from_slice(&bytes[..=brace]);
+    out.extend_from_slice(mark.as_bytes());
+    out.extend_from_slice(&bytes[brace + 1..]);
+    Ok(out)
 }
 
 struct ShardWriter {
@@ -604,5 +633,20 @@ mod tests {
         let e = write(ScaleDtype::F16).unwrap_err().to_string();
         assert!(e.contains("`w`") && e.contains("f32 scales"), "{e}");
         assert!(write(ScaleDtype::F32).is_ok());
+        let config = std::fs::read_to_string(tmp.path().join("out/config.json")).unwrap();
+        assert_eq!(config, "{\n  \"quantization_config\": {\"quant_method\": \"genprm-pack\", \"quant\": \"q8\"}}");
+    }
+
+    #[test]
+    fn the_packs_config_is_marked_and_otherwise_unchanged() {
+        let source = b"  {\"model_type\": \"qwen2\",\n  \"vocab_size\": 8}\n";
+        let marked = String::from_utf8(mark_config(source, QuantFormat::Q4, Path::new("config.json")).unwrap()).unwrap();
+        assert_eq!(marked, "  {\n  \"quantization_config\": {\"quant_method\": \"genprm-pack\", \"quant\": \"q4\"},\"model_type\": \"qwen2\",\n  \"vocab_size\": 8}\n");
+        let value: serde_json::Value = serde_json::from_str(&marked).unwrap();
+        assert_eq!(value["vocab_size"], 8);
+        let e = mark_config(marked.as_bytes(), QuantFormat::Q8, Path::new("m/config.json")).unwrap_err().to_string();
+        assert!(e.contains("m/config.json") && e.contains("already quantized"), "{e}");
+        let e = mark_config(b"[1]", QuantFormat::Q8, Path::new("m/config.json")).unwrap_err().to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
     }
 }

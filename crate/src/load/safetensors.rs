@@ -631,20 +631,21 @@ pub type Checkpoint = Safetensors<memmap2::Mmap>;
 
 #[cfg(not(target_arch = "wasm32"))]
 impl Safetensors<memmap2::Mmap> {
-    /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`.
+    /// Opens `model.safetensors`, or else the shards named by `model.safetensors.index.json`, in `dir`.
     /// Every header is checked (dtypes, offsets, truncation) before any tensor is read.
     pub fn open(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index_path.exists() {
+        // model.safetensors first, as transformers looks (and as the browser asks).
+        let files: Vec<PathBuf> = if single.exists() {
+            regular_file(&single, &single, "model.safetensors")?;
+            vec![single]
+        } else if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
             parse_index(&text, &index_path)?
                 .into_iter()
                 .map(|(file, tensor)| confined_file(dir, &file, &index_path, &format!("weight_map.{tensor}")))
                 .collect::<Result<_>>()?
-        } else if single.exists() {
-            regular_file(&single, &single, "model.safetensors")?;
-            vec![single]
         } else {
             return Err(Error::MissingFile {
                 path: single,

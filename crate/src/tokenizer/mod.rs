@@ -142,6 +142,13 @@ impl Tokenizer {
         Self::from_parts(&bytes, cfg.as_deref(), tmpl, dir)
     }
 
+    /// Whether `tokenizer_config.json`'s bytes hold a `chat_template` (false when they do not
+    /// parse: [`Tokenizer::from_parts`] reports that). A reader that must ask for each file
+    /// asks for `chat_template.jinja` only when this is false or the folder's files are listed.
+    pub fn config_has_template(config_json: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(config_json).is_ok_and(|v| v.get("chat_template").is_some_and(|t| !t.is_null()))
+    }
+
     /// Builds a tokenizer from the bytes of `tokenizer.json`, optional `tokenizer_config.json`
     /// bytes and an optional `chat_template.jinja` text. `dir` names the source in errors.
     pub fn from_parts(tokenizer_json: &[u8], config_json: Option<&[u8]>, chat_template: Option<String>, dir: &Path) -> Result<Self> {

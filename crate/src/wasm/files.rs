@@ -16,7 +16,20 @@ impl Files {
         Files { fetch, known: None }
     }
 
+    /// The file `name`, or `None` when the folder has none.
     pub(super) async fn get(&self, name: &str) -> Result<Option<Blob>> {
+        self.ask(name, false).await
+    }
+
+    /// The file `name` when the page can tell it exists without a request that may fail (the
+    /// folder's files are listed: picked files, a Hugging Face repository, a pack, a given list);
+    /// `None` otherwise. For an optional file whose absence has a fallback as good (a chat
+    /// template also found in `tokenizer_config.json`), so a site's plain folder logs no 404.
+    pub(super) async fn get_if_listed(&self, name: &str) -> Result<Option<Blob>> {
+        self.ask(name, true).await
+    }
+
+    async fn ask(&self, name: &str, if_listed: bool) -> Result<Option<Blob>> {
         if self.known.as_ref().is_some_and(|known| !known.contains(name)) {
             return Ok(None);
         }
@@ -24,7 +37,14 @@ impl Files {
             path: name.into(),
             source: std::io::Error::other(e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}"))),
         };
-        let promise = self.fetch.call1(&JsValue::NULL, &name.into()).map_err(failed)?;
+        let listed_only = self.known.is_none() && if_listed;
+        let promise = if listed_only {
+            let options = js_sys::Object::new();
+            js_sys::Reflect::set(&options, &"ifListed".into(), &JsValue::TRUE).map_err(failed)?;
+            self.fetch.call2(&JsValue::NULL, &name.into(), &options).map_err(failed)?
+        } else {
+            self.fetch.call1(&JsValue::NULL, &name.into()).map_err(failed)?
+        };
         let value = JsFuture::from(Promise::resolve(&promise)).await.map_err(failed)?;
         if value.is_null() || value.is_undefined() {
             return Ok(None);
@@ -72,9 +92,16 @@ impl ByteSource for BlobBytes {
     }
 }
 
-/// Opens the safetensors files of a model folder: `model.safetensors`, or the shards its index
-/// lists (names confined to the folder: no `..`, no absolute path or URL).
-pub(super) async fn open_safetensors(files: &Files) -> Result<Safetensors<BlobBytes>> {
+/// Opens the safetensors files of a model folder: `model.safetensors`, or else the shards its
+/// index lists (names confined to the folder: no `..`, no absolute path or URL); `None` when the
+/// folder has neither. The single file is asked for first, as transformers looks: a site's folder
+/// holding one (any checkpoint under 5 GB saved by transformers) then logs no 404.
+pub(super) async fn open_safetensors(files: &Files) -> Result<Option<Safetensors<BlobBytes>>> {
+    let mut checkpoint = Safetensors::empty(None);
+    if let Some(blob) = files.get("model.safetensors").await? {
+        checkpoint.add(PathBuf::from("model.safetensors"), BlobBytes(blob)).await?;
+        return Ok(Some(checkpoint));
+    }
     let names: Vec<String> = match files.get("model.safetensors.index.json").await? {
         Some(blob) => {
             let path = Path::new("model.safetensors.index.json");
@@ -86,14 +113,13 @@ pub(super) async fn open_safetensors(files: &Files) -> Result<Safetensors<BlobBy
             })?;
             crate::load::safetensors::parse_index(text, path)?.into_iter().map(|(file, _)| file).collect()
         }
-        None => vec!["model.safetensors".to_string()],
+        None => return Ok(None),
     };
-    let mut checkpoint = Safetensors::empty(None);
     for name in names {
-        let blob = files.required(&name, "; expected model.safetensors, model.safetensors.index.json with its shards, or a genprm pack").await?;
+        let blob = files.required(&name, "; model.safetensors.index.json lists it").await?;
         checkpoint.add(PathBuf::from(name), BlobBytes(blob)).await?;
     }
-    Ok(checkpoint)
+    Ok(Some(checkpoint))
 }
 
 impl AsyncTensorSource for Safetensors<BlobBytes> {

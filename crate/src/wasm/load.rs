@@ -61,6 +61,24 @@ pub(super) fn parse_format(value: Option<&str>, field: &str) -> Result<Option<Qu
     }
 }
 
+/// Parses the pack's manifest and, where it lists the folder's files, makes every other name
+/// absent without a request.
+async fn read_manifest(files: &mut Files, blob: Blob) -> Result<Manifest> {
+    let mpath = Path::new(MANIFEST);
+    let manifest: Manifest = serde_json::from_slice(&read_all(&blob, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
+    if !manifest.files.is_empty() {
+        let names = manifest.files.iter().cloned().chain(manifest.shards.iter().map(|s| s.file.clone()));
+        files.known = Some(names.chain([MANIFEST.to_string()]).collect());
+    }
+    Ok(manifest)
+}
+
+/// Where the weights are.
+enum Weights {
+    Checkpoint(Safetensors<BlobBytes>),
+    Pack(Manifest),
+}
+
 pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: Function) -> Result<Model> {
     let mut files = Files::new(fetch);
     let report = |stage: &str, done: usize, total: usize, tensor: Option<&str>| {
@@ -74,20 +92,6 @@ pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: 
         gpu_decode: options.gpu_decode.unwrap_or_default(),
         ..LoadOptions::default()
     };
-    // A pack's manifest first: it lists the folder's other files, so the optional ones it lacks
-    // (chat_template.jinja, say) are never asked for.
-    let manifest = match files.get(MANIFEST).await? {
-        Some(blob) => {
-            let mpath = Path::new(MANIFEST);
-            let manifest: Manifest = serde_json::from_slice(&read_all(&blob, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
-            if !manifest.files.is_empty() {
-                let names = manifest.files.iter().cloned().chain(manifest.shards.iter().map(|s| s.file.clone()));
-                files.known = Some(names.chain([MANIFEST.to_string()]).collect());
-            }
-            Some(manifest)
-        }
-        None => None,
-    };
     report("config", 0, 1, None);
     let cpath = Path::new("config.json");
     let config_blob = files.required("config.json", "; a model needs config.json (is this a Hugging Face model repository?)").await?;
@@ -95,6 +99,14 @@ pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: 
     let config_text = String::from_utf8(config_bytes.clone())
         .map_err(|_| Error::Config { path: cpath.into(), field: "(file)".into(), message: "is not UTF-8 text".into() })?;
     let config = Qwen2Config::from_json_str(&config_text, cpath)?;
+    // A pack says so in its config.json; its manifest then lists the folder's other files, so the
+    // optional ones it lacks (chat_template.jinja, say) are never asked for.
+    let marked = if config.marks_pack() {
+        let blob = files.required(MANIFEST, "; config.json says the folder is a genprm pack, whose manifest lists its weights").await?;
+        Some(read_manifest(&mut files, blob).await?)
+    } else {
+        None
+    };
     report("tokenizer", 0, 1, None);
     let tok_blob = files.required("tokenizer.json", "; the model has no tokenizer.json").await?;
     let tok_bytes = read_all(&tok_blob, Path::new("tokenizer.json")).await?;
@@ -102,7 +114,16 @@ pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: 
         Some(b) => Some(read_all(&b, Path::new("tokenizer_config.json")).await?),
         None => None,
     };
-    let template = match files.get("chat_template.jinja").await? {
+    // chat_template.jinja wins over tokenizer_config.json's template, as in transformers. When
+    // tokenizer_config.json has one, the file is asked for only where the page can tell it exists
+    // without a request (a site's plain folder has no list: its template is then
+    // tokenizer_config.json's, and no 404 is logged).
+    let template_blob = if tok_config.as_deref().is_some_and(Tokenizer::config_has_template) {
+        files.get_if_listed("chat_template.jinja").await?
+    } else {
+        files.get("chat_template.jinja").await?
+    };
+    let template = match template_blob {
         Some(b) => Some(String::from_utf8_lossy(&read_all(&b, Path::new("chat_template.jinja")).await?).into_owned()),
         None => None,
     };
@@ -116,19 +137,37 @@ pub(super) async fn load(fetch: Function, options: WebLoadOptions, on_progress: 
         }
     };
     let mut on_tensor = |p: LoadProgress<'_>| report("weights", p.done, p.total, Some(p.tensor));
-    let (model, quant) = match manifest {
-        Some(manifest) => {
+    // Weights: the pack's, or model.safetensors, or the shards of an index, or (a pack made before
+    // config.json was marked) a manifest.
+    let weights = match marked {
+        Some(manifest) => Weights::Pack(manifest),
+        None => {
+            report("headers", 0, 1, None);
+            match open_safetensors(&files).await? {
+                Some(checkpoint) => Weights::Checkpoint(checkpoint),
+                None => match files.get(MANIFEST).await? {
+                    Some(blob) => Weights::Pack(read_manifest(&mut files, blob).await?),
+                    None => {
+                        return Err(Error::MissingFile {
+                            path: "model.safetensors".into(),
+                            hint: format!("; expected model.safetensors, model.safetensors.index.json with its shards, or a genprm pack ({MANIFEST})"),
+                        });
+                    }
+                },
+            }
+        }
+    };
+    let (model, quant) = match weights {
+        Weights::Checkpoint(checkpoint) => {
+            let quant = load_options.quant.map(|q| q.to_string());
+            (Qwen2Model::load_async(config, &checkpoint, &device, load_options, &mut on_tensor).await?, quant)
+        }
+        Weights::Pack(manifest) => {
             let hint = format!("; {MANIFEST} lists it");
             let fetch = async |info: &ShardInfo| Ok(BlobBytes(files.required(&info.file, &hint).await?));
             let pack = Pack::verified(Path::new(""), manifest, &config_bytes, fetch, &mut |file, done, total| report("checksum", done, total, Some(file))).await?;
             let quant = Some(pack.manifest().quant.to_string());
             (Qwen2Model::load_async(config, &pack, &device, load_options, &mut on_tensor).await?, quant)
-        }
-        None => {
-            report("headers", 0, 1, None);
-            let checkpoint = open_safetensors(&files).await?;
-            let quant = load_options.quant.map(|q| q.to_string());
-            (Qwen2Model::load_async(config, &checkpoint, &device, load_options, &mut on_tensor).await?, quant)
         }
     };
     report("ready", 1, 1, None);

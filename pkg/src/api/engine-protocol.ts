@@ -46,7 +46,7 @@ export type FromEngine =
    *  the worker ends itself, and the page fails every job and starts a new worker when next asked. */
   | { type: 'lost'; error: ErrorData }
   // Requests to the page, during job `job`.
-  | { type: 'fetch-file'; id: number; job: number; name: string }
+  | { type: 'fetch-file'; id: number; job: number; name: string; ifListed?: boolean }
   | { type: 'run'; id: number; job: number; path: number; code: string }
   | { type: 'reset'; id: number; job: number; path: number };
 

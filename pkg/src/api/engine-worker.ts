@@ -26,7 +26,7 @@ const aborts = new Map<number, AbortController>();
 const asked = new Map<number, { resolve: (m: ToEngine) => void }>();
 let nextAsk = 1;
 
-type Ask = { type: 'fetch-file'; job: number; name: string } | { type: 'run'; job: number; path: number; code: string } | { type: 'reset'; job: number; path: number };
+type Ask = { type: 'fetch-file'; job: number; name: string; ifListed?: boolean } | { type: 'run'; job: number; path: number; code: string } | { type: 'reset'; job: number; path: number };
 
 function ask<T extends ToEngine>(request: Ask): Promise<T> {
   const id = nextAsk++;
@@ -94,8 +94,8 @@ async function handle(m: ToEngine): Promise<void> {
           source = {
             label: s.label,
             missing: new Map(),
-            fetchFile: async (name) => {
-              const got = await ask<Extract<ToEngine, { type: 'file' }>>({ type: 'fetch-file', job: m.id, name });
+            fetchFile: async (name, options) => {
+              const got = await ask<Extract<ToEngine, { type: 'file' }>>({ type: 'fetch-file', job: m.id, name, ifListed: options?.ifListed });
               if (got.error) throw errorFrom(got.error);
               return got.blob;
             },

@@ -120,7 +120,7 @@ class WorkerEngine implements Engine {
         break;
       case 'fetch-file':
         if (!job.fetchFile) return;
-        job.fetchFile(m.name).then(
+        job.fetchFile(m.name, m.ifListed ? { ifListed: true } : undefined).then(
           (blob) => this.post({ type: 'file', id: m.id, blob }),
           (e) => this.post({ type: 'file', id: m.id, blob: null, error: errorData(e) }));
         break;

@@ -72,12 +72,14 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
     label,
     missing,
     location: { base, cache: options.cache, signal: options.signal, onProgress, files, urls: options.urls },
-    fetchFile: async (name) => {
+    fetchFile: async (name, ask) => {
       const url = urls?.get(name) ?? new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
       if (!urls?.has(name) && !url.startsWith(base)) throw new Error(`${JSON.stringify(name)} is not a file in the model's folder ${base}`);
       listing ??= huggingFaceFiles(base, options);
       const listed = await listing;
+      // An optional file in a folder with no list: not asked for, so no 404 is logged.
+      if (!listed && ask?.ifListed) return null;
       if (listed && !listed.has(name)) {
         missing.set(name, `${name} is not one of ${label}'s files`);
         return null;

@@ -135,8 +135,14 @@ export interface VerifyResult {
   scores: { min: number; last: number; mean: number };
 }
 
-/** Returns a model file by name, or null when the model has no such file. */
-export type FetchFile = (name: string) => Promise<Blob | null>;
+/** Returns a model file by name, or null when the model has no such file. With `ifListed`, the
+ *  file is optional and the loader has as good a fallback: a source that cannot tell whether it
+ *  exists without a request that may fail (a site's folder with no file list, where a 404 is
+ *  logged in the console) answers null without asking. A source may ignore the option. */
+export type FetchFile = (name: string, options?: FetchFileOptions) => Promise<Blob | null>;
+
+/** The second argument of a {@link FetchFile}. */
+export interface FetchFileOptions { ifListed?: boolean }
 
 // Grading (contract.md, "Grading"): the rows of an input file and the record `genprm grade` writes.
 
