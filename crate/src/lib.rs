@@ -190,22 +190,78 @@ mod layout {
         assert!(bad.is_empty(), "the demo imports the package's files: {bad:#?}");
     }
 
+    /// The folders `src` imports name, one entry per import of a module (`from '../X/…'` is X,
+    /// `from './…'` the importer's own folder; packages and stylesheets are left out), with the
+    /// importing file and line.
+    fn ts_imports(src: &Path, folder: &str) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(src.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.extension().is_some_and(|e| e == "ts") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let code = line.trim_start();
+                if code.starts_with("//") || code.starts_with('*') {
+                    continue;
+                }
+                for marker in ["from '", "import '", "import('"] {
+                    for (i, _) in code.match_indices(marker) {
+                        let spec: String = code[i + marker.len()..].chars().take_while(|c| *c != '\'').collect();
+                        if !(spec.ends_with(".ts") || spec.ends_with(".js")) {
+                            continue;
+                        }
+                        let target = match spec.strip_prefix("../") {
+                            Some(rest) => rest.split('/').next().unwrap_or("").to_string(),
+                            None if spec.starts_with("./") => folder.to_string(),
+                            None => continue,
+                        };
+                        found.push((target, format!("{}: {line}", path.display())));
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// The package's folders (pkg/src) import only those their main file allows: contract/
     /// nothing, runtime/ and python/ contract/, api/ those three, present/ contract/ and api/.
     #[test]
     fn each_package_folder_imports_only_what_it_may() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pkg/src");
-        let rules: [(&str, &[&str]); 5] =
-            [("contract", &[]), ("runtime", &["contract"]), ("python", &["contract"]), ("api", &["contract", "runtime", "python"]), ("present", &["contract", "api"])];
+        let rules: [(&str, &[&str]); 5] = [
+            ("contract", &["contract"]),
+            ("runtime", &["runtime", "contract"]),
+            ("python", &["python", "contract"]),
+            ("api", &["api", "contract", "runtime", "python"]),
+            ("present", &["present", "contract", "api"]),
+        ];
         for (folder, allowed) in rules {
-            for entry in std::fs::read_dir(src.join(folder)).unwrap() {
-                let path = entry.unwrap().path();
-                let text = std::fs::read_to_string(&path).unwrap();
-                for line in text.lines().filter(|l| l.contains("from '../") || l.contains("import('../")) {
-                    let target = line.split("'../").nth(1).and_then(|t| t.split('/').next()).unwrap_or("");
-                    assert!(allowed.contains(&target), "pkg/src/{folder}/ may not import ../{target}/: {}: {line}", path.display());
-                }
+            for (target, at) in ts_imports(&src, folder) {
+                assert!(allowed.contains(&target.as_str()), "pkg/src/{folder}/ may not import {target}/: {at}");
             }
         }
+    }
+
+    /// The demo's folders (web/src) import only those the head of their main file allows: a page
+    /// components/, grade/ and lib/ (nothing imports a page, another page included); components/
+    /// each other and lib/; grade/ itself and lib/; lib/ itself.
+    #[test]
+    fn each_demo_folder_imports_only_what_it_may() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/src");
+        let rules: [(&str, &[&str]); 4] = [
+            ("pages", &["components", "grade", "lib"]),
+            ("components", &["components", "lib"]),
+            ("grade", &["grade", "lib"]),
+            ("lib", &["lib"]),
+        ];
+        let mut seen = 0;
+        for (folder, allowed) in rules {
+            for (target, at) in ts_imports(&src, folder) {
+                seen += 1;
+                assert!(allowed.contains(&target.as_str()), "web/src/{folder}/ may not import {target}/: {at}");
+            }
+        }
+        assert!(seen > 10, "the demo's imports were read ({seen})");
     }
 }
