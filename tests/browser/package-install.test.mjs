@@ -22,7 +22,7 @@
 // wasm build as Cargo.lock has them.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
@@ -162,6 +162,40 @@ const WIDGET = `<genprm-verifier id="w" model="demo" device="cpu" greedy
 // Sites have an icon; without one the browser asks for /favicon.ico, a 404 that is not the package's.
 const ICON = '<link rel="icon" href="data:,">';
 
+/** A site's page with the widget #w: `head` (its scripts, a policy) after the title. */
+const sitePage = (title, head) => `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${title}</title>${ICON}
+${head}</head>
+<body><h1>Check your steps</h1>
+${WIDGET}
+</body></html>
+`;
+
+/** A site in tmp/<name> built by a bundler: `devDependencies` (the bundler), the `build` command,
+ *  its `config` file ([name, text]), a src/main.js that imports the package and logs the widget's
+ *  events; the tarball installed and `npm run build` run. Returns the folder and the build's output. */
+async function bundlerSite(name, { devDependencies, build, config: [configName, configText] }) {
+  ok(tarball, 'the tarball (the first test)');
+  const site = join(tmp, name);
+  await mkdir(join(site, 'src'), { recursive: true });
+  await writeFile(join(site, 'package.json'), JSON.stringify({
+    name: `a-${name}`, private: true, type: 'module', scripts: { build }, devDependencies,
+  }, null, 2));
+  await writeFile(join(site, configName), configText);
+  await writeFile(join(site, 'src', 'main.js'), `import 'genprm';
+${LOG_EVENTS}
+`);
+  await npmInstall(site);
+  const { stdout } = await sh('npm', ['run', 'build'], site);
+  return { site, stdout };
+}
+
+/** Checks that `dir` holds an emitted file of each extension the package's assets have. */
+async function emittedAssets(dir, what) {
+  const emitted = await readdir(dir);
+  for (const ext of ['wasm', 'zip', 'safetensors', 'txt']) ok(emitted.some((f) => f.endsWith(`.${ext}`)), `${what} copied the .${ext} assets: ${emitted.join(', ')}`);
+}
+
 /** A fresh Vite + TypeScript site in tmp/<name> with the tarball installed (once per name): its
  *  main.ts is `prelude` and then the typed event logging (no casts: a type error fails tsc). */
 const sites = new Map();
@@ -185,14 +219,8 @@ async function viteSite(name, prelude, assetsStep = '') {
   }, null, 2));
   // The README's policy: Vite inlines the demo model's small files as data: URLs, which its
   // connect-src would refuse to fetch (the package decodes them itself).
-  await writeFile(join(app, 'index.html'), `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Vite)</title>${ICON}
-<meta http-equiv="Content-Security-Policy" content="${CSP}">
-<script type="module" src="/src/main.ts"></script></head>
-<body><h1>Check your steps</h1>
-${WIDGET}
-</body></html>
-`);
+  await writeFile(join(app, 'index.html'), sitePage('A tutoring site (Vite)', `<meta http-equiv="Content-Security-Policy" content="${CSP}">
+<script type="module" src="/src/main.ts"></script>`));
   await writeFile(join(app, 'src', 'main.ts'), `${prelude}import { configure as configureGenprm } from 'genprm';
 import type { VerifyResult } from 'genprm';
 
@@ -291,7 +319,6 @@ export const tests = [
       const app = await viteSite('vite-site', '');
       await sh('npm', ['run', 'build'], app);
       // Each asset was copied by Vite, renamed as Vite names assets (dist/assets/<name>-<hash>.<ext>).
-      const { readdir } = await import('node:fs/promises');
       const emitted = await readdir(join(app, 'dist', 'assets'));
       for (const name of ['pyodide.asm', 'python_stdlib', 'genprm-python', 'model', 'genprm_bg']) {
         ok(emitted.some((f) => f.startsWith(`${name}-`)), `vite build copied ${name}.*: ${emitted.join(', ')}`);
@@ -335,66 +362,27 @@ configure({ assetsURL: '/genprm/' });
   {
     name: 'a webpack 5 site installs the tarball and configures nothing (webpack copies each asset named by the package\'s new URL()s): the widget flags step 2 of "apples" with no console errors or failed requests',
     fn: async ({ browser, artifacts }) => {
-      ok(tarball, 'the tarball (the first test)');
-      const site = join(tmp, 'webpack-site');
-      await mkdir(join(site, 'src'), { recursive: true });
-      await writeFile(join(site, 'package.json'), JSON.stringify({
-        name: 'a-webpack-site', private: true, type: 'module',
-        scripts: { build: 'webpack' },
-        devDependencies: { webpack: WEBPACK, 'webpack-cli': WEBPACK_CLI },
-      }, null, 2));
-      await writeFile(join(site, 'webpack.config.js'), "export default { mode: 'production', entry: './src/main.js' };\n");
-      await writeFile(join(site, 'src', 'main.js'), `import 'genprm';
-${LOG_EVENTS}
-`);
-      await npmInstall(site);
-      const { stdout } = await sh('npm', ['run', 'build'], site);
+      const { site, stdout } = await bundlerSite('webpack-site', {
+        devDependencies: { webpack: WEBPACK, 'webpack-cli': WEBPACK_CLI }, build: 'webpack',
+        config: ['webpack.config.js', "export default { mode: 'production', entry: './src/main.js' };\n"],
+      });
       ok(!/Critical dependency|ERROR/.test(stdout), `webpack built the package without an error or a "critical dependency" warning:\n${stdout}`);
-      const { readdir } = await import('node:fs/promises');
-      const emitted = await readdir(join(site, 'dist'));
-      for (const ext of ['wasm', 'zip', 'safetensors', 'txt']) ok(emitted.some((f) => f.endsWith(`.${ext}`)), `webpack copied the .${ext} assets: ${emitted.join(', ')}`);
-      await writeFile(join(site, 'dist', 'index.html'), `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (webpack)</title>${ICON}
-<script defer src="main.js"></script></head>
-<body><h1>Check your steps</h1>
-${WIDGET}
-</body></html>
-`);
+      await emittedAssets(join(site, 'dist'), 'webpack');
+      await writeFile(join(site, 'dist', 'index.html'), sitePage('A tutoring site (webpack)', '<script defer src="main.js"></script>'));
       checkApples(await withServer(join(site, 'dist'), (server) => verifyApples(browser, server.url, artifacts, 'package-webpack.png')), 'webpack site');
     },
   },
   {
     name: 'a Rollup 4 site with the plugins pkg/README.md names (node-resolve, import-meta-assets, off-main-thread and its file-URL fix) installs the tarball: the widget flags step 2 of "apples" in the engine worker with no console errors or failed requests',
     fn: async ({ browser, artifacts }) => {
-      ok(tarball, 'the tarball (the first test)');
       const readme = await readFile(join(PKG, 'README.md'), 'utf8');
+      // The README's configuration, as a site copies it.
       const config = /```js\n(\/\/ rollup\.config\.js[\s\S]*?)```/.exec(readme)?.[1];
       ok(config, 'pkg/README.md gives a rollup.config.js');
-      const site = join(tmp, 'rollup-site');
-      await mkdir(join(site, 'src'), { recursive: true });
-      await writeFile(join(site, 'package.json'), JSON.stringify({
-        name: 'a-rollup-site', private: true, type: 'module',
-        scripts: { build: 'rollup -c' },
-        devDependencies: ROLLUP,
-      }, null, 2));
-      // The README's configuration, as a site copies it.
-      await writeFile(join(site, 'rollup.config.js'), config);
-      await writeFile(join(site, 'src', 'main.js'), `import 'genprm';
-${LOG_EVENTS}
-`);
-      await npmInstall(site);
-      await sh('npm', ['run', 'build'], site);
-      const { readdir } = await import('node:fs/promises');
-      const emitted = await readdir(join(site, 'dist', 'assets'));
-      for (const ext of ['wasm', 'zip', 'safetensors', 'txt']) ok(emitted.some((f) => f.endsWith(`.${ext}`)), `Rollup copied the .${ext} assets: ${emitted.join(', ')}`);
-      await writeFile(join(site, 'dist', 'index.html'), `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (Rollup)</title>${ICON}
-<meta http-equiv="Content-Security-Policy" content="${CSP}">
-<script type="module" src="main.js"></script></head>
-<body><h1>Check your steps</h1>
-${WIDGET}
-</body></html>
-`);
+      const { site } = await bundlerSite('rollup-site', { devDependencies: ROLLUP, build: 'rollup -c', config: ['rollup.config.js', config] });
+      await emittedAssets(join(site, 'dist', 'assets'), 'Rollup');
+      await writeFile(join(site, 'dist', 'index.html'), sitePage('A tutoring site (Rollup)', `<meta http-equiv="Content-Security-Policy" content="${CSP}">
+<script type="module" src="main.js"></script>`));
       checkApples(await withServer(join(site, 'dist'), (server) => verifyApples(browser, server.url, artifacts, 'package-rollup.png')), 'Rollup site');
     },
   },
@@ -406,19 +394,13 @@ ${WIDGET}
       const site = join(tmp, 'plain-site');
       await mkdir(site, { recursive: true });
       await writeFile(join(site, 'package.json'), JSON.stringify({ name: 'a-plain-site', private: true }, null, 2));
-      await writeFile(join(site, 'index.html'), `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>A tutoring site (no bundler)</title>${ICON}
-<meta http-equiv="Content-Security-Policy" content="${CSP}">
+      await writeFile(join(site, 'index.html'), sitePage('A tutoring site (no bundler)', `<meta http-equiv="Content-Security-Policy" content="${CSP}">
 <script type="importmap">{ "imports": { "genprm": "./node_modules/genprm/dist/index.js" } }</script>
 <script type="module">
   import { GenprmVerifier } from 'genprm';
   if (!(document.getElementById('w') instanceof GenprmVerifier)) throw new Error('the element is not upgraded');
   ${LOG_EVENTS}
-</script></head>
-<body><h1>Check your steps</h1>
-${WIDGET}
-</body></html>
-`);
+</script>`));
       await npmInstall(site);
       checkApples(await withServer(site, (server) => verifyApples(browser, server.url, artifacts, 'package-plain.png')), 'plain page');
     },
