@@ -78,9 +78,11 @@ export async function teardown() {
   else if (tmp) console.log(`     (kept ${tmp})`);
 }
 
-/** Opens `url`, verifies the apples example with the widget #w and returns what happened. */
-async function verifyApples(browser, url, artifacts, shot) {
+/** Opens `url`, verifies the apples example with the widget #w and returns what happened; requests
+ *  whose URL matches `fail` fail as a network error would. */
+async function verifyApples(browser, url, artifacts, shot, { fail } = {}) {
   const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  if (fail) await page.route(fail, (route) => route.abort('connectionfailed'));
   page.setDefaultTimeout(LONG);
   const errors = [];
   const failed = [];
@@ -406,7 +408,7 @@ configure({ assetsURL: '/genprm/' });
     },
   },
   {
-    name: 'assets missing on a single-page app\'s server (its index page, status 200, for every unknown path): the widget\'s error names the URL and says a web page came back, for the demo model\'s files and for the Python runtime\'s',
+    name: 'assets missing on a single-page app\'s server (its index page, status 200, for every unknown path): the widget\'s error names the URL and says a web page came back, for the demo model\'s files and for the Python runtime\'s; the wasm module\'s, when it cannot be fetched at all, names its URL',
     fn: async ({ browser, artifacts }) => {
       const site = join(tmp, 'plain-site');
       ok(existsSync(join(site, 'node_modules', 'genprm')), 'the plain site (the test before)');
@@ -440,6 +442,10 @@ configure({ assetsURL: '/genprm/' });
           `the Python runtime's error names the URL and the web page: ${python.message}`);
         ok(python.stage === 'python', `the error's stage is 'python': ${python.stage}`);
         ok(python.shown.includes('web page'), 'the widget shows it');
+        // The wasm module unreachable (a network error): the error names its URL.
+        const got = await verifyApples(browser, server.url, artifacts, 'package-no-module.png', { fail: /_bg\.wasm$/ });
+        const module = got.events.find((e) => e.type === 'error')?.detail.message ?? '';
+        ok(/the genprm WebAssembly module: could not fetch http:\/\/\S+_bg\.wasm/.test(module), `the module's error names its URL: ${module}`);
       }, { '/genprm/': { dir: partial, spa: true }, '/nothing/': { dir: join(tmp, 'empty'), spa: true } });
     },
   },

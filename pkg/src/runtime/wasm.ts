@@ -56,7 +56,12 @@ export function wasm(): Promise<WasmModule> {
 async function moduleBytes(path: string): Promise<{ module_or_path: Response } | undefined> {
   const url = PACKAGED_FILES?.[path];
   if (!url) return undefined;
-  const res = await fetch(url);
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new Error(`the genprm WebAssembly module: could not fetch ${url.href} (${e instanceof Error ? e.message : String(e)})`);
+  }
   if (!res.ok) throw new Error(`the genprm WebAssembly module: ${url.href} gave HTTP ${res.status}`);
   const type = res.headers.get('content-type') ?? '';
   if (WEB_PAGE_TYPE.test(type)) {
