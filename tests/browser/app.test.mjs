@@ -109,18 +109,30 @@ export const tests = [
     }),
   },
   {
-    name: 'a model from a URL is kept in the Cache API: a reload loads it with the server gone; clearing empties it',
+    name: 'a model from a URL is kept in the Cache API: a reload loads it with the server unreachable, and not once the server has removed it; clearing empties it',
     fn: needsWasm(async ({ server, fixtures }) => {
       await page.getByTestId('device').selectOption(process.env.GENPRM_BROWSER_DEVICE || 'gpu');
       await loadModel('url', server.url + '__test__/models/cached/');
       equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', 'loaded from the URL');
       await page.waitForFunction(() => /Cached model files: [1-9]/.test(document.querySelector('[data-testid=cache-size]')?.textContent ?? ''));
+      const folder = `${server.url}__test__/models/cached/**`;
+      await page.route(folder, (route) => route.abort('connectionfailed'));
+      try {
+        await page.reload();
+        await page.getByTestId('device').selectOption(process.env.GENPRM_BROWSER_DEVICE || 'gpu');
+        await loadModel('url', server.url + '__test__/models/cached/');
+        equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', 'loaded again from the cache');
+        ok(/from this browser's cache/.test(await page.getByTestId('download-progress').textContent()), 'the download bar says it came from the cache');
+      } finally {
+        await page.unroute(folder);
+      }
+      // The server answers again, without the model: the kept copy is not used.
       await rm(join(fixtures, 'models', 'cached'), { recursive: true });
       await page.reload();
-      await page.getByTestId('device').selectOption(process.env.GENPRM_BROWSER_DEVICE || 'gpu');
       await loadModel('url', server.url + '__test__/models/cached/');
-      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'true', 'loaded again from the cache');
-      ok(/from this browser's cache/.test(await page.getByTestId('download-progress').textContent()), 'the download bar says it came from the cache');
+      equal(await page.getByTestId('model-info').getAttribute('data-loaded'), 'false', 'a model the server removed does not load');
+      const removed = await page.getByRole('alert').first().textContent();
+      ok(/config\.json/.test(removed) && /no longer has it/.test(removed), `the message says the server no longer has config.json: ${removed}`);
       await page.getByTestId('clear-cache').click();
       await page.waitForFunction(() => /No models cached/.test(document.querySelector('[data-testid=cache-size]')?.textContent ?? ''));
     }),

@@ -234,6 +234,49 @@ export const tests = [
     },
   },
   {
+    // A model kept in the Cache API is checked against the server on each load (a HEAD request per
+    // file): unchanged, nothing is downloaded again; replaced (here a plain folder by a q4 pack
+    // at the same path), the new files are read, not the kept ones.
+    name: 'a model on the site that is replaced is read anew on the next load; unchanged, it comes from the cache with HEAD requests only',
+    fn: async ({ server, fixtures }) => {
+      const dir = await templateInConfig(join(fixtures, 'models', 'site-update'));
+      const prefix = '/__test__/models/site-update/';
+      const first = await loadFolder(server, dir, prefix);
+      ok(first.names.includes('model.safetensors'), `first: the plain folder's weights: ${first.names}`);
+      const asked = server.requests.length;
+      await loadFolder(server, dir, prefix);
+      const again = server.requests.slice(asked).map((u, i) => [server.methods[asked + i], u]).filter(([, u]) => u.startsWith(prefix));
+      ok(again.length > 0 && again.every(([m]) => m === 'HEAD'), `unchanged, each kept file was checked with HEAD only: ${JSON.stringify(again)}`);
+      const pack = join(fixtures, 'site-update-pack');
+      await quantize(dir, pack);
+      await rm(dir, { recursive: true, force: true });
+      await cp(pack, dir, { recursive: true });
+      const { names } = await loadFolder(server, dir, prefix);
+      ok(names.includes('genprm-pack.json') && names.includes('weights-00001.bin') && !names.includes('model.safetensors'),
+        `then: the pack that replaced it, read by its manifest: ${names}`);
+    },
+  },
+  {
+    // urlSource() takes a path on the site as loadModel() does (resolved against the page).
+    name: 'urlSource() with a path on the site and the folder\'s file list loads, asking for no other file',
+    fn: async ({ server, fixtures }) => {
+      const dir = await templateInConfig(join(fixtures, 'models', 'site-listed'));
+      const prefix = '/__test__/models/site-listed/';
+      const files = readdirSync(dir);
+      const asked = server.requests.length;
+      const got = await page.evaluate(async ({ prefix, files }) => {
+        const g = await import('/vendor/genprm/dist/index.js');
+        const model = await g.loadModel(g.urlSource('a site folder', prefix.slice(0, -1), () => {}, { cache: false, files }), { device: 'cpu' });
+        const info = model.info;
+        model.free();
+        return { layers: info.layers };
+      }, { prefix, files });
+      ok(got.layers > 0, `loaded: ${JSON.stringify(got)}`);
+      const names = server.requests.slice(asked).filter((u) => u.startsWith(prefix)).map((u) => u.slice(prefix.length));
+      equal(names.filter((n) => !files.includes(n)), [], 'files asked for that the list does not have');
+    },
+  },
+  {
     // Packs written before config.json was marked (and before the manifest listed the folder)
     // are found by their manifest once no safetensors weights are there.
     name: 'a pack made before config.json was marked still loads at a path on the site',

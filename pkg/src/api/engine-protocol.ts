@@ -10,7 +10,7 @@ import type { DownloadProgress } from '../runtime/model-cache.ts';
  *  API as the page's), is handed picked Files (structured clone: no copy of their bytes), and asks
  *  the page for anything else (a caller's own fetchFile). */
 export type SourceSpec =
-  | { kind: 'url'; label: string; base: string; cache: boolean; files?: readonly string[]; urls?: Readonly<Record<string, string>> }
+  | { kind: 'url'; label: string; base: string; cache: boolean; files?: readonly string[]; urls?: Readonly<Record<string, string>>; revalidate?: boolean }
   | { kind: 'files'; label: string; files: File[] }
   | { kind: 'page'; label: string };
 

@@ -87,7 +87,7 @@ async function handle(m: ToEngine): Promise<void> {
         const s = m.source;
         let source: ModelSource;
         if (s.kind === 'url') {
-          source = urlSource(s.label, s.base, (download) => post({ type: 'progress', id: m.id, progress: { phase: 'download', download } }), { cache: s.cache, signal, files: s.files, urls: s.urls });
+          source = urlSource(s.label, s.base, (download) => post({ type: 'progress', id: m.id, progress: { phase: 'download', download } }), { cache: s.cache, signal, files: s.files, urls: s.urls, revalidate: s.revalidate });
         } else if (s.kind === 'files') {
           source = { ...filesSource(s.files), label: s.label };
         } else {

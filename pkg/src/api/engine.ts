@@ -144,7 +144,7 @@ class WorkerEngine implements Engine {
 
   async load(source: ModelSource, options: LoadOptions, onProgress: (p: LoadProgress) => void, signal?: AbortSignal): Promise<WasmModel> {
     const where = source.location;
-    const spec: SourceSpec = where ? { kind: 'url', label: source.label, base: where.base, cache: where.cache, files: where.files, urls: where.urls }
+    const spec: SourceSpec = where ? { kind: 'url', label: source.label, base: where.base, cache: where.cache, files: where.files, urls: where.urls, revalidate: where.revalidate }
       : source.files ? { kind: 'files', label: source.label, files: source.files }
         : { kind: 'page', label: source.label };
     // The source's own signal (urlSource's) aborts the worker's downloads too.

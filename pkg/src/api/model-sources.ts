@@ -16,7 +16,7 @@ export interface ModelSource {
   /** What urlSource() and filesSource() were made from, so that the engine's worker can read the
    *  files itself (downloading into the same Cache API, or handed the picked Files) rather than
    *  through the page; a source without these is read through `fetchFile` on the page. */
-  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void; files?: readonly string[]; urls?: Readonly<Record<string, string>> };
+  location?: { base: string; cache: boolean; signal?: AbortSignal; onProgress: (p: DownloadProgress) => void; files?: readonly string[]; urls?: Readonly<Record<string, string>>; revalidate?: boolean };
   files?: File[];
 }
 
@@ -41,28 +41,27 @@ export function withContext(e: unknown, source: ModelSource): Error {
 export function baseURLFor(input: string): string {
   const s = input.trim();
   if (!s) throw new Error('type a Hugging Face repo id (owner/name) or a URL');
-  if (/^https?:\/\//i.test(s)) return s.endsWith('/') ? s : s + '/';
-  if (/^\.{0,2}\//.test(s) && !s.startsWith('//')) {
-    const here = (globalThis as { location?: { href: string } }).location?.href;
-    if (!here) throw new Error(`"${s}" is a path on a site, but there is no page to resolve it against: give the full URL`);
-    const url = new URL(s, here).href;
-    return url.endsWith('/') ? url : url + '/';
-  }
+  if (/^https?:\/\//i.test(s) || (/^\.{0,2}\//.test(s) && !s.startsWith('//'))) return folderURL(s);
   const m = /^(?:hf:|huggingface\.co\/)?([A-Za-z0-9][\w.-]*\/[\w.-]+?)(?:@([\w./-]+))?\/?$/.exec(s);
   if (!m) throw new Error(`"${s}" is neither a Hugging Face repo id (owner/name) nor an http(s) URL`);
   const revision = m[2] ?? 'main';
   return `https://huggingface.co/${m[1]}/resolve/${encodeURIComponent(revision)}/`;
 }
 
-/** The files under a base URL ending in '/' (a Hugging Face repo's `resolve/<revision>/`, any
- *  site): each downloaded as the loader asks for it, with progress, and kept in the Cache API
- *  when `cache` is set; names that would leave the folder are refused. With `files` (the
- *  folder's file names, when known), a name not among them is absent without a request: the
- *  loader's probes for optional files (a pack's manifest, a shard index) then log no 404. With
- *  `urls` (each file's own URL, as a bundler placed the package's demo model), those are the
- *  folder's only files and each is fetched from its URL. */
+/** The files under a base URL (a Hugging Face repo's `resolve/<revision>/`, any site; a path
+ *  on this site, `/models/x/` or `./models/x`, is resolved against the page): each downloaded as
+ *  the loader asks for it, with progress, and kept in the Cache API when `cache` is set; names
+ *  that would leave the folder are refused. A kept file is checked against the server on each
+ *  load (`revalidate`, one HEAD request per file; the default except for Hugging Face, whose
+ *  files are kept as first downloaded), so a site that replaces its model is read anew. With
+ *  `files` (the folder's file names, when known), a name not among them is absent without a
+ *  request: the loader's probes for optional files then log no 404. With `urls` (each file's own
+ *  URL, as a bundler placed the package's demo model), those are the folder's only files and
+ *  each is fetched from its URL. */
 export function urlSource(label: string, base: string, onProgress: (p: DownloadProgress) => void,
-  options: { cache: boolean; signal?: AbortSignal; files?: readonly string[]; urls?: Readonly<Record<string, string>> }): ModelSource {
+  options: { cache: boolean; signal?: AbortSignal; files?: readonly string[]; urls?: Readonly<Record<string, string>>; revalidate?: boolean }): ModelSource {
+  base = folderURL(base);
+  options = { ...options, revalidate: options.revalidate ?? !HUGGING_FACE_BASE.test(base) };
   const missing = new Map<string, string>();
   const urls = options.urls ? new Map(Object.entries(options.urls)) : null;
   const files = urls ? [...urls.keys()] : options.files;
@@ -71,7 +70,7 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
   return {
     label,
     missing,
-    location: { base, cache: options.cache, signal: options.signal, onProgress, files, urls: options.urls },
+    location: { base, cache: options.cache, signal: options.signal, onProgress, files, urls: options.urls, revalidate: options.revalidate },
     fetchFile: async (name, ask) => {
       const url = urls?.get(name) ?? new URL(name, base).href;
       // Names come from the model's own files (an index, a manifest): never leave its folder.
@@ -98,7 +97,7 @@ export function urlSource(label: string, base: string, onProgress: (p: DownloadP
  *  404; `null` for any other base or when the listing cannot be had (offline, an API change):
  *  the loader then asks for each file and takes a 404 as absent, as before. */
 async function huggingFaceFiles(base: string, options: { cache: boolean; signal?: AbortSignal }): Promise<Set<string> | null> {
-  const m = /^https:\/\/huggingface\.co\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/$/.exec(base);
+  const m = HUGGING_FACE_BASE.exec(base);
   if (!m) return null;
   const url = `https://huggingface.co/api/models/${m[1]}/revision/${m[2]}`;
   try {
@@ -111,6 +110,24 @@ async function huggingFaceFiles(base: string, options: { cache: boolean; signal?
     if ((e as Error)?.name === 'AbortError') throw e;
     return null;
   }
+}
+
+/** A Hugging Face repository's files at a revision: `https://huggingface.co/<owner>/<name>/resolve/<revision>/`. */
+const HUGGING_FACE_BASE = /^https:\/\/huggingface\.co\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/$/;
+
+/** `base` as an absolute URL ending in '/': a path on the site resolved against the page. */
+function folderURL(base: string): string {
+  let url: string;
+  try {
+    url = new URL(base).href;
+  } catch {
+    const here = (globalThis as { location?: { href: string } }).location?.href;
+    if (!here || !/^\.{0,2}\//.test(base)) {
+      throw new Error(`${JSON.stringify(base)} is not a URL${here ? ', nor a path on this site (/models/x/, ./models/x)' : ''}: give the model folder's full URL`);
+    }
+    url = new URL(base, here).href;
+  }
+  return url.endsWith('/') ? url : url + '/';
 }
 
 /** Files from an <input type=file multiple> or a folder (webkitdirectory). */

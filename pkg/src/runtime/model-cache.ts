@@ -1,9 +1,16 @@
 // Downloaded model files live in the Cache API: the body streams through a byte counter into
 // `cache.put` (a multi-GB file never sits in memory), then `cache.match(url).blob()` hands the
 // wasm side a disk-backed Blob it reads piece by piece. A reload finds the files there, offline.
+// With `revalidate`, a kept file is checked against the server first (a HEAD request: its ETag,
+// Last-Modified or size against those kept with it), so a site that replaces its model is read
+// anew, while offline, or where the server cannot say, the kept copy serves.
 import { WEB_PAGE_TYPE } from '../contract/types.ts';
 
 export const CACHE_NAME = 'genprm-models-v1';
+
+// The server's validators, kept with each file's entry.
+const KEPT_ETAG = 'x-genprm-etag';
+const KEPT_MODIFIED = 'x-genprm-last-modified';
 
 export interface DownloadProgress { name: string; url: string; loaded: number; total: number | undefined; fromCache?: boolean }
 
@@ -21,6 +28,11 @@ export function cacheAvailable(): boolean {
 /** The cached file, or null. An HTML page stored by an earlier version for a model file is
  * removed, not returned (see {@link htmlInstead}). */
 export async function cached(url: string): Promise<Blob | null> {
+  const hit = await cachedEntry(url);
+  return hit ? hit.blob() : null;
+}
+
+async function cachedEntry(url: string): Promise<Response | null> {
   if (!cacheAvailable()) return null;
   const cache = await caches.open(CACHE_NAME);
   const hit = await cache.match(url);
@@ -28,7 +40,33 @@ export async function cached(url: string): Promise<Blob | null> {
     await cache.delete(url).catch(() => undefined);
     return null;
   }
-  return hit ? hit.blob() : null;
+  return hit ?? null;
+}
+
+/**
+ * Whether the kept copy of `url` (its entry, `size` bytes) is still what the server has: a HEAD
+ * request's ETag, else its Last-Modified, else its size, against those kept with the copy.
+ * True where the server cannot say (offline, no HEAD, no validator); `false` when it changed;
+ * why it is absent when the server no longer has it (a 404, or its web page instead).
+ */
+async function stillCurrent(url: string, kept: Response, size: number, signal?: AbortSignal): Promise<boolean | Absent> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'HEAD', cache: 'no-store', signal, mode: 'cors', credentials: 'omit' });
+  } catch (e) {
+    if ((e as Error)?.name === 'AbortError') throw e;
+    return true;
+  }
+  if (res.status === 404 || res.status === 410) return { absent: `${url} answered ${res.status}: the server no longer has it (the copy kept in this browser was dropped)` };
+  if (res.ok && htmlInstead(url, res.headers.get('content-type'))) {
+    return { absent: `${url} answered with an HTML page (status ${res.status}): the server no longer has it (the copy kept in this browser was dropped)` };
+  }
+  if (!res.ok) return true;
+  const same = (now: string | null, then: string | null) => (now && then ? now === then : null);
+  const length = res.headers.get('content-encoding') ? null : res.headers.get('content-length');
+  return same(res.headers.get('etag'), kept.headers.get(KEPT_ETAG))
+    ?? same(res.headers.get('last-modified'), kept.headers.get(KEPT_MODIFIED))
+    ?? (length !== null ? Number(length) === size : true);
 }
 
 /**
@@ -47,20 +85,27 @@ export interface Absent { absent: string }
  * Downloads `url` into the cache (unless it is there) and returns it as a Blob, or why the
  * server has no such file: a 404, or an HTML page where the file should be (a single-page
  * app's fallback; see {@link htmlInstead}). Other HTTP errors, network failures and short
- * bodies throw a DownloadError.
+ * bodies throw a DownloadError. With `revalidate`, a kept copy serves only while the server
+ * has the same file (see {@link stillCurrent}); a changed one is downloaded again.
  */
 export async function download(url: string, name: string, onProgress: (p: DownloadProgress) => void,
-  options: { cache: boolean; signal?: AbortSignal }): Promise<Blob | Absent> {
+  options: { cache: boolean; signal?: AbortSignal; revalidate?: boolean }): Promise<Blob | Absent> {
   if (url.startsWith('data:')) {
     const blob = dataURLBlob(url, name);
     onProgress({ name, url, loaded: blob.size, total: blob.size });
     return blob;
   }
   if (options.cache) {
-    const hit = await cached(url);
+    const hit = await cachedEntry(url);
     if (hit) {
-      onProgress({ name, url, loaded: hit.size, total: hit.size, fromCache: true });
-      return hit;
+      const blob = await hit.blob();
+      const current = options.revalidate ? await stillCurrent(url, hit, blob.size, options.signal) : true;
+      if (current === true) {
+        onProgress({ name, url, loaded: blob.size, total: blob.size, fromCache: true });
+        return blob;
+      }
+      await (await caches.open(CACHE_NAME)).delete(url).catch(() => undefined);
+      if (current !== false) return current;
     }
   }
   let res: Response;
@@ -106,6 +151,10 @@ export async function download(url: string, name: string, onProgress: (p: Downlo
   }
   const cache = await caches.open(CACHE_NAME);
   const headers = new Headers({ 'content-type': res.headers.get('content-type') ?? 'application/octet-stream' });
+  const etag = res.headers.get('etag');
+  const modified = res.headers.get('last-modified');
+  if (etag) headers.set(KEPT_ETAG, etag);
+  if (modified) headers.set(KEPT_MODIFIED, modified);
   try {
     await cache.put(url, new Response(body, { status: 200, headers }));
     checkLength();

@@ -16,8 +16,10 @@ const MIME = {
 
 export async function serve(root, mounts = {}) {
   const requests = [];
+  const methods = [];
   const server = createServer(async (req, res) => {
     requests.push(req.url);
+    methods.push(req.method);
     try {
       const url = new URL(req.url, 'http://127.0.0.1');
       let path = decodeURIComponent(url.pathname);
@@ -43,10 +45,13 @@ export async function serve(root, mounts = {}) {
         return;
       }
       if (!st || !st.isFile()) { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found'); return; }
+      // Validators as static servers send them (nginx: an ETag of mtime and size, and Last-Modified).
       res.writeHead(200, {
         'content-type': MIME[extname(file)] ?? 'application/octet-stream',
         'content-length': st.size,
         'cache-control': 'no-cache',
+        'etag': `"${Math.floor(st.mtimeMs).toString(16)}-${st.size.toString(16)}"`,
+        'last-modified': st.mtime.toUTCString(),
         'access-control-allow-origin': '*',
       });
       if (req.method === 'HEAD') { res.end(); return; }
@@ -57,6 +62,7 @@ export async function serve(root, mounts = {}) {
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
-  // `requests`: every request's path and query, in order (tests check what was never asked for).
-  return { url: `http://127.0.0.1:${port}/`, requests, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }) };
+  // `requests`: every request's path and query, in order (tests check what was never asked for);
+  // `methods`: each one's method.
+  return { url: `http://127.0.0.1:${port}/`, requests, methods, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }) };
 }
