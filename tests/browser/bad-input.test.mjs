@@ -277,6 +277,34 @@ export const tests = [
     },
   },
   {
+    // `models/x` has a Hugging Face id's form; written on a page whose folder holds models/x/, the
+    // failed load says so. A load cancelled part-way rejects with an AbortError.
+    name: 'loadModel("models/x") that fails as a Hugging Face id names the site folder of that name; a cancelled load rejects with an AbortError',
+    fn: async ({ server, fixtures }) => {
+      const dir = await templateInConfig(join(fixtures, 'models', 'site-named'));
+      await writeFile(join(fixtures, 'named.html'), '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>named</title><link rel="icon" href="data:,"></head><body></body></html>');
+      await page.context().route('https://huggingface.co/**', (route) => route.abort('namenotresolved'));
+      try {
+        await page.goto(`${server.url}__test__/named.html`);
+        const got = await page.evaluate(async () => {
+          const g = await import('/vendor/genprm/dist/index.js');
+          const named = await g.loadModel('models/site-named', { device: 'cpu' }).then(() => 'loaded', (e) => e.message);
+          const stop = new AbortController();
+          const cancelled = await g.loadModel('./models/site-named/', {
+            device: 'cpu', cache: false, signal: stop.signal,
+            onProgress: (p) => { if (p.phase === 'load' && p.stage === 'tokenizer') stop.abort(); },
+          }).then(() => 'loaded', (e) => e.name);
+          return { named, cancelled };
+        });
+        ok(/huggingface\.co/.test(got.named) && got.named.includes('this site has a model folder at ./models/site-named/'), `the error names the site's folder: ${got.named}`);
+        equal(got.cancelled, 'AbortError', 'a cancelled load');
+        ok(readdirSync(dir).length > 0, 'the folder');
+      } finally {
+        await page.context().unroute('https://huggingface.co/**');
+      }
+    },
+  },
+  {
     // Packs written before config.json was marked (and before the manifest listed the folder)
     // are found by their manifest once no safetensors weights are there.
     name: 'a pack made before config.json was marked still loads at a path on the site',

@@ -156,6 +156,43 @@ export const tests = [
     },
   },
   {
+    // A typo in an attribute would otherwise change what runs without a word (device="CPU" ran on
+    // WebGPU, samples="lots" one sample, steps that are not JSON a bare JSON.parse message).
+    name: 'attribute mistakes (steps not JSON, an unknown device, quant or samples) stop with an error naming the attribute; device="CPU" is cpu',
+    fn: async () => {
+      const cases = [
+        [{ steps: 'Tom starts with 3 apples.' }, /steps attribute is not JSON/],
+        [{ device: 'webgl' }, /device attribute must be auto, gpu or cpu, not "webgl"/],
+        [{ quant: 'q5' }, /quant attribute must be q4, q8 or none, not "q5"/],
+        [{ samples: 'lots' }, /samples attribute must be a whole number from 1 to \d+, not "lots"/],
+        [{ samples: '0' }, /samples attribute/],
+      ];
+      for (const [attrs, want] of cases) {
+        const detail = await page.evaluate(async (attrs) => {
+          const w = document.createElement('genprm-verifier');
+          Object.entries({ model: 'demo', device: 'cpu', problem: 'What is 2 + 3?', steps: '["2 + 3 = 5."]', ...attrs }).forEach(([k, v]) => w.setAttribute(k, v));
+          document.body.append(w);
+          const got = new Promise((resolve) => w.addEventListener('genprm-error', (e) => resolve(e.detail), { once: true }));
+          const result = await w.verify();
+          w.remove();
+          return { result, ...(await got) };
+        }, attrs);
+        equal(detail.result, null, `${JSON.stringify(attrs)}: nothing ran`);
+        equal(detail.stage, 'input', `${JSON.stringify(attrs)}: the input stage`);
+        ok(want.test(detail.message), `${JSON.stringify(attrs)}: ${detail.message}`);
+      }
+      const upper = await page.evaluate(async () => {
+        const w = document.createElement('genprm-verifier');
+        Object.entries({ model: 'demo', device: 'CPU', greedy: '', problem: 'What is 2 + 3?', steps: '["2 + 3 = 5."]' }).forEach(([k, v]) => w.setAttribute(k, v));
+        document.body.append(w);
+        const result = await w.verify();
+        w.remove();
+        return result?.complete;
+      });
+      equal(upper, true, 'device="CPU" verifies');
+    },
+  },
+  {
     name: 'the model runs in one engine worker shared by both widgets: the worker fetched the wasm module and the model once, the page neither',
     fn: async () => {
       const engines = page.workers().filter((w) => /engine-worker/.test(w.url()));

@@ -16,7 +16,7 @@
 // executor's sandboxed frame), asked for by the worker.
 import { pythonAssetURLs, demoModelBase, demoModelURLs } from '../runtime/assets.ts';
 import { baseURLFor, filesSource, urlSource, withContext, type ModelSource } from './model-sources.ts';
-import type { DownloadProgress } from '../runtime/model-cache.ts';
+import { htmlInstead, type DownloadProgress } from '../runtime/model-cache.ts';
 import { PyodideExecutor, type PyodideExecutorOptions } from '../python/pyodide-executor.ts';
 import type { ExecutorBridge, FetchFile, GpuInfo, LoadOptions, LoadProgress, ModelInfo, VerifyEvent, VerifyRequest, VerifyResult, WasmModel } from '../contract/types.ts';
 import { engine, gpuInfoOf } from './engine.ts';
@@ -108,10 +108,33 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
   try {
     model = await eng.load(source, load, (p) => report({ phase: 'load', ...p }), options.signal);
   } catch (err) {
-    throw withContext(err, source);
+    // A cancelled load fails wherever it was (a download, a file read): say so by name.
+    if (options.signal?.aborted) throw new DOMException('the model load was cancelled', 'AbortError');
+    const error = withContext(err, source);
+    const folder = typeof spec === 'string' ? await siteFolderNamed(spec) : null;
+    if (folder) error.message += ` — "${String(spec).trim()}" was read as a Hugging Face repository id, and this site has a model folder at ${folder}: write that for it`;
+    throw error;
   }
   if (options.signal?.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
   return new GenPRM(model, source.label, gpu);
+}
+
+/** For a model given as `models/x` (a Hugging Face id by its form) whose load failed: that folder
+ *  on this site, relative to the page or to its root, when it has a config.json; else null. */
+async function siteFolderNamed(spec: string): Promise<string | null> {
+  const s = spec.trim().replace(/\/$/, '');
+  const here = (globalThis as { location?: { href: string } }).location?.href;
+  if (!here || !/^[\w-][\w.-]*\/[\w.-]+$/.test(s)) return null;
+  for (const folder of [`./${s}/`, `/${s}/`]) {
+    const url = new URL(`${folder}config.json`, here).href;
+    try {
+      const res = await fetch(url, { method: 'HEAD', cache: 'no-store' });
+      if (res.ok && !htmlInstead(url, res.headers.get('content-type'))) return folder;
+    } catch {
+      // No answer: no suggestion.
+    }
+  }
+  return null;
 }
 
 // One verification at a time per executor: the Python namespaces are per solution path.

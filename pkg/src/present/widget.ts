@@ -196,7 +196,12 @@ export class GenprmVerifier extends Base {
     if (this._steps) return [...this._steps];
     const attr = this.getAttribute('steps');
     if (attr !== null) {
-      const parsed: unknown = JSON.parse(attr);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(attr);
+      } catch (e) {
+        throw new Error(`the steps attribute is not JSON (${errorText(e)}): write it as a JSON array of strings, or give the steps as <li> children`);
+      }
       if (!Array.isArray(parsed) || !parsed.every((s) => typeof s === 'string')) throw new Error('the steps attribute must be a JSON array of strings');
       return parsed;
     }
@@ -221,14 +226,31 @@ export class GenprmVerifier extends Base {
   set options(v: ProtocolOptions) { this._options = { ...v }; }
   get running(): boolean { return this.abort !== null; }
 
+  /** The device, quant and samples attributes, checked: a value the widget does not know is an
+   *  error naming the attribute (a typo would otherwise change what runs without a word). */
+  private settings(): { device: 'auto' | 'gpu' | 'cpu'; quant: 'q4' | 'q8' | null | undefined; samples: number } {
+    const attr = (name: string) => this.getAttribute(name)?.trim().toLowerCase() ?? null;
+    const device = attr('device') ?? 'auto';
+    if (device !== 'auto' && device !== 'gpu' && device !== 'cpu') throw new Error(`the device attribute must be auto, gpu or cpu, not "${this.getAttribute('device')}"`);
+    const q = attr('quant');
+    if (q !== null && !['q4', 'q8', 'none', 'f32'].includes(q)) throw new Error(`the quant attribute must be q4, q8 or none, not "${this.getAttribute('quant')}"`);
+    const quant = q === 'q4' || q === 'q8' ? q : q === null ? undefined : null;
+    const n = attr('samples');
+    if (n !== null && !(/^\d+$/.test(n) && Number(n) >= 1 && Number(n) <= MAX_SAMPLES)) {
+      throw new Error(`the samples attribute must be a whole number from 1 to ${MAX_SAMPLES}, not "${this.getAttribute('samples')}"`);
+    }
+    return { device, quant, samples: n === null ? 1 : Number(n) };
+  }
+
   /** Verifies the steps; resolves with the result (null when it could not start). */
   async verify(): Promise<VerifyResult | null> {
     if (this.running) return null;
     if (!this.built) this.build();
-    let problem: string, steps: string[];
+    let problem: string, steps: string[], settings: ReturnType<GenprmVerifier['settings']>;
     try {
       problem = this.problem.trim();
       steps = this.steps.map((s) => s.trim()).filter((s) => s.length > 0);
+      settings = this.settings();
       if (!problem) throw new Error('there is no problem to check (set the problem attribute)');
       if (steps.length === 0) throw new Error('there are no steps to check (add <li> children or set the steps attribute)');
     } catch (e) {
@@ -242,9 +264,7 @@ export class GenprmVerifier extends Base {
     this.result = null;
     try {
       this.say('Loading the model…');
-      const device = (['gpu', 'cpu'].includes(this.getAttribute('device') ?? '') ? this.getAttribute('device') : 'auto') as 'auto' | 'gpu' | 'cpu';
-      const q = this.getAttribute('quant');
-      const quant = q === 'q4' || q === 'q8' ? q : q === 'none' || q === 'f32' ? null : undefined;
+      const { device, quant } = settings;
       let model: GenPRM;
       try {
         model = await sharedModel(this.model, device, quant, (p) => this.loadProgress(p));
@@ -254,7 +274,7 @@ export class GenprmVerifier extends Base {
       }
       if (abort.signal.aborted) { this.say('Cancelled.'); return null; }
       this.progressRow.hidden = true;
-      const options: ProtocolOptions = { ...this._options, samples: this.samples };
+      const options: ProtocolOptions = { ...this._options, samples: settings.samples };
       if (this.hasAttribute('greedy')) options.greedy = true;
       if (options.execute !== false) {
         this.say('Starting Python…');
