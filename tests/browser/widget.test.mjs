@@ -303,6 +303,23 @@ export const tests = [
     },
   },
   {
+    name: 'stream(): leaving the loop after the first event cancels the verification (its result says cancelled)',
+    fn: async () => {
+      const got = await page.evaluate(async () => {
+        const g = await import('/vendor/genprm/dist/index.js');
+        const model = await g.loadModel('demo', { device: 'cpu' });
+        // Eight steps: far more work than the abort takes to arrive.
+        const stream = model.stream({ problem: 'What is 2 + 3?', steps: Array.from({ length: 8 }, (_, i) => `Step ${i + 1}: 2 + 3 = 5.`), options: { greedy: true } });
+        let seen = 0;
+        for await (const e of stream) { seen += e ? 1 : 0; break; }
+        const result = await stream.result;
+        model.free();
+        return { seen, complete: result.complete, error: result.error };
+      });
+      equal(got, { seen: 1, complete: false, error: 'cancelled' }, 'the stream left after one event');
+    },
+  },
+  {
     name: 'no errors in the console',
     fn: async () => equal(errors.filter((e) => !/status of 404/.test(e)), [], 'console errors'),
   },

@@ -182,22 +182,30 @@ export class GenPRM {
     }));
   }
 
-  /** The same as verify(), as an async iterable of events; `result` resolves at the end. */
+  /** The same as verify(), as an async iterable of events; `result` resolves at the end.
+   *  Leaving the loop early (break, return, a throw) cancels the verification, as its signal
+   *  would: `result` then resolves with complete=false, error "cancelled". */
   stream(request: VerifyRequest, options: Omit<VerifyOptions, 'onEvent'> = {}): AsyncIterable<VerifyEvent> & { result: Promise<VerifyResult> } {
     const buffer: VerifyEvent[] = [];
     let wake: (() => void) | null = null;
     let finished = false;
     let failure: unknown = null;
-    const result = this.verify(request, { ...options, onEvent: (e) => { buffer.push(e); wake?.(); } });
+    const left = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, left.signal]) : left.signal;
+    const result = this.verify(request, { ...options, signal, onEvent: (e) => { buffer.push(e); wake?.(); } });
     result.then(() => { finished = true; wake?.(); }, (e) => { failure = e; finished = true; wake?.(); });
     return {
       result,
       async *[Symbol.asyncIterator]() {
-        for (;;) {
-          while (buffer.length) yield buffer.shift()!;
-          if (finished) { if (failure) throw failure; return; }
-          await new Promise<void>((r) => { wake = r; });
-          wake = null;
+        try {
+          for (;;) {
+            while (buffer.length) yield buffer.shift()!;
+            if (finished) { if (failure) throw failure; return; }
+            await new Promise<void>((r) => { wake = r; });
+            wake = null;
+          }
+        } finally {
+          if (!finished) left.abort();
         }
       },
     };
