@@ -320,6 +320,23 @@ export const tests = [
     },
   },
   {
+    name: 'verifyProgress() takes the steps or their count (anything else is a TypeError); download() reports a finished file once',
+    fn: async ({ server }) => {
+      const got = await page.evaluate(async (url) => {
+        const g = await import('/vendor/genprm/dist/index.js');
+        const fromSteps = g.verifyProgress(['a', 'b', 'c']).steps.length;
+        const fromCount = g.verifyProgress(3).steps.length;
+        let refused = null;
+        try { g.verifyProgress('abc'); } catch (e) { refused = e.name; }
+        const reports = [];
+        await g.download(url, 'config.json', (p) => reports.push(`${p.loaded}/${p.total}`), { cache: false });
+        return { fromSteps, fromCount, refused, reports };
+      }, `${server.url}__test__/pages/hostile.html`);
+      equal([got.fromSteps, got.fromCount, got.refused], [3, 3, 'TypeError'], 'verifyProgress');
+      equal(new Set(got.reports).size, got.reports.length, `each progress report says something new: ${got.reports}`);
+    },
+  },
+  {
     name: 'no errors in the console',
     fn: async () => equal(errors.filter((e) => !/status of 404/.test(e)), [], 'console errors'),
   },

@@ -102,10 +102,12 @@ export interface VerifyFinished {
   result: VerifyResult;
 }
 
-/** The progress of a verification of `steps` steps before its first event. */
-export function verifyProgress(steps: number): VerifyProgress {
+/** The progress of a verification of `steps` (the steps, or how many) before its first event. */
+export function verifyProgress(steps: number | readonly string[]): VerifyProgress {
+  const count = typeof steps === 'number' ? steps : Array.isArray(steps) ? steps.length : NaN;
+  if (!Number.isInteger(count) || count < 0) throw new TypeError(`verifyProgress: expected the steps or their count, got ${JSON.stringify(steps)}`);
   const waiting: StepProgress = { phase: 'waiting', samples: [], verdict: null, wrong: false, undecided: false };
-  return { steps: Array.from({ length: steps }, () => waiting), firstError: -1, result: null };
+  return { steps: Array.from({ length: count }, () => waiting), firstError: -1, result: null };
 }
 
 /**

@@ -129,14 +129,17 @@ export async function download(url: string, name: string, onProgress: (p: Downlo
   const encoded = !!res.headers.get('content-encoding');
   let loaded = 0;
   let lastReport = 0;
+  let reported = -1;
   const counter = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       loaded += chunk.byteLength;
       const now = performance.now();
-      if (now - lastReport > 100) { lastReport = now; onProgress({ name, url, loaded, total }); }
+      if (now - lastReport > 100) { lastReport = now; reported = loaded; onProgress({ name, url, loaded, total }); }
       controller.enqueue(chunk);
     },
   });
+  // The last report, unless the counter already made it.
+  const reportDone = () => { if (reported !== loaded || total === undefined) onProgress({ name, url, loaded, total: total ?? loaded }); };
   const body = res.body ? res.body.pipeThrough(counter) : null;
   const checkLength = () => {
     if (total !== undefined && !encoded && loaded < total) {
@@ -146,7 +149,7 @@ export async function download(url: string, name: string, onProgress: (p: Downlo
   if (!options.cache || !cacheAvailable()) {
     const blob = await new Response(body).blob();
     checkLength();
-    onProgress({ name, url, loaded, total: total ?? loaded });
+    reportDone();
     return blob;
   }
   const cache = await caches.open(CACHE_NAME);
@@ -166,7 +169,7 @@ export async function download(url: string, name: string, onProgress: (p: Downlo
     }
     throw new DownloadError(`could not download ${url}: ${(e as Error)?.message ?? e}`);
   }
-  onProgress({ name, url, loaded, total: total ?? loaded });
+  reportDone();
   const stored = await cache.match(url);
   if (!stored) throw new DownloadError(`${name} was downloaded but the browser did not keep it (storage full or private mode?)`);
   return stored.blob();
