@@ -198,6 +198,13 @@ fn packs_round_trip_and_refuse_corruption() {
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("bf16") && err.contains("f16"), "{err}");
 
+    // A --quant the pack cannot honour is refused, naming the pack's format; its own is fine.
+    let e = run_cli(&["logits", "--model", pack.to_str().unwrap(), "--ids", "1,2", "--quant", "q8"]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("is a q4 pack") && err.contains("--quant q8"), "{err}");
+    let same = run_cli(&["logits", "--model", pack.to_str().unwrap(), "--ids", "1,2", "--quant", "q4"]);
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+
     // A pack verifies end to end through the CLI.
     let input = fixtures().join("protocol/e2e.json");
     let out = run_cli(&["verify", "--model", pack.to_str().unwrap(), "--input", input.to_str().unwrap(), "--greedy", "--json"]);

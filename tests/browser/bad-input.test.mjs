@@ -231,6 +231,14 @@ export const tests = [
       ok(!has.has('chat_template.jinja'), 'the pack has no chat_template.jinja');
       ok(names.includes('genprm-pack.json') && names.includes('weights-00001.bin'), `the pack was read by URL: ${names}`);
       equal(names.filter((n) => !has.has(n)), [], 'files asked of the pack\'s folder that it does not have');
+      // A pack is loaded as it is: an explicit quant it cannot honour is refused, not ignored.
+      const refused = await page.evaluate(async () => {
+        const g = await import('/vendor/genprm/dist/index.js');
+        const load = (quant) => g.loadModel('/__test__/models/site-pack/', { device: 'cpu', quant }).then((m) => { m.free(); return 'loaded'; }, (e) => e.message);
+        return { q8: await load('q8'), q4: await load('q4') };
+      });
+      ok(/is a q4 pack/.test(refused.q8) && /quant q8 cannot apply/.test(refused.q8), `quant q8 of a q4 pack: ${refused.q8}`);
+      equal(refused.q4, 'loaded', 'quant q4 of a q4 pack');
     },
   },
   {

@@ -116,6 +116,12 @@ export async function loadModel(spec: ModelSpec, options: LoadModelOptions = {})
     throw error;
   }
   if (options.signal?.aborted) { model.free(); throw new DOMException('cancelled', 'AbortError'); }
+  // A pack is loaded as it is: an explicit quant it cannot honour is an error, not ignored.
+  const stored = model.info().quant;
+  if (options.quant !== undefined && stored !== options.quant) {
+    model.free();
+    throw new Error(`${source.label} is a ${stored ?? 'f32'} pack, loaded as it is: quant ${options.quant ?? 'none'} cannot apply to it (give the float checkpoint to choose the format, or leave quant out)`);
+  }
   return new GenPRM(model, source.label, gpu);
 }
 

@@ -49,7 +49,7 @@ pub(crate) struct ModelArgs {
     #[arg(long, default_value = "cpu", value_name = "cpu|gpu")]
     device: DeviceKind,
     /// Quantize the weights while loading: q4 or q8 (weight-only, groups of 32). A
-    /// pre-quantized pack (`genprm quantize`) is loaded as it is.
+    /// pre-quantized pack (`genprm quantize`) is loaded as it is (another format is an error).
     #[arg(long, value_name = "q4|q8")]
     quant: Option<genprm::QuantFormat>,
     /// Format of the embedding and lm_head when quantizing (default: as --quant).
@@ -258,6 +258,21 @@ pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
             .context("progress bar template")?
             .progress_chars("=> "),
     );
+    // A pack is loaded as it is: a --quant it cannot honour is an error, not ignored.
+    if let Some(quant) = args.quant
+        && genprm::pack::Pack::is_pack(&args.model)
+    {
+        let path = args.model.join(genprm::pack::MANIFEST);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let manifest: genprm::pack::Manifest = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        if manifest.quant != quant {
+            anyhow::bail!(
+                "{} is a {} pack, loaded as it is: --quant {quant} cannot apply to it (give the float checkpoint to choose the format, or leave --quant out)",
+                args.model.display(),
+                manifest.quant
+            );
+        }
+    }
     let options = args.gpu.load_options(args.quant, args.head_quant);
     let model = LoadedModel::load_with(&args.model, &device, options, |p| {
         bar.set_length(p.total as u64);
