@@ -152,7 +152,42 @@ fn csv_with_a_bad_row_is_graded() {
     check_graded(&rs[3], "times", 1, -1);
     assert_eq!(rs[1].status, RowStatus::BadRow);
     assert_eq!(rs[1].student_id.as_deref(), Some("s9"));
-    assert!(rs[1].error.as_deref().unwrap().contains("missing field `problem`"), "{:?}", rs[1]);
+    assert!(rs[1].error.as_deref().unwrap().contains("`problem` is empty"), "{:?}", rs[1]);
+}
+
+#[test]
+fn output_paths_that_cannot_hold_results_are_named_and_a_closed_stderr_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sols = solutions();
+    let input = dir.path().join("class.jsonl");
+    let line = |(id, problem, steps, _): &(String, String, Vec<String>, i64)| serde_json::json!({"id": id, "problem": problem, "steps": steps}).to_string();
+    std::fs::write(&input, sols.iter().map(line).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let refused = |out: &Path| {
+        let a = grade_args(&input, out, &["--greedy"]);
+        let o = genprm(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = refused(&dir.path().join("no-such-folder/out.jsonl"));
+    assert!(err.contains("the folder") && err.contains("no-such-folder") && err.contains("does not exist") && !err.contains("--resume"), "{err}");
+    let err = refused(dir.path());
+    assert!(err.contains("is a folder") && !err.contains("--resume"), "{err}");
+    // stderr read by a reader that goes away after one line (`2>&1 | head -1`): every row is
+    // still graded and the run ends well.
+    let out = dir.path().join("results.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genprm"))
+        .args(grade_args(&input, &out, &["--greedy"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(results(&out).len(), sols.len());
+    // Twice to one file: the message says so once, and what to do.
+    let err = refused(&out);
+    assert!(err.contains("already holds results") && err.contains("--resume") && err.matches("results.jsonl").count() == 1, "{err}");
 }
 
 /// An input of `n` rows cycling through the three trained solutions, with one bad row.

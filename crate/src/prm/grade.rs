@@ -68,6 +68,22 @@ pub fn parse_input(bytes: &[u8], format: InputFormat, source: &str) -> Result<Ve
         InputFormat::Jsonl => parse_jsonl(bytes),
         InputFormat::Csv => parse_csv(bytes, source)?,
     };
+    // Fields named wrongly in every row (`question` for `problem`, say) are the file's mistake,
+    // refused as a CSV header without the columns is, not a file of bad rows.
+    if format == InputFormat::Jsonl && !rows.is_empty() && rows.iter().all(|r| r.solution.as_ref().is_err_and(|e| e.starts_with("missing field"))) {
+        let first: Vec<String> = bytes
+            .split(|&b| b == b'\n')
+            .find_map(|l| serde_json::from_slice::<serde_json::Map<String, Value>>(l).ok())
+            .map(|m| m.keys().map(|k| format!("`{k}`")).collect())
+            .unwrap_or_default();
+        return Err(Error::InvalidInput {
+            what: source.to_string(),
+            message: format!(
+                "no row has the fields to grade (`problem`, and `steps` or `solution`); the first row's are {}",
+                if first.is_empty() { "none".to_string() } else { first.join(", ") }
+            ),
+        });
+    }
     refuse_duplicate_ids(&mut rows);
     Ok(rows)
 }
@@ -257,12 +273,13 @@ fn csv_row(line: usize, record: &csv::ByteRecord, column: &HashMap<&str, usize>,
     let mut raw = RawRow::default();
     let mut problems: Vec<String> = Vec::new();
     let mut cells: HashMap<&str, String> = HashMap::new();
+    let mut blank: Vec<&str> = Vec::new();
     for (&name, &i) in column {
         match record.get(i) {
             None => problems.push(format!("missing column `{name}`: the row has {} field(s), the header {width}", record.len())),
             Some(bytes) => match std::str::from_utf8(bytes) {
                 Err(_) => problems.push(format!("column `{name}` is not UTF-8 text (save the file as UTF-8)")),
-                Ok(text) if text.trim().is_empty() => {}
+                Ok(text) if text.trim().is_empty() => blank.push(name),
                 Ok(text) => {
                     cells.insert(name, text.to_string());
                 }
@@ -291,16 +308,44 @@ fn csv_row(line: usize, record: &csv::ByteRecord, column: &HashMap<&str, usize>,
         }
     }
     if let Some(label) = cells.remove("label") {
-        match label.trim().parse::<i64>() {
-            Ok(n) => raw.label = Some(Value::from(n)),
-            Err(_) => early = early.or(Some(format!("`label` must be an integer (the 0-based first wrong step, or -1), not {:?}", label.trim()))),
+        match whole_number(label.trim()) {
+            Some(n) => raw.label = Some(Value::from(n)),
+            None => early = early.or(Some(format!("`label` must be an integer (the 0-based first wrong step, or -1), not {:?}", label.trim()))),
         }
     }
     let mut row = build_row(line, raw);
     if let Some(reason) = early {
         row.solution = Err(reason);
     }
+    // A blank cell reads as absent (a file may have both a steps and a solution column, one of
+    // them filled per row), but is named as empty, not missing.
+    if let Err(reason) = &row.solution {
+        let empty = if reason.starts_with("missing field `problem`") {
+            blank.contains(&"problem").then(|| "`problem` is empty: there is no problem to grade against".to_string())
+        } else if reason.starts_with("missing field: `steps`") {
+            match (blank.contains(&"steps"), blank.contains(&"solution")) {
+                (true, true) => Some("`steps` and `solution` are empty: there is nothing to grade".to_string()),
+                (true, false) => Some("`steps` is empty: there is nothing to grade".to_string()),
+                (false, true) => Some("`solution` is empty: there is nothing to grade".to_string()),
+                (false, false) => None,
+            }
+        } else {
+            None
+        };
+        if let Some(empty) = empty {
+            row.solution = Err(empty);
+        }
+    }
     row
+}
+
+/// An integer written as one (`2`) or as a float with no fraction (`2.0`, as pandas writes a
+/// column of integers with blanks in it).
+fn whole_number(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| {
+        let f = text.parse::<f64>().ok().filter(|f| f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15)?;
+        Some(f as i64)
+    })
 }
 
 /// Validates one row's fields into a solution, or the first reason it cannot be graded.
@@ -323,7 +368,7 @@ fn build_row(line: usize, raw: RawRow) -> GradeRow {
     };
     let label = match raw.label {
         None => Ok(None),
-        Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64()),
+        Some(Value::Number(n)) if whole_number(&n.to_string()).is_some() => Ok(whole_number(&n.to_string())),
         Some(other) => Err(format!("`label` must be an integer (the 0-based first wrong step, or -1), not {other}")),
     };
     let solution = (|| {
@@ -512,8 +557,12 @@ pub fn done_lines(rows: &[GradeRow], kept: &[GradeResult], results_name: &str) -
             return Err(Error::InvalidInput {
                 what,
                 message: format!(
-                    "the result for input line {} has id {:?} / student_id {:?} but that row has {:?} / {:?}: the input changed since these results were written",
-                    result.line, result.id, result.student_id, row.id, row.student_id
+                    "the result for input line {} has id {} / student_id {} but that row has {} / {}: the input changed since these results were written",
+                    result.line,
+                    shown(&result.id),
+                    shown(&result.student_id),
+                    shown(&row.id),
+                    shown(&row.student_id)
                 ),
             });
         }
@@ -522,6 +571,11 @@ pub fn done_lines(rows: &[GradeRow], kept: &[GradeResult], results_name: &str) -
         }
     }
     Ok(done)
+}
+
+/// An identifier as a message shows it: quoted, or "none".
+fn shown(id: &Option<String>) -> String {
+    id.as_ref().map_or_else(|| "none".to_string(), |s| format!("{s:?}"))
 }
 
 /// Totals over a set of results.
@@ -668,6 +722,31 @@ mod tests {
     }
 
     #[test]
+    fn labels_written_as_whole_floats_read_and_misnamed_jsonl_fields_are_a_file_error() {
+        // pandas writes a column of integers with blanks in it as floats.
+        let rows = parse_input(b"problem,solution,label\np,x,0.0\np,y,\np,z,1.5\n", InputFormat::Csv, "in.csv").unwrap();
+        assert_eq!((rows[0].label, rows[1].label), (Some(0), None));
+        assert!(bad(&rows, 4).contains("`label` must be an integer"));
+        let rows = parse_input(b"{\"problem\": \"p\", \"steps\": [\"a\", \"b\"], \"label\": 1.0}\n", InputFormat::Jsonl, "in.jsonl").unwrap();
+        assert_eq!(rows[0].label, Some(1));
+        // Every row without the fields (named otherwise): the file's mistake, named up front.
+        let e = parse_input(b"{\"question\": \"p\", \"answer\": \"x\"}\n{\"question\": \"q\", \"answer\": \"y\"}\n", InputFormat::Jsonl, "in.jsonl").unwrap_err().to_string();
+        assert!(e.contains("in.jsonl") && e.contains("no row has the fields to grade") && e.contains("`answer`, `question`"), "{e}");
+        // One good row among them: the others are bad rows.
+        let rows = parse_input(b"{\"question\": \"p\"}\n{\"problem\": \"p\", \"solution\": \"x\"}\n", InputFormat::Jsonl, "in.jsonl").unwrap();
+        assert!(rows[0].solution.is_err() && rows[1].solution.is_ok());
+    }
+
+    #[test]
+    fn a_resumed_results_file_of_another_input_is_named_plainly() {
+        let rows = parse_input(b"id,problem,solution\ns2-X,p,x\n", InputFormat::Csv, "in.csv").unwrap();
+        let mut kept = GradeResult::bad_row(&rows[0], "x");
+        kept.id = Some("s2-0".into());
+        let e = done_lines(&rows, &[kept], "out.jsonl").unwrap_err().to_string();
+        assert!(e.contains("has id \"s2-0\" / student_id none but that row has \"s2-X\" / none") && !e.contains("Some("), "{e}");
+    }
+
+    #[test]
     fn every_bad_csv_row_is_a_row_error_and_header_problems_are_file_errors() {
         let text = "id,problem,steps,solution,label\n\
                     a,p,\"[\"\"x\"\"]\",,\n\
@@ -688,8 +767,8 @@ mod tests {
         let expect = [
             (3, "column `steps` is not a JSON array of strings"),
             (4, "`steps` must be an array of strings, not an object"),
-            (5, "missing field `problem`"),
-            (6, "missing field: `steps`"),
+            (5, "`problem` is empty"),
+            (6, "`steps` and `solution` are empty"),
             (7, "both `steps` and `solution`"),
             (8, "`label` must be an integer"),
             (9, "missing column `"),

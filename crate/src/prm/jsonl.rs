@@ -85,6 +85,15 @@ impl JsonlWriter {
     /// already holds. With [`OpenMode::Resume`] a torn last line is cut off the file (the bytes
     /// before it are not rewritten); with [`OpenMode::New`] a non-empty file is an error.
     pub fn open<T: DeserializeOwned>(path: &Path, mode: OpenMode) -> Result<(Self, Vec<T>)> {
+        let refused = |message: String| Error::InvalidInput { what: path.display().to_string(), message };
+        if path.is_dir() {
+            return Err(refused("is a folder: give the path of a file for the results".into()));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(refused(format!("the folder {} does not exist", parent.display())));
+        }
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

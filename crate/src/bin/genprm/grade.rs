@@ -1,6 +1,7 @@
 //! `genprm grade`: grade a file of many solutions (JSON Lines or CSV), one result line per row,
 //! each synced to disk as it is made, resumable after an interruption.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -55,18 +56,21 @@ pub fn run(args: GradeArgs) -> Result<()> {
     }
     let out_name = args.out.display().to_string();
     let mode = if args.resume { OpenMode::Resume } else { OpenMode::New };
-    let (mut writer, kept) = JsonlWriter::open::<GradeResult>(&args.out, mode).with_context(|| {
-        if args.resume { format!("resuming {out_name}") } else { format!("{out_name}: pass --resume to continue it") }
+    let (mut writer, kept) = JsonlWriter::open::<GradeResult>(&args.out, mode).map_err(|e| match e {
+        Error::InvalidInput { message, .. } if message.starts_with("the output file already holds results") => {
+            anyhow::anyhow!("{out_name}: already holds results: pass --resume to continue it, or choose another --out (it is never overwritten)")
+        }
+        other => anyhow::Error::new(other),
     })?;
     let done = grade::done_lines(&rows, &kept, &out_name)?;
     let todo: Vec<&grade::GradeRow> = rows.iter().filter(|r| !done.contains(&r.line)).collect();
     let bad_rows = rows.iter().filter(|r| r.solution.is_err()).count();
-    eprintln!(
+    note(format_args!(
         "{} rows in {source} ({bad_rows} bad), {} already graded in {out_name}, {} to grade",
         rows.len(),
         rows.len() - todo.len(),
         todo.len()
-    );
+    ));
     let mut results = kept;
     if !todo.is_empty() {
         let needs_model = todo.iter().any(|r| r.solution.is_ok());
@@ -110,8 +114,8 @@ pub fn run(args: GradeArgs) -> Result<()> {
             let result = result?;
             writer.append(&result)?;
             match result.status {
-                RowStatus::BadRow => bar.suspend(|| eprintln!("{source}, {}: bad row: {}", name(row), result.error.as_deref().unwrap_or(""))),
-                RowStatus::Failed => bar.suspend(|| eprintln!("{source}, {}: {}", name(row), result.error.as_deref().unwrap_or(""))),
+                RowStatus::BadRow => bar.suspend(|| note(format_args!("{source}, {}: bad row: {}", name(row), result.error.as_deref().unwrap_or("")))),
+                RowStatus::Failed => bar.suspend(|| note(format_args!("{source}, {}: {}", name(row), result.error.as_deref().unwrap_or("")))),
                 RowStatus::Graded => {}
             }
             results.push(result);
@@ -130,22 +134,32 @@ pub fn run(args: GradeArgs) -> Result<()> {
     Ok(())
 }
 
+/// A line on stderr; a reader that went away (`2>&1 | head`) stops no grading.
+fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A line of the summary on stdout, likewise.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 fn print_summary(results: &[GradeResult], out_name: &str) {
     let s = GradeSummary::of(results);
-    println!("{} rows: {} graded, {} bad, {} failed; results in {out_name}", s.rows, s.graded, s.bad_rows, s.failed);
+    say(format_args!("{} rows: {} graded, {} bad, {} failed; results in {out_name}", s.rows, s.graded, s.bad_rows, s.failed));
     let lines = |status| results.iter().filter(|r| r.status == status).map(|r| r.line.to_string()).collect::<Vec<_>>().join(", ");
     if s.bad_rows > 0 {
-        println!("bad rows (input lines): {}", lines(RowStatus::BadRow));
+        say(format_args!("bad rows (input lines): {}", lines(RowStatus::BadRow)));
     }
     if s.failed > 0 {
-        println!("failed rows (input lines): {}", lines(RowStatus::Failed));
+        say(format_args!("failed rows (input lines): {}", lines(RowStatus::Failed)));
     }
     if s.labelled > 0 {
-        println!(
+        say(format_args!(
             "agreement with labels: {}/{} ({:.1}%) of graded rows with a label",
             s.agreed,
             s.labelled,
             100.0 * s.agreed as f64 / s.labelled as f64
-        );
+        ));
     }
 }
