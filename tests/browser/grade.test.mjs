@@ -121,7 +121,8 @@ export const tests = [
       };
       const csv = await grab('export-csv');
       equal(csv.name, 'class-4b-graded.csv', 'CSV file name');
-      const [header, ...rows] = parseCSV(csv.text);
+      ok(csv.text.startsWith('\uFEFF'), 'the CSV starts with a byte-order mark (Excel reads it as UTF-8)');
+      const [header, ...rows] = parseCSV(csv.text.slice(1));
       equal(rows.length, 5, 'CSV rows');
       const col = (name) => header.indexOf(name);
       for (const name of ['line', 'id', 'student_id', 'status', 'first_error_step', 'score_min', 'score_last', 'score_mean', 'label', 'agreement', 'reward_step_1', 'reward_step_3']) ok(col(name) >= 0, `CSV column ${name}`);
@@ -149,6 +150,20 @@ export const tests = [
       equal(data.summary.agreed, labeled.filter((r) => r.agreement).length, 'summary agreed');
       const jsonl = await grab('export-jsonl');
       equal(jsonl.text.trim().split('\n').map((l) => JSON.parse(l)), final, 'JSON Lines = the records');
+    },
+  },
+  {
+    name: 'picking the graded file again says it is graded; then a file that cannot be graded replaces it: nothing left to grade, no stale file line; no "Now grading" once done',
+    fn: async () => {
+      const heading = await page.evaluate(() => [...document.querySelectorAll('h2')].map((e) => e.textContent).find((t) => /grading|graded/i.test(t ?? '')) ?? '');
+      ok(!/^Now grading/.test(heading), `the live heading once finished: ${heading}`);
+      await page.getByTestId('grade-file').setInputFiles({ name: 'class-4b.jsonl', mimeType: 'application/x-ndjson', buffer: Buffer.from(JSONL) });
+      await page.waitForFunction(() => /every solution is graded/.test(document.querySelector('[data-testid=file-info]')?.textContent ?? ''));
+      await page.getByTestId('grade-file').setInputFiles({ name: 'semi.csv', mimeType: 'text/csv', buffer: Buffer.from('problem;solution\nWhat is 2 + 3?;5\n') });
+      await page.getByRole('alert').filter({ hasText: 'semi.csv cannot be graded' }).waitFor();
+      equal((await page.getByTestId('file-info').textContent()).trim(), '', 'no line about the file chosen before');
+      equal(await page.getByTestId('grade-start').isDisabled(), true, 'nothing to grade');
+      equal(await page.getByTestId('grade-row').count(), 0, 'the earlier file\'s results are not shown as this one\'s');
     },
   },
   {

@@ -263,15 +263,25 @@ async function openJob(j: Job, parsed?: GradeRow[]): Promise<void> {
 async function pick(file: File): Promise<void> {
   if (running()) { alerts.error('Grading is running', 'Pause it before choosing another file.'); return; }
   alerts.clear();
+  // A file that cannot be graded replaces the one chosen before: nothing is left to grade by mistake.
+  const refuse = (title: string, message: string) => {
+    closeJob();
+    picked = null;
+    fileInfo.textContent = '';
+    alerts.error(title, message);
+    updateButtons();
+  };
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
     const parsed = await parseGradingInput(bytes, file.name);
-    if (parsed.length === 0) { alerts.error('The file has no solutions', `${file.name} holds no rows.`); return; }
+    if (parsed.length === 0) { refuse('The file has no solutions', `${file.name} holds no rows.`); return; }
     // The same file with the same options: continue that grading.
     const existing = await getJob(await jobKey(bytes, file.name, options.get()));
     if (existing) {
       await openJob(existing, parsed);
-      fileInfo.textContent = `You graded part of ${file.name} before with these options: continuing.`;
+      fileInfo.textContent = pendingRows().length === 0
+        ? `You graded ${file.name} before with these options: every solution is graded (the results are below).`
+        : `You graded part of ${file.name} before with these options: continuing.`;
       return;
     }
     closeJob();
@@ -282,7 +292,7 @@ async function pick(file: File): Promise<void> {
       ...(bad.length ? [h('ul', { class: 'bad-rows' }, ...bad.slice(0, 5).map((r) => h('li', { text: `line ${r.line}: ${r.error}` })), bad.length > 5 ? h('li', { text: `and ${bad.length - 5} more` }) : null)] : []));
     updateButtons();
   } catch (e) {
-    alerts.error(`${file.name} cannot be graded`, errorMessage(e));
+    refuse(`${file.name} cannot be graded`, errorMessage(e));
   }
 }
 
@@ -350,11 +360,13 @@ async function start(): Promise<void> {
       stored.set(row.line, entry);
       addRow(entry);
       updateProgress();
+      void refreshJobs(); // the saved gradings' counts, as they grow
     }
   } catch (e) {
     alerts.error('Grading stopped', errorMessage(e));
   } finally {
     abort = null;
+    live.heading.textContent = live.heading.textContent?.replace(/^Now grading/, 'Last graded:') ?? '';
     if (job?.key === j.key) {
       j.model = modelName;
       updateProgress();
@@ -380,7 +392,8 @@ pauseButton.addEventListener('click', pause);
 function exportName(ext: string): string {
   return `${(job?.fileName ?? 'grading').replace(/\.[^.]+$/, '')}-graded.${ext}`;
 }
-exportCSV.addEventListener('click', () => download(exportName('csv'), toCSV(records()), 'text/csv'));
+// With a byte-order mark: Excel then reads the file as UTF-8 (names like "élodie", "√2").
+exportCSV.addEventListener('click', () => download(exportName('csv'), `\uFEFF${toCSV(records())}`, 'text/csv;charset=utf-8'));
 exportJSON.addEventListener('click', () => job && download(exportName('json'), toJSON(job.fileName, job.options, job.model, records(), rows.length), 'application/json'));
 exportJSONL.addEventListener('click', () => download(exportName('jsonl'), toJSONL(records()), 'application/x-ndjson'));
 
