@@ -224,7 +224,7 @@ fn interrupted_then_resumed(signal: i32) {
     let out = dir.path().join("interrupted.jsonl");
     let a = grade_args(&input, &out, &sampling);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_genprm"));
-    cmd.args(&a).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(&a).stdout(Stdio::null()).stderr(Stdio::piped());
     // As a terminal's Ctrl-C: the default action even when this test runs in a background job,
     // whose children inherit SIGINT ignored.
     // SAFETY: only an async-signal-safe call between fork and exec.
@@ -245,8 +245,15 @@ fn interrupted_then_resumed(signal: i32) {
     assert!(child.try_wait().unwrap().is_none(), "genprm grade finished before the interruption");
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success());
+    // Ctrl-C says where the results are and how to continue (SIGKILL cannot be caught).
+    if signal == libc::SIGINT {
+        assert!(log.contains("interrupted: the rows graded so far are in") && log.contains("--resume"), "{log}");
+        assert_eq!(std::os::unix::process::ExitStatusExt::into_raw(status) >> 8, 130, "exit status 130 after SIGINT");
+    }
     let kept = complete_lines(&out);
     assert!((1..rows).contains(&kept), "{kept} rows were done before the interruption");
     let done_before: Vec<u8> = std::fs::read(&out).unwrap();

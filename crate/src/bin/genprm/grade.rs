@@ -63,6 +63,8 @@ pub fn run(args: GradeArgs) -> Result<()> {
         other => anyhow::Error::new(other),
     })?;
     let done = grade::done_lines(&rows, &kept, &out_name)?;
+    #[cfg(unix)]
+    say_how_to_resume_when_interrupted(&out_name);
     let todo: Vec<&grade::GradeRow> = rows.iter().filter(|r| !done.contains(&r.line)).collect();
     let bad_rows = rows.iter().filter(|r| r.solution.is_err()).count();
     note(format_args!(
@@ -132,6 +134,31 @@ pub fn run(args: GradeArgs) -> Result<()> {
     results.sort_by_key(|r| r.line);
     print_summary(&results, &out_name);
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) or a kill (SIGTERM) still ends the run at once (each result is on disk as
+/// soon as it is made), now with a line saying where the results are and how to continue. A
+/// signal the run was started ignoring (a background job's SIGINT) stays ignored.
+#[cfg(unix)]
+fn say_how_to_resume_when_interrupted(out_name: &str) {
+    static MESSAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let _ = MESSAGE.set(format!("\ninterrupted: the rows graded so far are in {out_name}; run the same command with --resume to continue\n").into_bytes());
+    extern "C" fn on_signal(signal: libc::c_int) {
+        if let Some(message) = MESSAGE.get() {
+            // SAFETY: write(2) is async-signal-safe, and the message was made before the handler was set.
+            let _ = unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+        }
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { libc::_exit(128 + signal) }
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only makes async-signal-safe calls.
+        let before = unsafe { libc::signal(signal, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+        if before == libc::SIG_IGN {
+            // SAFETY: restores the disposition the process started with.
+            unsafe { libc::signal(signal, libc::SIG_IGN) };
+        }
+    }
 }
 
 /// A line on stderr; a reader that went away (`2>&1 | head`) stops no grading.
