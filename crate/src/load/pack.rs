@@ -281,8 +281,7 @@ impl Pack {
     /// reads every shard and verifies its size and checksum.
     pub fn open(dir: &Path) -> Result<Self> {
         let mpath = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| Error::json(&mpath, &e))?;
+        let manifest = Manifest::read(dir)?;
         // Names and sizes are checked before any shard is read: a shard outside the pack, or a
         // device file, is never opened, and a file larger than the manifest says is never read.
         manifest.check_layout(dir)?;
@@ -410,6 +409,17 @@ impl<B: ByteSource> Pack<B> {
 }
 
 impl Manifest {
+    /// Parses a manifest's bytes; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::json(path, &e))
+    }
+
+    /// Reads and parses the manifest of the pack in `dir` (nothing else is read or checked).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        Self::parse(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?, &path)
+    }
+
     fn error(&self, dir: &Path, message: String) -> Error {
         Error::Config { path: dir.join(MANIFEST), field: "pack".into(), message }
     }

@@ -368,8 +368,12 @@ fn build_row(line: usize, raw: RawRow) -> GradeRow {
     };
     let label = match raw.label {
         None => Ok(None),
-        Some(Value::Number(n)) if whole_number(&n.to_string()).is_some() => Ok(whole_number(&n.to_string())),
-        Some(other) => Err(format!("`label` must be an integer (the 0-based first wrong step, or -1), not {other}")),
+        Some(v) => match &v {
+            Value::Number(n) => whole_number(&n.to_string()),
+            _ => None,
+        }
+        .map(Some)
+        .ok_or_else(|| format!("`label` must be an integer (the 0-based first wrong step, or -1), not {v}")),
     };
     let solution = (|| {
         if let Some(e) = id_err.or(sid_err) {

@@ -65,7 +65,7 @@ pub(super) fn parse_format(value: Option<&str>, field: &str) -> Result<Option<Qu
 /// absent without a request.
 async fn read_manifest(files: &mut Files, blob: Blob) -> Result<Manifest> {
     let mpath = Path::new(MANIFEST);
-    let manifest: Manifest = serde_json::from_slice(&read_all(&blob, mpath).await?).map_err(|e| Error::json(mpath, &e))?;
+    let manifest = Manifest::parse(&read_all(&blob, mpath).await?, mpath)?;
     if !manifest.files.is_empty() {
         let names = manifest.files.iter().cloned().chain(manifest.shards.iter().map(|s| s.file.clone()));
         files.known = Some(names.chain([MANIFEST.to_string()]).collect());

@@ -262,9 +262,7 @@ pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
     if let Some(quant) = args.quant
         && genprm::pack::Pack::is_pack(&args.model)
     {
-        let path = args.model.join(genprm::pack::MANIFEST);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let manifest: genprm::pack::Manifest = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        let manifest = genprm::pack::Manifest::read(&args.model)?;
         if manifest.quant != quant {
             anyhow::bail!(
                 "{} is a {} pack, loaded as it is: --quant {quant} cannot apply to it (give the float checkpoint to choose the format, or leave --quant out)",
